@@ -1,0 +1,27 @@
+# Two commands: `make demo` and `make test`. Each creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# A CPU build that installs from local disk here; GPU users: make TORCH="torch --index-url ..."
+TORCH ?= torch==2.13.0
+
+.PHONY: demo test clean
+
+demo: $(VENV)/.installed
+	$(BIN)/smalto demo --out demo
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from smalto.cli import main
+
+sys.exit(main())

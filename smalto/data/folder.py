@@ -1,0 +1,163 @@
+"""Bring-your-own data: a folder of images plus one JSON object per line describing them.
+
+    DIR/images/000001.png
+    DIR/data.jsonl   {"image": "images/000001.png", "text": "...", "qa": [{"q": "...", "a": "..."}],
+                      "scene": {...}}
+
+`image` and `text` are required; `qa` and `scene` (a ShapesWorld scene graph) are optional, and
+other fields are ignored. `smalto data shapes` writes this same format.
+
+Images are converted, not rejected, when the fix is unambiguous: grayscale (8 or 16 bit), palette and CMYK
+images become RGB; EXIF rotation is applied; transparency is composited over white; a non-square image is centre-cropped
+to a square; any other size is resized (Lanczos) to the configured side. Everything else (a
+missing or unreadable file, a malformed line, a missing field, an empty dataset) is a
+`SmaltoError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+from smalto import atomic
+from smalto.data.shapes import Scene
+from smalto.errors import SmaltoError
+
+INDEX = "data.jsonl"
+
+
+@dataclass
+class Record:
+    image: str  # path relative to the folder, as written in data.jsonl
+    text: str
+    qa: list[dict] = field(default_factory=list)
+    scene: Scene | None = None
+
+
+@dataclass
+class Folder:
+    root: Path
+    records: list[Record]
+    images: np.ndarray  # uint8 [N, S, S, 3]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def texts(self) -> Iterable[str]:
+        """Every string in the folder: what a text tokenizer is trained on."""
+        for r in self.records:
+            yield r.text
+            for pair in r.qa:
+                yield pair["q"]
+                yield pair["a"]
+
+
+def load_image(path: str | Path, size: int) -> np.ndarray:
+    """An image file as uint8 [size, size, 3], converted as the module docstring says."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
+            if img.mode.startswith("I"):  # 16-bit grey: scale to 8 bits (convert() would clip)
+                grey = np.asarray(img, dtype=np.float64) / 257
+                img = Image.fromarray(np.clip(grey.round(), 0, 255).astype(np.uint8))
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = img.convert("RGBA")
+                img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+            img = img.convert("RGB")
+    except FileNotFoundError:
+        raise SmaltoError(f"{path}: image file not found") from None
+    except IsADirectoryError:
+        raise SmaltoError(f"{path}: is a directory, not an image") from None
+    except UnidentifiedImageError:
+        raise SmaltoError(f"{path}: not an image Pillow can read") from None
+    except Image.DecompressionBombError as e:
+        raise SmaltoError(f"{path}: image too large to open safely ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
+        raise SmaltoError(f"{path}: corrupt image ({e})") from None
+    w, h = img.size
+    if w != h:
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _parse_line(line: str, where: str) -> Record:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise SmaltoError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise SmaltoError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    for name in ("image", "text"):
+        if name not in obj:
+            raise SmaltoError(f"{where}: missing field {name!r}")
+        if not isinstance(obj[name], str) or not obj[name].strip():
+            raise SmaltoError(f"{where}: field {name!r} must be a non-empty string")
+    qa = obj.get("qa", [])
+    if not isinstance(qa, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("q"), str) and isinstance(p.get("a"), str) for p in qa):
+        raise SmaltoError(f"{where}: field 'qa' must be a list of {{\"q\": str, \"a\": str}} objects")
+    scene = None
+    if obj.get("scene") is not None:
+        try:
+            scene = Scene.from_dict(obj["scene"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise SmaltoError(f"{where}: field 'scene' is not a scene graph "
+                              "({\"objects\": [{\"shape\", \"color\", \"size\", \"row\", \"col\"}]})") from None
+    return Record(obj["image"], obj["text"], qa, scene)
+
+
+def load_folder(root: str | Path, image_size: int = 32, progress: bool = False) -> Folder:
+    """Read and validate a whole folder; the first problem raises a SmaltoError."""
+    root = Path(root)
+    index = root / INDEX
+    if not root.is_dir():
+        raise SmaltoError(f"{root}: not a directory")
+    if not index.is_file():
+        raise SmaltoError(f"{root}: no {INDEX} (expected {root}/images/*.png and {index})")
+    try:
+        lines = index.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise SmaltoError(f"{index}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    records, images = [], []
+    numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    for n, line in tqdm(numbered, desc=f"reading {root}", disable=None if progress else True, unit="img"):
+        where = f"{index}:{n}"
+        record = _parse_line(line, where)
+        try:
+            images.append(load_image(root / record.image, image_size))
+        except SmaltoError as e:
+            raise SmaltoError(f"{where}: {e}") from None
+        records.append(record)
+    if not records:
+        raise SmaltoError(f"{index}: no records (the dataset is empty)")
+    return Folder(root, records, np.stack(images))
+
+
+def write_folder(out: str | Path, items: Iterable[tuple[np.ndarray, Record]], total: int | None = None,
+                 force: bool = False) -> Path:
+    """Write (image, record) pairs as a folder, atomically: it appears complete or not at all."""
+    out = Path(out)
+    with atomic.directory(out, overwrite=force) as tmp:
+        (tmp / "images").mkdir()
+        lines = []
+        for image, record in tqdm(items, total=total, desc=f"writing {out}", unit="img", disable=None):
+            Image.fromarray(image).save(tmp / record.image, format="PNG")
+            row = {"image": record.image, "text": record.text}
+            if record.qa:
+                row["qa"] = record.qa
+            if record.scene is not None:
+                row["scene"] = record.scene.to_dict()
+            lines.append(json.dumps(row, ensure_ascii=False))
+        atomic.write_text(tmp / INDEX, "\n".join(lines) + "\n")
+    return out

@@ -1,0 +1,360 @@
+"""ShapesWorld: a procedural world whose ground truth we know.
+
+A scene is 1-4 coloured shapes on a plain background, each in its own cell of a 3x3 grid. From
+a seed we get the scene graph, its image, captions in several phrasings and question-answer
+pairs, so every caption, answer or generated image can later be checked by a program
+(`smalto.data.verify`) instead of by eye.
+
+A set of (colour, shape) pairs is held out: training scenes never contain them, so a model's
+generalisation to unseen compositions can be measured on the "heldout" split.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+GRID = 3  # the 3x3 layout is baked into the position words below
+
+# Well separated in RGB from each other and from the background, so the verifier can segment
+# by colour even after a decoder's blur. The first six are the default palette.
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (50, 90, 235),
+    "yellow": (235, 215, 40),
+    "purple": (160, 60, 210),
+    "cyan": (40, 210, 220),
+    "white": (240, 240, 240),
+    "orange": (250, 140, 30),
+}
+BACKGROUND = (24, 24, 24)
+
+POSITIONS = (
+    ("top left", "top middle", "top right"),
+    ("middle left", "center", "middle right"),
+    ("bottom left", "bottom middle", "bottom right"),
+)
+NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+# --- shapes: each is a predicate over pixel-centre coordinates relative to the object's
+# centre, for an object whose bounding box is `side` wide. Adding a shape = adding a function.
+
+def _circle(dx: np.ndarray, dy: np.ndarray, side: float) -> np.ndarray:
+    return dx**2 + dy**2 <= (side / 2) ** 2
+
+
+def _square(dx: np.ndarray, dy: np.ndarray, side: float) -> np.ndarray:
+    return (np.abs(dx) <= side / 2) & (np.abs(dy) <= side / 2)
+
+
+def _triangle(dx: np.ndarray, dy: np.ndarray, side: float) -> np.ndarray:
+    # Apex up, base at the bottom of the box: the half-width grows linearly from 0 to side/2.
+    t = (dy + side / 2) / side
+    return (t >= 0) & (t <= 1) & (np.abs(dx) <= t * side / 2)
+
+
+SHAPES: dict[str, Callable[[np.ndarray, np.ndarray, float], np.ndarray]] = {
+    "circle": _circle,
+    "square": _square,
+    "triangle": _triangle,
+}
+PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles"}
+
+
+@dataclass(frozen=True)
+class ShapesConfig:
+    image_size: int = 32
+    min_objects: int = 1
+    max_objects: int = 3
+    shapes: tuple[str, ...] = ("circle", "square", "triangle")
+    colors: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "cyan")
+    # Object side as a fraction of the cell side.
+    sizes: tuple[tuple[str, float], ...] = (("small", 0.5), ("large", 0.75))
+    # (colour, shape) pairs that never appear in the "train" split.
+    heldout: tuple[tuple[str, str], ...] = (("red", "triangle"), ("green", "square"), ("blue", "circle"))
+    # Largest random offset of an object from its cell centre, in pixels.
+    jitter: float = 0.0
+
+    def __post_init__(self) -> None:
+        from smalto.errors import SmaltoError
+
+        if not 1 <= self.min_objects <= self.max_objects <= 4:
+            raise SmaltoError(f"ShapesConfig: need 1 <= min_objects <= max_objects <= 4, "
+                              f"got {self.min_objects}..{self.max_objects}")
+        if self.image_size < 12:
+            raise SmaltoError(f"ShapesConfig: image_size must be >= 12, got {self.image_size}")
+        for name in self.shapes:
+            if name not in SHAPES:
+                raise SmaltoError(f"ShapesConfig: unknown shape {name!r} (known: {', '.join(SHAPES)})")
+        for name in self.colors:
+            if name not in PALETTE:
+                raise SmaltoError(f"ShapesConfig: unknown colour {name!r} (known: {', '.join(PALETTE)})")
+        for color, shape in self.heldout:
+            if color not in self.colors or shape not in self.shapes:
+                raise SmaltoError(f"ShapesConfig: held-out pair ({color}, {shape}) is not in the world")
+
+    @property
+    def cell(self) -> float:
+        return self.image_size / GRID
+
+    def side(self, size: str) -> float:
+        return dict(self.sizes)[size] * self.cell
+
+    @property
+    def size_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.sizes)
+
+    def pairs(self, split: str) -> list[tuple[str, str]]:
+        """(colour, shape) pairs allowed in a split."""
+        every = [(c, s) for c in self.colors for s in self.shapes]
+        if split == "train":
+            return [p for p in every if p not in self.heldout]
+        if split == "heldout":
+            return list(self.heldout)
+        return every
+
+
+@dataclass(frozen=True, order=True)
+class Obj:
+    row: int
+    col: int
+    shape: str
+    color: str
+    size: str
+
+    @property
+    def position(self) -> str:
+        return POSITIONS[self.row][self.col]
+
+    def phrase(self, with_size: bool = True) -> str:
+        return f"{self.size} {self.color} {self.shape}" if with_size else f"{self.color} {self.shape}"
+
+
+@dataclass(frozen=True)
+class Scene:
+    objects: tuple[Obj, ...]
+    # Sub-pixel offsets of each object from its cell centre (only with jitter); not part of
+    # the scene's identity, which is what the verifier can recover.
+    offsets: tuple[tuple[float, float], ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objects", tuple(sorted(self.objects)))
+
+    def to_dict(self) -> dict:
+        return {"objects": [{"shape": o.shape, "color": o.color, "size": o.size,
+                             "row": o.row, "col": o.col} for o in self.objects]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Scene":
+        """Raises ValueError (or KeyError/TypeError) unless d is a well-formed scene graph."""
+        objects = []
+        for o in d["objects"]:
+            obj = Obj(int(o["row"]), int(o["col"]), str(o["shape"]), str(o["color"]), str(o["size"]))
+            if not (0 <= obj.row < GRID and 0 <= obj.col < GRID):
+                raise ValueError(f"cell ({obj.row}, {obj.col}) is outside the {GRID}x{GRID} grid")
+            if obj.shape not in SHAPES or obj.color not in PALETTE:
+                raise ValueError(f"unknown shape or colour in {o}")
+            objects.append(obj)
+        return cls(tuple(objects))
+
+    def count(self, shape: str | None = None, color: str | None = None) -> int:
+        return sum((shape is None or o.shape == shape) and (color is None or o.color == color)
+                   for o in self.objects)
+
+    def at(self, row: int, col: int) -> Obj | None:
+        return next((o for o in self.objects if (o.row, o.col) == (row, col)), None)
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: np.ndarray  # uint8 [H, W, 3]
+    scene: Scene
+    captions: list[str]  # captions[0] is the canonical one that parse_caption reads back
+    qa: list[dict]  # {"q", "a", "type"}
+
+
+# --- sampling and rendering
+
+def sample_scene(cfg: ShapesConfig, rng: np.random.Generator, split: str = "train") -> Scene:
+    if split not in ("train", "heldout", "all"):
+        raise ValueError(f"unknown split {split!r}")
+    n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+    cells = rng.choice(GRID * GRID, size=n, replace=False)
+    allowed = cfg.pairs("all" if split == "heldout" else split)
+    objects, offsets = [], []
+    for i, cell in enumerate(cells):
+        # A held-out scene shows at least one held-out pair; the rest are unrestricted.
+        pairs = cfg.pairs("heldout") if split == "heldout" and i == 0 else allowed
+        color, shape = pairs[rng.integers(len(pairs))]
+        size = cfg.size_names[rng.integers(len(cfg.sizes))]
+        objects.append(Obj(int(cell) // GRID, int(cell) % GRID, shape, color, size))
+        offsets.append(tuple(rng.uniform(-cfg.jitter, cfg.jitter, 2)) if cfg.jitter else (0.0, 0.0))
+    order = sorted(range(n), key=lambda k: objects[k])
+    return Scene(tuple(objects[k] for k in order), tuple(offsets[k] for k in order))
+
+
+def shape_mask(shape: str, cx: float, cy: float, side: float, height: int, width: int,
+               supersample: int = 1) -> np.ndarray:
+    """Coverage of a shape on the pixel grid: bool at supersample=1, else a float in [0, 1]."""
+    s = supersample
+    ys = (np.arange(height * s) + 0.5) / s
+    xs = (np.arange(width * s) + 0.5) / s
+    mask = SHAPES[shape](xs[None, :] - cx, ys[:, None] - cy, side)
+    if s == 1:
+        return mask
+    return mask.reshape(height, s, width, s).mean(axis=(1, 3))
+
+
+def render(scene: Scene, cfg: ShapesConfig) -> np.ndarray:
+    """Crisp pixels (no anti-aliasing), so every pixel is exactly a palette colour."""
+    size = cfg.image_size
+    image = np.empty((size, size, 3), dtype=np.uint8)
+    image[:] = BACKGROUND
+    offsets = scene.offsets or [(0.0, 0.0)] * len(scene.objects)
+    for obj, (ox, oy) in zip(scene.objects, offsets):
+        cx, cy = (obj.col + 0.5) * cfg.cell + ox, (obj.row + 0.5) * cfg.cell + oy
+        image[shape_mask(obj.shape, cx, cy, cfg.side(obj.size), size, size)] = PALETTE[obj.color]
+    return image
+
+
+# --- language
+
+def _join(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _relation(a: Obj, b: Obj) -> str:
+    if a.col != b.col:
+        return "left of" if a.col < b.col else "right of"
+    return "above" if a.row < b.row else "below"
+
+
+def captions(scene: Scene) -> list[str]:
+    """Paraphrases of one scene; the first is canonical (complete and parseable)."""
+    objs = scene.objects
+    positional = _join([f"a {o.phrase()} at the {o.position}" for o in objs])
+    counted = f"{NUMBER_WORDS[len(objs)]} object{'s' if len(objs) > 1 else ''}: " + _join(
+        [f"a {o.phrase()} in the {o.position}" for o in objs])
+    located = _join([f"in the {o.position} there is a {o.phrase()}" for o in objs])
+    if len(objs) == 1:
+        relational = f"a single {objs[0].phrase()} at the {objs[0].position}"
+    else:
+        relational = f"a {objs[0].phrase()} {_relation(objs[0], objs[1])} a {objs[1].phrase()}"
+        for prev, o in zip(objs[1:], objs[2:]):
+            relational += f", which is {_relation(prev, o)} a {o.phrase()}"
+    return [positional, counted, located, relational]
+
+
+_POSITION_INDEX = {name: (r, c) for r, row in enumerate(POSITIONS) for c, name in enumerate(row)}
+_OBJECT_PATTERN = re.compile(r"a (\w+) (\w+) (\w+) at the (" + "|".join(_POSITION_INDEX) + r")\b")
+
+
+def parse_caption(text: str) -> Scene | None:
+    """The scene a canonical caption describes, or None if the text is not one."""
+    found = _OBJECT_PATTERN.findall(text.lower())
+    if not found:
+        return None
+    objs = []
+    for size, color, shape, position in found:
+        row, col = _POSITION_INDEX[position]
+        objs.append(Obj(row, col, shape, color, size))
+    return Scene(tuple(objs))
+
+
+def questions(scene: Scene, cfg: ShapesConfig, rng: np.random.Generator,
+              split: str = "train") -> list[dict]:
+    """One question of each applicable type, answers as short words."""
+    objs = scene.objects
+    qa: list[dict] = []
+
+    def add(kind: str, q: str, a: str | int) -> None:
+        qa.append({"q": q, "a": str(a), "type": kind})
+
+    def pick(seq):
+        return seq[rng.integers(len(seq))]
+
+    add("count", "how many objects are there?", len(objs))
+    shape = pick(cfg.shapes)
+    add("count", f"how many {PLURALS.get(shape, shape + 's')} are there?", scene.count(shape=shape))
+    color = pick(cfg.colors)
+    add("count", f"how many {color} objects are there?", scene.count(color=color))
+
+    o = pick(objs)
+    add("color", f"what color is the {o.shape} at the {o.position}?", o.color)
+    add("size", f"what size is the {o.color} {o.shape} at the {o.position}?", o.size)
+
+    empty = [(r, c) for r in range(GRID) for c in range(GRID) if scene.at(r, c) is None]
+    if empty and rng.random() < 0.25:
+        r, c = pick(empty)
+        add("shape", f"what shape is at the {POSITIONS[r][c]}?", "nothing")
+    else:
+        o = pick(objs)
+        add("shape", f"what shape is at the {o.position}?", o.shape)
+
+    # Balanced yes/no; a "no" never names a pair the split must not show.
+    present = {(x.color, x.shape) for x in objs}
+    absent = [p for p in cfg.pairs(split) if p not in present]
+    if rng.random() < 0.5 or not absent:
+        o = pick(objs)
+        add("exists", f"is there a {o.color} {o.shape}?", "yes")
+    else:
+        c, s = pick(absent)
+        add("exists", f"is there a {c} {s}?", "no")
+
+    unique = [x for x in objs if scene.count(x.shape, x.color) == 1]
+    if unique:
+        o = pick(unique)
+        add("where", f"where is the {o.color} {o.shape}?", o.position)
+    if len(unique) >= 2:
+        i, j = rng.choice(len(unique), size=2, replace=False)
+        a, b = unique[i], unique[j]
+        if rng.random() < 0.5:
+            add("left_of", f"is the {a.color} {a.shape} left of the {b.color} {b.shape}?",
+                "yes" if a.col < b.col else "no")
+        else:
+            add("above", f"is the {a.color} {a.shape} above the {b.color} {b.shape}?",
+                "yes" if a.row < b.row else "no")
+    return qa
+
+
+# --- the world as an indexable, endless stream
+
+class ShapesWorld:
+    """Scene `i` of a world is a pure function of (seed, split, i): streams can be resumed,
+    sharded and reproduced without touching disk."""
+
+    SPLITS = ("train", "heldout", "all")
+
+    def __init__(self, cfg: ShapesConfig | None = None, seed: int = 0, split: str = "train"):
+        if split not in self.SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose from {self.SPLITS}")
+        self.cfg = cfg or ShapesConfig()
+        self.seed = seed
+        self.split = split
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.SPLITS.index(self.split), index])
+
+    def scene(self, index: int) -> Scene:
+        return sample_scene(self.cfg, self.rng(index), self.split)
+
+    def __getitem__(self, index: int) -> Sample:
+        rng = self.rng(index)
+        scene = sample_scene(self.cfg, rng, self.split)
+        return Sample(render(scene, self.cfg), scene, captions(scene),
+                      questions(scene, self.cfg, rng, self.split))
+
+    def __iter__(self) -> Iterator[Sample]:
+        i = 0
+        while True:
+            yield self[i]
+            i += 1
+
+    def images(self, start: int, count: int) -> np.ndarray:
+        """uint8 [count, H, W, 3], rendered on the fly."""
+        return np.stack([render(self.scene(i), self.cfg) for i in range(start, start + count)])

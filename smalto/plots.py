@@ -1,0 +1,55 @@
+"""Figures written next to training runs: loss curves and image grids (PNG, atomically)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from smalto import atomic
+
+
+def save_png(path: str | Path, image: np.ndarray) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    atomic.write_bytes(path, buf.getvalue())
+
+
+def image_grid(rows: list[np.ndarray], scale: int = 4, gap: int = 2, fill: int = 255) -> np.ndarray:
+    """Tile rows of uint8 images [N, H, W, 3] (same H, W) into one picture, upscaled crisply."""
+    rows = [r.repeat(scale, axis=1).repeat(scale, axis=2) for r in rows]
+    h, w = rows[0].shape[1:3]
+    cols = max(len(r) for r in rows)
+    grid = np.full((len(rows) * (h + gap) + gap, cols * (w + gap) + gap, 3), fill, np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            y, x = gap + i * (h + gap), gap + j * (w + gap)
+            grid[y:y + h, x:x + w] = img
+    return grid
+
+
+def loss_curve(path: str | Path, log: list[dict], keys: list[str], title: str) -> None:
+    """Plot the given keys of a JSONL-style log against "step" (log scale where positive)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for key in keys:
+        points = [(r["step"], r[key]) for r in log if key in r]
+        if points:
+            ax.plot(*zip(*points), label=key)
+    if all(r[k] > 0 for r in log for k in keys if k in r):
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic.write_bytes(path, buf.getvalue())

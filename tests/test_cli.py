@@ -1,0 +1,203 @@
+"""The `smalto` command, run for real: outputs on disk, exit codes, and one-line errors without tracebacks."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from smalto import __version__
+from smalto.cli import main
+
+# One torch thread: on a small shared machine the default thread pool can make training 40x slower.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+TOKENIZER_FILES = ["image.json", "image.safetensors", "loss.png", "reconstructions.png", "text.json",
+                   "train.json", "train_log.jsonl"]
+
+
+def smalto(*args, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "smalto", *map(str, args)], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+
+
+def assert_user_error(r: subprocess.CompletedProcess, *words: str) -> str:
+    """Exit 2, no traceback, and the last stderr line is the only `smalto: error:` line."""
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("smalto: error:")]
+    assert errors == [lines[-1]], r.stderr
+    for word in words:
+        assert word in errors[0]
+    return errors[0]
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+GOOD = {"image": "images/ok.png", "text": "a small red circle at the center"}
+# Each case: (the third line of data.jsonl, extra files under images/).
+BAD = {
+    "missing image file": ({"image": "images/nope.png", "text": "x"}, {}),
+    "corrupt png": ({"image": "images/bad.png", "text": "x"}, {"bad.png": bytes(range(256)) * 2}),
+    "truncated png": ({"image": "images/bad.png", "text": "x"},
+                      {"bad.png": png_bytes(Image.effect_noise((64, 64), 100).convert("RGB"))[:2000]}),
+    "jpeg that is not an image": ({"image": "images/bad.jpg", "text": "x"}, {"bad.jpg": b"not a jpeg"}),
+    "malformed json": ('{"image": "images/ok.png", "text": ', {}),
+    "json list": ('["images/ok.png", "a red circle"]', {}),
+    "missing text": ({"image": "images/ok.png"}, {}),
+    "missing image": ({"text": "a red circle"}, {}),
+    "non-string text": ({"image": "images/ok.png", "text": ["a", "b"]}, {}),
+    "bad qa": ({**GOOD, "qa": [{"question": "how many?", "a": "1"}]}, {}),
+    "bad scene": ({**GOOD, "scene": {"objects": [{"shape": "circle"}]}}, {}),
+}
+
+
+def make_folder(root: Path, lines: list, files: dict[str, bytes] | None = None) -> Path:
+    (root / "images").mkdir(parents=True)
+    for name, data in {"ok.png": png_bytes(Image.new("RGB", (32, 32), (9, 9, 9))), **(files or {})}.items():
+        (root / "images" / name).write_bytes(data)
+    text = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines)
+    (root / "data.jsonl").write_text(text + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A tokenizer trained for a few seconds; shared by the tests that only read it."""
+    cwd = tmp_path_factory.mktemp("train")
+    r = smalto("tokenizer", "train", "--out", "T", "--steps", 30, "--eval-images", 20, "--batch-size", 8, cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    assert "PSNR" in r.stdout
+    return cwd / "T"
+
+
+def test_version(capsys):
+    r = smalto("--version", cwd=Path.cwd())
+    assert r.returncode == 0 and r.stdout.strip() == f"smalto {__version__}"
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and __version__ in capsys.readouterr().out
+
+
+def test_data_shapes_writes_a_folder_that_checks(tmp_path):
+    r = smalto("data", "shapes", "--out", "D", "--n", 20, "--seed", 3, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "D" / "images").glob("*.png"))) == 20
+    rows = [json.loads(line) for line in (tmp_path / "D" / "data.jsonl").read_text().splitlines()]
+    assert len(rows) == 20
+    assert all({"image", "text", "qa", "scene"} <= row.keys() for row in rows)
+    assert all((tmp_path / "D" / row["image"]).is_file() for row in rows)
+
+    r = smalto("data", "check", "D", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "20 records" in r.stdout and "OK" in r.stdout
+
+
+def test_data_shapes_is_deterministic(tmp_path):
+    for out, seed in [("a", 3), ("b", 3), ("c", 4)]:
+        assert smalto("data", "shapes", "--out", out, "--n", 20, "--seed", seed, cwd=tmp_path).returncode == 0
+    index = {out: (tmp_path / out / "data.jsonl").read_bytes() for out in "abc"}
+    assert index["a"] == index["b"]
+    assert index["a"] != index["c"]
+
+
+def test_data_shapes_refuses_existing_dir_without_force(tmp_path):
+    (tmp_path / "D").mkdir()
+    (tmp_path / "D" / "mine.txt").write_text("keep")
+    assert_user_error(smalto("data", "shapes", "--out", "D", "--n", 2, cwd=tmp_path), "already exists", "--force")
+    assert [p.name for p in (tmp_path / "D").iterdir()] == ["mine.txt"]
+    assert smalto("data", "shapes", "--out", "D", "--n", 2, "--force", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "D" / "data.jsonl").is_file() and not (tmp_path / "D" / "mine.txt").exists()
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_data_check_bad_input(tmp_path, case):
+    line, files = BAD[case]
+    make_folder(tmp_path / "BAD", [GOOD, GOOD, line], files)
+    r = smalto("data", "check", "BAD", cwd=tmp_path)
+    assert_user_error(r, "data.jsonl:3")
+    assert "OK" not in r.stdout
+
+
+@pytest.mark.parametrize("content, words", [
+    ("", ["data.jsonl", "empty"]),
+    ("\n \n\n", ["data.jsonl", "empty"]),
+    (None, ["data.jsonl"]),  # no index at all
+])
+def test_data_check_empty_or_missing_index(tmp_path, content, words):
+    (tmp_path / "BAD" / "images").mkdir(parents=True)
+    if content is not None:
+        (tmp_path / "BAD" / "data.jsonl").write_text(content)
+    assert_user_error(smalto("data", "check", "BAD", cwd=tmp_path), *words)
+
+
+def test_main_returns_2_on_user_error(tmp_path, capsys):
+    make_folder(tmp_path / "BAD", [GOOD, "", BAD["missing text"][0]])
+    assert main(["data", "check", str(tmp_path / "BAD")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("smalto: error:") and "data.jsonl:3" in err
+
+
+@pytest.mark.parametrize("args", [
+    ["data", "shapes", "--out", "OUT", "--n", "0"],
+    ["data", "shapes", "--out", "OUT", "--n", "many"],
+    ["data", "shapes", "--n", "5"],
+    ["data", "shapes", "--out", "OUT", "--n", "5", "--max-objects", "9"],
+    ["tokenizer", "train", "--out", "OUT", "--steps", "0"],
+    ["tokenizer", "train", "--out", "OUT", "--quantizer", "pq"],
+], ids=["n=0", "n=many", "no --out", "max-objects=9", "steps=0", "quantizer=pq"])
+def test_bad_flags(tmp_path, args):
+    r = smalto(*args, cwd=tmp_path)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and "error" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tokenizer_train_writes_everything(trained):
+    assert sorted(p.name for p in trained.iterdir()) == TOKENIZER_FILES
+    assert [p.name for p in trained.parent.iterdir()] == ["T"]  # no temp directories left behind
+    log = [json.loads(line) for line in (trained / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 29
+    summary = json.loads((trained / "train.json").read_text())
+    assert summary["config"]["steps"] == 30 and summary["metrics"]["images"] == 20
+    for png in ("loss.png", "reconstructions.png"):
+        with Image.open(trained / png) as img:
+            assert img.format == "PNG"
+
+
+def test_tokenizer_eval_writes_json(trained, tmp_path):
+    r = smalto("tokenizer", "eval", "--tokenizer", trained, "--n", 20, "--json", "M.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "M.json").read_text())
+    assert {"psnr", "usage", "perplexity", "verifier_agreement"} <= metrics.keys()
+    assert metrics["images"] == 20 and metrics["psnr"] > 0 and 0 < metrics["usage"] <= 100
+
+
+def test_tokenizer_train_bad_data_creates_nothing(tmp_path):
+    make_folder(tmp_path / "BAD", [GOOD, GOOD, BAD["malformed json"][0]])
+    r = smalto("tokenizer", "train", "--data", "BAD", "--out", "T", "--steps", 2, cwd=tmp_path)
+    assert_user_error(r, "data.jsonl:3", "JSON")
+    assert not (tmp_path / "T").exists()
+
+
+def test_tokenizer_train_lfq_needs_power_of_two(tmp_path):
+    r = smalto("tokenizer", "train", "--out", "T", "--steps", 2, "--quantizer", "lfq", "--codebook-size", 500,
+               cwd=tmp_path)
+    assert_user_error(r, "power-of-two", "500")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tokenizer_eval_missing_tokenizer(tmp_path):
+    assert_user_error(smalto("tokenizer", "eval", "--tokenizer", "/nonexistent", "--n", 4, cwd=tmp_path),
+                      "/nonexistent")
+    assert list(tmp_path.iterdir()) == []
