@@ -36,7 +36,7 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
 
     cfg = TokenizerTrainConfig(data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                seed=args.seed, text_vocab_size=args.text_vocab_size,
-                               eval_images=args.eval_images)
+                               eval_images=args.eval_images, shapes_split=args.split)
     cfg.image = replace(cfg.image, quantizer=args.quantizer, codebook_size=args.codebook_size)
     metrics = train_tokenizers(args.out, cfg, text_files=args.text_file, force=args.force)
     print(metrics.table())
@@ -51,7 +51,7 @@ def _tokenizer_eval(args: argparse.Namespace) -> None:
     if args.n < 1:
         raise SmaltoError("--n must be at least 1")
     tok = load_tokenizers(args.tokenizer)
-    data = ImageData(args.data, tok.image.cfg.image_size, args.n, args.seed, holdout=False)
+    data = ImageData(args.data, tok.image.cfg.image_size, args.n, args.seed, holdout=False, eval_split=args.split)
     metrics, _ = evaluate_image_tokenizer(tok.image, data.eval, data.has_scenes, data.shapes_cfg)
     print(f"tokenizer: {tok.path}\ndata:      {args.data}")
     print(metrics.table())
@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--codebook-size", type=int, default=512)
     t.add_argument("--eval-images", type=int, default=1000)
+    t.add_argument("--split", choices=("train", "heldout", "all"), default="all",
+                   help="ShapesWorld compositions to train on (default: all; see docs/shapesworld.md)")
     t.add_argument("--text-vocab-size", type=int, default=512)
     t.add_argument("--text-file", type=Path, action="append", default=[],
                    help="extra UTF-8 text for the BPE (repeatable)")
@@ -109,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default="shapes", help="'shapes' or a folder with images/ and data.jsonl")
     e.add_argument("--n", type=int, default=1000, help="evaluation images")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--split", choices=("train", "heldout", "all"), default="all",
+                   help="ShapesWorld compositions to evaluate on")
     e.add_argument("--json", type=Path, help="also write the metrics here")
     e.set_defaults(run=_tokenizer_eval)
 

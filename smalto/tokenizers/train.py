@@ -67,13 +67,13 @@ class ImageData:
     """Training batches and a fixed evaluation set, from ShapesWorld or a folder."""
 
     def __init__(self, data: str, image_size: int, eval_images: int, seed: int, progress: bool = False,
-                 shapes_split: str = "all", holdout: bool = True):
+                 shapes_split: str = "all", holdout: bool = True, eval_split: str = "all"):
         self.folder: Folder | None = None
         self.shapes_cfg = ShapesConfig(image_size=image_size)
         if data == "shapes":
             # Evaluation scenes come from another seed: never the ones trained on.
             self.world = ShapesWorld(self.shapes_cfg, seed, shapes_split)
-            self.eval = ShapesWorld(self.shapes_cfg, seed + 1, "all").images(0, eval_images)
+            self.eval = ShapesWorld(self.shapes_cfg, seed + 1, eval_split).images(0, eval_images)
             self.has_scenes = True
         else:
             self.folder = load_folder(data, image_size, progress=progress)
