@@ -37,7 +37,9 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
     cfg = TokenizerTrainConfig(data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                seed=args.seed, text_vocab_size=args.text_vocab_size,
                                eval_images=args.eval_images, shapes_split=args.split)
-    cfg.image = replace(cfg.image, quantizer=args.quantizer, codebook_size=args.codebook_size)
+    cfg.image = replace(cfg.image, quantizer=args.quantizer, codebook_size=args.codebook_size,
+                        entropy_weight=args.entropy_weight)
+    cfg.entropy_anneal = args.entropy_anneal
     metrics = train_tokenizers(args.out, cfg, text_files=args.text_file, force=args.force)
     print(metrics.table())
     print(f"wrote {args.out}/ (text.json, image.safetensors, image.json, loss.png, reconstructions.png)")
@@ -99,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--codebook-size", type=int, default=512)
     t.add_argument("--eval-images", type=int, default=1000)
+    t.add_argument("--entropy-weight", type=float, default=0.05, help="LFQ: initial entropy-loss weight")
+    t.add_argument("--entropy-anneal", type=float, default=0.2,
+                   help="LFQ: final entropy weight as a fraction of the initial one")
     t.add_argument("--split", choices=("train", "heldout", "all"), default="all",
                    help="ShapesWorld compositions to train on (default: all; see docs/shapesworld.md)")
     t.add_argument("--text-vocab-size", type=int, default=512)

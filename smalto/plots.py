@@ -11,10 +11,14 @@ from PIL import Image
 from smalto import atomic
 
 
-def save_png(path: str | Path, image: np.ndarray) -> None:
+def png_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
-    atomic.write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_png(path: str | Path, image: np.ndarray) -> None:
+    atomic.write_bytes(path, png_bytes(image))
 
 
 def image_grid(rows: list[np.ndarray], scale: int = 4, gap: int = 2, fill: int = 255) -> np.ndarray:
@@ -30,8 +34,8 @@ def image_grid(rows: list[np.ndarray], scale: int = 4, gap: int = 2, fill: int =
     return grid
 
 
-def loss_curve(path: str | Path, log: list[dict], keys: list[str], title: str) -> None:
-    """Plot the given keys of a JSONL-style log against "step" (log scale where positive)."""
+def loss_curve(log: list[dict], keys: list[str], title: str) -> bytes:
+    """PNG of the given keys of a JSONL-style log against "step" (log scale where positive)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,4 +56,4 @@ def loss_curve(path: str | Path, log: list[dict], keys: list[str], title: str) -
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    atomic.write_bytes(path, buf.getvalue())
+    return buf.getvalue()

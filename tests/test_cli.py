@@ -201,3 +201,20 @@ def test_tokenizer_eval_missing_tokenizer(tmp_path):
     assert_user_error(smalto("tokenizer", "eval", "--tokenizer", "/nonexistent", "--n", 4, cwd=tmp_path),
                       "/nonexistent")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tokenizer_eval_defaults_to_the_shipped_tokenizer(tmp_path):
+    r = smalto("tokenizer", "eval", "--n", "100", "--json", "m.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["tokenizer"].endswith("assets/tokenizers")
+    assert report["verifier_agreement"] >= 99 and report["psnr"] >= 28
+
+
+def test_demo_writes_a_gallery(tmp_path):
+    r = smalto("demo", "--out", "demo", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "verifier agreement" in r.stdout
+    page = (tmp_path / "demo" / "index.html").read_text()
+    assert page.count('class="card"') == 8 and "data:image/png;base64," in page
+    assert Image.open(tmp_path / "demo" / "gallery.png").size[0] > 8 * 32

@@ -61,3 +61,16 @@ def test_loading_bad_directories_is_a_clear_error(tmp_path):
 def test_config_validation():
     with pytest.raises(SmaltoError, match="multiple"):
         ImageTokenizerConfig(image_size=30)
+
+
+def test_shipped_default_meets_the_targets():
+    from smalto.tokenizers import load_tokenizers
+    from smalto.tokenizers.evaluate import evaluate_image_tokenizer
+
+    tok = load_tokenizers()
+    images = ShapesWorld(seed=99, split="all").images(0, 1000)  # scenes it was not trained on
+    metrics, _ = evaluate_image_tokenizer(tok.image, images)
+    assert metrics.psnr >= 28
+    assert metrics.usage >= 90
+    assert metrics.verifier_agreement >= 99
+    assert tok.text.decode(tok.text.encode("a small red circle at the top left")) == "a small red circle at the top left"

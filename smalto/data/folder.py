@@ -63,14 +63,7 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
     path = Path(path)
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
-            if img.mode.startswith("I"):  # 16-bit grey: scale to 8 bits (convert() would clip)
-                grey = np.asarray(img, dtype=np.float64) / 257
-                img = Image.fromarray(np.clip(grey.round(), 0, 255).astype(np.uint8))
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                rgba = img.convert("RGBA")
-                img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-            img = img.convert("RGB")
+            return convert_image(img, size)
     except FileNotFoundError:
         raise SmaltoError(f"{path}: image file not found") from None
     except IsADirectoryError:
@@ -81,6 +74,18 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
         raise SmaltoError(f"{path}: image too large to open safely ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
         raise SmaltoError(f"{path}: corrupt image ({e})") from None
+
+
+def convert_image(img: Image.Image, size: int) -> np.ndarray:
+    """Any PIL image as uint8 [size, size, 3]: RGB, upright, centre-cropped, resized."""
+    img = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
+    if img.mode.startswith("I"):  # 16-bit grey: scale to 8 bits (convert() would clip)
+        grey = np.asarray(img, dtype=np.float64) / 257
+        img = Image.fromarray(np.clip(grey.round(), 0, 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    img = img.convert("RGB")
     w, h = img.size
     if w != h:
         side = min(w, h)

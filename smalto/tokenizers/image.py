@@ -32,7 +32,7 @@ class ImageTokenizerConfig:
     quantizer: str = "vq"  # "vq" or "lfq"
     codebook_size: int = 512
     code_dim: int = 8  # VQ only: the normalised lookup space
-    entropy_weight: float = 0.1  # LFQ only: weight of the entropy loss
+    entropy_weight: float = 0.05  # LFQ only: weight of the entropy loss (at the start of training)
 
     def __post_init__(self) -> None:
         if self.image_size % self.downsample:

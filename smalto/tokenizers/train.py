@@ -34,6 +34,7 @@ from smalto.plots import image_grid, loss_curve, save_png
 from smalto.schedule import cosine_lr
 from smalto.tokenizers.evaluate import ImageMetrics, evaluate_image_tokenizer
 from smalto.tokenizers.image import ImageTokenizer, ImageTokenizerConfig, reconstruction_loss, to_tensor
+from smalto.tokenizers.quantize import LookupFreeQuantizer
 from smalto.tokenizers.text import TextTokenizer
 
 
@@ -53,6 +54,9 @@ class TokenizerTrainConfig:
     # restricts what the transformer learns, and must not be confounded by a tokenizer that
     # cannot draw a red triangle (trained on "train" only, it turns some of them yellow).
     shapes_split: str = "all"
+    # LFQ: the entropy weight decays (cosine) to this fraction of its initial value. A strong
+    # pull spreads codes early; kept strong, it fights reconstruction (see docs/benchmarks.md).
+    entropy_anneal: float = 0.2
     image: ImageTokenizerConfig = field(default_factory=ImageTokenizerConfig)
 
     def __post_init__(self) -> None:
@@ -128,6 +132,9 @@ def train_image_tokenizer(tokenizer: ImageTokenizer, batches: Iterator[np.ndarra
         lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
         for group in opt.param_groups:
             group["lr"] = lr
+        if isinstance(tokenizer.quantizer, LookupFreeQuantizer):
+            tokenizer.quantizer.entropy_weight = cosine_lr(step, cfg.steps, cfg.image.entropy_weight, 0,
+                                                           cfg.entropy_anneal)
         x = to_tensor(next(batches))
         recon, out = tokenizer(x)
         rec = reconstruction_loss(x, recon)
@@ -172,7 +179,7 @@ def train_tokenizers(out: str | Path, cfg: TokenizerTrainConfig, text_files: Ite
         summary = {"config": asdict(cfg), "train_seconds": round(train_seconds, 1),
                    "text_vocab_size": text.vocab_size, "metrics": asdict(metrics)}
         atomic.write_text(tmp / "train.json", json.dumps(summary, indent=2) + "\n")
-        loss_curve(tmp / "loss.png", log, ["recon", "aux"], f"image tokenizer ({cfg.image.quantizer})")
+        atomic.write_bytes(tmp / "loss.png", loss_curve(log, ["recon", "aux"], f"image tokenizer ({cfg.image.quantizer})"))
         n = min(32, len(recon))
         rows = []
         for i in range(0, n, 8):

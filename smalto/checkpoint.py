@@ -1,0 +1,121 @@
+"""Checkpoints: a self-contained directory, written atomically.
+
+    DIR/model.safetensors      weights
+    DIR/optimizer.safetensors  AdamW moments (training checkpoints only)
+    DIR/meta.json              model config, vocabulary, training config, step, data position
+    DIR/tokenizers/            the text and image tokenizers the ids refer to
+
+Nothing is unpickled: tensors are safetensors, everything else JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save
+
+from smalto import atomic
+from smalto.errors import SmaltoError
+from smalto.model import ModelConfig, Transformer
+from smalto.sequence import Vocab
+from smalto.tokenizers import Tokenizers, load_tokenizers
+
+FORMAT = "smalto-checkpoint/1"
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = opt.state_dict()
+    tensors, scalars = {}, {}
+    for index, entry in state["state"].items():
+        for name, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{name}"] = value.contiguous()
+            else:
+                scalars[f"{index}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def save_checkpoint(path: str | Path, model: Transformer, vocab: Vocab, tokenizers: Tokenizers,
+                    optimizer: torch.optim.Optimizer | None = None, extra: dict | None = None,
+                    dtype: torch.dtype | None = None, files: dict[str, bytes] | None = None) -> Path:
+    """Write (or replace) a checkpoint directory as a whole.
+
+    `extra` goes into meta.json, `files` (name -> content: logs, plots) beside it, and `dtype`
+    (e.g. bfloat16) shrinks the stored weights.
+    """
+    path = Path(path)
+    with atomic.directory(path, overwrite=True) as tmp:
+        weights = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+                   for k, v in model.state_dict().items() if k != "lm_head.weight" or not model.cfg.tie_embeddings}
+        atomic.write_bytes(tmp / "model.safetensors", save(weights))
+        meta = {"format": FORMAT, "model": asdict(model.cfg), "vocab": asdict(vocab), **(extra or {})}
+        if optimizer is not None:
+            tensors, opt_meta = _optimizer_tensors(optimizer)
+            atomic.write_bytes(tmp / "optimizer.safetensors", save(tensors))
+            meta["optimizer"] = opt_meta
+        atomic.write_text(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
+        for name, content in (files or {}).items():
+            atomic.write_bytes(tmp / name, content)
+        shutil.copytree(tokenizers.path, tmp / "tokenizers",
+                        ignore=shutil.ignore_patterns("*.png", "train_log.jsonl"))
+    return path
+
+
+def read_meta(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_dir():
+        raise SmaltoError(f"{path}: not a checkpoint directory")
+    meta_file = path / "meta.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except FileNotFoundError:
+        raise SmaltoError(f"{path}: not a smalto checkpoint (no meta.json)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SmaltoError(f"{meta_file}: unreadable ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise SmaltoError(f"{meta_file}: format {meta.get('format')!r} is not {FORMAT!r}")
+    return meta
+
+
+def load_checkpoint(path: str | Path) -> tuple[Transformer, Vocab, Tokenizers, dict]:
+    """(model in float32, vocab, tokenizers, meta)."""
+    path = Path(path)
+    meta = read_meta(path)
+    try:
+        cfg = ModelConfig(**meta["model"])
+        vocab = Vocab(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["vocab"].items()})
+    except (TypeError, ValueError) as e:
+        raise SmaltoError(f"{path / 'meta.json'}: config does not fit this version of smalto ({e})") from None
+    tokenizers = load_tokenizers(path / "tokenizers")
+    if Vocab.from_tokenizers(tokenizers) != vocab:
+        raise SmaltoError(f"{path}: the tokenizers in tokenizers/ do not match the model's vocabulary")
+    model = Transformer(cfg)
+    try:
+        weights = {k: v.float() if v.is_floating_point() else v
+                   for k, v in load_file(str(path / "model.safetensors")).items()}
+        model.load_state_dict(weights, strict=not cfg.tie_embeddings)
+        missing = set(model.state_dict()) - set(weights) - {"lm_head.weight"}
+        if missing:
+            raise SmaltoError(f"{path / 'model.safetensors'}: missing weights {sorted(missing)[:3]}")
+    except SmaltoError:
+        raise
+    except Exception as e:  # safetensors / torch raise several types for bad or mismatched files
+        raise SmaltoError(f"{path / 'model.safetensors'}: does not fit the config in meta.json ({e})") from None
+    return model.eval(), vocab, tokenizers, meta
+
+
+def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> None:
+    """Restore the optimizer state saved with a training checkpoint."""
+    meta = read_meta(path)
+    if "optimizer" not in meta:
+        raise SmaltoError(f"{path}: has no optimizer state to resume from")
+    state: dict[int, dict] = {}
+    tensors = load_file(str(Path(path) / "optimizer.safetensors"))
+    for key, value in {**tensors, **meta["optimizer"]["scalars"]}.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})

@@ -1,0 +1,162 @@
+"""Generation: the only place that loops over tokens.
+
+KV-cached decoding of a batch of prompts (left-padded to a common length), greedy or sampled
+(temperature, top-k, top-p), constrained by the sequence `Grammar` so an illegal token can not be
+chosen, with classifier-free guidance for drawing (conditional and unconditional rows decoded in
+one batch, logits mixed u + s * (c - u)), and beam search for text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from smalto.model import KVCache, Transformer
+from smalto.sequence import Grammar, Vocab
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.0  # 0 means greedy
+    top_k: int = 0  # 0 means no limit
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+def sample(logits: Tensor, s: Sampling, generator: torch.Generator | None) -> Tensor:
+    """logits [B, V] with illegal ids at -inf -> ids [B]."""
+    if s.temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits / s.temperature
+    if s.top_k > 0:
+        kth = logits.topk(min(s.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if s.top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        # Drop a token when the ones before it already reach top_p (the first always stays).
+        drop = cumulative - sorted_logits.softmax(-1) >= s.top_p
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+def left_pad(prompts: list[list[int]], pad: int) -> tuple[Tensor, Tensor, Tensor]:
+    """ids, valid, positions [B, L] for prompts padded on the left to the longest."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    valid = torch.zeros(len(prompts), width, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        valid[i, width - len(p):] = True
+    positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
+    return ids, valid, positions
+
+
+class Engine:
+    def __init__(self, model: Transformer, vocab: Vocab):
+        self.model = model.eval()
+        self.vocab = vocab
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed.weight.device
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, sampling: Sampling = Sampling(),
+                 images: str = "never", guidance: float | None = None,
+                 unconditional: list[list[int]] | None = None) -> list[list[int]]:
+        """Continue each prompt until <eos> (or <eoi> when drawing) or max_new_tokens.
+
+        images: "never" (text only), "allowed" (text that may contain images) or "only" (the
+        prompt ends in <boi>; the result is the image codes and <eoi>). With `guidance`, each
+        prompt's `unconditional` twin is decoded alongside and the logits are mixed.
+        Returns the new ids of each row (without the prompt).
+        """
+        v, n = self.vocab, len(prompts)
+        if not prompts or any(not p for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        guided = guidance is not None
+        if guided and (unconditional is None or len(unconditional) != n):
+            raise ValueError("guidance needs one unconditional prompt per prompt")
+        rows = prompts + (unconditional if guided else [])
+        ids, valid, positions = left_pad(rows, v.pad)
+        limit = ids.shape[1] + max_new_tokens
+        if limit > self.model.cfg.max_seq_len:
+            raise ValueError(f"prompt ({ids.shape[1]} tokens) + {max_new_tokens} new tokens exceed the "
+                             f"context of {self.model.cfg.max_seq_len}")
+        ids, valid, positions = ids.to(self.device), valid.to(self.device), positions.to(self.device)
+        cache = KVCache(self.model.cfg, len(rows), limit, self.model.embed.weight.dtype, self.device)
+        logits = self.model(ids, positions, cache, valid)[:, -1].float()
+        next_pos = positions[:, -1] + 1
+
+        grammar = Grammar(v, n, images, in_image=images == "only", device=self.device)
+        generator = None
+        if sampling.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
+        stop = v.eoi if images == "only" else v.eos
+        out = torch.full((n, max_new_tokens), v.pad, dtype=torch.long, device=self.device)
+        done = torch.zeros(n, dtype=torch.bool, device=self.device)
+        steps = 0
+        for step in range(max_new_tokens):
+            if guided:
+                cond, uncond = logits[:n], logits[n:]
+                logits = uncond + guidance * (cond - uncond)
+            logits = logits.masked_fill(~grammar.mask(), float("-inf"))
+            token = sample(logits, sampling, generator)
+            token = torch.where(done, v.pad, token)
+            grammar.advance(token)
+            out[:, step] = token
+            steps = step + 1
+            done |= token == stop
+            if bool(done.all()) or step + 1 == max_new_tokens:
+                break
+            feed = torch.cat([token, token]) if guided else token
+            logits = self.model(feed[:, None], next_pos[:, None], cache)[:, -1].float()
+            next_pos = next_pos + 1
+        return [[t for t in row if t != v.pad] for row in out[:, :steps].tolist()]
+
+    @torch.inference_mode()
+    def beam_search(self, prompt: list[int], beams: int = 4, max_new_tokens: int = 48,
+                    length_penalty: float = 1.0) -> list[int]:
+        """Text continuation of one prompt with the highest length-normalised log-probability
+        (score = sum log p / length ** length_penalty). Returns the new ids, <eos> included."""
+        v = self.vocab
+        if len(prompt) + max_new_tokens > self.model.cfg.max_seq_len:
+            raise ValueError(f"prompt ({len(prompt)} tokens) + {max_new_tokens} new tokens exceed the "
+                             f"context of {self.model.cfg.max_seq_len}")
+        ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
+        cache = KVCache(self.model.cfg, 1, len(prompt) + max_new_tokens, self.model.embed.weight.dtype,
+                        self.device)
+        logits = self.model(ids, None, cache)[:, -1].float()
+        legal = (v.text_mask() | v.one(v.eos)).to(self.device)
+        alive: list[list[int]] = [[]]
+        scores = torch.zeros(1, device=self.device)
+        finished: list[tuple[float, list[int]]] = []
+        for step in range(max_new_tokens):
+            logp = logits.log_softmax(-1).masked_fill(~legal, float("-inf"))
+            total = (scores[:, None] + logp).flatten()
+            top = total.topk(min(2 * beams, int(torch.isfinite(total).sum()))).indices
+            next_rows, next_tokens, next_scores = [], [], []
+            for flat in top.tolist():
+                row, token = divmod(flat, logp.shape[1])
+                seq = alive[row] + [token]
+                if token == v.eos:
+                    finished.append((float(total[flat]) / len(seq) ** length_penalty, seq))
+                elif len(next_rows) < beams:
+                    next_rows.append(row)
+                    next_tokens.append(token)
+                    next_scores.append(total[flat])
+            best_alive = max(next_scores, default=None)
+            if not next_rows or (len(finished) >= beams and best_alive is not None and
+                                 max(f[0] for f in finished) >= float(best_alive) / (step + 1) ** length_penalty):
+                break
+            alive = [alive[r] + [t] for r, t in zip(next_rows, next_tokens)]
+            scores = torch.stack(next_scores)
+            cache.reorder(torch.tensor(next_rows, device=self.device))
+            feed = torch.tensor(next_tokens, device=self.device)[:, None]
+            logits = self.model(feed, None, cache)[:, -1].float()
+        if not finished:  # ran out of room: the best unfinished beam
+            return alive[int(scores.argmax())]
+        return max(finished, key=lambda f: f[0])[1]

@@ -1,0 +1,222 @@
+"""The decoder: one Transformer over one stream of tokens. It knows nothing of tasks or images.
+
+    logits = model(ids, positions, cache=None)   # ids, positions: int64 [B, T] -> [B, T, V]
+
+Qwen3-style blocks (pre-norm RMSNorm, rotary positions, grouped-query attention through
+`scaled_dot_product_attention`, per-head RMSNorm on queries and keys, SwiGLU MLP), so it maps
+onto a stock `transformers` architecture. QK-norm keeps attention logits bounded, which Chameleon
+found necessary for stable training on mixed text and image tokens.
+
+The KV cache is preallocated. Rows of a batch may be left-padded to a common length: the cache
+remembers which slots hold real tokens, and the attention mask hides the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    dim: int = 256
+    n_layers: int = 6
+    n_heads: int = 8
+    n_kv_heads: int = 4
+    mlp_hidden: int = 704  # SwiGLU width; ~8/3 dim, rounded to a multiple of 64
+    max_seq_len: int = 160
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    qk_norm: bool = True
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
+            raise ValueError(f"dim ({self.dim}) must divide by n_heads ({self.n_heads}), "
+                             f"and n_heads by n_kv_heads ({self.n_kv_heads})")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+
+# Named sizes. shapes-tiny trains on a laptop CPU in minutes; the others are meant for GPUs.
+PRESETS: dict[str, dict] = {
+    "shapes-tiny": dict(dim=256, n_layers=6, n_heads=8, n_kv_heads=4, mlp_hidden=704),
+    "shapes-small": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=4, mlp_hidden=1408),
+    "base": dict(dim=1024, n_layers=16, n_heads=16, n_kv_heads=8, mlp_hidden=2816, max_seq_len=2048),
+    "large": dict(dim=2048, n_layers=24, n_heads=16, n_kv_heads=8, mlp_hidden=5632, max_seq_len=4096),
+}
+
+
+def preset(name: str, vocab_size: int, **overrides) -> ModelConfig:
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
+    return ModelConfig(vocab_size=vocab_size, **{**PRESETS[name], **overrides})
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+def rope_tables(cfg: ModelConfig) -> tuple[Tensor, Tensor]:
+    """cos, sin [max_seq_len, head_dim/2] for rotary positions."""
+    inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2).float() / cfg.head_dim)
+    angles = torch.outer(torch.arange(cfg.max_seq_len).float(), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x [B, H, T, D]; cos, sin [B, 1, T, D/2]. Rotates the two halves (the HF convention)."""
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
+
+
+class KVCache:
+    """Preallocated keys and values for every layer, plus which slots hold real tokens."""
+
+    def __init__(self, cfg: ModelConfig, batch: int, max_len: int | None = None, dtype=torch.float32,
+                 device: torch.device | str = "cpu"):
+        self.max_len = max_len or cfg.max_seq_len
+        shape = (batch, cfg.n_kv_heads, self.max_len, cfg.head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layers)]
+        self.valid = torch.zeros(batch, self.max_len, dtype=torch.bool, device=device)
+        self.length = 0
+
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store this step's keys/values; return all of them so far."""
+        t = k.shape[2]
+        self.k[layer][:, :, self.length:self.length + t] = k
+        self.v[layer][:, :, self.length:self.length + t] = v
+        end = self.length + t
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def reorder(self, rows: Tensor) -> None:
+        """Keep (and duplicate) batch rows, e.g. when beams are re-ranked."""
+        self.k = [k[rows] for k in self.k]
+        self.v = [v[rows] for v in self.v]
+        self.valid = self.valid[rows]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        hd = cfg.head_dim
+        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * hd, bias=False)
+        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * hd, bias=False)
+        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * hd, bias=False)
+        self.o_proj = nn.Linear(cfg.n_heads * hd, cfg.dim, bias=False)
+        self.q_norm = RMSNorm(hd, cfg.norm_eps) if cfg.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(hd, cfg.norm_eps) if cfg.qk_norm else nn.Identity()
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, layer: int, cache: KVCache | None,
+                mask: Tensor | None) -> Tensor:
+        b, t, _ = x.shape
+        hd, h, kv = self.cfg.head_dim, self.cfg.n_heads, self.cfg.n_kv_heads
+        q = self.q_norm(self.q_proj(x).view(b, t, h, hd)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(b, t, kv, hd)).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, kv, hd).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.append(layer, k, v)
+        if mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=h != kv)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=h != kv)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, h * hd))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.dim, cfg.mlp_hidden, bias=False)
+        self.up_proj = nn.Linear(cfg.dim, cfg.mlp_hidden, bias=False)
+        self.down_proj = nn.Linear(cfg.mlp_hidden, cfg.dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.input_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.post_attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, layer: int, cache: KVCache | None,
+                mask: Tensor | None) -> Tensor:
+        x = x + self.attn(self.input_norm(x), cos, sin, layer, cache, mask)
+        return x + self.mlp(self.post_attn_norm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        cos, sin = rope_tables(cfg)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init)
+        for block in self.layers:  # residual projections scaled down with depth (GPT-2)
+            for proj in (block.attn.o_proj, block.mlp.down_proj):
+                nn.init.normal_(proj.weight, std=0.02 / (2 * cfg.n_layers) ** 0.5)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def forward(self, ids: Tensor, positions: Tensor | None = None, cache: KVCache | None = None,
+                valid: Tensor | None = None) -> Tensor:
+        """ids [B, T] -> logits [B, T, V].
+
+        positions: [B, T] (default 0..T-1). With a cache, ids continue what it holds and
+        `valid` [B, T] marks real tokens (False for left padding; default all True).
+        """
+        b, t = ids.shape
+        if positions is None:
+            start = cache.length if cache is not None else 0
+            positions = torch.arange(start, start + t, device=ids.device).expand(b, t)
+        if positions.max() >= self.cfg.max_seq_len:
+            raise ValueError(f"position {int(positions.max())} is past max_seq_len {self.cfg.max_seq_len}")
+        cos = self.rope_cos[positions].unsqueeze(1)
+        sin = self.rope_sin[positions].unsqueeze(1)
+        mask = None
+        if cache is not None:
+            if cache.length + t > cache.max_len:
+                raise ValueError(f"KV cache full: {cache.length} + {t} > {cache.max_len}")
+            end = cache.length + t
+            cache.valid[:, cache.length:end] = True if valid is None else valid
+            causal = torch.ones(t, end, dtype=torch.bool, device=ids.device).tril(cache.length)
+            # Every query also sees itself, so a padding row attends to something (no NaNs).
+            diagonal = torch.arange(end, device=ids.device) == (cache.length + torch.arange(t, device=ids.device))[:, None]
+            mask = ((causal & cache.valid[:, None, :end]) | diagonal).unsqueeze(1)  # [B, 1, T, end]
+        x = self.embed(ids)
+        for i, block in enumerate(self.layers):
+            x = block(x, cos, sin, i, cache, mask)
+        if cache is not None:
+            cache.length += t
+        return self.lm_head(self.norm(x))
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,132 @@
+"""The model as a user meets it: `smalto.load()` returns a Pipeline that reads and draws.
+
+    pipe = smalto.load()                       # the shipped default, or load("runs/x")
+    images = pipe.generate_image("a small red circle at the top left", n=4, guidance=3.0, seed=0)
+    pipe.caption("scene.png")                  # -> "a small red circle at the top left"
+    pipe.ask("scene.png", "how many circles are there?")   # -> "1"
+
+Images may be paths, PIL images or uint8 arrays [H, W, 3]; any size or mode is converted like
+bring-your-own data (RGB, centre-crop, resize to the model's size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from smalto.checkpoint import load_checkpoint
+from smalto.data.folder import convert_image, load_image
+from smalto.engine import Engine, Sampling
+from smalto.errors import SmaltoError
+from smalto.model import Transformer
+from smalto.sequence import Vocab, answer_prompt, caption_prompt, draw_prompt
+from smalto.tokenizers import Tokenizers
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "model"
+MAX_ANSWER_TOKENS = 48
+
+
+@dataclass
+class Pipeline:
+    model: Transformer
+    vocab: Vocab
+    tokenizers: Tokenizers
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.engine = Engine(self.model, self.vocab)
+
+    @property
+    def image_size(self) -> int:
+        return self.tokenizers.image.cfg.image_size
+
+    # --- inputs
+
+    def image_codes(self, images) -> torch.Tensor:
+        """Paths / PIL images / uint8 arrays -> image codes [B, h, w]."""
+        if isinstance(images, (str, Path, Image.Image, np.ndarray)) and not (
+                isinstance(images, np.ndarray) and images.ndim == 4):
+            images = [images]
+        arrays = []
+        for image in images:
+            if isinstance(image, (str, Path)):
+                arrays.append(load_image(image, self.image_size))
+            elif isinstance(image, Image.Image):
+                arrays.append(convert_image(image, self.image_size))
+            else:
+                array = np.asarray(image)
+                if array.ndim != 3 or array.shape[2] not in (3, 4) or array.dtype != np.uint8:
+                    raise SmaltoError(f"expected an image as uint8 [H, W, 3], got {array.dtype} {array.shape}")
+                arrays.append(convert_image(Image.fromarray(array), self.image_size))
+        return self.tokenizers.image.encode(np.stack(arrays))
+
+    def text_ids(self, text: str, what: str = "prompt") -> list[int]:
+        if not isinstance(text, str):
+            raise SmaltoError(f"{what} must be a string, got {type(text).__name__}")
+        ids = self.tokenizers.text.encode(text.strip())
+        room = self.model.cfg.max_seq_len - self.vocab.image_tokens - 8
+        if len(ids) > room:
+            raise SmaltoError(f"{what} is {len(ids)} tokens long; this model's context leaves room for {room}")
+        return ids
+
+    # --- reading
+
+    def caption(self, image, beams: int = 1) -> str:
+        """Describe an image (greedy, or beam search with beams > 1)."""
+        return self._reply([caption_prompt(self.vocab, c) for c in self.image_codes(image)], beams)[0]
+
+    def ask(self, image, question: str, beams: int = 1) -> str:
+        """Answer a question about an image."""
+        q = self.text_ids(question, "question")
+        if not q:
+            raise SmaltoError("the question is empty")
+        return self._reply([answer_prompt(self.vocab, c, q) for c in self.image_codes(image)], beams)[0]
+
+    def _reply(self, prompts: list[list[int]], beams: int, sampling: Sampling = Sampling()) -> list[str]:
+        room = self.model.cfg.max_seq_len - max(len(p) for p in prompts)
+        limit = min(MAX_ANSWER_TOKENS, room)
+        if beams > 1:
+            outs = [self.engine.beam_search(p, beams, limit) for p in prompts]
+        else:
+            outs = self.engine.generate(prompts, limit, sampling)
+        return [self.tokenizers.text.decode([t for t in o if t != self.vocab.eos]).strip() for o in outs]
+
+    # --- drawing
+
+    def generate_image(self, prompt: str, n: int = 1, guidance: float = 3.0, seed: int | None = 0,
+                       temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> list[np.ndarray]:
+        """Draw n images for a prompt, with classifier-free guidance of the given scale
+        (1 = conditional only, 0 = unconditional). Returns uint8 arrays [H, W, 3]."""
+        if not prompt or not prompt.strip():
+            raise SmaltoError("the prompt is empty (say what to draw, e.g. 'a small red circle at the center')")
+        if not 1 <= n <= 64:
+            raise SmaltoError(f"n must be between 1 and 64, got {n}")
+        return self.draw([prompt] * n, guidance, Sampling(temperature, top_k, top_p, seed))
+
+    def draw(self, prompts: list[str], guidance: float = 3.0, sampling: Sampling = Sampling(1.0, 0, 1.0, 0)
+             ) -> list[np.ndarray]:
+        """One image per prompt, all decoded in one batch."""
+        v = self.vocab
+        cond = [draw_prompt(v, self.text_ids(p)) for p in prompts]
+        uncond = [draw_prompt(v, []) for _ in prompts]
+        if guidance == 1.0:
+            rows = self.engine.generate(cond, v.image_tokens + 1, sampling, images="only")
+        elif guidance == 0.0:
+            rows = self.engine.generate(uncond, v.image_tokens + 1, sampling, images="only")
+        else:
+            rows = self.engine.generate(cond, v.image_tokens + 1, sampling, images="only", guidance=guidance,
+                                        unconditional=uncond)
+        side = self.tokenizers.image.cfg.grid
+        codes = torch.tensor([r[:v.image_tokens] for r in rows]).view(-1, side, side) - v.text_size
+        return list(self.tokenizers.image.decode(codes))
+
+
+def load(path: str | Path | None = None) -> Pipeline:
+    """A trained model directory (`smalto train --out`), or the shipped default when None."""
+    path = Path(path) if path is not None else DEFAULT_MODEL
+    model, vocab, tokenizers, _ = load_checkpoint(path)
+    return Pipeline(model, vocab, tokenizers, path)

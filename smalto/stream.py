@@ -1,0 +1,118 @@
+"""The training stream: scenes (or folder records) -> tokenized examples of the task mix.
+
+Example i of a stream is a pure function of (seed, i): a run resumed at step k reads exactly
+what an uninterrupted run would have, and the data position is just an integer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from smalto.data.folder import load_folder
+from smalto.data.shapes import ShapesConfig, ShapesWorld
+from smalto.errors import SmaltoError
+from smalto.sequence import Example, Vocab, answer_example, caption_example, draw_example
+from smalto.tokenizers import Tokenizers
+
+TASKS = ("caption", "draw", "qa")
+
+
+@dataclass(frozen=True)
+class TaskMix:
+    caption: float = 0.3
+    draw: float = 0.4
+    qa: float = 0.3
+    # Share of draw examples whose prompt is dropped, teaching the unconditional stream that
+    # classifier-free guidance contrasts with.
+    cond_dropout: float = 0.1
+
+    def weights(self) -> np.ndarray:
+        w = np.array([self.caption, self.draw, self.qa], dtype=np.float64)
+        if (w < 0).any() or w.sum() <= 0:
+            raise SmaltoError(f"task mix weights must be >= 0 and not all 0, got {w.tolist()}")
+        return w / w.sum()
+
+
+@dataclass
+class Batch:
+    ids: Tensor  # [B, L] input ids
+    targets: Tensor  # [B, L] the next id at each position
+    mask: Tensor  # [B, L] True where the target is trained
+    tasks: Tensor  # [B] index into TASKS
+
+    @property
+    def tokens(self) -> int:
+        return int(self.mask.sum())
+
+
+def collate(examples: list[tuple[int, Example]], pad: int, max_len: int) -> Batch:
+    """Right-pad to the longest example (at most max_len + 1 ids); padding is never trained."""
+    width = min(max(len(e.ids) for _, e in examples), max_len + 1)
+    ids = torch.full((len(examples), width), pad, dtype=torch.long)
+    mask = torch.zeros(len(examples), width, dtype=torch.bool)
+    for row, (_, e) in enumerate(examples):
+        n = min(len(e.ids), width)
+        ids[row, :n] = torch.tensor(e.ids[:n])
+        mask[row, :n] = torch.tensor(e.loss_mask[:n])
+    tasks = torch.tensor([t for t, _ in examples])
+    return Batch(ids[:, :-1], ids[:, 1:], mask[:, 1:], tasks)
+
+
+class ExampleStream:
+    def __init__(self, tokenizers: Tokenizers, vocab: Vocab, data: str = "shapes", mix: TaskMix = TaskMix(),
+                 seed: int = 0, split: str = "train"):
+        self.tok, self.vocab, self.mix, self.seed = tokenizers, vocab, mix, seed
+        self.weights = mix.weights()
+        self.encode_text = lru_cache(maxsize=65536)(lambda s: tuple(tokenizers.text.encode(s)))
+        size = tokenizers.image.cfg.image_size
+        if data == "shapes":
+            self.world = ShapesWorld(ShapesConfig(image_size=size), seed, split)
+            self.folder = None
+        else:
+            self.world = None
+            self.folder = load_folder(data, size, progress=True)
+            n = len(self.folder)
+            self._order = lru_cache(maxsize=2)(lambda epoch: np.random.default_rng([seed, 5, epoch]).permutation(n))
+            self.codes = torch.cat([tokenizers.image.encode(self.folder.images[i:i + 256])
+                                    for i in range(0, len(self.folder), 256)])
+
+    def _example(self, rng: np.random.Generator, codes: Tensor, captions: list[str], canonical: str,
+                 qa: list[dict]) -> tuple[int, Example]:
+        task = int(rng.choice(len(TASKS), p=self.weights))
+        if TASKS[task] == "qa" and not qa:
+            task = TASKS.index("caption")
+        text = self.encode_text
+        if TASKS[task] == "caption":
+            return task, caption_example(self.vocab, codes, list(text(canonical)))
+        if TASKS[task] == "draw":
+            prompt = [] if rng.random() < self.mix.cond_dropout else list(text(captions[rng.integers(len(captions))]))
+            return task, draw_example(self.vocab, prompt, codes)
+        pair = qa[rng.integers(len(qa))]
+        return task, answer_example(self.vocab, codes, list(text(pair["q"])), list(text(pair["a"])))
+
+    def examples(self, start: int, count: int) -> list[tuple[int, Example]]:
+        """Examples start .. start+count-1 as (task index, example)."""
+        out = []
+        if self.world is not None:
+            samples = [self.world[i] for i in range(start, start + count)]
+            codes = self.tok.image.encode(np.stack([s.image for s in samples]))
+            for i, s, c in zip(range(start, start + count), samples, codes):
+                rng = np.random.default_rng([self.seed, 7, i])
+                out.append(self._example(rng, c, s.captions, s.captions[0], s.qa))
+            return out
+        n = len(self.folder)
+        for i in range(start, start + count):
+            epoch, k = divmod(i, n)
+            record = int(self._order(epoch)[k])
+            r = self.folder.records[record]
+            rng = np.random.default_rng([self.seed, 7, i])
+            out.append(self._example(rng, self.codes[record], [r.text], r.text, r.qa))
+        return out
+
+    def batch(self, start: int, count: int, max_len: int) -> Batch:
+        return collate(self.examples(start, count), self.vocab.pad, max_len)
