@@ -8,6 +8,8 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
+
 from smalto import __version__, atomic
 from smalto.errors import SmaltoError
 
@@ -61,6 +63,72 @@ def _tokenizer_eval(args: argparse.Namespace) -> None:
         report = {"tokenizer": str(tok.path), "data": args.data, **asdict(metrics),
                   "text_vocab_size": tok.text.vocab_size}
         atomic.write_text(args.json, json.dumps(report, indent=2) + "\n")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from smalto.stream import TaskMix
+    from smalto.train import TrainConfig, train
+
+    if args.resume:
+        from smalto.checkpoint import read_meta
+
+        cfg = TrainConfig(**{**read_meta(args.out)["train"], **({"steps": args.steps} if args.steps else {})})
+    else:
+        cfg = TrainConfig(preset=args.preset, data=args.data, tokenizers=args.tokenizers,
+                          steps=args.steps or 3000, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                          lr=args.lr, seed=args.seed, eval_every=args.eval_every, save_every=args.save_every,
+                          mix=TaskMix(args.mix[0], args.mix[1], args.mix[2], args.cond_dropout))
+    evaluate_fn = None
+    if cfg.eval_every and cfg.data == "shapes":
+        from smalto.evaluate import training_probe
+
+        evaluate_fn = training_probe
+    log = train(args.out, cfg, resume=args.resume, evaluate_fn=evaluate_fn)
+    last = [r for r in log if "loss" in r][-1]
+    print(f"step {cfg.steps}: loss {last['loss']:.4f}; checkpoint in {args.out}/")
+
+
+def _pipeline(path):
+    from smalto.pipeline import load
+
+    return load(path)
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from smalto.plots import image_grid, save_png
+
+    pipe = _pipeline(args.model)
+    images = pipe.generate_image(args.prompt, n=args.n, guidance=args.cfg, seed=args.seed,
+                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    out = Path(args.out)
+    if args.n == 1:
+        save_png(out, images[0])
+    else:
+        save_png(out, image_grid([np.stack(images)], scale=args.scale))
+    print(f"wrote {out} ({args.n} image{'s' if args.n > 1 else ''})")
+
+
+def _caption(args: argparse.Namespace) -> None:
+    pipe = _pipeline(args.model)
+    for image in args.images:
+        text = pipe.caption(image, beams=args.beams)
+        print(f"{image}: {text}" if len(args.images) > 1 else text)
+
+
+def _ask(args: argparse.Namespace) -> None:
+    print(_pipeline(args.model).ask(args.image, args.question, beams=args.beams))
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from smalto.evaluate import EvalConfig, evaluate, summary_table
+
+    pipe = _pipeline(args.model)
+    cfg = EvalConfig() if not args.quick else EvalConfig(captions=40, questions=80, drawings=16,
+                                                         sweep_prompts=8)
+    report = evaluate(pipe, cfg)
+    print(summary_table(report))
+    if args.json:
+        atomic.write_text(args.json, json.dumps({"model": str(pipe.path), **report}, indent=2) + "\n")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -120,6 +188,52 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ShapesWorld compositions to evaluate on")
     e.add_argument("--json", type=Path, help="also write the metrics here")
     e.set_defaults(run=_tokenizer_eval)
+
+    tr = sub.add_parser("train", help="train the transformer on the task mix")
+    tr.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, log, plots)")
+    tr.add_argument("--preset", default="shapes-tiny")
+    tr.add_argument("--data", default="shapes", help="'shapes' or a folder with images/ and data.jsonl")
+    tr.add_argument("--tokenizers", type=Path, default=None, help="tokenizer directory (default: shipped)")
+    tr.add_argument("--steps", type=int, default=None, help="total steps (default 3000)")
+    tr.add_argument("--batch-size", type=int, default=32)
+    tr.add_argument("--grad-accum", type=int, default=1)
+    tr.add_argument("--lr", type=float, default=2e-3)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--mix", type=float, nargs=3, default=(0.3, 0.4, 0.3), metavar=("CAPTION", "DRAW", "QA"))
+    tr.add_argument("--cond-dropout", type=float, default=0.1)
+    tr.add_argument("--eval-every", type=int, default=500)
+    tr.add_argument("--save-every", type=int, default=500)
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tr.set_defaults(run=_train)
+
+    g = sub.add_parser("generate", help="draw images for a prompt")
+    g.add_argument("prompt")
+    g.add_argument("--out", type=Path, default=Path("out.png"))
+    g.add_argument("--n", type=int, default=1)
+    g.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--scale", type=int, default=4, help="upscaling of the saved grid")
+    g.add_argument("--model", type=Path, default=None, help="model directory (default: shipped)")
+    g.set_defaults(run=_generate)
+    c2 = sub.add_parser("caption", help="describe images")
+    c2.add_argument("images", nargs="+", type=Path)
+    c2.add_argument("--beams", type=int, default=1)
+    c2.add_argument("--model", type=Path, default=None)
+    c2.set_defaults(run=_caption)
+    a = sub.add_parser("ask", help="answer a question about an image")
+    a.add_argument("image", type=Path)
+    a.add_argument("question")
+    a.add_argument("--beams", type=int, default=1)
+    a.add_argument("--model", type=Path, default=None)
+    a.set_defaults(run=_ask)
+    ev = sub.add_parser("eval", help="ShapesEval: captions, QA, text-to-image, held-out split")
+    ev.add_argument("--model", type=Path, default=None)
+    ev.add_argument("--json", type=Path)
+    ev.add_argument("--quick", action="store_true", help="small subsets (seconds, for smoke tests)")
+    ev.set_defaults(run=_eval)
 
     d = sub.add_parser("demo", help="the main job on the shipped default")
     d.add_argument("--out", type=Path, default=Path("demo"))

@@ -48,8 +48,7 @@ class Pipeline:
 
     def image_codes(self, images) -> torch.Tensor:
         """Paths / PIL images / uint8 arrays -> image codes [B, h, w]."""
-        if isinstance(images, (str, Path, Image.Image, np.ndarray)) and not (
-                isinstance(images, np.ndarray) and images.ndim == 4):
+        if isinstance(images, (str, Path, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim == 3):
             images = [images]
         arrays = []
         for image in images:
@@ -77,14 +76,23 @@ class Pipeline:
 
     def caption(self, image, beams: int = 1) -> str:
         """Describe an image (greedy, or beam search with beams > 1)."""
-        return self._reply([caption_prompt(self.vocab, c) for c in self.image_codes(image)], beams)[0]
+        return self.caption_batch([image], beams)[0]
 
     def ask(self, image, question: str, beams: int = 1) -> str:
         """Answer a question about an image."""
-        q = self.text_ids(question, "question")
-        if not q:
-            raise SmaltoError("the question is empty")
-        return self._reply([answer_prompt(self.vocab, c, q) for c in self.image_codes(image)], beams)[0]
+        return self.ask_batch([image], [question], beams)[0]
+
+    def caption_batch(self, images: list, beams: int = 1) -> list[str]:
+        return self._reply([caption_prompt(self.vocab, c) for c in self.image_codes(images)], beams)
+
+    def ask_batch(self, images: list, questions: list[str], beams: int = 1) -> list[str]:
+        prompts = []
+        for codes, question in zip(self.image_codes(images), questions, strict=True):
+            q = self.text_ids(question, "question")
+            if not q:
+                raise SmaltoError("the question is empty")
+            prompts.append(answer_prompt(self.vocab, codes, q))
+        return self._reply(prompts, beams)
 
     def _reply(self, prompts: list[list[int]], beams: int, sampling: Sampling = Sampling()) -> list[str]:
         room = self.model.cfg.max_seq_len - max(len(p) for p in prompts)
