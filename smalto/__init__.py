@@ -1,3 +1,11 @@
 """smalto: one Transformer for text and images, trained by next-token prediction."""
 
 __version__ = "0.1.0"
+
+
+def load(path=None):
+    """A model that captions, answers and draws: `smalto.load()` is the shipped default,
+    `smalto.load("runs/x")` a directory written by `smalto train`. See smalto.pipeline."""
+    from smalto.pipeline import load as _load
+
+    return _load(path)

@@ -119,3 +119,16 @@ def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> None:
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+
+
+def pack(src: str | Path, dst: str | Path, dtype: torch.dtype | None = torch.bfloat16,
+         draw: dict | None = None) -> Path:
+    """An inference-only copy of a run: no optimizer state, weights in `dtype`, optional drawing
+    defaults (guidance, temperature, ...) stored for `smalto.load` to use."""
+    src = Path(src)
+    model, vocab, tokenizers, meta = load_checkpoint(src)
+    extra = {k: meta[k] for k in ("step", "train") if k in meta}
+    extra["draw"] = {**meta.get("draw", {}), **(draw or {})}
+    files = {name: (src / name).read_bytes() for name in ("log.jsonl", "loss.png", "samples.png")
+             if (src / name).is_file()}
+    return save_checkpoint(dst, model, vocab, tokenizers, extra=extra, dtype=dtype, files=files)

@@ -83,9 +83,9 @@ def _train(args: argparse.Namespace) -> None:
         from smalto.evaluate import training_probe
 
         evaluate_fn = training_probe
-    log = train(args.out, cfg, resume=args.resume, evaluate_fn=evaluate_fn)
+    log = train(args.out, cfg, resume=args.resume, evaluate_fn=evaluate_fn, pause_at=args.pause_at)
     last = [r for r in log if "loss" in r][-1]
-    print(f"step {cfg.steps}: loss {last['loss']:.4f}; checkpoint in {args.out}/")
+    print(f"step {last['step'] + 1} of {cfg.steps}: loss {last['loss']:.4f}; checkpoint in {args.out}/")
 
 
 def _pipeline(path):
@@ -129,6 +129,19 @@ def _eval(args: argparse.Namespace) -> None:
     print(summary_table(report))
     if args.json:
         atomic.write_text(args.json, json.dumps({"model": str(pipe.path), **report}, indent=2) + "\n")
+
+
+def _pack(args: argparse.Namespace) -> None:
+    import torch
+
+    from smalto.checkpoint import pack
+
+    draw = {k: v for k, v in (("guidance", args.cfg), ("temperature", args.temperature),
+                              ("top_k", args.top_k), ("top_p", args.top_p)) if v is not None}
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[args.dtype]
+    out = pack(args.model, args.out, dtype, draw)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"wrote {out}/ ({size / 1e6:.1f} MB)")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -204,17 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--eval-every", type=int, default=500)
     tr.add_argument("--save-every", type=int, default=500)
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tr.add_argument("--pause-at", type=int, default=None,
+                    help="stop with a checkpoint at this step; --resume continues the same schedule")
     tr.set_defaults(run=_train)
 
     g = sub.add_parser("generate", help="draw images for a prompt")
     g.add_argument("prompt")
     g.add_argument("--out", type=Path, default=Path("out.png"))
     g.add_argument("--n", type=int, default=1)
-    g.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale")
+    g.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--temperature", type=float, default=None)
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None)
     g.add_argument("--scale", type=int, default=4, help="upscaling of the saved grid")
     g.add_argument("--model", type=Path, default=None, help="model directory (default: shipped)")
     g.set_defaults(run=_generate)
@@ -234,6 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", type=Path)
     ev.add_argument("--quick", action="store_true", help="small subsets (seconds, for smoke tests)")
     ev.set_defaults(run=_eval)
+
+    pk = sub.add_parser("pack", help="an inference-only copy of a run (small weights, drawing defaults)")
+    pk.add_argument("--model", type=Path, required=True)
+    pk.add_argument("--out", type=Path, required=True)
+    pk.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16")
+    pk.add_argument("--cfg", type=float, default=None, help="default guidance scale for drawing")
+    pk.add_argument("--temperature", type=float, default=None)
+    pk.add_argument("--top-k", type=int, default=None)
+    pk.add_argument("--top-p", type=float, default=None)
+    pk.set_defaults(run=_pack)
 
     d = sub.add_parser("demo", help="the main job on the shipped default")
     d.add_argument("--out", type=Path, default=Path("demo"))

@@ -1,7 +1,8 @@
-"""`make demo`: what the shipped default can do, as a gallery (PNG grid + HTML) and a summary.
+"""`make demo`: the shipped default model reads and draws; a gallery and the evaluation summary.
 
-For now that is ShapesWorld and the image tokenizer: scenes with their captions and questions,
-their 8x8 code grids, the reconstructions, and what the verifier reads back from them.
+Writes OUT/gallery.png (prompts -> images, one row per prompt) and OUT/index.html (drawings,
+captions and answers for scenes it never saw, each checked by the verifier or against the truth,
+and the ShapesEval table), and prints the table.
 """
 
 from __future__ import annotations
@@ -9,62 +10,94 @@ from __future__ import annotations
 import base64
 import html
 import io
+import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from smalto import atomic
-from smalto.data import ShapesConfig, ShapesWorld, parse_image, scene_diff
-from smalto.plots import image_grid, save_png
-from smalto.tokenizers import load_tokenizers
-from smalto.tokenizers.evaluate import evaluate_image_tokenizer
+from smalto.data import Scene, ShapesConfig, ShapesWorld, parse_caption, parse_image, scene_diff
+from smalto.evaluate import EvalConfig, evaluate, summary_table
+from smalto.pipeline import load
+from smalto.plots import image_grid, png_bytes
+
+PROMPTS = [
+    "a large red circle at the center",
+    "a small blue square at the top left",
+    "a large yellow triangle at the bottom right",
+    "a small purple circle at the top right and a large green triangle at the bottom left",
+    "a large cyan square left of a small red circle",
+    "three objects: a small yellow circle in the top left, a large blue triangle in the center and "
+    "a small red square in the bottom right",
+    "a large red triangle at the top middle",  # a held-out composition: never seen in training
+]
 
 
-def _img_tag(image: np.ndarray, scale: int = 4) -> str:
+def _img(image: np.ndarray, scale: int = 4) -> str:
     buf = io.BytesIO()
     Image.fromarray(image.repeat(scale, 0).repeat(scale, 1)).save(buf, format="PNG")
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}" alt="">'
 
 
-def run_demo(out: str | Path, n: int = 8, eval_images: int = 500) -> None:
-    tok = load_tokenizers()
-    world = ShapesWorld(ShapesConfig(image_size=tok.image.cfg.image_size), seed=2024, split="all")
-    samples = [world[i] for i in range(n)]
-    images = np.stack([s.image for s in samples])
-    codes = tok.image.encode(images)
-    recon = tok.image.decode(codes)
+def _mark(ok: bool) -> str:
+    return '<span class="ok">&#10003;</span>' if ok else '<span class="bad">&#10007;</span>'
 
-    cards = []
-    for s, c, r in zip(samples, codes, recon):
-        diff = scene_diff(s.scene, parse_image(r, world.cfg))
-        verdict = "verifier: reconstruction matches the scene" if not diff else "verifier: " + "; ".join(diff)
-        qa = "".join(f"<li>{html.escape(p['q'])} <b>{html.escape(p['a'])}</b></li>" for p in s.qa[:4])
-        tokens = len(tok.text.encode(s.captions[0]))
-        cards.append(f"""<div class="card">{_img_tag(s.image)}{_img_tag(r)}
-<p class="caption">{html.escape(s.captions[0])}</p>
-<p class="meta">{tokens} text tokens + {c.numel()} image codes ({c.shape[0]}&times;{c.shape[1]}),
-first row: {' '.join(str(int(x)) for x in c[0])}</p>
-<p class="{'ok' if not diff else 'bad'}">{html.escape(verdict)}</p><ul>{qa}</ul></div>""")
 
-    eval_set = ShapesWorld(world.cfg, seed=7, split="all").images(0, eval_images)
-    metrics, _ = evaluate_image_tokenizer(tok.image, eval_set, True, world.cfg)
+def run_demo(out: str | Path, model: str | Path | None = None, samples: int = 4) -> dict:
+    started = time.perf_counter()
+    pipe = load(model)
+    cfg = ShapesConfig(image_size=pipe.image_size)
+
+    rows, draw_cards = [], []
+    for prompt in PROMPTS:
+        images = pipe.generate_image(prompt, n=samples, seed=0)
+        rows.append(np.stack(images))
+        target = parse_caption(prompt)
+        verdicts = []
+        for im in images:
+            got = parse_image(im, cfg)
+            verdicts.append(_mark(target is not None and got == target) if target else "")
+        draw_cards.append(f'<div class="card"><p class="caption">{html.escape(prompt)}</p>'
+                          + "".join(f"<span>{_img(im)}{v}</span>" for im, v in zip(images, verdicts)) + "</div>")
+
+    world = ShapesWorld(cfg, seed=2024, split="train")
+    read_cards = []
+    for i in range(6):
+        s = world[i]
+        caption = pipe.caption(s.image)
+        qa = s.qa[1:4]
+        answers = pipe.ask_batch([s.image] * len(qa), [p["q"] for p in qa])
+        items = "".join(f"<li>{html.escape(p['q'])} <b>{html.escape(a)}</b> {_mark(a == p['a'])}</li>"
+                        for p, a in zip(qa, answers))
+        diff = scene_diff(s.scene, parse_caption(caption) or Scene(()))
+        read_cards.append(f'<div class="card">{_img(s.image)}<p class="caption">{html.escape(caption)} '
+                          f'{_mark(not diff)}</p><ul>{items}</ul></div>')
+
+    report = evaluate(pipe, EvalConfig())
+    settings = ", ".join(f"{k} {v}" for k, v in pipe.draw_defaults.items())
+    table = summary_table(report)
+    tok = pipe.tokenizers
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>smalto demo</title><style>
-body{{font-family:system-ui,sans-serif;margin:2rem;background:#fafafa;color:#222}}
-.grid{{display:grid;grid-template-columns:repeat(auto-fill,minmax(290px,1fr));gap:1rem}}
+body{{font-family:system-ui,sans-serif;margin:2rem;background:#fafafa;color:#222;max-width:1100px}}
+.grid{{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:1rem}}
 .card{{background:#fff;border:1px solid #ddd;border-radius:8px;padding:.8rem}}
-.card img{{image-rendering:pixelated;margin-right:.5rem}} .caption{{font-weight:600}}
-.meta{{color:#666;font-size:.85rem}} .ok{{color:#17803d}} .bad{{color:#b42318}}
-pre{{background:#fff;border:1px solid #ddd;padding:1rem;border-radius:8px}}</style></head><body>
-<h1>smalto demo</h1><p>ShapesWorld scenes (left) and their reconstruction from 64 discrete image
-codes by the shipped image tokenizer (right), with the canonical caption and sample questions.</p>
-<div class="grid">{''.join(cards)}</div>
-<h2>Image tokenizer on {eval_images} scenes</h2><pre>{html.escape(metrics.table())}</pre></body></html>"""
+.card img{{image-rendering:pixelated;margin:.2rem}} .caption{{font-weight:600}}
+.ok{{color:#17803d;font-weight:700}} .bad{{color:#b42318;font-weight:700}}
+pre{{background:#fff;border:1px solid #ddd;padding:1rem;border-radius:8px;overflow:auto}}</style></head><body>
+<h1>smalto demo</h1>
+<p>One {pipe.model.num_params() / 1e6:.1f}M-parameter transformer over {pipe.vocab.size} tokens
+({tok.text.vocab_size} text, {pipe.vocab.codebook_size} image codes; an image is {pipe.vocab.image_tokens}
+codes). Every verdict below is computed: drawings by the verifier, captions by parsing them back into
+a scene graph, answers against the truth.</p>
+<h2>Text &rarr; image ({html.escape(settings)}, seed 0)</h2><div class="grid">{''.join(draw_cards)}</div>
+<h2>Image &rarr; text (scenes it never saw)</h2><div class="grid">{''.join(read_cards)}</div>
+<h2>ShapesEval</h2><pre>{html.escape(table)}</pre></body></html>"""
 
     with atomic.directory(out, overwrite=True) as tmp:
-        save_png(tmp / "gallery.png", image_grid([images, recon]))
+        atomic.write_bytes(tmp / "gallery.png", png_bytes(image_grid(rows)))
         atomic.write_text(tmp / "index.html", page)
-    print(f"image tokenizer ({tok.image.cfg.quantizer}, {tok.image.codebook_size} codes) on {eval_images} "
-          f"ShapesWorld scenes:")
-    print(metrics.table())
-    print(f"gallery: {Path(out) / 'gallery.png'} and {Path(out) / 'index.html'}")
+    print(table)
+    print(f"\ngallery: {Path(out) / 'gallery.png'} (one row per prompt) and {Path(out) / 'index.html'}"
+          f"  [{time.perf_counter() - started:.0f} s]")
+    return report

@@ -21,7 +21,6 @@ import numpy as np
 
 from smalto.data.shapes import Scene, ShapesConfig, ShapesWorld, captions, parse_caption, render
 from smalto.data.verify import parse_image
-from smalto.engine import Sampling
 from smalto.pipeline import Pipeline
 
 EVAL_SEED = 10_000  # far from training seeds; fixed so numbers are reproducible
@@ -33,7 +32,7 @@ class EvalConfig:
     captions: int = 200
     questions: int = 400
     drawings: int = 48  # per category group (one-object, two-object, counting prompts)
-    guidance: float = 3.0
+    guidance: float | None = None  # None: the model's default
     sweep: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0)
     sweep_prompts: int = 24
     seed: int = EVAL_SEED
@@ -94,15 +93,17 @@ def _scenes_with(world: ShapesWorld, n: int, objects: int, distinct: bool = Fals
     return out
 
 
-def _draw(pipe: Pipeline, prompts: list[str], guidance: float, seed: int, cfg: ShapesConfig) -> list[Scene]:
+def _draw(pipe: Pipeline, prompts: list[str], guidance: float | None, seed: int, cfg: ShapesConfig
+          ) -> list[Scene]:
     scenes = []
     for k, chunk in enumerate(_batches(prompts)):
-        images = pipe.draw(chunk, guidance, Sampling(1.0, 0, 1.0, seed + k))
+        default_guidance, sampling = pipe.sampling(seed + k)
+        images = pipe.draw(chunk, default_guidance if guidance is None else guidance, sampling)
         scenes += [parse_image(im, cfg) for im in images]
     return scenes
 
 
-def eval_drawing(pipe: Pipeline, world: ShapesWorld, n: int, guidance: float, seed: int) -> dict:
+def eval_drawing(pipe: Pipeline, world: ShapesWorld, n: int, guidance: float | None, seed: int) -> dict:
     cfg = world.cfg
     one = _scenes_with(world, n, 1)
     two = _scenes_with(world, n, 2, distinct=True)
@@ -121,7 +122,7 @@ def eval_drawing(pipe: Pipeline, world: ShapesWorld, n: int, guidance: float, se
                           for g, s in zip(drawn_counted, counted)]),
         "colors": _pct([single(g) is not None and single(g).color == s.objects[0].color
                         for g, s in zip(drawn_one, one)]),
-        "position": _pct([single(g) is not None and (single(g).row, single(g).col) == (s.objects[0].row, s.objects[0].col)
+        "position": _pct([single(g) is not None and single(g).position == s.objects[0].position
                           for g, s in zip(drawn_one, one)]),
         "attribute_binding": _pct([sorted((o.color, o.shape) for o in g.objects) ==
                                    sorted((o.color, o.shape) for o in s.objects) for g, s in zip(drawn_two, two)]),
@@ -173,7 +174,8 @@ def summary_table(report: dict) -> str:
         lines.append("")
         lines.append("| guidance scale | " + " | ".join(report["guidance_sweep"]) + " |")
         lines.append("|---" * (len(report["guidance_sweep"]) + 1) + "|")
-        lines.append("| exact drawings (%) | " + " | ".join(f"{v:.1f}" for v in report["guidance_sweep"].values()) + " |")
+        values = report["guidance_sweep"].values()
+        lines.append("| exact drawings (%) | " + " | ".join(f"{v:.1f}" for v in values) + " |")
     return "\n".join(lines)
 
 
@@ -186,7 +188,7 @@ def training_probe(model, vocab, tokenizers) -> tuple[dict, bytes]:
     metrics = {"caption_exact": eval_captions(pipe, world, 32)["exact"],
                "qa": eval_questions(pipe, world, 64)["overall"]}
     scenes = _scenes_with(world, 8, 1) + _scenes_with(world, 8, 2)
-    images = pipe.draw([captions(s)[0] for s in scenes], 3.0, Sampling(1.0, 0, 1.0, 0))
+    images = pipe.draw([captions(s)[0] for s in scenes])
     metrics["draw_exact"] = _pct([parse_image(im, world.cfg) == s for im, s in zip(images, scenes)])
     truth = np.stack([render(s, world.cfg) for s in scenes])
     return metrics, png_bytes(image_grid([truth[:8], np.stack(images[:8]), truth[8:], np.stack(images[8:])]))

@@ -44,8 +44,10 @@ class ModelConfig:
         return self.dim // self.n_heads
 
 
-# Named sizes. shapes-tiny trains on a laptop CPU in minutes; the others are meant for GPUs.
+# Named sizes. shapes-micro is for smoke tests, shapes-tiny trains on a laptop CPU in half an
+# hour; the others are meant for GPUs.
 PRESETS: dict[str, dict] = {
+    "shapes-micro": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, mlp_hidden=192),
     "shapes-tiny": dict(dim=256, n_layers=6, n_heads=8, n_kv_heads=4, mlp_hidden=704),
     "shapes-small": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=4, mlp_hidden=1408),
     "base": dict(dim=1024, n_layers=16, n_heads=16, n_kv_heads=8, mlp_hidden=2816, max_seq_len=2048),
@@ -209,7 +211,8 @@ class Transformer(nn.Module):
             cache.valid[:, cache.length:end] = True if valid is None else valid
             causal = torch.ones(t, end, dtype=torch.bool, device=ids.device).tril(cache.length)
             # Every query also sees itself, so a padding row attends to something (no NaNs).
-            diagonal = torch.arange(end, device=ids.device) == (cache.length + torch.arange(t, device=ids.device))[:, None]
+            slots = torch.arange(end, device=ids.device)
+            diagonal = slots == slots[cache.length:, None]
             mask = ((causal & cache.valid[:, None, :end]) | diagonal).unsqueeze(1)  # [B, 1, T, end]
         x = self.embed(ids)
         for i, block in enumerate(self.layers):

@@ -1,7 +1,7 @@
 """The model as a user meets it: `smalto.load()` returns a Pipeline that reads and draws.
 
     pipe = smalto.load()                       # the shipped default, or load("runs/x")
-    images = pipe.generate_image("a small red circle at the top left", n=4, guidance=3.0, seed=0)
+    images = pipe.generate_image("a small red circle at the top left", n=4, seed=0)
     pipe.caption("scene.png")                  # -> "a small red circle at the top left"
     pipe.ask("scene.png", "how many circles are there?")   # -> "1"
 
@@ -11,7 +11,7 @@ bring-your-own data (RGB, centre-crop, resize to the model's size).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,9 @@ from smalto.tokenizers import Tokenizers
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "model"
 MAX_ANSWER_TOKENS = 48
+# Drawing settings when a call gives none; a checkpoint's meta.json may override them ("draw")
+# with what its guidance/temperature sweep found best.
+DRAW_DEFAULTS = {"guidance": 3.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
 
 @dataclass
@@ -36,9 +39,15 @@ class Pipeline:
     vocab: Vocab
     tokenizers: Tokenizers
     path: Path | None = None
+    draw_defaults: dict = field(default_factory=lambda: dict(DRAW_DEFAULTS))
 
     def __post_init__(self) -> None:
         self.engine = Engine(self.model, self.vocab)
+
+    def sampling(self, seed: int | None = 0, **overrides) -> tuple[float, Sampling]:
+        """(guidance, sampling) for drawing: the model's defaults, with any non-None override."""
+        s = {**self.draw_defaults, **{k: v for k, v in overrides.items() if v is not None}}
+        return s["guidance"], Sampling(s["temperature"], s["top_k"], s["top_p"], seed)
 
     @property
     def image_size(self) -> int:
@@ -105,19 +114,26 @@ class Pipeline:
 
     # --- drawing
 
-    def generate_image(self, prompt: str, n: int = 1, guidance: float = 3.0, seed: int | None = 0,
-                       temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> list[np.ndarray]:
+    def generate_image(self, prompt: str, n: int = 1, guidance: float | None = None, seed: int | None = 0,
+                       temperature: float | None = None, top_k: int | None = None, top_p: float | None = None
+                       ) -> list[np.ndarray]:
         """Draw n images for a prompt, with classifier-free guidance of the given scale
-        (1 = conditional only, 0 = unconditional). Returns uint8 arrays [H, W, 3]."""
+        (1 = conditional only, 0 = unconditional); None takes the model's default (see
+        `draw_defaults`). Returns uint8 arrays [H, W, 3]."""
         if not prompt or not prompt.strip():
             raise SmaltoError("the prompt is empty (say what to draw, e.g. 'a small red circle at the center')")
         if not 1 <= n <= 64:
             raise SmaltoError(f"n must be between 1 and 64, got {n}")
-        return self.draw([prompt] * n, guidance, Sampling(temperature, top_k, top_p, seed))
+        guidance, sampling = self.sampling(seed, guidance=guidance, temperature=temperature, top_k=top_k,
+                                           top_p=top_p)
+        return self.draw([prompt] * n, guidance, sampling)
 
-    def draw(self, prompts: list[str], guidance: float = 3.0, sampling: Sampling = Sampling(1.0, 0, 1.0, 0)
+    def draw(self, prompts: list[str], guidance: float | None = None, sampling: Sampling | None = None
              ) -> list[np.ndarray]:
-        """One image per prompt, all decoded in one batch."""
+        """One image per prompt, all decoded in one batch (None: the model's defaults, seed 0)."""
+        default_guidance, default_sampling = self.sampling(0)
+        guidance = default_guidance if guidance is None else guidance
+        sampling = sampling or default_sampling
         v = self.vocab
         cond = [draw_prompt(v, self.text_ids(p)) for p in prompts]
         uncond = [draw_prompt(v, []) for _ in prompts]
@@ -136,5 +152,5 @@ class Pipeline:
 def load(path: str | Path | None = None) -> Pipeline:
     """A trained model directory (`smalto train --out`), or the shipped default when None."""
     path = Path(path) if path is not None else DEFAULT_MODEL
-    model, vocab, tokenizers, _ = load_checkpoint(path)
-    return Pipeline(model, vocab, tokenizers, path)
+    model, vocab, tokenizers, meta = load_checkpoint(path)
+    return Pipeline(model, vocab, tokenizers, path, {**DRAW_DEFAULTS, **meta.get("draw", {})})

@@ -4,13 +4,14 @@ Unified ids: [0, T) are the text BPE's ids (its first ids are the special tokens
 [T, T + K) are the K image codes. Every task is a short chat:
 
     caption  <bos> <user> <boi> v1..v64 <eoi> <assistant> caption <eos>
-    answer   <bos> <user> <boi> v1..v64 <eoi> question <assistant> answer <eos>
+    answer   <bos> <user> <boi> v1..v64 <eoi> question <assistant> answer <eos> [<user> question ...]
     draw     <bos> <user> prompt <assistant> <boi> v1..v64 <eoi> <eos>
     (the unconditional stream for guidance is a draw with an empty prompt)
 
-Only the assistant's part is trained (loss_mask is True for tokens the model must predict); the
-user's part is context. `Grammar` says which ids are legal next; the engine reads it and does
-not re-derive the format.
+The assistant's part is trained (loss_mask is True for tokens the model must predict); the
+user's text is context. The user's image codes may be trained too (`train_image`): the image is
+processed anyway, so predicting it is free signal for learning what images look like.
+`Grammar` says which ids are legal next; the engine reads it and does not re-derive the format.
 """
 
 from __future__ import annotations
@@ -108,12 +109,19 @@ def draw_prompt(v: Vocab, text: list[int]) -> list[int]:
     return [v.bos, v.user, *text, v.assistant, v.boi]
 
 
-def caption_example(v: Vocab, codes: Tensor, caption: list[int]) -> Example:
-    return _build((caption_prompt(v, codes), False), (caption + [v.eos], True))
+def caption_example(v: Vocab, codes: Tensor, caption: list[int], train_image: bool = False) -> Example:
+    """train_image: also predict the user's image codes (free image-modelling signal)."""
+    return _build(([v.bos, v.user, v.boi], False), (v.image_ids(codes)[1:], train_image),
+                  ([v.assistant], False), (caption + [v.eos], True))
 
 
-def answer_example(v: Vocab, codes: Tensor, question: list[int], answer: list[int]) -> Example:
-    return _build((answer_prompt(v, codes, question), False), (answer + [v.eos], True))
+def answer_example(v: Vocab, codes: Tensor, pairs: list[tuple[list[int], list[int]]],
+                   train_image: bool = False) -> Example:
+    """One image, then one or more question/answer turns (later turns start with <user>)."""
+    segments = [([v.bos, v.user, v.boi], False), (v.image_ids(codes)[1:], train_image)]
+    for i, (question, answer) in enumerate(pairs):
+        segments += [([v.user] * (i > 0) + [*question, v.assistant], False), (answer + [v.eos], True)]
+    return _build(*segments)
 
 
 def draw_example(v: Vocab, text: list[int], codes: Tensor) -> Example:

@@ -30,6 +30,11 @@ class TaskMix:
     # Share of draw examples whose prompt is dropped, teaching the unconditional stream that
     # classifier-free guidance contrasts with.
     cond_dropout: float = 0.1
+    # Also predict the image codes of caption and QA examples (see sequence.caption_example).
+    train_prompt_images: bool = True
+    # Question-answer turns per QA example: answers are a token or two, so several turns per
+    # image multiply the signal for little extra sequence.
+    qa_turns: int = 3
 
     def weights(self) -> np.ndarray:
         w = np.array([self.caption, self.draw, self.qa], dtype=np.float64)
@@ -65,10 +70,14 @@ def collate(examples: list[tuple[int, Example]], pad: int, max_len: int) -> Batc
 
 class ExampleStream:
     def __init__(self, tokenizers: Tokenizers, vocab: Vocab, data: str = "shapes", mix: TaskMix = TaskMix(),
-                 seed: int = 0, split: str = "train"):
+                 seed: int = 0, split: str = "train", max_len: int = 160):
         self.tok, self.vocab, self.mix, self.seed = tokenizers, vocab, mix, seed
         self.weights = mix.weights()
-        self.encode_text = lru_cache(maxsize=65536)(lambda s: tuple(tokenizers.text.encode(s)))
+        # Long texts (a user's captions) are cut so that an image always fits whole.
+        room = max_len - vocab.image_tokens - 8
+        if room < 8:
+            raise SmaltoError(f"a context of {max_len} tokens leaves no room for text beside an image")
+        self.encode_text = lru_cache(maxsize=65536)(lambda s: tuple(tokenizers.text.encode(s)[:room // 2]))
         size = tokenizers.image.cfg.image_size
         if data == "shapes":
             self.world = ShapesWorld(ShapesConfig(image_size=size), seed, split)
@@ -88,12 +97,13 @@ class ExampleStream:
             task = TASKS.index("caption")
         text = self.encode_text
         if TASKS[task] == "caption":
-            return task, caption_example(self.vocab, codes, list(text(canonical)))
+            return task, caption_example(self.vocab, codes, list(text(canonical)), self.mix.train_prompt_images)
         if TASKS[task] == "draw":
             prompt = [] if rng.random() < self.mix.cond_dropout else list(text(captions[rng.integers(len(captions))]))
             return task, draw_example(self.vocab, prompt, codes)
-        pair = qa[rng.integers(len(qa))]
-        return task, answer_example(self.vocab, codes, list(text(pair["q"])), list(text(pair["a"])))
+        picks = rng.permutation(len(qa))[:self.mix.qa_turns]
+        pairs = [(list(text(qa[k]["q"])), list(text(qa[k]["a"]))) for k in picks]
+        return task, answer_example(self.vocab, codes, pairs, self.mix.train_prompt_images)
 
     def examples(self, start: int, count: int) -> list[tuple[int, Example]]:
         """Examples start .. start+count-1 as (task index, example)."""

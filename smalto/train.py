@@ -81,8 +81,11 @@ def task_losses(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
 
 
 def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: bool = True,
-          evaluate_fn=None) -> list[dict]:
+          evaluate_fn=None, pause_at: int | None = None) -> list[dict]:
     """Train (or resume) a run in `out`; returns the log.
+
+    `pause_at` stops early at that step with a checkpoint, so a long schedule can be split across
+    sessions (`--resume` continues it exactly as if it had not stopped).
 
     `evaluate_fn(model, vocab, tokenizers) -> (metrics dict, PNG bytes)` runs every eval_every
     steps: the metrics are logged, the PNG is kept as samples.png.
@@ -112,7 +115,7 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
     opt = _optimizer(model, cfg)
     if resume:
         load_optimizer(out, opt)
-    stream = ExampleStream(tokenizers, vocab, cfg.data, cfg.mix, cfg.seed)
+    stream = ExampleStream(tokenizers, vocab, cfg.data, cfg.mix, cfg.seed, max_len=model.cfg.max_seq_len)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
         "cpu", enabled=False)
 
@@ -142,7 +145,7 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
             loss, by_task = task_losses(logits, batch.targets.to(device), batch.mask.to(device),
                                         batch.tasks.to(device))
             (loss / cfg.grad_accum).backward()
-            loss_sum += float(loss) / cfg.grad_accum
+            loss_sum += loss.item() / cfg.grad_accum
             tokens += batch.ids.numel()
             for k, v in by_task.items():
                 totals.setdefault(k, []).append(v)
@@ -164,7 +167,9 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
             log.append({"step": step, "eval": metrics})
             files["samples.png"] = gallery
             model.train()
-        if done % cfg.save_every == 0 or done == cfg.steps:
+        if done % cfg.save_every == 0 or done == cfg.steps or done == pause_at:
             checkpoint(done)
+        if done == pause_at:
+            break
     model.eval()
     return log

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -212,9 +213,59 @@ def test_tokenizer_eval_defaults_to_the_shipped_tokenizer(tmp_path):
 
 
 def test_demo_writes_a_gallery(tmp_path):
+    from smalto.demo import PROMPTS
+
     r = smalto("demo", "--out", "demo", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "verifier agreement" in r.stdout
+    assert "| caption exact |" in r.stdout and "| draw single object |" in r.stdout
     page = (tmp_path / "demo" / "index.html").read_text()
-    assert page.count('class="card"') == 8 and "data:image/png;base64," in page
-    assert Image.open(tmp_path / "demo" / "gallery.png").size[0] > 8 * 32
+    assert page.count('class="card"') == len(PROMPTS) + 6 and "data:image/png;base64," in page
+    assert Image.open(tmp_path / "demo" / "gallery.png").size[1] > len(PROMPTS) * 4 * 32
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("model")
+    r = smalto("train", "--out", "m", "--preset", "shapes-micro", "--steps", "4", "--batch-size", "4",
+               "--save-every", "2", "--eval-every", "0", cwd=root)
+    assert r.returncode == 0, r.stderr
+    return root / "m"
+
+
+def test_train_writes_a_resumable_checkpoint(model_dir, tmp_path):
+    meta = json.loads((model_dir / "meta.json").read_text())
+    assert meta["step"] == 4 and (model_dir / "optimizer.safetensors").exists()
+    assert (model_dir / "tokenizers" / "image.safetensors").exists()
+    r = smalto("train", "--out", str(model_dir), "--resume", "--steps", "4", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr  # already at step 4 of 4: nothing to do, but no error
+
+
+def test_generate_caption_ask_eval(model_dir, tmp_path):
+    r = smalto("generate", "a small red circle at the top left", "--model", model_dir, "--n", "2",
+               "--out", "grid.png", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "grid.png").size == (2 * 128 + 6, 128 + 4)
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "scene.png")
+    for args in (("caption", "scene.png"), ("ask", "scene.png", "how many circles are there?")):
+        r = smalto(*args, "--model", model_dir, cwd=tmp_path)
+        assert r.returncode == 0 and r.stdout.endswith("\n"), r.stderr
+    r = smalto("eval", "--model", model_dir, "--quick", "--json", "e.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert {"train", "heldout", "guidance_sweep"} <= set(report)
+    assert {"single_object", "two_objects", "counting", "colors", "position", "attribute_binding"} <= set(
+        report["train"]["draw"])
+    assert "| caption exact |" in r.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (("generate", "", "--model", "M"), ("prompt is empty",)),
+    (("caption", "notes.txt", "--model", "M"), ("notes.txt",)),
+    (("ask", "notes.txt", "what?", "--model", "M"), ("notes.txt",)),
+    (("generate", "a red circle", "--model", "nowhere"), ("nowhere",)),
+    (("train", "--out", "M", "--steps", "2"), ("already exists",)),
+])
+def test_model_commands_bad_input(model_dir, tmp_path, args, words):
+    (tmp_path / "notes.txt").write_text("not an image")
+    args = [str(model_dir) if a == "M" else a for a in args]
+    assert_user_error(smalto(*args, cwd=tmp_path), *words)

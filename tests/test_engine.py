@@ -5,8 +5,7 @@ from hypothesis import strategies as st
 
 from smalto.engine import Engine, Sampling, sample
 from smalto.model import ModelConfig, Transformer
-from smalto.sequence import (Grammar, Vocab, answer_example, caption_example, caption_prompt, draw_example,
-                             draw_prompt)
+from smalto.sequence import Grammar, Vocab, answer_example, caption_example, caption_prompt, draw_example, draw_prompt
 from smalto.tokenizers.text import SPECIAL_TOKENS
 
 # A toy vocabulary: 40 text ids (the first 16 special), 16 image codes, 4 codes per image.
@@ -28,8 +27,11 @@ def test_formats_and_loss_masks():
     image = [V.boi, 43, 41, 44, 41, V.eoi]
     assert cap.ids == [V.bos, V.user, *image, V.assistant, 20, 21, V.eos]
     assert [i for i, m in zip(cap.ids, cap.loss_mask) if m] == [20, 21, V.eos]
-    qa = answer_example(V, CODES, [22], [23])
-    assert [i for i, m in zip(qa.ids, qa.loss_mask) if m] == [23, V.eos]
+    qa = answer_example(V, CODES, [([22], [23]), ([24, 25], [26])])
+    assert qa.ids[-9:] == [22, V.assistant, 23, V.eos, V.user, 24, 25, V.assistant, 26, V.eos][-9:]
+    assert [i for i, m in zip(qa.ids, qa.loss_mask) if m] == [23, V.eos, 26, V.eos]
+    trained = answer_example(V, CODES, [([22], [23])], train_image=True)
+    assert [i for i, m in zip(trained.ids, trained.loss_mask) if m] == [*image[1:], 23, V.eos]
     draw = draw_example(V, [20, 21], CODES)
     assert draw.ids[:5] == [V.bos, V.user, 20, 21, V.assistant]
     assert [i for i, m in zip(draw.ids, draw.loss_mask) if m] == [*image, V.eos]

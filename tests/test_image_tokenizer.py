@@ -73,4 +73,5 @@ def test_shipped_default_meets_the_targets():
     assert metrics.psnr >= 28
     assert metrics.usage >= 90
     assert metrics.verifier_agreement >= 99
-    assert tok.text.decode(tok.text.encode("a small red circle at the top left")) == "a small red circle at the top left"
+    text = "a small red circle at the top left"
+    assert tok.text.decode(tok.text.encode(text)) == text

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from smalto.model import KVCache, ModelConfig, Transformer, preset
 from smalto.engine import left_pad
+from smalto.model import KVCache, ModelConfig, Transformer, preset
 
 
 def tiny(**kw) -> Transformer:

@@ -1,7 +1,6 @@
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import pytest
 
 from smalto.data import ShapesWorld
 from smalto.errors import SmaltoError

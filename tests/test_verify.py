@@ -45,4 +45,5 @@ def test_scene_diff_names_the_difference():
     a = Scene((Obj(0, 0, "circle", "red", "small"),))
     b = Scene((Obj(0, 0, "circle", "blue", "small"),))
     assert scene_diff(a, a) == []
-    assert scene_diff(a, b) == ["missing small red circle at the top left", "unexpected small blue circle at the top left"]
+    assert scene_diff(a, b) == ["missing small red circle at the top left",
+                                "unexpected small blue circle at the top left"]

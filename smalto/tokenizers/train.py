@@ -179,7 +179,8 @@ def train_tokenizers(out: str | Path, cfg: TokenizerTrainConfig, text_files: Ite
         summary = {"config": asdict(cfg), "train_seconds": round(train_seconds, 1),
                    "text_vocab_size": text.vocab_size, "metrics": asdict(metrics)}
         atomic.write_text(tmp / "train.json", json.dumps(summary, indent=2) + "\n")
-        atomic.write_bytes(tmp / "loss.png", loss_curve(log, ["recon", "aux"], f"image tokenizer ({cfg.image.quantizer})"))
+        curve = loss_curve(log, ["recon", "aux"], f"image tokenizer ({cfg.image.quantizer})")
+        atomic.write_bytes(tmp / "loss.png", curve)
         n = min(32, len(recon))
         rows = []
         for i in range(0, n, 8):
