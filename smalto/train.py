@@ -55,11 +55,15 @@ class TrainConfig:
                 raise SmaltoError(f"{name} must be at least 1, got {getattr(self, name)}")
         if isinstance(self.mix, dict):
             self.mix = TaskMix(**self.mix)
+        # Paths are stored as strings: the config goes into meta.json.
+        self.data = str(self.data)
+        self.tokenizers = None if self.tokenizers is None else str(self.tokenizers)
 
 
 def _optimizer(model: Transformer, cfg: TrainConfig) -> torch.optim.AdamW:
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    # Matrices decay; norms' gains do not.
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}],
                              lr=cfg.lr, betas=(0.9, 0.95), fused=False)

@@ -226,8 +226,10 @@ def test_demo_writes_a_gallery(tmp_path):
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("model")
+    from smalto.tokenizers import DEFAULT_TOKENIZERS
+
     r = smalto("train", "--out", "m", "--preset", "shapes-micro", "--steps", "4", "--batch-size", "4",
-               "--save-every", "2", "--eval-every", "0", cwd=root)
+               "--save-every", "2", "--eval-every", "0", "--tokenizers", DEFAULT_TOKENIZERS, cwd=root)
     assert r.returncode == 0, r.stderr
     return root / "m"
 
