@@ -77,7 +77,8 @@ def _train(args: argparse.Namespace) -> None:
         cfg = TrainConfig(preset=args.preset, data=args.data, tokenizers=args.tokenizers,
                           steps=args.steps or 3000, batch_size=args.batch_size, grad_accum=args.grad_accum,
                           lr=args.lr, seed=args.seed, eval_every=args.eval_every, save_every=args.save_every,
-                          mix=TaskMix(args.mix[0], args.mix[1], args.mix[2], args.cond_dropout))
+                          mix=TaskMix(args.mix[0], args.mix[1], args.mix[2], args.cond_dropout,
+                                      qa_turns=args.qa_turns))
     evaluate_fn = None
     if cfg.eval_every and cfg.data == "shapes":
         from smalto.evaluate import training_probe
@@ -214,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--mix", type=float, nargs=3, default=(0.3, 0.4, 0.3), metavar=("CAPTION", "DRAW", "QA"))
     tr.add_argument("--cond-dropout", type=float, default=0.1)
+    tr.add_argument("--qa-turns", type=int, default=1, help="question-answer turns per QA example")
     tr.add_argument("--eval-every", type=int, default=500)
     tr.add_argument("--save-every", type=int, default=500)
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
