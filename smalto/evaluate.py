@@ -86,8 +86,8 @@ def _scenes_with(world: ShapesWorld, n: int, objects: int, distinct: bool = Fals
         i += 1
         if len(scene.objects) != objects:
             continue
-        if distinct and len({o.color for o in scene.objects}) < objects or \
-                distinct and len({o.shape for o in scene.objects}) < objects:
+        colors, shapes = {o.color for o in scene.objects}, {o.shape for o in scene.objects}
+        if distinct and (len(colors) < objects or len(shapes) < objects):
             continue
         out.append(scene)
     return out

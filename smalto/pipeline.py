@@ -145,7 +145,7 @@ class Pipeline:
             rows = self.engine.generate(cond, v.image_tokens + 1, sampling, images="only", guidance=guidance,
                                         unconditional=uncond)
         side = self.tokenizers.image.cfg.grid
-        codes = torch.tensor([r[:v.image_tokens] for r in rows]).view(-1, side, side) - v.text_size
+        codes = v.codes(torch.tensor([r[:v.image_tokens] for r in rows]).view(-1, side, side))
         return list(self.tokenizers.image.decode(codes))
 
 

@@ -59,9 +59,6 @@ class Vocab:
         """Unified image ids -> codebook indices."""
         return ids - self.text_size
 
-    def is_image(self, ids: Tensor) -> Tensor:
-        return ids >= self.text_size
-
     def text_mask(self) -> Tensor:
         """bool [V]: ordinary text tokens (no specials, no image codes)."""
         mask = torch.zeros(self.size, dtype=torch.bool)
