@@ -36,8 +36,9 @@ def sample(logits: Tensor, s: Sampling, generator: torch.Generator | None) -> Te
     if s.top_p < 1.0:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         cumulative = sorted_logits.softmax(-1).cumsum(-1)
-        # Drop a token when the ones before it already reach top_p (the first always stays).
+        # Drop a token when the ones before it already reach top_p; the most likely always stays.
         drop = cumulative - sorted_logits.softmax(-1) >= s.top_p
+        drop[:, 0] = False
         logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
