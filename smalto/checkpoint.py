@@ -114,18 +114,23 @@ def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> None:
     if "optimizer" not in meta:
         raise SmaltoError(f"{path}: has no optimizer state to resume from")
     state: dict[int, dict] = {}
-    tensors = load_file(str(Path(path) / "optimizer.safetensors"))
-    for key, value in {**tensors, **meta["optimizer"]["scalars"]}.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+    try:
+        tensors = load_file(str(Path(path) / "optimizer.safetensors"))
+        for key, value in {**tensors, **meta["optimizer"]["scalars"]}.items():
+            index, name = key.split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+    except Exception as e:  # a missing, corrupt or mismatched file: several exception types
+        raise SmaltoError(f"{path}: optimizer state unreadable or does not fit the model ({e})") from None
 
 
 def pack(src: str | Path, dst: str | Path, dtype: torch.dtype | None = torch.bfloat16,
          draw: dict | None = None) -> Path:
     """An inference-only copy of a run: no optimizer state, weights in `dtype`, optional drawing
     defaults (guidance, temperature, ...) stored for `smalto.load` to use."""
-    src = Path(src)
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and not (dst / "meta.json").is_file():
+        raise SmaltoError(f"{dst}: exists and is not a checkpoint; refusing to replace it")
     model, vocab, tokenizers, meta = load_checkpoint(src)
     extra = {k: meta[k] for k in ("step", "train") if k in meta}
     extra["draw"] = {**meta.get("draw", {}), **(draw or {})}

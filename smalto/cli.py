@@ -98,6 +98,10 @@ def _pipeline(path):
 def _generate(args: argparse.Namespace) -> None:
     from smalto.plots import image_grid, save_png
 
+    if args.scale < 1:
+        raise SmaltoError("--scale must be at least 1")
+    if Path(args.out).is_dir():
+        raise SmaltoError(f"{args.out}: is a directory; give a .png file name")
     pipe = _pipeline(args.model)
     images = pipe.generate_image(args.prompt, n=args.n, guidance=args.cfg, seed=args.seed,
                                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)

@@ -50,6 +50,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise SmaltoError(f"unknown preset {self.preset!r} (known: {', '.join(PRESETS)})")
+        if self.seed < 0:
+            raise SmaltoError(f"seed must be >= 0, got {self.seed}")
         for name in ("steps", "batch_size", "grad_accum", "log_every", "save_every"):
             if getattr(self, name) < 1:
                 raise SmaltoError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -99,7 +101,10 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
     log: list[dict] = []
     if resume:
         meta = read_meta(out)
-        saved = TrainConfig(**meta["train"])
+        try:
+            saved = TrainConfig(**meta["train"])
+        except (KeyError, TypeError) as e:
+            raise SmaltoError(f"{out / 'meta.json'}: no training config to resume from ({e})") from None
         if asdict(saved) != asdict(cfg) | {"steps": saved.steps}:
             raise SmaltoError(f"{out}: was trained with a different config; resume with the same flags "
                               f"(only --steps may change)")
@@ -123,7 +128,10 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
         "cpu", enabled=False)
 
-    files: dict[str, bytes] = {}  # written with every checkpoint: the directory is replaced whole
+    # Written with every checkpoint (the directory is replaced whole); a resumed run keeps its gallery.
+    files: dict[str, bytes] = {}
+    if resume and (out / "samples.png").is_file():
+        files["samples.png"] = (out / "samples.png").read_bytes()
 
     def checkpoint(step: int) -> None:
         files["log.jsonl"] = "".join(json.dumps(r) + "\n" for r in log).encode()

@@ -271,3 +271,16 @@ def test_model_commands_bad_input(model_dir, tmp_path, args, words):
     (tmp_path / "notes.txt").write_text("not an image")
     args = [str(model_dir) if a == "M" else a for a in args]
     assert_user_error(smalto(*args, cwd=tmp_path), *words)
+
+
+@pytest.mark.parametrize("args, words", [
+    (("train", "--out", "neg", "--seed", "-1", "--steps", "1"), ("seed",)),
+    (("data", "shapes", "--out", "neg", "--n", "2", "--seed", "-1"), ("seed",)),
+    (("generate", "a red circle", "--scale", "0"), ("--scale",)),
+    (("generate", "a red circle", "--out", "."), ("is a directory",)),
+    (("pack", "--model", "M", "--out", "."), ("not a checkpoint",)),
+])
+def test_more_bad_flags(model_dir, tmp_path, args, words):
+    args = [str(model_dir) if a == "M" else a for a in args]
+    assert_user_error(smalto(*args, cwd=tmp_path), *words)
+    assert not (tmp_path / "neg").exists()

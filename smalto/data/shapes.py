@@ -333,6 +333,10 @@ class ShapesWorld:
     def __init__(self, cfg: ShapesConfig | None = None, seed: int = 0, split: str = "train"):
         if split not in self.SPLITS:
             raise ValueError(f"unknown split {split!r}; choose from {self.SPLITS}")
+        if seed < 0:
+            from smalto.errors import SmaltoError
+
+            raise SmaltoError(f"seed must be >= 0, got {seed}")
         self.cfg = cfg or ShapesConfig()
         self.seed = seed
         self.split = split
