@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from smalto import atomic
 from smalto.data import Scene, ShapesConfig, ShapesWorld, parse_caption, parse_image, scene_diff
@@ -35,9 +33,8 @@ PROMPTS = [
 
 
 def _img(image: np.ndarray, scale: int = 4) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(image.repeat(scale, 0).repeat(scale, 1)).save(buf, format="PNG")
-    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}" alt="">'
+    data = base64.b64encode(png_bytes(image.repeat(scale, 0).repeat(scale, 1))).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="">'
 
 
 def _mark(ok: bool) -> str:

@@ -103,13 +103,14 @@ class Pipeline:
             prompts.append(answer_prompt(self.vocab, codes, q))
         return self._reply(prompts, beams)
 
-    def _reply(self, prompts: list[list[int]], beams: int, sampling: Sampling = Sampling()) -> list[str]:
+    def _reply(self, prompts: list[list[int]], beams: int) -> list[str]:
+        """Greedy (or beam-searched) text continuations of the prompts."""
         room = self.model.cfg.max_seq_len - max(len(p) for p in prompts)
         limit = min(MAX_ANSWER_TOKENS, room)
         if beams > 1:
             outs = [self.engine.beam_search(p, beams, limit) for p in prompts]
         else:
-            outs = self.engine.generate(prompts, limit, sampling)
+            outs = self.engine.generate(prompts, limit)
         return [self.tokenizers.text.decode([t for t in o if t != self.vocab.eos]).strip() for o in outs]
 
     # --- drawing

@@ -17,6 +17,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from smalto.errors import SmaltoError
+
 GRID = 3  # the 3x3 layout is baked into the position words below
 
 # Well separated in RGB from each other and from the background, so the verifier can segment
@@ -81,8 +83,6 @@ class ShapesConfig:
     jitter: float = 0.0
 
     def __post_init__(self) -> None:
-        from smalto.errors import SmaltoError
-
         if not 1 <= self.min_objects <= self.max_objects <= 4:
             raise SmaltoError(f"ShapesConfig: need 1 <= min_objects <= max_objects <= 4, "
                               f"got {self.min_objects}..{self.max_objects}")
@@ -334,8 +334,6 @@ class ShapesWorld:
         if split not in self.SPLITS:
             raise ValueError(f"unknown split {split!r}; choose from {self.SPLITS}")
         if seed < 0:
-            from smalto.errors import SmaltoError
-
             raise SmaltoError(f"seed must be >= 0, got {seed}")
         self.cfg = cfg or ShapesConfig()
         self.seed = seed
