@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -149,6 +150,32 @@ def _pack(args: argparse.Namespace) -> None:
     print(f"wrote {out}/ ({size / 1e6:.1f} MB)")
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from smalto.serve import ServeConfig, run_server
+
+    for flag, value, low in (("--port", args.port, 0), ("--max-queue", args.max_queue, 1),
+                             ("--max-batch", args.max_batch, 1)):
+        if value < low or (flag == "--port" and value > 65535):
+            raise SmaltoError(f"{flag} out of range: {value}")
+    if args.timeout <= 0 or args.max_body_mb <= 0:
+        raise SmaltoError("--timeout and --max-body-mb must be positive")
+    pipe = _pipeline(args.model)
+    name = args.model_name or pipe.name
+    cfg = ServeConfig(model_name=name, api_key=args.api_key or None, max_queue=args.max_queue,
+                      max_batch=args.max_batch, timeout=args.timeout, max_body_bytes=int(args.max_body_mb * 2**20))
+    print(f"smalto: serving {name} on http://{args.host}:{args.port}/ (API at /v1, web UI at /)", flush=True)
+    run_server(pipe, cfg, args.host, args.port, args.log_level)
+
+
+def _chat(args: argparse.Namespace) -> None:
+    from smalto.engine import Sampling
+    from smalto.serve.terminal import run_terminal_chat
+
+    if args.temperature < 0 or (args.seed is not None and args.seed < 0):
+        raise SmaltoError("--temperature and --seed must be 0 or more")
+    run_terminal_chat(_pipeline(args.model), args.out, Sampling(args.temperature, seed=args.seed), args.preview)
+
+
 def _demo(args: argparse.Namespace) -> None:
     from smalto.demo import run_demo
 
@@ -266,6 +293,27 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--top-p", type=float, default=None)
     pk.set_defaults(run=_pack)
 
+    sv = sub.add_parser("serve", help="an OpenAI-compatible API and web UI for a model")
+    sv.add_argument("--model", type=Path, help="a trained or packed model directory (default: the shipped model)")
+    sv.add_argument("--model-name", help="the id clients ask for (default: the directory's name)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-key", default=os.environ.get("SMALTO_API_KEY"),
+                    help="require 'Authorization: Bearer KEY' on /v1 (default: $SMALTO_API_KEY)")
+    sv.add_argument("--max-queue", type=int, default=64, help="requests waiting for the model; more get 503")
+    sv.add_argument("--max-batch", type=int, default=16, help="rows decoded together")
+    sv.add_argument("--timeout", type=float, default=60.0, help="seconds a request may take, queue wait included")
+    sv.add_argument("--max-body-mb", type=float, default=16.0, help="larger request bodies get 413")
+    sv.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    sv.set_defaults(run=_serve)
+    ch = sub.add_parser("chat", help="chat with a model in the terminal")
+    ch.add_argument("--model", type=Path, help="a trained or packed model directory (default: the shipped model)")
+    ch.add_argument("--out", type=Path, default=Path("drawings"), help="where /draw saves images")
+    ch.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
+    ch.add_argument("--seed", type=int, default=None)
+    ch.add_argument("--preview", choices=("auto", "always", "never"), default="auto",
+                    help="show images in the terminal (auto: when it is a terminal)")
+    ch.set_defaults(run=_chat)
     d = sub.add_parser("demo", help="the main job on the shipped default")
     d.add_argument("--out", type=Path, default=Path("demo"))
     d.set_defaults(run=_demo)

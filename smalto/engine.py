@@ -8,6 +8,7 @@ one batch, logits mixed u + s * (c - u)), and beam search for text.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -64,7 +65,6 @@ class Engine:
     def device(self) -> torch.device:
         return self.model.embed.weight.device
 
-    @torch.inference_mode()
     def generate(self, prompts: list[list[int]], max_new_tokens: int, sampling: Sampling = Sampling(),
                  images: str = "never", guidance: float | None = None,
                  unconditional: list[list[int]] | None = None) -> list[list[int]]:
@@ -75,6 +75,19 @@ class Engine:
         prompt's `unconditional` twin is decoded alongside and the logits are mixed.
         Returns the new ids of each row (without the prompt).
         """
+        rows: list[list[int]] = [[] for _ in prompts]
+        for tokens in self.stream(prompts, max_new_tokens, sampling, images, guidance, unconditional):
+            for row, token in zip(rows, tokens.tolist()):
+                if token != self.vocab.pad:
+                    row.append(token)
+        return rows
+
+    @torch.inference_mode()
+    def stream(self, prompts: list[list[int]], max_new_tokens: int, sampling: Sampling = Sampling(),
+               images: str = "never", guidance: float | None = None,
+               unconditional: list[list[int]] | None = None) -> Iterator[Tensor]:
+        """`generate`, one step at a time: yields the step's token of every row [B] (pad once a
+        row has stopped). The caller may stop iterating at any time; nothing else is computed."""
         v, n = self.vocab, len(prompts)
         if not prompts or any(not p for p in prompts):
             raise ValueError("every prompt needs at least one token")
@@ -97,9 +110,7 @@ class Engine:
         if sampling.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
         stop = v.eoi if images == "only" else v.eos
-        out = torch.full((n, max_new_tokens), v.pad, dtype=torch.long, device=self.device)
         done = torch.zeros(n, dtype=torch.bool, device=self.device)
-        steps = 0
         for step in range(max_new_tokens):
             if guided:
                 cond, uncond = logits[:n], logits[n:]
@@ -108,15 +119,13 @@ class Engine:
             token = sample(logits, sampling, generator)
             token = torch.where(done, v.pad, token)
             grammar.advance(token)
-            out[:, step] = token
-            steps = step + 1
             done |= token == stop
+            yield token
             if bool(done.all()) or step + 1 == max_new_tokens:
-                break
+                return
             feed = torch.cat([token, token]) if guided else token
             logits = self.model(feed[:, None], next_pos[:, None], cache)[:, -1].float()
             next_pos = next_pos + 1
-        return [[t for t in row if t != v.pad] for row in out[:, :steps].tolist()]
 
     @torch.inference_mode()
     def beam_search(self, prompt: list[int], beams: int = 4, max_new_tokens: int = 48,

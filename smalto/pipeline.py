@@ -4,6 +4,7 @@
     images = pipe.generate_image("a small red circle at the top left", n=4, seed=0)
     pipe.caption("scene.png")                  # -> "a small red circle at the top left"
     pipe.ask("scene.png", "how many circles are there?")   # -> "1"
+    pipe.chat([Message("user", "what colour is the circle?", images=["scene.png"])])
 
 Images may be paths, PIL images or uint8 arrays [H, W, 3]; any size or mode is converted like
 bring-your-own data (RGB, centre-crop, resize to the model's size).
@@ -13,21 +14,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 from PIL import Image
 
+from smalto.chat import Message, TextStream
 from smalto.checkpoint import load_checkpoint
 from smalto.data.folder import convert_image, load_image
 from smalto.engine import Engine, Sampling
 from smalto.errors import SmaltoError
 from smalto.model import Transformer
-from smalto.sequence import Vocab, answer_prompt, caption_prompt, draw_prompt
+from smalto.sequence import Vocab, answer_prompt, caption_prompt, chat_prompt, draw_prompt
 from smalto.tokenizers import Tokenizers
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "model"
+DEFAULT_NAME = "smalto-shapes-tiny"
 MAX_ANSWER_TOKENS = 48
+# A chat reply's default length limit: past the longest reply seen in training (a 4-object caption).
+MAX_REPLY_TOKENS = 64
 # Drawing settings when a call gives none; a checkpoint's meta.json may override them ("draw")
 # with what its guidance/temperature sweep found best.
 DRAW_DEFAULTS = {"guidance": 3.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
@@ -48,6 +54,13 @@ class Pipeline:
         """(guidance, sampling) for drawing: the model's defaults, with any non-None override."""
         s = {**self.draw_defaults, **{k: v for k, v in overrides.items() if v is not None}}
         return s["guidance"], Sampling(s["temperature"], s["top_k"], s["top_p"], seed)
+
+    @property
+    def name(self) -> str:
+        """What clients call the model: the run directory's name ("smalto-shapes-tiny" for the shipped one)."""
+        if self.path is None:
+            return "smalto"
+        return DEFAULT_NAME if self.path.resolve() == DEFAULT_MODEL else self.path.resolve().name
 
     @property
     def image_size(self) -> int:
@@ -113,6 +126,51 @@ class Pipeline:
             outs = self.engine.generate(prompts, limit)
         return [self.tokenizers.text.decode([t for t in o if t != self.vocab.eos]).strip() for o in outs]
 
+    # --- chat
+
+    def chat_prompt(self, messages: list[Message]) -> list[int]:
+        """The prompt for the assistant's next reply (system messages are left out)."""
+        turns = []
+        for m in messages:
+            if m.images and m.role != "user":
+                raise SmaltoError(f"images are only accepted in user messages, not in a {m.role} message")
+            if m.role in ("user", "assistant"):
+                images = [id for codes in self.image_codes(m.images) for id in self.vocab.image_ids(codes)] \
+                    if m.images else []
+                turns.append((m.role, images + self.text_ids(m.text, f"a {m.role} message")))
+        if not turns:
+            raise SmaltoError("the conversation has no user or assistant message")
+        prompt = chat_prompt(self.vocab, turns)
+        if len(prompt) >= self.model.cfg.max_seq_len:
+            raise SmaltoError(f"the conversation is {len(prompt)} tokens long; this model's context holds "
+                              f"{self.model.cfg.max_seq_len} (start a new conversation)")
+        return prompt
+
+    def chat_stream(self, messages: list[Message], max_tokens: int | None = None,
+                    sampling: Sampling = Sampling(), stop: tuple[str, ...] = ()) -> Iterator[str]:
+        """The assistant's reply, piece by piece as it is decoded (greedy unless `sampling` says)."""
+        prompt = self.chat_prompt(messages)
+        text = TextStream(self.tokenizers.text, stop)
+        for tokens in self.engine.stream([prompt], self.reply_budget(prompt, max_tokens), sampling):
+            token = int(tokens[0])
+            if token == self.vocab.eos:
+                break
+            if piece := text.push(token):
+                yield piece
+            if text.stopped:
+                return
+        if rest := text.finish():
+            yield rest
+
+    def reply_budget(self, prompt: list[int], max_tokens: int | None = None) -> int:
+        """How many tokens a reply to `prompt` may take: max_tokens (or MAX_REPLY_TOKENS), within the context."""
+        room = self.model.cfg.max_seq_len - len(prompt)
+        return min(max_tokens or MAX_REPLY_TOKENS, room)
+
+    def chat(self, messages: list[Message], max_tokens: int | None = None, sampling: Sampling = Sampling(),
+             stop: tuple[str, ...] = ()) -> str:
+        return "".join(self.chat_stream(messages, max_tokens, sampling, stop))
+
     # --- drawing
 
     def generate_image(self, prompt: str, n: int = 1, guidance: float | None = None, seed: int | None = 0,
@@ -132,11 +190,16 @@ class Pipeline:
     def draw(self, prompts: list[str], guidance: float | None = None, sampling: Sampling | None = None
              ) -> list[np.ndarray]:
         """One image per prompt, all decoded in one batch (None: the model's defaults, seed 0)."""
+        return self.draw_ids([self.text_ids(p) for p in prompts], guidance, sampling)
+
+    def draw_ids(self, prompts: list[list[int]], guidance: float | None = None, sampling: Sampling | None = None
+                 ) -> list[np.ndarray]:
+        """`draw` for prompts already tokenized."""
         default_guidance, default_sampling = self.sampling(0)
         guidance = default_guidance if guidance is None else guidance
         sampling = sampling or default_sampling
         v = self.vocab
-        cond = [draw_prompt(v, self.text_ids(p)) for p in prompts]
+        cond = [draw_prompt(v, p) for p in prompts]
         uncond = [draw_prompt(v, []) for _ in prompts]
         if guidance == 1.0:
             rows = self.engine.generate(cond, v.image_tokens + 1, sampling, images="only")

@@ -93,12 +93,30 @@ def _build(*segments: tuple[list[int], bool]) -> Example:
 
 # --- prompts (what inference feeds the model) and training examples (prompt + target)
 
+def chat_prompt(v: Vocab, turns: list[tuple[str, list[int]]]) -> list[int]:
+    """A conversation, ready for the assistant's next reply:
+
+        <bos> <user> content [<assistant> reply <eos> <user> content ...] <assistant>
+
+    turns are (role, ids) with role "user" or "assistant"; a user's ids may hold images
+    (`image_ids`). Captioning and answering are its one-turn cases."""
+    ids = [v.bos]
+    for role, content in turns:
+        if role == "user":
+            ids += [v.user, *content]
+        elif role == "assistant":
+            ids += [v.assistant, *content, v.eos]
+        else:
+            raise ValueError(f"role must be user or assistant, got {role!r}")
+    return ids + [v.assistant]
+
+
 def caption_prompt(v: Vocab, codes: Tensor) -> list[int]:
-    return [v.bos, v.user, *v.image_ids(codes), v.assistant]
+    return chat_prompt(v, [("user", v.image_ids(codes))])
 
 
 def answer_prompt(v: Vocab, codes: Tensor, question: list[int]) -> list[int]:
-    return [v.bos, v.user, *v.image_ids(codes), *question, v.assistant]
+    return chat_prompt(v, [("user", v.image_ids(codes) + question)])
 
 
 def draw_prompt(v: Vocab, text: list[int]) -> list[int]:

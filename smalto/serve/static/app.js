@@ -1,0 +1,285 @@
+// smalto's web UI: chat (with images, streamed replies) and draw, over the server's OpenAI API.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { model: null, history: [], attachments: [], controller: null, config: null };
+
+// --- API access (with the optional key kept in localStorage)
+
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  const key = localStorage.getItem("smalto-key");
+  if (key) h.Authorization = `Bearer ${key}`;
+  return h;
+}
+
+async function api(path, body, signal) {
+  for (;;) {
+    const response = await fetch(path, { method: "POST", headers: headers(), body: JSON.stringify(body), signal });
+    if (response.status === 401) { await askForKey(); continue; }
+    if (!response.ok) {
+      let message = `${response.status} ${response.statusText}`;
+      try { message = (await response.json()).error.message; } catch (_) { /* not JSON */ }
+      throw new Error(message);
+    }
+    return response;
+  }
+}
+
+function askForKey() {
+  return new Promise((resolve) => {
+    $("key-dialog").hidden = false;
+    $("key-input").focus();
+    $("key-form").onsubmit = (e) => {
+      e.preventDefault();
+      localStorage.setItem("smalto-key", $("key-input").value);
+      $("key-dialog").hidden = true;
+      resolve();
+    };
+  });
+}
+
+function toast(text) {
+  const t = $("toast");
+  t.textContent = text;
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (t.hidden = true), 4000);
+}
+
+// --- chat
+
+function image(src, cls = "pixels") {
+  const img = document.createElement("img");
+  img.src = src;
+  img.className = cls;
+  img.alt = "image";
+  return img;
+}
+
+function bubble(role, text = "", images = []) {
+  $("empty").hidden = true;
+  const div = document.createElement("div");
+  div.className = `msg ${role}`;
+  images.forEach((src) => div.append(image(src)));
+  const span = document.createElement("span");
+  span.textContent = text;
+  div.append(span);
+  $("messages").append(div);
+  div.scrollIntoView({ block: "end" });
+  return span;
+}
+
+function renderAttachments() {
+  const box = $("attachments");
+  box.replaceChildren(...state.attachments.map((src, i) => {
+    const chip = document.createElement("div");
+    chip.className = "chip";
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "×";
+    remove.title = "Remove";
+    remove.onclick = () => { state.attachments.splice(i, 1); renderAttachments(); };
+    chip.append(image(src), remove);
+    return chip;
+  }));
+}
+
+function attachFile(file) {
+  if (!file || !file.type.startsWith("image/")) { toast("That is not an image file."); return; }
+  const reader = new FileReader();
+  reader.onload = () => { state.attachments.push(reader.result); renderAttachments(); $("chat-input").focus(); };
+  reader.readAsDataURL(file);
+}
+
+function setBusy(busy) {
+  $("send").textContent = busy ? "Stop" : "Send";
+  $("send").classList.toggle("stop", busy);
+}
+
+async function send() {
+  if (state.controller) { state.controller.abort(); return; }  // the button is "Stop" while replying
+  const input = $("chat-input");
+  const text = input.value.trim();
+  const images = state.attachments;
+  if (!text && !images.length) return;
+  const content = images.length
+    ? [...images.map((url) => ({ type: "image_url", image_url: { url } })), ...(text ? [{ type: "text", text }] : [])]
+    : text;
+  state.history.push({ role: "user", content });
+  bubble("user", text, images);
+  input.value = "";
+  autosize();
+  state.attachments = [];
+  renderAttachments();
+
+  const out = bubble("assistant");
+  out.parentElement.classList.add("pending");
+  state.controller = new AbortController();
+  setBusy(true);
+  let reply = "";
+  try {
+    const response = await api("/v1/chat/completions",
+      { model: state.model, messages: state.history, stream: true }, state.controller.signal);
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      const events = buffer.split("\n\n");
+      buffer = events.pop();
+      for (const event of events) {
+        const data = event.replace(/^data: /, "");
+        if (data === "[DONE]") continue;
+        const chunk = JSON.parse(data);
+        if (chunk.error) throw new Error(chunk.error.message);
+        for (const choice of chunk.choices) reply += choice.delta.content || "";
+        out.textContent = reply;
+        out.parentElement.scrollIntoView({ block: "end" });
+      }
+    }
+    state.history.push({ role: "assistant", content: reply });
+  } catch (e) {
+    state.history.pop();  // the turn failed: leave it out of the conversation
+    if (e.name === "AbortError") {
+      if (reply) state.history.push({ role: "user", content }, { role: "assistant", content: reply });
+    } else {
+      out.parentElement.remove();
+      bubble("error", e.message);
+    }
+  } finally {
+    out.parentElement.classList.remove("pending");
+    if (!reply && out.parentElement.isConnected) out.textContent = "(no reply)";
+    state.controller = null;
+    setBusy(false);
+    input.focus();
+  }
+}
+
+function newChat() {
+  if (state.controller) state.controller.abort();
+  state.history = [];
+  state.attachments = [];
+  renderAttachments();
+  $("messages").replaceChildren($("empty"));
+  $("empty").hidden = false;
+  showMode("chat");
+}
+
+function autosize() {
+  const input = $("chat-input");
+  input.style.height = "auto";
+  input.style.height = `${Math.min(input.scrollHeight, 180)}px`;
+}
+
+// --- draw
+
+async function draw() {
+  const prompt = $("draw-prompt").value.trim();
+  if (!prompt) return;
+  const n = Math.max(1, Math.min(10, parseInt($("draw-n").value, 10) || 1));
+  const body = { model: state.model, prompt, n, response_format: "b64_json" };
+  const guidance = parseFloat($("draw-guidance").value);
+  if (!Number.isNaN(guidance)) body.guidance_scale = guidance;
+  const seed = parseInt($("draw-seed").value, 10);
+  if (!Number.isNaN(seed)) body.seed = seed;
+
+  const results = $("results");
+  const status = document.createElement("div");
+  status.className = "status";
+  status.textContent = `Drawing ${n} image${n > 1 ? "s" : ""}…`;
+  results.replaceChildren(status);
+  $("draw-go").disabled = true;
+  try {
+    const started = performance.now();
+    const { data } = await (await api("/v1/images/generations", body)).json();
+    const slug = prompt.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 40) || "image";
+    status.textContent = `${prompt} — ${((performance.now() - started) / 1000).toFixed(1)} s`;
+    data.forEach((item, i) => {
+      const src = `data:image/png;base64,${item.b64_json}`;
+      const card = document.createElement("figure");
+      card.className = "result";
+      card.style.margin = "0";
+      const caption = document.createElement("figcaption");
+      caption.className = "caption";
+      const label = document.createElement("span");
+      label.textContent = `#${i + 1}`;
+      const link = document.createElement("a");
+      link.href = src;
+      link.download = `smalto-${slug}${Number.isNaN(seed) ? "" : `-seed${seed}`}-${i + 1}.png`;
+      link.textContent = "Download";
+      caption.append(label, link);
+      card.append(image(src), caption);
+      results.append(card);
+    });
+  } catch (e) {
+    status.textContent = e.message;
+    status.style.color = "var(--error)";
+  } finally {
+    $("draw-go").disabled = false;
+  }
+}
+
+// --- modes, keyboard, drag and drop
+
+function showMode(mode) {
+  for (const m of ["chat", "draw"]) {
+    $(m).hidden = m !== mode;
+    $(`mode-${m}`).setAttribute("aria-selected", String(m === mode));
+  }
+  $(mode === "chat" ? "chat-input" : "draw-prompt").focus();
+}
+
+function wire() {
+  $("mode-chat").onclick = () => showMode("chat");
+  $("mode-draw").onclick = () => showMode("draw");
+  $("new-chat").onclick = newChat;
+  $("composer").onsubmit = (e) => { e.preventDefault(); send(); };
+  $("draw-form").onsubmit = (e) => { e.preventDefault(); draw(); };
+  $("file-input").onchange = (e) => { [...e.target.files].forEach(attachFile); e.target.value = ""; };
+  const input = $("chat-input");
+  input.addEventListener("input", autosize);
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); if (!state.controller) send(); }
+  });
+  input.addEventListener("paste", (e) => {
+    const files = [...(e.clipboardData?.files || [])].filter((f) => f.type.startsWith("image/"));
+    if (files.length) { e.preventDefault(); files.forEach(attachFile); }
+  });
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && state.controller) state.controller.abort();
+    if ((e.ctrlKey || e.metaKey) && e.shiftKey && e.key.toLowerCase() === "o") { e.preventDefault(); newChat(); }
+  });
+  const chat = $("chat");
+  let depth = 0;  // dragenter/dragleave fire for every child element crossed
+  chat.addEventListener("dragenter", (e) => { e.preventDefault(); depth++; $("drop").hidden = false; });
+  chat.addEventListener("dragleave", () => { if (--depth <= 0) { depth = 0; $("drop").hidden = true; } });
+  chat.addEventListener("dragover", (e) => e.preventDefault());
+  chat.addEventListener("drop", (e) => {
+    e.preventDefault();
+    depth = 0;
+    $("drop").hidden = true;
+    [...e.dataTransfer.files].forEach(attachFile);
+  });
+}
+
+async function init() {
+  wire();
+  const config = await (await fetch("/ui/config")).json();
+  state.model = config.model;
+  $("model-name").textContent = `${config.model} · ${config.image_size}×${config.image_size} images`;
+  $("draw-guidance").placeholder = String(config.draw.guidance);
+  $("examples").replaceChildren(...config.examples.map((src, i) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.title = `Attach example ${i + 1}`;
+    b.append(image(src));
+    b.onclick = () => { state.attachments.push(src); renderAttachments(); $("chat-input").focus(); };
+    return b;
+  }));
+  if (config.needs_key && !localStorage.getItem("smalto-key")) await askForKey();
+  $("chat-input").focus();
+}
+
+init().catch((e) => toast(`Could not reach the server: ${e.message}`));

@@ -1,0 +1,312 @@
+"""The HTTP API against a real server on loopback: the official openai client, and httpx for every error."""
+
+import asyncio
+import base64
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import openai
+import pytest
+from PIL import Image
+
+from smalto.data import ShapesWorld
+from smalto.plots import png_bytes
+from smalto.serve import ServeConfig
+
+from conftest import free_port, running_server
+
+NAME = "shapes-test"
+SAMPLE = ShapesWorld(seed=7)[2]
+
+
+def data_url(image: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
+
+
+def ask(question: str, image=SAMPLE.image) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(image)}},
+                                         {"type": "text", "text": question}]}]
+
+
+@pytest.fixture(scope="module")
+def server(shipped):
+    with running_server(shipped, ServeConfig(model_name=NAME, max_queue=8, max_body_bytes=1 << 20)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+
+
+# --- the openai client
+
+def test_chat_about_an_image_answers_as_the_model_does(client, shipped):
+    question = SAMPLE.qa[0]["q"]
+    r = client.chat.completions.create(model=NAME, messages=ask(question))
+    assert r.object == "chat.completion" and r.model == NAME and r.id.startswith("chatcmpl-")
+    assert r.choices[0].message.content == shipped.ask(SAMPLE.image, question)
+    assert r.choices[0].finish_reason == "stop" and r.choices[0].message.role == "assistant"
+    assert r.usage.prompt_tokens == 1 + 1 + 66 + len(shipped.tokenizers.text.encode(question)) + 1
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_an_image_alone_is_captioned(client, shipped):
+    r = client.chat.completions.create(
+        model=NAME, messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(SAMPLE.image)}}]}])
+    assert r.choices[0].message.content == shipped.caption(SAMPLE.image)
+
+
+def test_without_an_image_it_still_answers_in_text(client):
+    r = client.chat.completions.create(model=NAME, messages=[{"role": "system", "content": "be kind"},
+                                                             {"role": "user", "content": "hello"}], max_tokens=6)
+    assert isinstance(r.choices[0].message.content, str) and r.choices[0].message.content
+    assert r.usage.completion_tokens <= 6
+
+
+def test_streaming_gives_the_same_reply_in_chunks(client):
+    messages = ask("", ShapesWorld(seed=3)[0].image)  # a caption: several tokens long
+    whole = client.chat.completions.create(model=NAME, messages=messages)
+    chunks = list(client.chat.completions.create(model=NAME, messages=messages, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content and len(chunks) > 4
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+
+
+def test_n_choices_with_a_seed_are_reproducible(client):
+    kwargs = dict(model=NAME, messages=[{"role": "user", "content": "hello"}], n=3, temperature=1.5, seed=5,
+                  max_tokens=12)
+    a, b = client.chat.completions.create(**kwargs), client.chat.completions.create(**kwargs)
+    assert [c.index for c in a.choices] == [0, 1, 2]
+    assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]
+    assert len({c.message.content for c in a.choices}) > 1  # sampled: the choices differ
+    assert a.usage.completion_tokens <= 3 * 12 and a.usage.prompt_tokens == b.usage.prompt_tokens
+
+
+def test_stop_and_max_tokens_end_the_reply(client, shipped):
+    caption = shipped.caption(SAMPLE.image)
+    word = caption.split()[2]
+    r = client.chat.completions.create(model=NAME, messages=ask(""), stop=[f" {word}"])
+    assert r.choices[0].message.content == caption[:caption.index(f" {word}")]
+    assert r.choices[0].finish_reason == "stop"
+    r = client.chat.completions.create(model=NAME, messages=ask(""), max_completion_tokens=2)
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 2
+    assert caption.startswith(r.choices[0].message.content)
+
+
+def test_images_generate_matches_the_pipeline(client, shipped):
+    r = client.images.generate(model=NAME, prompt="a small red circle at the center", n=2, size="32x32",
+                               response_format="b64_json", extra_body={"seed": 4, "guidance_scale": 1.5})
+    images = [np.asarray(Image.open(io.BytesIO(base64.b64decode(d.b64_json)))) for d in r.data]
+    expected = shipped.generate_image("a small red circle at the center", n=2, guidance=1.5, seed=4)
+    assert len(images) == 2 and all(np.array_equal(a, b) for a, b in zip(images, expected))
+
+
+def test_models_list_and_retrieve(client):
+    assert [m.id for m in client.models.list()] == [NAME]
+    assert client.models.retrieve(NAME).owned_by == "smalto"
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda c: c.chat.completions.create(model="gpt-4o", messages=ask("hi")), openai.NotFoundError),
+    (lambda c: c.chat.completions.create(model=NAME, messages=ask("hi"), temperature=7), openai.BadRequestError),
+    (lambda c: c.chat.completions.create(model=NAME, messages=[
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]),
+     openai.BadRequestError),
+    (lambda c: c.images.generate(model=NAME, prompt="a red circle", size="1024x1024"), openai.BadRequestError),
+    (lambda c: c.images.generate(model=NAME, prompt="a red circle", n=11), openai.BadRequestError),
+    (lambda c: c.models.retrieve("dall-e-3"), openai.NotFoundError),
+])
+def test_client_errors_raise_the_right_exceptions(client, call, error):
+    with pytest.raises(error) as info:
+        call(client)
+    body = info.value.body
+    assert set(body) >= {"message", "type", "param", "code"} and body["message"]
+
+
+def test_a_wrong_or_missing_key_is_refused(shipped):
+    with running_server(shipped, ServeConfig(model_name=NAME, api_key="sesame")) as url:
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
+        r = httpx.get(f"{url}/v1/models")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        assert httpx.get(f"{url}/health").status_code == 200  # health stays open
+        ok = openai.OpenAI(base_url=f"{url}/v1", api_key="sesame", max_retries=0)
+        assert ok.chat.completions.create(model=NAME, messages=ask(""), max_tokens=3).choices
+
+
+# --- httpx: every error in OpenAI's shape, never a 500
+
+def post(server, path, body=None, content=None, **kw):
+    return httpx.post(f"{server}{path}", json=body, content=content, timeout=30, **kw)
+
+
+def error_of(r, status):
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    return error
+
+
+def png_in(raw: bytes) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": {
+        "url": "data:image/png;base64," + base64.b64encode(raw).decode()}}]}]
+
+
+@pytest.mark.parametrize("body, param, code", [
+    (b"{not json", None, None),
+    (b"[]", None, None),
+    ({"model": NAME}, "messages", None),
+    ({"model": NAME, "messages": []}, "messages", None),
+    ({"model": NAME, "messages": ask("hi"), "tools": []}, "tools", None),
+    ({"model": NAME, "messages": ask("hi"), "n": 0}, "n", None),
+    ({"model": NAME, "messages": ask("hi"), "top_p": 0}, "top_p", None),
+    ({"model": NAME, "messages": ask("hi"), "seed": -1}, "seed", None),
+    ({"model": NAME, "messages": ask("hi"), "stop": ["a", "b", "c", "d", "e"]}, "stop", None),
+    ({"model": NAME, "messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "messages.0.content.0", None),
+    ({"model": NAME, "messages": [{"role": "robot", "content": "hi"}]}, "messages.0.role", None),
+    ({"model": NAME, "messages": png_in(b"\x89PNG but not really")}, "messages.0.content.0.image_url",
+     "invalid_image"),
+    ({"model": NAME, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {
+        "url": "data:image/png;base64,not*base64!"}}]}]}, "messages.0.content.0.image_url", "invalid_base64"),
+    ({"model": NAME, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {
+        "url": "http://example.com/cat.png"}}]}]}, "messages.0.content.0.image_url", "image_url_not_supported"),
+    ({"model": NAME, "messages": [{"role": "assistant", "content": [{"type": "image_url", "image_url": {
+        "url": data_url(SAMPLE.image)}}]}]}, "messages.0.content.0.image_url", None),
+    ({"model": NAME, "messages": [{"role": "user", "content": "word " * 300}]}, "messages", None),
+])
+def test_bad_chat_requests_are_400(server, body, param, code):
+    r = post(server, "/v1/chat/completions", content=body if isinstance(body, bytes) else json.dumps(body).encode(),
+             headers={"content-type": "application/json"})
+    error = error_of(r, 400)
+    assert error["type"] == "invalid_request_error" and error["param"] == param and error["code"] == code
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"prompt": ""}, "prompt"),
+    ({"prompt": "a red circle", "size": "64x64"}, "size"),
+    ({"prompt": "a red circle", "response_format": "url"}, "response_format"),
+    ({"prompt": "a red circle", "guidance_scale": -1}, "guidance_scale"),
+    ({"prompt": "a red circle", "quality": "hd"}, "quality"),
+    ({"prompt": "word " * 300}, "prompt"),
+])
+def test_bad_image_requests_are_400(server, body, param):
+    assert error_of(post(server, "/v1/images/generations", body), 400)["param"] == param
+
+
+def test_unknown_model_route_and_method_are_404_405(server):
+    assert error_of(post(server, "/v1/images/generations", {"prompt": "x", "model": "dall-e-3"}), 404)["code"] == \
+        "model_not_found"
+    error_of(httpx.get(f"{server}/v1/nothing"), 404)
+    error_of(httpx.get(f"{server}/v1/chat/completions"), 405)
+
+
+def test_a_body_over_the_limit_is_413_declared_or_chunked(server):
+    big = json.dumps({"model": NAME, "messages": png_in(b"x" * (1 << 20))}).encode()
+    assert error_of(post(server, "/v1/chat/completions", content=big), 413)["code"] == "payload_too_large"
+
+    def chunks():
+        for i in range(0, len(big), 65536):
+            yield big[i:i + 65536]
+    error_of(post(server, "/v1/chat/completions", content=chunks()), 413)  # no Content-Length: counted
+
+
+def test_a_transparent_or_odd_image_is_converted_not_refused(server):
+    buf = io.BytesIO()
+    Image.new("LA", (300, 200), (128, 200)).save(buf, format="PNG")
+    r = post(server, "/v1/chat/completions", {"model": NAME, "messages": png_in(buf.getvalue()), "max_tokens": 4})
+    assert r.status_code == 200
+
+
+def test_a_full_queue_answers_503_fast_and_accepted_requests_complete(shipped):
+    async def run(url):
+        async with httpx.AsyncClient(timeout=60) as http:
+            async def one(i):
+                t = time.monotonic()
+                r = await http.post(f"{url}/v1/images/generations",
+                                    json={"prompt": "a small red circle", "n": 4, "seed": i})
+                return r, time.monotonic() - t
+            return await asyncio.gather(*(one(i) for i in range(12)))
+
+    with running_server(shipped, ServeConfig(model_name=NAME, max_queue=2)) as url:
+        results = asyncio.run(run(url))
+    codes = sorted(r.status_code for r, _ in results)
+    assert set(codes) == {200, 503} and codes.count(200) >= 3  # one running + two queued at least
+    busy = [(r, dt) for r, dt in results if r.status_code == 503]
+    assert all(r.json()["error"]["code"] == "queue_full" for r, _ in busy)
+    assert max(dt for _, dt in busy) < min(dt for r, dt in results if r.status_code == 200) + 0.5
+    assert all(len(r.json()["data"]) == 4 for r, _ in results if r.status_code == 200)
+
+
+def test_a_request_over_its_time_budget_is_504(shipped):
+    with running_server(shipped, ServeConfig(model_name=NAME, timeout=0.05)) as url:
+        error = error_of(httpx.post(f"{url}/v1/images/generations", json={"prompt": "a red circle", "n": 10},
+                                    timeout=30), 504)
+        assert error["code"] == "timeout"
+        assert httpx.get(f"{url}/health").json()["status"] == "ok"
+
+
+def test_a_client_leaving_mid_stream_frees_the_server(server):
+    with httpx.stream("POST", f"{server}/v1/chat/completions", timeout=30, json={
+            "model": NAME, "messages": [{"role": "user", "content": "hello"}], "stream": True, "max_tokens": 60}) as r:
+        assert r.status_code == 200
+        next(r.iter_lines())  # read one event, then hang up
+    for _ in range(100):
+        if httpx.get(f"{server}/health").json()["queued"] == 0:
+            break
+        time.sleep(0.05)
+    r = post(server, "/v1/chat/completions", {"model": NAME, "messages": ask(""), "max_tokens": 3})
+    assert r.status_code == 200
+
+
+def test_openapi_describes_the_real_shapes(server):
+    schema = httpx.get(f"{server}/openapi.json").json()
+    chat = schema["paths"]["/v1/chat/completions"]["post"]
+    assert "text/event-stream" in chat["responses"]["200"]["content"]
+    assert {"400", "401", "404", "413", "503"} <= set(chat["responses"])
+    components = schema["components"]["schemas"]
+    assert {"ChatCompletionRequest", "ChatCompletion", "ImageGenerationRequest", "ImagesResponse",
+            "ErrorResponse"} <= set(components)
+    assert "stream" in components["ChatCompletionRequest"]["properties"]
+
+
+def test_shutdown_finishes_in_flight_requests(tmp_path):
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "smalto", "serve", "--port", str(port), "--log-level", "warning"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+
+        async def during_shutdown():
+            async with httpx.AsyncClient(timeout=60) as http:
+                pending = asyncio.ensure_future(http.post(f"{url}/v1/images/generations",
+                                                          json={"prompt": "a small red circle", "n": 10}))
+                await asyncio.sleep(0.3)  # the request is in the worker now
+                proc.send_signal(signal.SIGTERM)
+                return await pending
+
+        r = asyncio.run(during_shutdown())
+        assert r.status_code == 200 and len(r.json()["data"]) == 10
+        assert proc.wait(30) == 0
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        proc.kill()
