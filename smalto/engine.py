@@ -30,7 +30,8 @@ def sample(logits: Tensor, s: Sampling, generator: torch.Generator | None) -> Te
     """logits [B, V] with illegal ids at -inf -> ids [B]."""
     if s.temperature <= 0:
         return logits.argmax(-1)
-    logits = logits / s.temperature
+    # Below 1e-5 sampling is greedy in float32 anyway, and a smaller divisor would round to 0 (NaN).
+    logits = logits / max(s.temperature, 1e-5)
     if s.top_k > 0:
         kth = logits.topk(min(s.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

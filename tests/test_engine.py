@@ -99,6 +99,8 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy():
     assert e.generate(prompts, 10, Sampling(1.0, top_k=1, seed=3)) == e.generate(prompts, 10)
     assert e.generate(prompts, 10, Sampling(1.0, top_p=1e-6, seed=3)) == e.generate(prompts, 10)
     assert e.generate(prompts, 10, Sampling(1.0, top_p=0.0, seed=3)) == e.generate(prompts, 10)
+    # a vanishing temperature is greedy, not NaN (found by fuzzing the server)
+    assert e.generate(prompts, 10, Sampling(3e-305, seed=3)) == e.generate(prompts, 10)
 
 
 def test_text_generation_emits_only_text_and_stops_at_eos():

@@ -22,6 +22,7 @@ from typing import AsyncIterator
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -397,7 +398,21 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None) -> FastAPI:
                 "draw": pipe.draw_defaults, "examples": _examples(pipe.image_size)}
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.openapi = lambda: _without_422(app)
     return app
+
+
+def _without_422(app: FastAPI) -> dict:
+    """FastAPI documents a 422 on every route; this server answers invalid requests with a 400."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for path in schema["paths"].values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _is_union_member(segment) -> bool:
