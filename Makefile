@@ -5,13 +5,19 @@ BIN := $(VENV)/bin
 # A CPU build that installs from local disk here; GPU users: make TORCH="torch --index-url ..."
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test clean
+.PHONY: demo test browser clean
 
 demo: $(VENV)/.installed
 	$(BIN)/smalto demo --out demo
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test browser
 	$(BIN)/python -m pytest
+
+# The web UI test drives Debian's Chromium through its ChromeDriver.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -310,3 +310,11 @@ def test_shutdown_finishes_in_flight_requests(tmp_path):
         assert "Traceback" not in proc.stderr.read()
     finally:
         proc.kill()
+
+
+@pytest.mark.parametrize("args, words", [(["--port", "70000"], "--port"), (["--max-queue", "0"], "--max-queue"),
+                                         (["--timeout", "0"], "--timeout")])
+def test_serve_refuses_bad_options(args, words):
+    r = subprocess.run([sys.executable, "-m", "smalto", "serve", *args], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr and f"smalto: error: {words}" in r.stderr

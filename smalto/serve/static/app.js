@@ -97,12 +97,22 @@ function setBusy(busy) {
   $("send").classList.toggle("stop", busy);
 }
 
+const hasImage = (m) => Array.isArray(m.content) && m.content.some((p) => p.type === "image_url");
+
 async function send() {
   if (state.controller) { state.controller.abort(); return; }  // the button is "Stop" while replying
   const input = $("chat-input");
   const text = input.value.trim();
   const images = state.attachments;
   if (!text && !images.length) return;
+  if (images.length && state.history.some(hasImage)) {
+    // The model reads one image per conversation: a new image starts a new one.
+    state.history = [];
+    const divider = document.createElement("div");
+    divider.className = "divider";
+    divider.textContent = "new image, new conversation";
+    $("messages").append(divider);
+  }
   const content = images.length
     ? [...images.map((url) => ({ type: "image_url", image_url: { url } })), ...(text ? [{ type: "text", text }] : [])]
     : text;

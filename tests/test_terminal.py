@@ -1,0 +1,70 @@
+"""`smalto chat`, driven as a subprocess through its stdin."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from smalto.data import ShapesWorld
+from smalto.plots import save_png
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+SAMPLE = ShapesWorld(seed=31)[5]
+
+
+def chat(lines: list[str], cwd, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "smalto", "chat", *args], input="\n".join(lines) + "\n", cwd=cwd,
+                          env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def replies(out: str) -> list[str]:
+    return [line.split("smalto › ", 1)[1] for line in out.splitlines() if "smalto › " in line]
+
+
+def test_a_conversation_about_an_image_and_a_drawing(shipped, tmp_path):
+    save_png(tmp_path / "scene.png", SAMPLE.image)
+    question = SAMPLE.qa[1]["q"]
+    r = chat(["/help", "/image scene.png", "", question, "/draw a small red circle at the center --n 2 --seed 3",
+              "/quit", "this line is never read"], tmp_path, "--preview", "never")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "/image PATH" in r.stdout and "/draw PROMPT" in r.stdout  # the help
+    caption, answer = replies(r.stdout)[:2]
+    assert caption == shipped.caption(SAMPLE.image)
+    # the question follows the caption in the same conversation
+    from smalto.chat import Message
+    assert answer == shipped.chat([Message("user", "", [SAMPLE.image]), Message("assistant", caption),
+                                   Message("user", question)])
+    saved = sorted((tmp_path / "drawings").glob("*.png"))
+    expected = shipped.generate_image("a small red circle at the center", n=2, seed=3)
+    assert [p.name for p in saved] == ["draw-0001.png", "draw-0002.png"]
+    assert all(np.array_equal(np.asarray(Image.open(p)), e) for p, e in zip(saved, expected))
+    assert len(replies(r.stdout)) == 2  # nothing after /quit
+
+
+def test_mistakes_are_reported_and_the_chat_goes_on(tmp_path):
+    r = chat(["/image missing.png", "/image", "/draw a red circle --n 99", "/draw --seed", "/draw --n x red",
+              "/frobnicate", "/draw a small blue square at the top left --n 1"], tmp_path, "--preview", "never",
+             "--out", "pics")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    out = r.stdout
+    assert "error: missing.png: image file not found" in out
+    assert "error: give an image file" in out
+    assert "--n must be between 1 and 16" in out and "--seed needs a value" in out
+    assert "--n and --seed take whole numbers" in out and "unknown command /frobnicate" in out
+    assert [p.name for p in (tmp_path / "pics").glob("*.png")] == ["draw-0001.png"]  # ended by EOF, no /quit
+
+
+def test_images_are_previewed_in_colour_when_asked(tmp_path):
+    save_png(tmp_path / "scene.png", SAMPLE.image)
+    r = chat(["/image scene.png", "/quit"], tmp_path, "--preview", "always")
+    assert r.returncode == 0
+    top, bottom = SAMPLE.image[0, 0], SAMPLE.image[1, 0]
+    assert f"\x1b[38;2;{top[0]};{top[1]};{top[2]}m\x1b[48;2;{bottom[0]};{bottom[1]};{bottom[2]}m▀" in r.stdout
+    assert r.stdout.count("▀") == 32 * 16  # two pixel rows per line
+
+
+def test_bad_options_are_clear_errors(tmp_path):
+    r = chat([], tmp_path, "--temperature", "-1")
+    assert r.returncode == 2 and "smalto: error: --temperature and --seed must be 0 or more" in r.stderr

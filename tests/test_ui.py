@@ -1,0 +1,115 @@
+"""The web UI, end to end in headless Chromium (Debian's chromium + chromium-driver, driven by selenium):
+upload an image, ask, see the streamed reply; drop an image; draw and see the grid."""
+
+import base64
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+from smalto.data import ShapesWorld
+from smalto.plots import png_bytes, save_png
+from smalto.serve import ServeConfig
+
+from conftest import running_server
+
+CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+SAMPLE = ShapesWorld(seed=21)[4]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not (os.path.exists(CHROMIUM) and os.path.exists(DRIVER)):
+        pytest.fail("the UI test needs Debian's chromium and chromium-driver: `make test` installs them "
+                    "(apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1100,800", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def page(shipped, browser):
+    with running_server(shipped, ServeConfig(model_name="ui-test")) as url:
+        browser.get(url)
+        WebDriverWait(browser, 20).until(EC.text_to_be_present_in_element((By.ID, "model-name"), "ui-test"))
+        yield browser
+
+
+def wait(driver, seconds=30):
+    return WebDriverWait(driver, seconds)
+
+
+def test_upload_ask_and_see_the_streamed_answer(page, shipped, tmp_path):
+    path = tmp_path / "scene.png"
+    save_png(path, SAMPLE.image)
+    page.find_element(By.ID, "file-input").send_keys(str(path))
+    wait(page).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#attachments .chip img"))
+    question = SAMPLE.qa[0]["q"]
+    box = page.find_element(By.ID, "chat-input")
+    box.send_keys("draft", Keys.SHIFT, Keys.ENTER, Keys.NULL)  # Shift+Enter: a new line, nothing sent
+    assert box.get_attribute("value") == "draft\n" and not page.find_elements(By.CSS_SELECTOR, ".msg.user")
+    box.clear()
+    box.send_keys(question, Keys.ENTER)  # Enter sends
+    reply = wait(page).until(lambda d: [m for m in d.find_elements(By.CSS_SELECTOR, ".msg.assistant")
+                                        if "pending" not in m.get_attribute("class")])
+    assert reply[-1].text == shipped.ask(SAMPLE.image, question)
+    user = page.find_elements(By.CSS_SELECTOR, ".msg.user")[-1]
+    assert question in user.text and user.find_elements(By.TAG_NAME, "img")  # the image is shown inline
+
+
+def test_dropping_an_image_attaches_it_and_a_caption_follows(page, shipped):
+    image = ShapesWorld(seed=22)[1].image
+    b64 = base64.b64encode(png_bytes(image)).decode()
+    page.execute_script("""
+        const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+        const data = new DataTransfer();
+        data.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+        const target = document.getElementById("chat");
+        for (const type of ["dragenter", "dragover", "drop"])
+          target.dispatchEvent(new DragEvent(type, { dataTransfer: data, bubbles: true, cancelable: true }));
+    """, b64)
+    wait(page).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#attachments .chip img"))
+    assert page.find_element(By.ID, "drop").get_attribute("hidden") is not None  # the overlay went away
+    before = len(page.find_elements(By.CSS_SELECTOR, ".msg.assistant"))
+    page.find_element(By.ID, "send").click()  # an image alone asks for a caption
+    wait(page).until(lambda d: len([m for m in d.find_elements(By.CSS_SELECTOR, ".msg.assistant")
+                                    if "pending" not in m.get_attribute("class")]) > before)
+    # the model reads one image per conversation: a second image starts a new one, so this is its caption
+    assert page.find_elements(By.CSS_SELECTOR, ".msg.assistant")[-1].text == shipped.caption(image)
+    assert page.find_elements(By.CSS_SELECTOR, ".divider")
+
+
+def test_draw_mode_shows_a_grid_with_downloads(page, tmp_path):
+    page.find_element(By.ID, "mode-draw").click()
+    assert page.find_element(By.ID, "chat").get_attribute("hidden") is not None
+    for field, value in (("draw-n", "3"), ("draw-seed", "5"), ("draw-guidance", "1.5")):
+        box = page.find_element(By.ID, field)
+        box.clear()
+        box.send_keys(value)
+    page.find_element(By.ID, "draw-prompt").send_keys("a small red circle at the center", Keys.ENTER)
+    cards = wait(page).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".result"))
+    assert len(cards) == 3
+    for card in cards:
+        img = card.find_element(By.TAG_NAME, "img")
+        assert page.execute_script("return arguments[0].naturalWidth", img) == 32
+        link = card.find_element(By.TAG_NAME, "a")
+        assert link.get_attribute("download").endswith(".png") and link.get_attribute("href").startswith("data:image/png")
+    # SMALTO_UI_SCREENSHOTS=docs keeps the pictures in docs/ (how docs/ui-*.png are made)
+    shots = Path(os.environ.get("SMALTO_UI_SCREENSHOTS") or tmp_path)
+    page.save_screenshot(str(shots / "ui-draw.png"))
+    page.find_element(By.ID, "mode-chat").click()
+    page.save_screenshot(str(shots / "ui-chat.png"))
+    assert all((shots / f"ui-{name}.png").stat().st_size > 10_000 for name in ("draw", "chat"))
