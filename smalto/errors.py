@@ -7,3 +7,7 @@ keeps its traceback.
 
 class SmaltoError(Exception):
     """A user-facing error: the message names the file, line or field at fault."""
+
+
+class ContextLengthError(SmaltoError):
+    """The text or conversation does not fit in the model's context."""

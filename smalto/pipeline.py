@@ -24,7 +24,7 @@ from smalto.chat import Message, TextStream
 from smalto.checkpoint import load_checkpoint
 from smalto.data.folder import convert_image, load_image
 from smalto.engine import Engine, Sampling
-from smalto.errors import SmaltoError
+from smalto.errors import ContextLengthError, SmaltoError
 from smalto.model import Transformer
 from smalto.sequence import Vocab, answer_prompt, caption_prompt, chat_prompt, draw_prompt
 from smalto.tokenizers import Tokenizers
@@ -91,7 +91,7 @@ class Pipeline:
         ids = self.tokenizers.text.encode(text.strip())
         room = self.model.cfg.max_seq_len - self.vocab.image_tokens - 8
         if len(ids) > room:
-            raise SmaltoError(f"{what} is {len(ids)} tokens long; this model's context leaves room for {room}")
+            raise ContextLengthError(f"{what} is {len(ids)} tokens long; this model's context leaves room for {room}")
         return ids
 
     # --- reading
@@ -142,7 +142,7 @@ class Pipeline:
             raise SmaltoError("the conversation has no user or assistant message")
         prompt = chat_prompt(self.vocab, turns)
         if len(prompt) >= self.model.cfg.max_seq_len:
-            raise SmaltoError(f"the conversation is {len(prompt)} tokens long; this model's context holds "
+            raise ContextLengthError(f"the conversation is {len(prompt)} tokens long; this model's context holds "
                               f"{self.model.cfg.max_seq_len} (start a new conversation)")
         return prompt
 

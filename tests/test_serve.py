@@ -185,7 +185,8 @@ def png_in(raw: bytes) -> list[dict]:
         "url": "http://example.com/cat.png"}}]}]}, "messages.0.content.0.image_url", "image_url_not_supported"),
     ({"model": NAME, "messages": [{"role": "assistant", "content": [{"type": "image_url", "image_url": {
         "url": data_url(SAMPLE.image)}}]}]}, "messages.0.content.0.image_url", None),
-    ({"model": NAME, "messages": [{"role": "user", "content": "word " * 300}]}, "messages", None),
+    ({"model": NAME, "messages": [{"role": "user", "content": "word " * 300}]}, "messages",
+     "context_length_exceeded"),
 ])
 def test_bad_chat_requests_are_400(server, body, param, code):
     r = post(server, "/v1/chat/completions", content=body if isinstance(body, bytes) else json.dumps(body).encode(),

@@ -68,3 +68,12 @@ def test_images_are_previewed_in_colour_when_asked(tmp_path):
 def test_bad_options_are_clear_errors(tmp_path):
     r = chat([], tmp_path, "--temperature", "-1")
     assert r.returncode == 2 and "smalto: error: --temperature and --seed must be 0 or more" in r.stderr
+
+
+def test_a_long_conversation_forgets_early_turns_but_keeps_the_image(tmp_path):
+    save_png(tmp_path / "scene.png", SAMPLE.image)
+    questions = [qa["q"] for qa in SAMPLE.qa] * 3
+    r = chat(["/image scene.png", *questions], tmp_path, "--preview", "never")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "the context is full" in r.stdout and "error" not in r.stdout
+    assert len(replies(r.stdout)) == len(questions)  # every question was answered

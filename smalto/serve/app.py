@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from smalto.chat import Message, TextStream
 from smalto.engine import Sampling
-from smalto.errors import SmaltoError
+from smalto.errors import ContextLengthError, SmaltoError
 from smalto.pipeline import Pipeline
 from smalto.plots import png_bytes
 from smalto.serve import protocol as p
@@ -293,7 +293,7 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None) -> FastAPI:
         try:
             prompt = await asyncio.to_thread(pipe.chat_prompt, messages)
         except SmaltoError as e:
-            raise APIError(400, str(e), param="messages") from None
+            raise APIError(400, str(e), param="messages", code=_context_code(e)) from None
         max_new = pipe.reply_budget(prompt, body.max_completion_tokens or body.max_tokens)
         if max_new < 1:
             raise APIError(400, "the conversation fills the model's context; no room for a reply",
@@ -356,7 +356,7 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None) -> FastAPI:
         try:
             ids = pipe.text_ids(body.prompt)
         except SmaltoError as e:
-            raise APIError(400, str(e), param="prompt") from None
+            raise APIError(400, str(e), param="prompt", code=_context_code(e)) from None
         guidance, sampling = pipe.sampling(body.seed, guidance=body.guidance_scale, temperature=body.temperature)
         job, events = submit("draw", [ids] * body.n, pipe.vocab.image_tokens + 1, sampling, guidance)
         deadline = time.monotonic() + cfg.timeout
@@ -413,6 +413,10 @@ def _without_422(app: FastAPI) -> dict:
             schema.get("components", {}).get("schemas", {}).pop(name, None)
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def _context_code(e: SmaltoError) -> str | None:
+    return "context_length_exceeded" if isinstance(e, ContextLengthError) else None
 
 
 def _is_union_member(segment) -> bool:

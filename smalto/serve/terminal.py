@@ -17,7 +17,7 @@ import numpy as np
 from smalto.chat import Message
 from smalto.data.folder import load_image
 from smalto.engine import Sampling
-from smalto.errors import SmaltoError
+from smalto.errors import ContextLengthError, SmaltoError
 from smalto.pipeline import Pipeline
 from smalto.plots import save_png
 
@@ -112,7 +112,7 @@ class TerminalChat:
             self.reply()
         except SmaltoError as e:
             self.messages.pop()
-            if "context" not in str(e) or self.image is None:
+            if not isinstance(e, ContextLengthError) or self.image is None:
                 self.say(f"error: {e}")
                 return
             self.note("(the context is full: earlier turns are forgotten)")
