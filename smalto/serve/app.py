@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hmac
 import io
 import json
@@ -210,7 +211,7 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None) -> FastAPI:
                 event = await asyncio.wait_for(events.get(), min(left, 1.0))
             except asyncio.TimeoutError:
                 if request is not None and await request.is_disconnected():
-                    raise asyncio.CancelledError from None
+                    raise APIError(499, "the client closed the request", code="client_closed") from None
                 continue
             if event[0] == "error":
                 raise APIError(500, f"the model worker failed: {event[1]}", type="server_error")
@@ -424,6 +425,7 @@ def _is_union_member(segment) -> bool:
     return isinstance(segment, str) and ("[" in segment or segment in ("str", "int", "float", "bool", "none"))
 
 
+@functools.lru_cache(maxsize=4)
 def _examples(size: int, n: int = 6) -> list[str]:
     """A few ShapesWorld scenes as data URLs, for users with no image at hand."""
     from smalto.data.shapes import ShapesConfig, ShapesWorld

@@ -1,0 +1,20 @@
+"""The benchmarks run (in --quick mode) and report; they print figures, they do not assert speed."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_serve_load_quick(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "serve_load.py"), "--quick", "--json", tmp_path / "b.json"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "| endpoint | batching | clients |" in r.stdout
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert all(row["ok"] == row["requests"] for row in report["load"])  # no request failed
+    over = report["overload"]
+    assert over["rejected"] > 0 and over["completed"] == over["accepted"] and over["other"] == 0
