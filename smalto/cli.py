@@ -176,6 +176,17 @@ def _chat(args: argparse.Namespace) -> None:
     run_terminal_chat(_pipeline(args.model), args.out, Sampling(args.temperature, seed=args.seed), args.preview)
 
 
+def _export(args: argparse.Namespace) -> None:
+    import torch
+
+    from smalto.export import export_hf
+    from smalto.pipeline import DEFAULT_MODEL
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    out = export_hf(args.model or DEFAULT_MODEL, args.out, dtype, force=args.force)
+    print(f"wrote {out}/ (transformers: AutoModelForCausalLM.from_pretrained('{out}'); images: {out}/image_tokenizer)")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from smalto.demo import run_demo
 
@@ -314,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--preview", choices=("auto", "always", "never"), default="auto",
                     help="show images in the terminal (auto: when it is a terminal)")
     ch.set_defaults(run=_chat)
+    ex = sub.add_parser("export", help="export a model for other engines (Hugging Face transformers)")
+    ex.add_argument("--model", type=Path, help="a trained or packed model directory (default: the shipped model)")
+    ex.add_argument("--format", choices=("hf",), default="hf")
+    ex.add_argument("--out", type=Path, required=True)
+    ex.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
+    ex.add_argument("--force", action="store_true", help="replace --out if it exists")
+    ex.set_defaults(run=_export)
     d = sub.add_parser("demo", help="the main job on the shipped default")
     d.add_argument("--out", type=Path, default=Path("demo"))
     d.set_defaults(run=_demo)

@@ -1,0 +1,169 @@
+"""Export to Hugging Face `transformers`: a folder `AutoModelForCausalLM.from_pretrained` loads with
+no custom code (Qwen3ForCausalLM, or LlamaForCausalLM for a model without QK-norm), so the decoder
+runs on the engines that read that format (transformers, vLLM, ...).
+
+The exported tokenizer is the unified vocabulary: the text BPE's ids, then one added token per
+image code (`<|img_0|>` ... `<|img_K-1|>`), in the same order as smalto's ids. Turning pixels into
+those codes and back still needs smalto's image tokenizer; it is copied to `image_tokenizer/`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tokenizers import AddedToken, Tokenizer
+
+from smalto import __version__, atomic
+from smalto.checkpoint import load_checkpoint
+from smalto.errors import SmaltoError
+from smalto.model import Transformer
+from smalto.sequence import Vocab
+from smalto.tokenizers import Tokenizers
+
+# smalto's parameter names -> transformers' (per layer, after "layers.{i}.")
+LAYER_NAMES = {
+    "input_norm.weight": "input_layernorm.weight",
+    "attn.q_proj.weight": "self_attn.q_proj.weight",
+    "attn.k_proj.weight": "self_attn.k_proj.weight",
+    "attn.v_proj.weight": "self_attn.v_proj.weight",
+    "attn.o_proj.weight": "self_attn.o_proj.weight",
+    "attn.q_norm.weight": "self_attn.q_norm.weight",
+    "attn.k_norm.weight": "self_attn.k_norm.weight",
+    "post_attn_norm.weight": "post_attention_layernorm.weight",
+    "mlp.gate_proj.weight": "mlp.gate_proj.weight",
+    "mlp.up_proj.weight": "mlp.up_proj.weight",
+    "mlp.down_proj.weight": "mlp.down_proj.weight",
+}
+
+
+def hf_config(model: Transformer, vocab: Vocab, dtype: torch.dtype) -> dict:
+    cfg = model.cfg
+    arch = "Qwen3ForCausalLM" if cfg.qk_norm else "LlamaForCausalLM"
+    config = {
+        "architectures": [arch],
+        "model_type": "qwen3" if cfg.qk_norm else "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.dim,
+        "intermediate_size": cfg.mlp_hidden,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads,
+        "head_dim": cfg.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_seq_len,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,  # transformers < 5
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},  # transformers >= 5
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": vocab.bos,
+        "eos_token_id": vocab.eos,
+        "pad_token_id": vocab.pad,
+        "torch_dtype": str(dtype).removeprefix("torch."),
+        "use_cache": True,
+    }
+    if cfg.qk_norm:
+        config.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.n_layers)
+    return config
+
+
+def hf_state_dict(model: Transformer, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    out = {"model.embed_tokens.weight": model.embed.weight, "model.norm.weight": model.norm.weight}
+    for name, tensor in model.layers.state_dict().items():
+        index, rest = name.split(".", 1)
+        if rest not in LAYER_NAMES:
+            raise SmaltoError(f"no transformers name for the parameter layers.{name}")
+        out[f"model.layers.{index}.{LAYER_NAMES[rest]}"] = tensor
+    if not model.cfg.tie_embeddings:
+        out["lm_head.weight"] = model.lm_head.weight
+    return {k: v.detach().to(dtype).contiguous() for k, v in out.items()}
+
+
+def unified_tokenizer(tokenizers: Tokenizers, vocab: Vocab) -> Tokenizer:
+    """The text BPE with the image codes appended as special tokens (ids text_size ...)."""
+    tok = Tokenizer.from_str(tokenizers.text.tokenizer.to_str())
+    if tok.get_vocab_size() != vocab.text_size:
+        raise SmaltoError(f"the text tokenizer has {tok.get_vocab_size()} ids, the model expects {vocab.text_size}")
+    tok.add_special_tokens([AddedToken(f"<|img_{i}|>", special=True) for i in range(vocab.codebook_size)])
+    if tok.token_to_id(f"<|img_{vocab.codebook_size - 1}|>") != vocab.size - 1:
+        raise SmaltoError("image tokens did not land on the model's image ids")
+    return tok
+
+
+CHAT_TEMPLATE = (
+    "<|bos|>{% for m in messages %}{% if m['role'] == 'user' %}<|user|>{{ m['content'] }}"
+    "{% elif m['role'] == 'assistant' %}<|assistant|>{{ m['content'] }}<|eos|>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def export_hf(model_dir: str | Path, out: str | Path, dtype: torch.dtype = torch.float32, force: bool = False
+              ) -> Path:
+    """Write `out/` (config.json, model.safetensors, tokenizer files, image_tokenizer/, README.md)."""
+    model, vocab, tokenizers, meta = load_checkpoint(model_dir)
+    config = hf_config(model, vocab, dtype)
+    tok = unified_tokenizer(tokenizers, vocab)
+    names = {name: tok.id_to_token(getattr(vocab, name)) for name in ("bos", "eos", "pad")}
+    tokenizer_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": names["bos"], "eos_token": names["eos"], "pad_token": names["pad"],
+        "model_max_length": model.cfg.max_seq_len, "chat_template": CHAT_TEMPLATE,
+        "clean_up_tokenization_spaces": False,
+    }
+    generation = {"bos_token_id": vocab.bos, "eos_token_id": vocab.eos, "pad_token_id": vocab.pad}
+    with atomic.directory(out, overwrite=force) as tmp:
+        save_file(hf_state_dict(model, dtype), tmp / "model.safetensors", metadata={"format": "pt"})
+        for name, content in (("config.json", config), ("generation_config.json", generation),
+                              ("tokenizer_config.json", tokenizer_config),
+                              ("special_tokens_map.json", {f"{k}_token": v for k, v in names.items()})):
+            (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
+        tok.save(str(tmp / "tokenizer.json"))
+        shutil.copytree(tokenizers.path, tmp / "image_tokenizer")
+        (tmp / "README.md").write_text(_readme(config, vocab, meta))
+    return Path(out)
+
+
+def _readme(config: dict, vocab: Vocab, meta: dict) -> str:
+    arch = config["architectures"][0]
+    return f"""# smalto model, exported for transformers
+
+Exported by smalto {__version__} from a `{meta.get('train', {}).get('preset', '?')}` model at step
+{meta.get('step', '?')}: a `{arch}` decoder, {config['num_hidden_layers']} layers, hidden size
+{config['hidden_size']}, a unified vocabulary of {vocab.size} ids.
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained("this-folder")
+tokenizer = AutoTokenizer.from_pretrained("this-folder")
+```
+
+## The vocabulary
+
+- ids 0 .. {vocab.text_size - 1}: the byte-level BPE for text; its first ids are the special tokens
+  (`<|bos|>` {vocab.bos}, `<|eos|>` {vocab.eos}, `<|pad|>` {vocab.pad}, `<|boi|>` {vocab.boi},
+  `<|eoi|>` {vocab.eoi}, `<|user|>` {vocab.user}, `<|assistant|>` {vocab.assistant}).
+- ids {vocab.text_size} .. {vocab.size - 1}: image codes, `<|img_0|>` .. `<|img_{vocab.codebook_size - 1}|>`.
+  An image is `<|boi|>` + {vocab.image_tokens} codes (row-major) + `<|eoi|>`.
+
+Sequences are short chats: `<|bos|><|user|> [image] question <|assistant|> answer <|eos|>`;
+drawing is `<|bos|><|user|> prompt <|assistant|><|boi|>` followed by the image's codes
+(the chat template builds the text part).
+
+## Images
+
+The codes are an image tokenizer's (a convolutional encoder, a codebook, a decoder), which
+transformers does not have: turning pixels into codes and codes into pixels needs smalto,
+with the tokenizer copied in `image_tokenizer/`:
+
+```python
+from smalto.tokenizers import load_tokenizers
+tok = load_tokenizers("this-folder/image_tokenizer")
+codes = tok.image.encode(images)          # uint8 [B, H, W, 3] -> [B, 8, 8]; add {vocab.text_size} for ids
+images = tok.image.decode(codes)          # codes (ids - {vocab.text_size}) -> uint8 images
+```
+"""
