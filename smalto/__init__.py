@@ -3,9 +3,9 @@
 __version__ = "0.1.0"
 
 
-def load(path=None):
+def load(path=None, dtype="auto", compile=False):
     """A model that captions, answers and draws: `smalto.load()` is the shipped default,
-    `smalto.load("runs/x")` a directory written by `smalto train`. See smalto.pipeline."""
+    `smalto.load("runs/x")` a directory written by `smalto train`. See smalto.pipeline.load."""
     from smalto.pipeline import load as _load
 
-    return _load(path)
+    return _load(path, dtype, compile)

@@ -81,6 +81,19 @@ def read_meta(path: str | Path) -> dict:
     return meta
 
 
+def fuse_projections(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoints written before q/k/v and gate/up were fused (smalto 0.1; the shipped model is
+    one) load as they are: their separate projections are stacked into the fused ones."""
+    for key in [k for k in weights if k.endswith("attn.q_proj.weight")]:
+        prefix = key.removesuffix("q_proj.weight")
+        weights[f"{prefix}qkv_proj.weight"] = torch.cat([weights.pop(f"{prefix}{n}_proj.weight") for n in "qkv"])
+    for key in [k for k in weights if k.endswith("mlp.gate_proj.weight")]:
+        prefix = key.removesuffix("gate_proj.weight")
+        weights[f"{prefix}gate_up_proj.weight"] = torch.cat([weights.pop(f"{prefix}{n}_proj.weight")
+                                                            for n in ("gate", "up")])
+    return weights
+
+
 def load_checkpoint(path: str | Path) -> tuple[Transformer, Vocab, Tokenizers, dict]:
     """(model in float32, vocab, tokenizers, meta)."""
     path = Path(path)
@@ -95,8 +108,8 @@ def load_checkpoint(path: str | Path) -> tuple[Transformer, Vocab, Tokenizers, d
         raise SmaltoError(f"{path}: the tokenizers in tokenizers/ do not match the model's vocabulary")
     model = Transformer(cfg)
     try:
-        weights = {k: v.float() if v.is_floating_point() else v
-                   for k, v in load_file(str(path / "model.safetensors")).items()}
+        weights = fuse_projections({k: v.float() if v.is_floating_point() else v
+                                    for k, v in load_file(str(path / "model.safetensors")).items()})
         model.load_state_dict(weights, strict=not cfg.tie_embeddings)
         missing = set(model.state_dict()) - set(weights) - {"lm_head.weight"}
         if missing:

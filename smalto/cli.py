@@ -79,7 +79,7 @@ def _train(args: argparse.Namespace) -> None:
                           steps=args.steps or 3000, batch_size=args.batch_size, grad_accum=args.grad_accum,
                           lr=args.lr, seed=args.seed, eval_every=args.eval_every, save_every=args.save_every,
                           mix=TaskMix(args.mix[0], args.mix[1], args.mix[2], args.cond_dropout,
-                                      qa_turns=args.qa_turns))
+                                      qa_turns=args.qa_turns), precision=args.precision)
     evaluate_fn = None
     if cfg.eval_every and cfg.data == "shapes":
         from smalto.evaluate import training_probe
@@ -90,10 +90,10 @@ def _train(args: argparse.Namespace) -> None:
     print(f"step {last['step'] + 1} of {cfg.steps}: loss {last['loss']:.4f}; checkpoint in {args.out}/")
 
 
-def _pipeline(path):
+def _pipeline(path, dtype: str = "auto", compile: bool = False):
     from smalto.pipeline import load
 
-    return load(path)
+    return load(path, dtype, compile)
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -103,7 +103,7 @@ def _generate(args: argparse.Namespace) -> None:
         raise SmaltoError("--scale must be at least 1")
     if Path(args.out).is_dir():
         raise SmaltoError(f"{args.out}: is a directory; give a .png file name")
-    pipe = _pipeline(args.model)
+    pipe = _pipeline(args.model, args.dtype)
     images = pipe.generate_image(args.prompt, n=args.n, guidance=args.cfg, seed=args.seed,
                                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     out = Path(args.out)
@@ -115,20 +115,20 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _caption(args: argparse.Namespace) -> None:
-    pipe = _pipeline(args.model)
+    pipe = _pipeline(args.model, args.dtype)
     for image in args.images:
         text = pipe.caption(image, beams=args.beams)
         print(f"{image}: {text}" if len(args.images) > 1 else text)
 
 
 def _ask(args: argparse.Namespace) -> None:
-    print(_pipeline(args.model).ask(args.image, args.question, beams=args.beams))
+    print(_pipeline(args.model, args.dtype).ask(args.image, args.question, beams=args.beams))
 
 
 def _eval(args: argparse.Namespace) -> None:
     from smalto.evaluate import EvalConfig, evaluate, summary_table
 
-    pipe = _pipeline(args.model)
+    pipe = _pipeline(args.model, args.dtype)
     cfg = EvalConfig() if not args.quick else EvalConfig(captions=40, questions=80, drawings=16,
                                                          sweep_prompts=8)
     report = evaluate(pipe, cfg)
@@ -159,7 +159,7 @@ def _serve(args: argparse.Namespace) -> None:
             raise SmaltoError(f"{flag} out of range: {value}")
     if args.timeout <= 0 or args.max_body_mb <= 0:
         raise SmaltoError("--timeout and --max-body-mb must be positive")
-    pipe = _pipeline(args.model)
+    pipe = _pipeline(args.model, args.dtype, args.compile)
     name = args.model_name or pipe.name
     cfg = ServeConfig(model_name=name, api_key=args.api_key or None, max_queue=args.max_queue,
                       max_batch=args.max_batch, timeout=args.timeout, max_body_bytes=int(args.max_body_mb * 2**20))
@@ -173,7 +173,8 @@ def _chat(args: argparse.Namespace) -> None:
 
     if args.temperature < 0 or (args.seed is not None and args.seed < 0):
         raise SmaltoError("--temperature and --seed must be 0 or more")
-    run_terminal_chat(_pipeline(args.model), args.out, Sampling(args.temperature, seed=args.seed), args.preview)
+    pipe = _pipeline(args.model, args.dtype, args.compile)
+    run_terminal_chat(pipe, args.out, Sampling(args.temperature, seed=args.seed), args.preview)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -185,6 +186,16 @@ def _export(args: argparse.Namespace) -> None:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     out = export_hf(args.model or DEFAULT_MODEL, args.out, dtype, force=args.force)
     print(f"wrote {out}/ (transformers: AutoModelForCausalLM.from_pretrained('{out}'); images: {out}/image_tokenizer)")
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from smalto.benchmark import BenchConfig, run, table
+
+    report = run(_pipeline(args.model, args.dtype), BenchConfig(quick=args.quick), progress=lambda line: print(line, flush=True))
+    print()
+    print(table(report))
+    if args.json:
+        atomic.write_text(args.json, json.dumps(report, indent=2) + "\n")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -260,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--qa-turns", type=int, default=1, help="question-answer turns per QA example")
     tr.add_argument("--eval-every", type=int, default=500)
     tr.add_argument("--save-every", type=int, default=500)
+    tr.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                    help="matmuls in bf16 autocast (auto: where the hardware has native bf16)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
     tr.add_argument("--pause-at", type=int, default=None,
                     help="stop with a checkpoint at this step; --resume continues the same schedule")
@@ -332,9 +345,20 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
     ex.add_argument("--force", action="store_true", help="replace --out if it exists")
     ex.set_defaults(run=_export)
+    b = sub.add_parser("bench", help="speed against transformers, and against this machine's roofline")
+    b.add_argument("--model", type=Path, help="a model directory (default: the shipped model)")
+    b.add_argument("--quick", action="store_true", help="small sizes: seconds, a smoke run (what CI runs)")
+    b.add_argument("--json", type=Path, help="also write the figures here")
+    b.set_defaults(run=_bench)
     d = sub.add_parser("demo", help="the main job on the shipped default")
     d.add_argument("--out", type=Path, default=Path("demo"))
     d.set_defaults(run=_demo)
+    for command in (g, c2, a, ev, sv, ch, b):  # everything that runs a model for inference
+        command.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
+                             help="the decoder's float type (auto: bf16 where the hardware has it natively)")
+    for command in (sv, ch):  # long-running: compiling once pays
+        command.add_argument("--compile", action="store_true",
+                             help="compile the decoding step (seconds on first use, faster afterwards)")
     return p
 
 

@@ -66,18 +66,24 @@ class Engine:
     def device(self) -> torch.device:
         return self.model.embed.weight.device
 
+    def _cache(self, batch: int, length: int) -> KVCache:
+        # Lengths rounded up to a multiple of 64: a compiled decoding step then sees few cache shapes.
+        length = min(-(-length // 64) * 64, self.model.cfg.max_seq_len)
+        return KVCache(self.model.cfg, batch, length, torch.float32, self.device)
+
     def generate(self, prompts: list[list[int]], max_new_tokens: int, sampling: Sampling = Sampling(),
                  images: str = "never", guidance: float | None = None,
-                 unconditional: list[list[int]] | None = None) -> list[list[int]]:
+                 unconditional: list[list[int]] | None = None, ignore_eos: bool = False) -> list[list[int]]:
         """Continue each prompt until <eos> (or <eoi> when drawing) or max_new_tokens.
 
         images: "never" (text only), "allowed" (text that may contain images) or "only" (the
         prompt ends in <boi>; the result is the image codes and <eoi>). With `guidance`, each
-        prompt's `unconditional` twin is decoded alongside and the logits are mixed.
+        prompt's `unconditional` twin is decoded alongside and the logits are mixed. `ignore_eos`
+        forbids <eos>, so every row gets exactly max_new_tokens (what benchmarks need).
         Returns the new ids of each row (without the prompt).
         """
         rows: list[list[int]] = [[] for _ in prompts]
-        for tokens in self.stream(prompts, max_new_tokens, sampling, images, guidance, unconditional):
+        for tokens in self.stream(prompts, max_new_tokens, sampling, images, guidance, unconditional, ignore_eos):
             for row, token in zip(rows, tokens.tolist()):
                 if token != self.vocab.pad:
                     row.append(token)
@@ -86,7 +92,7 @@ class Engine:
     @torch.inference_mode()
     def stream(self, prompts: list[list[int]], max_new_tokens: int, sampling: Sampling = Sampling(),
                images: str = "never", guidance: float | None = None,
-               unconditional: list[list[int]] | None = None) -> Iterator[Tensor]:
+               unconditional: list[list[int]] | None = None, ignore_eos: bool = False) -> Iterator[Tensor]:
         """`generate`, one step at a time: yields the step's token of every row [B] (pad once a
         row has stopped). The caller may stop iterating at any time; nothing else is computed."""
         v, n = self.vocab, len(prompts)
@@ -102,11 +108,15 @@ class Engine:
             raise ValueError(f"prompt ({ids.shape[1]} tokens) + {max_new_tokens} new tokens exceed the "
                              f"context of {self.model.cfg.max_seq_len}")
         ids, valid, positions = ids.to(self.device), valid.to(self.device), positions.to(self.device)
-        cache = KVCache(self.model.cfg, len(rows), limit, self.model.embed.weight.dtype, self.device)
+        cache = self._cache(len(rows), limit)
         logits = self.model(ids, positions, cache, valid)[:, -1].float()
         next_pos = positions[:, -1] + 1
 
         grammar = Grammar(v, n, images, in_image=images == "only", device=self.device)
+        if ignore_eos:
+            if images == "only":
+                raise ValueError("ignore_eos is for text: a drawing ends at <eoi> anyway")
+            grammar.table[:, v.eos] = False
         generator = None
         if sampling.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
@@ -138,8 +148,7 @@ class Engine:
             raise ValueError(f"prompt ({len(prompt)} tokens) + {max_new_tokens} new tokens exceed the "
                              f"context of {self.model.cfg.max_seq_len}")
         ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
-        cache = KVCache(self.model.cfg, 1, len(prompt) + max_new_tokens, self.model.embed.weight.dtype,
-                        self.device)
+        cache = self._cache(1, len(prompt) + max_new_tokens)
         logits = self.model(ids, None, cache)[:, -1].float()
         legal = (v.text_mask() | v.one(v.eos)).to(self.device)
         alive: list[list[int]] = [[]]

@@ -24,18 +24,16 @@ from smalto.model import Transformer
 from smalto.sequence import Vocab
 from smalto.tokenizers import Tokenizers
 
-# smalto's parameter names -> transformers' (per layer, after "layers.{i}.")
+# smalto's parameter names -> transformers' (per layer, after "layers.{i}."); the fused
+# projections are split along their output rows.
 LAYER_NAMES = {
     "input_norm.weight": "input_layernorm.weight",
-    "attn.q_proj.weight": "self_attn.q_proj.weight",
-    "attn.k_proj.weight": "self_attn.k_proj.weight",
-    "attn.v_proj.weight": "self_attn.v_proj.weight",
+    "attn.qkv_proj.weight": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
     "attn.o_proj.weight": "self_attn.o_proj.weight",
     "attn.q_norm.weight": "self_attn.q_norm.weight",
     "attn.k_norm.weight": "self_attn.k_norm.weight",
     "post_attn_norm.weight": "post_attention_layernorm.weight",
-    "mlp.gate_proj.weight": "mlp.gate_proj.weight",
-    "mlp.up_proj.weight": "mlp.up_proj.weight",
+    "mlp.gate_up_proj.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
     "mlp.down_proj.weight": "mlp.down_proj.weight",
 }
 
@@ -74,12 +72,18 @@ def hf_config(model: Transformer, vocab: Vocab, dtype: torch.dtype) -> dict:
 
 
 def hf_state_dict(model: Transformer, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    c = model.cfg
+    rows = {"attn.qkv_proj.weight": [c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim],
+            "mlp.gate_up_proj.weight": [c.mlp_hidden, c.mlp_hidden]}
     out = {"model.embed_tokens.weight": model.embed.weight, "model.norm.weight": model.norm.weight}
     for name, tensor in model.layers.state_dict().items():
         index, rest = name.split(".", 1)
         if rest not in LAYER_NAMES:
             raise SmaltoError(f"no transformers name for the parameter layers.{name}")
-        out[f"model.layers.{index}.{LAYER_NAMES[rest]}"] = tensor
+        names = LAYER_NAMES[rest]
+        parts = tensor.split(rows[rest]) if isinstance(names, tuple) else (tensor,)
+        for hf_name, part in zip((names,) if isinstance(names, str) else names, parts, strict=True):
+            out[f"model.layers.{index}.{hf_name}"] = part
     if not model.cfg.tie_embeddings:
         out["lm_head.weight"] = model.lm_head.weight
     return {k: v.detach().to(dtype).contiguous() for k, v in out.items()}

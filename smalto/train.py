@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from smalto import precision
 from smalto.checkpoint import load_checkpoint, load_optimizer, read_meta, save_checkpoint
 from smalto.errors import SmaltoError
 from smalto.model import PRESETS, Transformer, preset
@@ -46,6 +47,7 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 500  # 0 disables periodic evaluation
     save_every: int = 500
+    precision: str = "auto"  # matmuls under bf16 autocast where bf16 is native ("auto"), or "bf16" / "fp32"
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -55,6 +57,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "save_every"):
             if getattr(self, name) < 1:
                 raise SmaltoError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise SmaltoError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if isinstance(self.mix, dict):
             self.mix = TaskMix(**self.mix)
         # Paths are stored as strings: the config goes into meta.json.
@@ -125,8 +129,9 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
     if resume:
         load_optimizer(out, opt)
     stream = ExampleStream(tokenizers, vocab, cfg.data, cfg.mix, cfg.seed, max_len=model.cfg.max_seq_len)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
-        "cpu", enabled=False)
+    # Weights and optimizer state stay float32; matmuls run in bf16 where the hardware has it.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=precision.resolve(cfg.precision, device) == torch.bfloat16)
 
     # Written with every checkpoint (the directory is replaced whole); a resumed run keeps its gallery.
     files: dict[str, bytes] = {}

@@ -18,3 +18,14 @@ def test_serve_load_quick(tmp_path):
     assert all(row["ok"] == row["requests"] for row in report["load"])  # no request failed
     over = report["overload"]
     assert over["rejected"] > 0 and over["completed"] == over["accepted"] and over["other"] == 0
+
+
+def test_smalto_bench_quick(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "smalto", "bench", "--quick", "--json", tmp_path / "s.json"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "| measure | smalto" in r.stdout and "roofline" in r.stdout
+    report = json.loads((tmp_path / "s.json").read_text())
+    for batch in report["generate"].values():  # every figure is a positive rate
+        assert all(v["decode_tok_s"] > 0 and v["prefill_tok_s"] > 0 for v in batch.values())
+    assert report["train"]["smalto"] > 0 and report["train"]["hf_fp32"] > 0

@@ -131,3 +131,11 @@ def test_beam_search_one_beam_is_greedy_and_more_beams_score_no_worse():
 def test_prompt_past_the_context_is_an_error():
     with pytest.raises(ValueError, match="context"):
         engine().generate([[V.bos] * 60], 10)
+
+
+def test_ignore_eos_gives_exactly_the_asked_length():
+    e = engine(3)
+    rows = e.generate([caption_prompt(V, CODES)] * 3, 30, Sampling(1.0, seed=0), ignore_eos=True)
+    assert all(len(r) == 30 and V.eos not in r for r in rows)
+    with pytest.raises(ValueError, match="ignore_eos"):
+        e.generate([draw_prompt(V, [20])], V.image_tokens + 1, images="only", ignore_eos=True)

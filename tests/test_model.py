@@ -61,3 +61,56 @@ def test_context_overflow_is_an_error():
     model = tiny()
     with pytest.raises(ValueError, match="max_seq_len"):
         model(torch.zeros(1, 65, dtype=torch.long))
+
+
+def test_compiled_decoding_matches_the_eager_step():
+    model = tiny()
+    ids = torch.randint(0, 97, (2, 24))
+    eager_cache, compiled_cache = KVCache(model.cfg, 2), KVCache(model.cfg, 2)
+    eager = [model(ids[:, :8], cache=eager_cache)]
+    with torch.no_grad():
+        for t in range(8, 24):
+            eager.append(model(ids[:, t:t + 1], cache=eager_cache))
+        model.compile_decoding()
+        compiled = [model(ids[:, :8], cache=compiled_cache)]
+        for t in range(8, 24):
+            compiled.append(model(ids[:, t:t + 1], cache=compiled_cache))
+    model._compiled_step = None
+    torch.testing.assert_close(torch.cat(compiled, 1), torch.cat(eager, 1), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(torch.cat(eager, 1), model(ids), atol=1e-5, rtol=1e-4)  # and both equal no cache
+
+
+def test_bf16_weights_stay_close_to_float32():
+    model = tiny()
+    ids = torch.randint(0, 97, (3, 40))
+    reference = model(ids)
+    low = Transformer(model.cfg).eval()
+    low.load_state_dict(model.state_dict())
+    low.to(torch.bfloat16)
+    cache = KVCache(low.cfg, 3)  # float32 keys and values, as the engine keeps them
+    cached = torch.cat([low(ids[:, :20], cache=cache)] + [low(ids[:, t:t + 1], cache=cache) for t in range(20, 40)], 1)
+    for logits in (low(ids), cached):
+        assert logits.dtype == torch.bfloat16
+        assert (logits.float() - reference).abs().max() < 0.05 * reference.abs().max()
+        assert (logits.argmax(-1) == reference.argmax(-1)).float().mean() > 0.9
+
+
+def test_checkpoints_with_separate_projections_still_load():
+    from smalto.checkpoint import fuse_projections
+
+    model = tiny()
+    c = model.cfg
+    old = {}  # the names smalto 0.1 wrote (and transformers uses)
+    for name, tensor in model.state_dict().items():
+        if name.endswith("qkv_proj.weight"):
+            q, k, v = tensor.split([c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim])
+            old |= {name.replace("qkv", x): t for x, t in zip("qkv", (q, k, v))}
+        elif name.endswith("gate_up_proj.weight"):
+            gate, up = tensor.chunk(2)
+            old |= {name.replace("gate_up", "gate"): gate, name.replace("gate_up", "up"): up}
+        else:
+            old[name] = tensor
+    again = Transformer(c).eval()
+    again.load_state_dict(fuse_projections(old))
+    ids = torch.randint(0, 97, (1, 12))
+    torch.testing.assert_close(again(ids), model(ids))

@@ -54,8 +54,9 @@ def test_resume_refuses_a_different_config(tmp_path):
         train(tmp_path / "run", micro(), progress=False)
 
 
-def test_seconds_of_training_lower_caption_and_draw_loss(tmp_path):
-    cfg = micro(steps=80, batch_size=16, lr=3e-3, warmup=5, save_every=80, log_every=5)
+@pytest.mark.parametrize("precision", ["auto", "fp32"])  # auto: bf16 autocast where the CPU has bf16
+def test_seconds_of_training_lower_caption_and_draw_loss(tmp_path, precision):
+    cfg = micro(steps=80, batch_size=16, lr=3e-3, warmup=5, save_every=80, log_every=5, precision=precision)
     log = [r for r in train(tmp_path / "run", cfg, progress=False) if "loss" in r]
     for task in ("caption", "draw"):
         first = np.mean([r[task] for r in log[:2] if task in r])
@@ -102,5 +103,7 @@ def test_bad_train_config_is_a_clear_error():
         TrainConfig(preset="gigantic")
     with pytest.raises(SmaltoError, match="steps"):
         TrainConfig(steps=0)
+    with pytest.raises(SmaltoError, match="precision"):
+        TrainConfig(precision="fp8")
     with pytest.raises(SmaltoError, match="mix"):
         TaskMix(0, 0, 0).weights()
