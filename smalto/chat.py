@@ -53,8 +53,9 @@ class TextStream:
         if cut >= 0:
             self.stopped = True
             return self._take(text, cut)
-        # trailing whitespace may be the end of the reply (stripped); "\ufffd" is half a character
-        hold = len(text) - len(text.rstrip()) + text.endswith("\ufffd")
+        # Hold back the tail that may still change: trailing whitespace (the reply is stripped at
+        # the end) and "\ufffd", half a character (which may complete into whitespace).
+        hold = len(text) - len(text.rstrip("\ufffd").rstrip())
         for s in self.stop:  # the longest tail that could still grow into a stop string
             hold = max(hold, next((k for k in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:k])), 0))
         return self._take(text, len(text) - hold)

@@ -145,17 +145,23 @@ class Attention(nn.Module):
         q = apply_rope(self.q_norm(q).transpose(1, 2), cos, sin)
         k = apply_rope(self.k_norm(k).transpose(1, 2), cos, sin)
         v = v.transpose(1, 2)
+        dtype = q.dtype
         if kv_cache is not None:
-            # The cache is float32 whatever the weights: CPU attention over a few queries runs
-            # several times faster in float32 than in bf16 (decoding at batch 16: 93 against 476 us).
+            # The cache is float32 whatever the weights: CPU attention for one query per row runs
+            # several times faster in float32 than in bf16 (decoding at batch 16: 93 against 476 us);
+            # a prompt's many queries are faster in the weights' dtype.
             keys, values, slots = kv_cache
-            k, v = keys.index_copy_(2, slots, k.to(keys.dtype)), values.index_copy_(2, slots, v.to(keys.dtype))
-            q = q.to(keys.dtype)
+            keys.index_copy_(2, slots, k.to(keys.dtype))
+            values.index_copy_(2, slots, v.to(values.dtype))
+            if t == 1:
+                q, k, v = q.to(keys.dtype), keys, values
+            else:
+                k, v = keys.to(dtype), values.to(dtype)
         if mask is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=h != kv)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=h != kv)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, h * hd).to(x.dtype))
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, h * hd).to(dtype))
 
 
 class MLP(nn.Module):
