@@ -319,3 +319,15 @@ def test_serve_refuses_bad_options(args, words):
     r = subprocess.run([sys.executable, "-m", "smalto", "serve", *args], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 2 and "Traceback" not in r.stderr and f"smalto: error: {words}" in r.stderr
+
+
+def test_a_busy_port_is_a_clear_error():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "smalto", "serve", "--port", str(port), "--log-level", "critical"],
+                           capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "port in use" in r.stderr, r.stderr

@@ -149,17 +149,18 @@ def stop_strings(stop: str | list[str] | None) -> list[str]:
 
 # --- the app
 
-def create_app(pipe: Pipeline, cfg: ServeConfig | None = None) -> FastAPI:
+def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | None = None) -> FastAPI:
+    """The app; with no `worker`, it runs one in a background thread for as long as it is up."""
     cfg = cfg or ServeConfig()
     created = int(time.time())
     state: dict = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state["worker"] = Worker(pipe, cfg.max_queue, cfg.max_batch)
+        state["worker"] = worker or Worker(pipe, cfg.max_queue, cfg.max_batch)
         yield
-        # uvicorn has already waited for in-flight requests; this finishes anything still queued.
-        await asyncio.to_thread(state["worker"].close, cfg.timeout)
+        if worker is None:  # uvicorn has waited for in-flight requests; this finishes anything queued
+            await asyncio.to_thread(state["worker"].close, cfg.timeout)
 
     app = FastAPI(title="smalto", version=_version(), lifespan=lifespan,
                   description="An OpenAI-compatible API for a smalto model: chat about images, draw from text.")

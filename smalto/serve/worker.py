@@ -49,7 +49,11 @@ class Job:
 
 
 class Worker:
-    def __init__(self, pipe: Pipeline, max_queue: int = 64, max_batch: int = 16):
+    """background=True runs the loop in a thread of its own; otherwise call `run()` from the
+    thread that should own the model. `smalto serve` gives it the main thread: torch's OpenMP
+    pool runs about 1.7× faster there than from a second thread (one drawing: 0.18 against 0.31 s)."""
+
+    def __init__(self, pipe: Pipeline, max_queue: int = 64, max_batch: int = 16, background: bool = True):
         self.pipe = pipe
         self.max_queue = max_queue
         self.max_batch = max_batch  # rows decoded together
@@ -57,8 +61,10 @@ class Worker:
         self._pending: deque[Job] = deque()
         self._wake = threading.Condition()
         self._closing = False
-        self._thread = threading.Thread(target=self._run, name="smalto-worker", daemon=True)
-        self._thread.start()
+        self._thread = None
+        if background:
+            self._thread = threading.Thread(target=self.run, name="smalto-worker", daemon=True)
+            self._thread.start()
 
     @property
     def queued(self) -> int:
@@ -80,11 +86,13 @@ class Worker:
             self._wake.notify()
 
     def close(self, timeout: float | None = None) -> None:
-        """Refuse new jobs, finish the queued ones, stop the thread."""
+        """Refuse new jobs; `run` finishes the queued ones and returns (a background thread is
+        waited for)."""
         with self._wake:
             self._closing = True
             self._wake.notify()
-        self._thread.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     # --- the worker thread
 
@@ -93,7 +101,8 @@ class Worker:
         if len(live) != len(self._pending):
             self._pending = deque(live)
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """The loop: take jobs and run them until `close` is called and the queue is empty."""
         while True:
             with self._wake:
                 self._drop_closed()
