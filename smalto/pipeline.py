@@ -129,22 +129,30 @@ class Pipeline:
 
     # --- chat
 
-    def chat_prompt(self, messages: list[Message]) -> list[int]:
-        """The prompt for the assistant's next reply (system messages are left out)."""
+    def chat_prompt(self, messages: list[Message], encode_images: bool = True) -> list[int]:
+        """The prompt for the assistant's next reply (system messages are left out).
+
+        encode_images=False checks the conversation and gives a prompt of the right length with
+        placeholder codes, without running the image tokenizer (the server validates requests
+        that way on its HTTP threads and leaves torch to the model's thread)."""
         turns = []
         for m in messages:
             if m.images and m.role != "user":
                 raise SmaltoError(f"images are only accepted in user messages, not in a {m.role} message")
             if m.role in ("user", "assistant"):
-                images = [id for codes in self.image_codes(m.images) for id in self.vocab.image_ids(codes)] \
-                    if m.images else []
+                images = []
+                if m.images and encode_images:
+                    images = [id for codes in self.image_codes(m.images) for id in self.vocab.image_ids(codes)]
+                elif m.images:
+                    images = [self.vocab.boi, *[self.vocab.text_size] * self.vocab.image_tokens, self.vocab.eoi] * \
+                        len(m.images)
                 turns.append((m.role, images + self.text_ids(m.text, f"a {m.role} message")))
         if not turns:
             raise SmaltoError("the conversation has no user or assistant message")
         prompt = chat_prompt(self.vocab, turns)
         if len(prompt) >= self.model.cfg.max_seq_len:
             raise ContextLengthError(f"the conversation is {len(prompt)} tokens long; this model's context holds "
-                              f"{self.model.cfg.max_seq_len} (start a new conversation)")
+                                     f"{self.model.cfg.max_seq_len} (start a new conversation)")
         return prompt
 
     def chat_stream(self, messages: list[Message], max_tokens: int | None = None,

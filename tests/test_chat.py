@@ -79,6 +79,12 @@ def test_chat_answers_like_ask_and_caption(shipped):
     first = answer_prompt(v, shipped.image_codes(sample.image)[0], text(question))
     assert shipped.chat_prompt(follow) == first + text(sample.qa[0]["a"]) + [v.eos, v.user] + \
         text(sample.qa[1]["q"]) + [v.assistant]
+    # what the server checks requests with: the same prompt, image codes left as placeholders
+    placeholder = shipped.chat_prompt(follow, encode_images=False)
+    image = slice(3, 3 + v.image_tokens)
+    assert len(placeholder) == len(shipped.chat_prompt(follow))
+    assert placeholder[:image.start] + placeholder[image.stop:] == \
+        shipped.chat_prompt(follow)[:image.start] + shipped.chat_prompt(follow)[image.stop:]
 
 
 def test_text_only_chat_still_answers_in_text(shipped):

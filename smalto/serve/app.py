@@ -181,7 +181,7 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
                            param=param, code="model_not_found")
 
     def submit(kind: str, prompts: list[list[int]], max_new: int, sampling: Sampling,
-               guidance: float | None = None) -> tuple[Job, asyncio.Queue]:
+               guidance: float | None = None, prepare=None) -> tuple[Job, asyncio.Queue]:
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
 
         def emit(event: tuple) -> None:
@@ -190,7 +190,7 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
             except RuntimeError:  # the event loop is gone (server stopped)
                 pass
 
-        job = Job(kind, prompts, max_new, sampling, emit, guidance)
+        job = Job(kind, prompts, max_new, sampling, emit, guidance, prepare)
         try:
             state["worker"].submit(job)
         except QueueFull:
@@ -292,8 +292,8 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
         check_model(body.model)
         stop = stop_strings(body.stop)
         messages = to_messages(body.messages)
-        try:
-            prompt = await asyncio.to_thread(pipe.chat_prompt, messages)
+        try:  # checked here without torch: the images are encoded on the model's thread
+            prompt = pipe.chat_prompt(messages, encode_images=False)
         except SmaltoError as e:
             raise APIError(400, str(e), param="messages", code=_context_code(e)) from None
         max_new = pipe.reply_budget(prompt, body.max_completion_tokens or body.max_tokens)
@@ -301,7 +301,8 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
             raise APIError(400, "the conversation fills the model's context; no room for a reply",
                            param="messages", code="context_length_exceeded")
         sampling = Sampling(body.temperature or 0.0, body.top_k or 0, body.top_p or 1.0, body.seed)
-        job, events = submit("chat", [prompt] * body.n, max_new, sampling)
+        job, events = submit("chat", [prompt] * body.n, max_new, sampling,
+                             prepare=lambda: [pipe.chat_prompt(messages)] * body.n)
         reply_id, now, counts = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), [0] * body.n
 
         def usage() -> p.Usage:

@@ -37,6 +37,9 @@ class Job:
     sampling: Sampling
     emit: Callable[[tuple], None]  # also gets ("done",) at the end, or ("error", message)
     guidance: float | None = None  # draw only
+    # Builds the real prompts on the worker's thread (torch work, e.g. encoding images) when
+    # `prompts` holds placeholders of the right length.
+    prepare: Callable[[], list[list[int]]] | None = None
     closed: threading.Event = field(default_factory=threading.Event)
 
     def batch_key(self) -> tuple | None:
@@ -113,6 +116,9 @@ class Worker:
                     return
                 batch = self._take()
             try:
+                for job in batch:
+                    if job.prepare is not None:
+                        job.prompts, job.prepare = job.prepare(), None
                 self._draw(batch) if batch[0].kind == "draw" else self._chat(batch)
                 for job in batch:
                     job.emit(("done",))
