@@ -172,8 +172,9 @@ def run(pipe: Pipeline, cfg: BenchConfig = BenchConfig(), progress: Callable[[st
         row = {"smalto": generation(ours, prompt, batch, cfg),
                **{f"hf_{k}": generation(theirs(peer), prompt, batch, cfg) for k, peer in hf.items()}}
         report["generate"][batch] = row
-        progress(f"batch {batch:2}: decode smalto {row['smalto']['decode_tok_s']:,.0f} tok/s, transformers "
-                 f"{row['hf_fp32']['decode_tok_s']:,.0f} (fp32) / {row['hf_same']['decode_tok_s']:,.0f} ({report['dtype']})")
+        decode = {k: f"{v['decode_tok_s']:,.0f}" for k, v in row.items()}
+        progress(f"batch {batch:2}: decode smalto {decode['smalto']} tok/s, transformers {decode['hf_fp32']} (fp32) / "
+                 f"{decode['hf_same']} ({report['dtype']})")
 
     # drawing
     report["draw"] = {n: draw_time(pipe, n, cfg) for n in s["draw"]}
@@ -256,9 +257,10 @@ def table(report: dict) -> str:
         r = rf[f"batch{batch}"]
         if "smalto_compiled" in g:
             c = g["smalto_compiled"]["decode_tok_s"]
-            rows_extra = (f"| decode, batch {batch}, compiled (tok/s) | {c:,.0f} | {g['hf_fp32']['decode_tok_s']:,.0f} | "
-                          f"{g['hf_same']['decode_tok_s']:,.0f} | **{c / g['hf_fp32']['decode_tok_s']:.2f}×** | "
-                          f"**{c / g['hf_same']['decode_tok_s']:.2f}×** | "
+            fp32, theirs = g["hf_fp32"]["decode_tok_s"], g["hf_same"]["decode_tok_s"]
+            rows_extra = (f"| decode, batch {batch}, compiled (tok/s) | {c:,.0f} | {fp32:,.0f} | "
+                          f"{theirs:,.0f} | **{c / fp32:.2f}×** | "
+                          f"**{c / theirs:.2f}×** | "
                           f"{r['decode_limit_ms_per_step'] / g['smalto_compiled']['decode_ms_per_step']:.0%} |")
             compiled_rows.append(rows_extra)
     lines += compiled_rows
@@ -268,8 +270,8 @@ def table(report: dict) -> str:
         lines.append(f"| draw {n} image{'s' * (int(n) > 1)} with CFG, decoder included (s) | {seconds:.3f}{extra} "
                      f"| | | | | |")
     m = report["machine"]
-    lines.append(f"\nmachine: {m['matmul_gflops_fp32']:.0f} GFLOP/s fp32 and {m['matmul_gflops_bf16']:.0f} GFLOP/s bf16 "
-                 f"matmul, {m['bandwidth_gbs']:.1f} GB/s memory copy, {m['threads']} threads; "
+    lines.append(f"\nmachine: {m['matmul_gflops_fp32']:.0f} GFLOP/s fp32 and {m['matmul_gflops_bf16']:.0f} "
+                 f"GFLOP/s bf16 matmul, {m['bandwidth_gbs']:.1f} GB/s memory copy, {m['threads']} threads; "
                  f"model: {report['params'] / 1e6:.2f} M parameters")
     for batch, g in report["generate"].items():
         r = rf[f"batch{batch}"]

@@ -29,8 +29,8 @@ class TextStream:
     """Token ids in, text out, one token at a time.
 
     Emits only text that is final: never half of a multi-byte character, never the beginning of
-    what may turn into a stop string, never trailing whitespace (the reply is stripped). At the first stop string the text is cut before it and
-    `stopped` is set.
+    what may turn into a stop string, never trailing whitespace (the reply is stripped). At the
+    first stop string the text is cut before it and `stopped` is set.
     """
 
     def __init__(self, tokenizer: TextTokenizer, stop: list[str] | tuple[str, ...] = ()):

@@ -191,7 +191,8 @@ def _export(args: argparse.Namespace) -> None:
 def _bench(args: argparse.Namespace) -> None:
     from smalto.benchmark import BenchConfig, run, table
 
-    report = run(_pipeline(args.model, args.dtype), BenchConfig(quick=args.quick), progress=lambda line: print(line, flush=True))
+    pipe = _pipeline(args.model, args.dtype)
+    report = run(pipe, BenchConfig(quick=args.quick), progress=lambda line: print(line, flush=True))
     print()
     print(table(report))
     if args.json:

@@ -4,8 +4,9 @@
 
 Qwen3-style blocks (pre-norm RMSNorm, rotary positions, grouped-query attention through
 `scaled_dot_product_attention`, per-head RMSNorm on queries and keys, SwiGLU MLP), so it maps
-onto a stock `transformers` architecture (smalto.export; q/k/v and gate/up are stored fused). QK-norm keeps attention logits bounded, which Chameleon
-found necessary for stable training on mixed text and image tokens.
+onto a stock `transformers` architecture (`smalto.export`; q/k/v and gate/up are stored fused).
+QK-norm keeps attention logits bounded, which Chameleon found necessary for stable training on
+mixed text and image tokens.
 
 The KV cache is preallocated. Rows of a batch may be left-padded to a common length: the cache
 remembers which slots hold real tokens, and the attention mask hides the rest. A one-token

@@ -26,6 +26,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_up(url: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError(f"no server answered at {url}")
+
+
 @contextmanager
 def running_server(pipe, cfg: ServeConfig):
     """A real uvicorn server in a thread; yields its base URL, stops it (gracefully) on exit."""
@@ -34,14 +45,7 @@ def running_server(pipe, cfg: ServeConfig):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    else:
-        raise RuntimeError("the test server did not start")
+    wait_until_up(url)
     try:
         yield url
     finally:

@@ -10,8 +10,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_serve_load_quick(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "serve_load.py"), "--quick", "--json", tmp_path / "b.json"],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    script = ROOT / "bench" / "serve_load.py"
+    r = subprocess.run([sys.executable, str(script), "--quick", "--json", tmp_path / "b.json"], capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr
     assert "| endpoint | batching | clients |" in r.stdout
     report = json.loads((tmp_path / "b.json").read_text())

@@ -76,7 +76,8 @@ def test_the_tokenizer_is_the_unified_vocabulary(tmp_path):
     assert (hf_tok.bos_token_id, hf_tok.eos_token_id, hf_tok.pad_token_id) == (V.bos, V.eos, V.pad)
     chat = hf_tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     assert hf_tok.encode(chat, add_special_tokens=False) == [V.bos, V.user, *TOK.text.encode("hi"), V.assistant]
-    assert (out / "image_tokenizer" / "image.safetensors").exists() and "image_tokenizer" in (out / "README.md").read_text()
+    assert (out / "image_tokenizer" / "image.safetensors").exists()
+    assert "image_tokenizer" in (out / "README.md").read_text()
 
 
 def test_cli_export_and_its_errors(tmp_path):

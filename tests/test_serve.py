@@ -20,7 +20,7 @@ from smalto.data import ShapesWorld
 from smalto.plots import png_bytes
 from smalto.serve import ServeConfig
 
-from conftest import free_port, running_server
+from conftest import free_port, running_server, wait_until_up
 
 NAME = "shapes-test"
 SAMPLE = ShapesWorld(seed=7)[2]
@@ -59,8 +59,8 @@ def test_chat_about_an_image_answers_as_the_model_does(client, shipped):
 
 
 def test_an_image_alone_is_captioned(client, shipped):
-    r = client.chat.completions.create(
-        model=NAME, messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(SAMPLE.image)}}]}])
+    image = {"type": "image_url", "image_url": {"url": data_url(SAMPLE.image)}}
+    r = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": [image]}])
     assert r.choices[0].message.content == shipped.caption(SAMPLE.image)
 
 
@@ -290,12 +290,7 @@ def test_shutdown_finishes_in_flight_requests(tmp_path):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_until_up(url)
 
         async def during_shutdown():
             async with httpx.AsyncClient(timeout=60) as http:

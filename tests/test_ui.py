@@ -20,7 +20,8 @@ from smalto.serve import ServeConfig
 
 from conftest import running_server
 
-CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SAMPLE = ShapesWorld(seed=21)[4]
 
 
@@ -106,7 +107,8 @@ def test_draw_mode_shows_a_grid_with_downloads(page, tmp_path):
         img = card.find_element(By.TAG_NAME, "img")
         assert page.execute_script("return arguments[0].naturalWidth", img) == 32
         link = card.find_element(By.TAG_NAME, "a")
-        assert link.get_attribute("download").endswith(".png") and link.get_attribute("href").startswith("data:image/png")
+        assert link.get_attribute("download").endswith(".png")
+        assert link.get_attribute("href").startswith("data:image/png")
     # SMALTO_UI_SCREENSHOTS=docs keeps the pictures in docs/ (how docs/ui-*.png are made)
     shots = Path(os.environ.get("SMALTO_UI_SCREENSHOTS") or tmp_path)
     page.save_screenshot(str(shots / "ui-draw.png"))

@@ -104,7 +104,8 @@ def _replay(messages: list[dict], receive):
 def decode_image(url: str, param: str) -> Image.Image:
     if url.startswith(("http://", "https://")):
         raise APIError(400, "image URLs are not fetched (this server makes no outbound requests); send the image "
-                            "inline as a data URL: data:image/png;base64,...", param=param, code="image_url_not_supported")
+                            "inline as a data URL: data:image/png;base64,...", param=param,
+                       code="image_url_not_supported")
     head, comma, data = url.partition(",")
     if not (url.startswith("data:") and comma and head.endswith(";base64")):
         raise APIError(400, "expected a data URL like data:image/png;base64,...", param=param)
@@ -261,7 +262,8 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
         loc = [str(x) for x in first["loc"] if x != "body" and not _is_union_member(x)]
         param = ".".join(loc) or None
         if first["type"] == "json_invalid":
-            param, message = None, f"the request body is not valid JSON ({first.get('ctx', {}).get('error', first['msg'])})"
+            reason = first.get("ctx", {}).get("error", first["msg"])
+            param, message = None, f"the request body is not valid JSON ({reason})"
         elif first["type"] == "extra_forbidden":
             message = f"unsupported parameter: '{param}'"
         else:
@@ -273,7 +275,8 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
         detail = e.detail if isinstance(e.detail, str) else json.dumps(e.detail)
         if e.status_code in (404, 405):
             detail = f"no route {request.method} {request.url.path}"
-        return error_response(e.status_code, detail, code={404: "not_found", 405: "method_not_allowed"}.get(e.status_code))
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
+        return error_response(e.status_code, detail, code=code)
 
     @app.exception_handler(Exception)
     async def bug(request: Request, e: Exception):
