@@ -93,6 +93,8 @@ def _train(args: argparse.Namespace) -> None:
 def _pipeline(path, dtype: str = "auto", compile: bool = False):
     from smalto.pipeline import load
 
+    if compile:
+        print("smalto: compiling the decoding step (about 20 s on 2 cores)", file=sys.stderr, flush=True)
     return load(path, dtype, compile)
 
 

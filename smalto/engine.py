@@ -71,6 +71,13 @@ class Engine:
         length = min(-(-length // 64) * 64, self.model.cfg.max_seq_len)
         return KVCache(self.model.cfg, batch, length, torch.float32, self.device)
 
+    def warm_up(self) -> None:
+        """Two tiny generations whose batch size and cache length both differ, so that a compiled
+        decoding step compiles now (once for fixed sizes, once with them symbolic) rather than
+        during the first requests."""
+        self.generate([[self.vocab.bos]], 2, ignore_eos=True)
+        self.generate([[self.vocab.bos] * 70] * 3, 2, ignore_eos=True)
+
     def generate(self, prompts: list[list[int]], max_new_tokens: int, sampling: Sampling = Sampling(),
                  images: str = "never", guidance: float | None = None,
                  unconditional: list[list[int]] | None = None, ignore_eos: bool = False) -> list[list[int]]:
