@@ -139,3 +139,21 @@ def test_ignore_eos_gives_exactly_the_asked_length():
     assert all(len(r) == 30 and V.eos not in r for r in rows)
     with pytest.raises(ValueError, match="ignore_eos"):
         e.generate([draw_prompt(V, [20])], V.image_tokens + 1, images="only", ignore_eos=True)
+
+
+def test_after_warm_up_a_compiled_engine_never_recompiles():
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=V.size, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, mlp_hidden=128,
+                      max_seq_len=192)
+    e = Engine(Transformer(cfg), V)
+    reference = e.generate([[V.bos, V.user, 20, 21, V.assistant]] * 2, 12)
+    e.model.compile_decoding()
+    e.warm_up()
+    compiled = dict(counters["stats"])
+    assert e.generate([[V.bos, V.user, 20, 21, V.assistant]] * 2, 12) == reference  # same tokens, compiled
+    for batch, length in ((5, 150), (1, 10), (7, 100)):  # new batch sizes and cache lengths
+        e.generate([[V.bos] * length] * batch, 3, ignore_eos=True)
+    assert dict(counters["stats"]) == compiled  # nothing was compiled again
+    e.model._compiled_step = None
