@@ -192,7 +192,7 @@ def run(pipe: Pipeline, cfg: BenchConfig = BenchConfig(), progress: Callable[[st
         for batch in s["batches"]:
             report["generate"][batch]["smalto_compiled"] = generation(ours, prompt, batch, cfg)
         report["draw_compiled"] = {n: draw_time(pipe, n, cfg) for n in s["draw"]}
-        model._compiled_step = None
+        model.compile_decoding(False)
         progress(f"compiled ({report['compile_seconds']:.0f} s to compile): decode " + ", ".join(
             f"batch {b} {g['smalto_compiled']['decode_tok_s']:,.0f} tok/s" for b, g in report["generate"].items())
             + "; draw " + ", ".join(f"{n} {t:.3f} s" for n, t in report["draw_compiled"].items()))

@@ -119,11 +119,7 @@ class Engine:
         logits = self.model(ids, positions, cache, valid)[:, -1].float()
         next_pos = positions[:, -1] + 1
 
-        grammar = Grammar(v, n, images, in_image=images == "only", device=self.device)
-        if ignore_eos:
-            if images == "only":
-                raise ValueError("ignore_eos is for text: a drawing ends at <eoi> anyway")
-            grammar.table[:, v.eos] = False
+        grammar = Grammar(v, n, images, in_image=images == "only", device=self.device, eos=not ignore_eos)
         generator = None
         if sampling.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(sampling.seed)

@@ -243,13 +243,13 @@ class Transformer(nn.Module):
             x = block(x, cos, sin, None if keys is None else (keys[i], values[i], slots), mask)
         return self.lm_head(self.norm(x))
 
-    def compile_decoding(self) -> None:
+    def compile_decoding(self, enabled: bool = True) -> None:
         """Compile the one-token decoding step with torch.compile (inductor), so it runs as one
         generated program instead of hundreds of small ops. Its shapes depend only on the batch
         size and the cache length: the first call compiles for them (seconds); a second batch
         size or cache length recompiles once with those sizes symbolic, then nothing more.
-        Prefill stays eager."""
-        self._compiled_step = torch.compile(self.layers_forward)
+        Prefill stays eager. enabled=False goes back to the eager step."""
+        self._compiled_step = torch.compile(self.layers_forward) if enabled else None
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -156,12 +156,15 @@ class Grammar:
     """
 
     def __init__(self, v: Vocab, batch: int, images: str = "never", in_image: bool = False,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", eos: bool = True):
+        """eos=False: text never ends (benchmarks that need a fixed length)."""
         if images not in ("never", "allowed", "only"):
             raise ValueError(f"images must be never, allowed or only, got {images!r}")
+        if images == "only" and not eos:
+            raise ValueError("a drawing ends at <eoi> and then <eos>: eos=False is for text")
         self.v = v
         self.images = images
-        text = v.text_mask() | v.one(v.eos)
+        text = v.text_mask() | v.one(v.eos) if eos else v.text_mask()
         if images == "allowed":
             text |= v.one(v.boi)
         if images == "only":

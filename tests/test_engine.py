@@ -137,7 +137,7 @@ def test_ignore_eos_gives_exactly_the_asked_length():
     e = engine(3)
     rows = e.generate([caption_prompt(V, CODES)] * 3, 30, Sampling(1.0, seed=0), ignore_eos=True)
     assert all(len(r) == 30 and V.eos not in r for r in rows)
-    with pytest.raises(ValueError, match="ignore_eos"):
+    with pytest.raises(ValueError, match="eos=False is for text"):
         e.generate([draw_prompt(V, [20])], V.image_tokens + 1, images="only", ignore_eos=True)
 
 
@@ -156,4 +156,4 @@ def test_after_warm_up_a_compiled_engine_never_recompiles():
     for batch, length in ((5, 150), (1, 10), (7, 100)):  # new batch sizes and cache lengths
         e.generate([[V.bos] * length] * batch, 3, ignore_eos=True)
     assert dict(counters["stats"]) == compiled  # nothing was compiled again
-    e.model._compiled_step = None
+    e.model.compile_decoding(False)

@@ -75,7 +75,7 @@ def test_compiled_decoding_matches_the_eager_step():
         compiled = [model(ids[:, :8], cache=compiled_cache)]
         for t in range(8, 24):
             compiled.append(model(ids[:, t:t + 1], cache=compiled_cache))
-    model._compiled_step = None
+    model.compile_decoding(False)
     torch.testing.assert_close(torch.cat(compiled, 1), torch.cat(eager, 1), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(torch.cat(eager, 1), model(ids), atol=1e-5, rtol=1e-4)  # and both equal no cache
 
