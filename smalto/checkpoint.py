@@ -5,7 +5,9 @@
     DIR/meta.json              model config, vocabulary, training config, step, data position
     DIR/tokenizers/            the text and image tokenizers the ids refer to
 
-Nothing is unpickled: tensors are safetensors, everything else JSON.
+Nothing is unpickled: tensors are safetensors, everything else JSON. A checkpoint may come from
+someone else, so every file is read through `paths.inside` (a symlink out of the directory is
+refused), and a save that was killed half-way is recovered on reading (`atomic.recover`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from smalto import atomic
+from smalto import atomic, options
 from smalto.errors import SmaltoError
 from smalto.model import ModelConfig, Transformer
+from smalto.paths import inside
 from smalto.sequence import Vocab
 from smalto.tokenizers import Tokenizers, load_tokenizers
 
@@ -67,9 +70,10 @@ def save_checkpoint(path: str | Path, model: Transformer, vocab: Vocab, tokenize
 
 def read_meta(path: str | Path) -> dict:
     path = Path(path)
+    atomic.recover(path)
     if not path.is_dir():
         raise SmaltoError(f"{path}: not a checkpoint directory")
-    meta_file = path / "meta.json"
+    meta_file = inside(path, "meta.json", "file")
     try:
         meta = json.loads(meta_file.read_text())
     except FileNotFoundError:
@@ -103,13 +107,14 @@ def load_checkpoint(path: str | Path) -> tuple[Transformer, Vocab, Tokenizers, d
         vocab = Vocab(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["vocab"].items()})
     except (TypeError, ValueError) as e:
         raise SmaltoError(f"{path / 'meta.json'}: config does not fit this version of smalto ({e})") from None
-    tokenizers = load_tokenizers(path / "tokenizers")
+    tokenizers = load_tokenizers(inside(path, "tokenizers", "directory"))
     if Vocab.from_tokenizers(tokenizers) != vocab:
         raise SmaltoError(f"{path}: the tokenizers in tokenizers/ do not match the model's vocabulary")
     model = Transformer(cfg)
+    weights_file = inside(path, "model.safetensors", "file")
     try:
         weights = fuse_projections({k: v.float() if v.is_floating_point() else v
-                                    for k, v in load_file(str(path / "model.safetensors")).items()})
+                                    for k, v in load_file(str(weights_file)).items()})
         model.load_state_dict(weights, strict=not cfg.tie_embeddings)
         missing = set(model.state_dict()) - set(weights) - {"lm_head.weight"}
         if missing:
@@ -127,8 +132,9 @@ def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> None:
     if "optimizer" not in meta:
         raise SmaltoError(f"{path}: has no optimizer state to resume from")
     state: dict[int, dict] = {}
+    tensors_file = inside(path, "optimizer.safetensors", "file")
     try:
-        tensors = load_file(str(Path(path) / "optimizer.safetensors"))
+        tensors = load_file(str(tensors_file))
         for key, value in {**tensors, **meta["optimizer"]["scalars"]}.items():
             index, name = key.split(".", 1)
             state.setdefault(int(index), {})[name] = value
@@ -144,9 +150,11 @@ def pack(src: str | Path, dst: str | Path, dtype: torch.dtype | None = torch.bfl
     src, dst = Path(src), Path(dst)
     if dst.exists() and not (dst / "meta.json").is_file():
         raise SmaltoError(f"{dst}: exists and is not a checkpoint; refusing to replace it")
+    for name, value in (draw or {}).items():
+        options.check(name, value)
     model, vocab, tokenizers, meta = load_checkpoint(src)
     extra = {k: meta[k] for k in ("step", "train") if k in meta}
     extra["draw"] = {**meta.get("draw", {}), **(draw or {})}
-    files = {name: (src / name).read_bytes() for name in ("log.jsonl", "loss.png", "samples.png")
-             if (src / name).is_file()}
+    files = {name: inside(src, name, "file").read_bytes() for name in ("log.jsonl", "loss.png", "samples.png")
+             if inside(src, name, "file").is_file()}
     return save_checkpoint(dst, model, vocab, tokenizers, extra=extra, dtype=dtype, files=files)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from smalto import options
 from smalto.model import KVCache, Transformer
 from smalto.sequence import Grammar, Vocab
 
@@ -24,6 +25,10 @@ class Sampling:
     top_k: int = 0  # 0 means no limit
     top_p: float = 1.0
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("temperature", "top_k", "top_p", "seed"):
+            options.check(name, getattr(self, name))
 
 
 def sample(logits: Tensor, s: Sampling, generator: torch.Generator | None) -> Tensor:
@@ -147,6 +152,7 @@ class Engine:
         """Text continuation of one prompt with the highest length-normalised log-probability
         (score = sum log p / length ** length_penalty). Returns the new ids, <eos> included."""
         v = self.vocab
+        options.check("beams", beams)
         if len(prompt) + max_new_tokens > self.model.cfg.max_seq_len:
             raise ValueError(f"prompt ({len(prompt)} tokens) + {max_new_tokens} new tokens exceed the "
                              f"context of {self.model.cfg.max_seq_len}")

@@ -7,7 +7,8 @@
     pipe.chat([Message("user", "what colour is the circle?", images=["scene.png"])])
 
 Images may be paths, PIL images or uint8 arrays [H, W, 3]; any size or mode is converted like
-bring-your-own data (RGB, centre-crop, resize to the model's size).
+bring-your-own data (RGB, centre-crop, resize to the model's size). A file or PIL image over
+`max_image_pixels` (default 4096×4096) is refused before it is decoded.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from smalto import precision
+from smalto import options, precision
 from smalto.chat import Message, TextStream
 from smalto.checkpoint import load_checkpoint
-from smalto.data.folder import convert_image, load_image
+from smalto.data.images import MAX_PIXELS, check_size, convert_image, load_image
 from smalto.engine import Engine, Sampling
 from smalto.errors import ContextLengthError, SmaltoError
 from smalto.model import Transformer
@@ -47,6 +48,7 @@ class Pipeline:
     tokenizers: Tokenizers
     path: Path | None = None
     draw_defaults: dict = field(default_factory=lambda: dict(DRAW_DEFAULTS))
+    max_image_pixels: int | None = MAX_PIXELS  # larger image files are refused before decoding
 
     def __post_init__(self) -> None:
         self.engine = Engine(self.model, self.vocab)
@@ -54,7 +56,7 @@ class Pipeline:
     def sampling(self, seed: int | None = 0, **overrides) -> tuple[float, Sampling]:
         """(guidance, sampling) for drawing: the model's defaults, with any non-None override."""
         s = {**self.draw_defaults, **{k: v for k, v in overrides.items() if v is not None}}
-        return s["guidance"], Sampling(s["temperature"], s["top_k"], s["top_p"], seed)
+        return options.check("guidance", s["guidance"]), Sampling(s["temperature"], s["top_k"], s["top_p"], seed)
 
     @property
     def name(self) -> str:
@@ -76,8 +78,9 @@ class Pipeline:
         arrays = []
         for image in images:
             if isinstance(image, (str, Path)):
-                arrays.append(load_image(image, self.image_size))
-            elif isinstance(image, Image.Image):
+                arrays.append(load_image(image, self.image_size, self.max_image_pixels))
+            elif isinstance(image, Image.Image):  # perhaps not decoded yet (Image.open is lazy)
+                check_size(image, self.max_image_pixels, "image")
                 arrays.append(convert_image(image, self.image_size))
             else:
                 array = np.asarray(image)
@@ -119,6 +122,7 @@ class Pipeline:
 
     def _reply(self, prompts: list[list[int]], beams: int) -> list[str]:
         """Greedy (or beam-searched) text continuations of the prompts."""
+        options.check("beams", beams)
         room = self.model.cfg.max_seq_len - max(len(p) for p in prompts)
         limit = min(MAX_ANSWER_TOKENS, room)
         if beams > 1:
@@ -205,7 +209,7 @@ class Pipeline:
                  ) -> list[np.ndarray]:
         """`draw` for prompts already tokenized."""
         default_guidance, default_sampling = self.sampling(0)
-        guidance = default_guidance if guidance is None else guidance
+        guidance = default_guidance if guidance is None else options.check("guidance", guidance)
         sampling = sampling or default_sampling
         v = self.vocab
         cond = [draw_prompt(v, p) for p in prompts]
@@ -222,6 +226,17 @@ class Pipeline:
         return list(self.tokenizers.image.decode(codes))
 
 
+def _draw_defaults(path: Path, meta: dict) -> dict:
+    """The drawing defaults a checkpoint's meta.json stores, checked like a caller's arguments."""
+    draw = meta.get("draw", {})
+    if not isinstance(draw, dict) or not set(draw) <= set(DRAW_DEFAULTS):
+        raise SmaltoError(f"{path / 'meta.json'}: 'draw' must map {', '.join(DRAW_DEFAULTS)} to numbers")
+    try:
+        return {name: options.check(name, value) for name, value in draw.items()}
+    except SmaltoError as e:
+        raise SmaltoError(f"{path / 'meta.json'}: draw.{e}") from None
+
+
 def load(path: str | Path | None = None, dtype: str | torch.dtype = "auto", compile: bool = False) -> Pipeline:
     """A trained model directory (`smalto train --out`), or the shipped default when None.
 
@@ -232,7 +247,7 @@ def load(path: str | Path | None = None, dtype: str | torch.dtype = "auto", comp
     path = Path(path) if path is not None else DEFAULT_MODEL
     model, vocab, tokenizers, meta = load_checkpoint(path)
     model.to(precision.resolve(dtype))
-    pipe = Pipeline(model, vocab, tokenizers, path, {**DRAW_DEFAULTS, **meta.get("draw", {})})
+    pipe = Pipeline(model, vocab, tokenizers, path, {**DRAW_DEFAULTS, **_draw_defaults(path, meta)})
     if compile:
         model.compile_decoding()
         pipe.engine.warm_up()

@@ -14,8 +14,10 @@ import torch
 from torch import Tensor
 
 from smalto.data.folder import load_folder
+from smalto.data.images import MAX_PIXELS
 from smalto.data.shapes import ShapesConfig, ShapesWorld
 from smalto.errors import SmaltoError
+from smalto.options import Range
 from smalto.sequence import Example, Vocab, answer_example, caption_example, draw_example
 from smalto.tokenizers import Tokenizers
 
@@ -36,9 +38,14 @@ class TaskMix:
     # give more signal for little extra sequence (3 turns measured no clear gain; see README).
     qa_turns: int = 1
 
+    def __post_init__(self) -> None:
+        Range(0, 1).check(self.cond_dropout, "cond_dropout")
+        Range(1, integer=True).check(self.qa_turns, "qa_turns")
+        self.weights()
+
     def weights(self) -> np.ndarray:
         w = np.array([self.caption, self.draw, self.qa], dtype=np.float64)
-        if (w < 0).any() or w.sum() <= 0:
+        if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
             raise SmaltoError(f"task mix weights must be >= 0 and not all 0, got {w.tolist()}")
         return w / w.sum()
 
@@ -70,7 +77,7 @@ def collate(examples: list[tuple[int, Example]], pad: int, max_len: int) -> Batc
 
 class ExampleStream:
     def __init__(self, tokenizers: Tokenizers, vocab: Vocab, data: str = "shapes", mix: TaskMix = TaskMix(),
-                 seed: int = 0, split: str = "train", max_len: int = 160):
+                 seed: int = 0, split: str = "train", max_len: int = 160, max_pixels: int | None = MAX_PIXELS):
         self.tok, self.vocab, self.mix, self.seed = tokenizers, vocab, mix, seed
         self.weights = mix.weights()
         # Long texts (a user's captions) are cut so that an image always fits whole.
@@ -84,7 +91,7 @@ class ExampleStream:
             self.folder = None
         else:
             self.world = None
-            self.folder = load_folder(data, size, progress=True)
+            self.folder = load_folder(data, size, progress=True, max_pixels=max_pixels)
             n = len(self.folder)
             self._order = lru_cache(maxsize=2)(lambda epoch: np.random.default_rng([seed, 5, epoch]).permutation(n))
             self.codes = torch.cat([tokenizers.image.encode(self.folder.images[i:i + 256])

@@ -19,15 +19,21 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from smalto import precision
+from smalto import atomic, precision
 from smalto.checkpoint import load_checkpoint, load_optimizer, read_meta, save_checkpoint
+from smalto.data.images import MAX_PIXELS
 from smalto.errors import SmaltoError
 from smalto.model import PRESETS, Transformer, preset
+from smalto.options import Range
+from smalto.paths import inside
 from smalto.plots import loss_curve
 from smalto.schedule import cosine_lr
 from smalto.sequence import Vocab
 from smalto.stream import TASKS, ExampleStream, TaskMix
 from smalto.tokenizers import load_tokenizers
+
+
+COUNT = Range(1, integer=True)
 
 
 @dataclass
@@ -48,15 +54,18 @@ class TrainConfig:
     eval_every: int = 500  # 0 disables periodic evaluation
     save_every: int = 500
     precision: str = "auto"  # matmuls under bf16 autocast where bf16 is native ("auto"), or "bf16" / "fp32"
+    max_image_pixels: int = MAX_PIXELS  # a folder's larger images are refused before decoding
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise SmaltoError(f"unknown preset {self.preset!r} (known: {', '.join(PRESETS)})")
         if self.seed < 0:
             raise SmaltoError(f"seed must be >= 0, got {self.seed}")
-        for name in ("steps", "batch_size", "grad_accum", "log_every", "save_every"):
-            if getattr(self, name) < 1:
-                raise SmaltoError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name, valid in (("steps", COUNT), ("batch_size", COUNT), ("grad_accum", COUNT), ("log_every", COUNT),
+                            ("save_every", COUNT), ("eval_every", Range(0, integer=True)),
+                            ("warmup", Range(0, integer=True)), ("max_image_pixels", COUNT),
+                            ("lr", Range(0, low_open=True)), ("weight_decay", Range(0)), ("grad_clip", Range(0, low_open=True))):
+            valid.check(getattr(self, name), name)
         if self.precision not in ("auto", "bf16", "fp32"):
             raise SmaltoError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if isinstance(self.mix, dict):
@@ -114,9 +123,10 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
                               f"(only --steps may change)")
         model, vocab, tokenizers, meta = load_checkpoint(out)
         start = meta["step"]
-        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
+        log = [json.loads(line) for line in inside(out, "log.jsonl", "file").read_text().splitlines() if line]
         log = [r for r in log if r["step"] < start]
     else:
+        atomic.recover(out)  # a save killed half-way must not look like an empty run directory
         if out.exists() and any(out.iterdir()):
             raise SmaltoError(f"{out}: already exists; pass --resume to continue it or choose another --out")
         tokenizers = load_tokenizers(cfg.tokenizers)
@@ -128,15 +138,16 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
     opt = _optimizer(model, cfg)
     if resume:
         load_optimizer(out, opt)
-    stream = ExampleStream(tokenizers, vocab, cfg.data, cfg.mix, cfg.seed, max_len=model.cfg.max_seq_len)
+    stream = ExampleStream(tokenizers, vocab, cfg.data, cfg.mix, cfg.seed, max_len=model.cfg.max_seq_len,
+                           max_pixels=cfg.max_image_pixels)
     # Weights and optimizer state stay float32; matmuls run in bf16 where the hardware has it.
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=precision.resolve(cfg.precision, device) == torch.bfloat16)
 
     # Written with every checkpoint (the directory is replaced whole); a resumed run keeps its gallery.
     files: dict[str, bytes] = {}
-    if resume and (out / "samples.png").is_file():
-        files["samples.png"] = (out / "samples.png").read_bytes()
+    if resume and inside(out, "samples.png", "file").is_file():
+        files["samples.png"] = inside(out, "samples.png", "file").read_bytes()
 
     def checkpoint(step: int) -> None:
         files["log.jsonl"] = "".join(json.dumps(r) + "\n" for r in log).encode()

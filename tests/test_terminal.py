@@ -67,7 +67,7 @@ def test_images_are_previewed_in_colour_when_asked(tmp_path):
 
 def test_bad_options_are_clear_errors(tmp_path):
     r = chat([], tmp_path, "--temperature", "-1")
-    assert r.returncode == 2 and "smalto: error: --temperature and --seed must be 0 or more" in r.stderr
+    assert r.returncode == 2 and "smalto: error: argument --temperature: must be a number in [0, 2]" in r.stderr
 
 
 def test_a_long_conversation_forgets_early_turns_but_keeps_the_image(tmp_path):

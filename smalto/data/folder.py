@@ -7,11 +7,11 @@
 `image` and `text` are required; `qa` and `scene` (a ShapesWorld scene graph) are optional, and
 other fields are ignored. `smalto data shapes` writes this same format.
 
-Images are converted, not rejected, when the fix is unambiguous: grayscale (8 or 16 bit), palette and CMYK
-images become RGB; EXIF rotation is applied; transparency is composited over white; a non-square image is centre-cropped
-to a square; any other size is resized (Lanczos) to the configured side. Everything else (a
-missing or unreadable file, a malformed line, a missing field, an empty dataset) is a
-`SmaltoError` naming the file and line.
+Images are converted as `smalto.data.images` says (any mode and size becomes RGB at the configured
+side). Everything else is a `SmaltoError` naming the file and line: a missing or unreadable file,
+an image over the pixel limit, a path that leads outside the folder (`..`, absolute, or a symlink
+pointing elsewhere: a dataset must not make smalto read the user's other files), a malformed line,
+a missing field, an empty dataset.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
 from smalto import atomic
+from smalto.data.images import MAX_PIXELS, load_image
 from smalto.data.shapes import Scene
 from smalto.errors import SmaltoError
+from smalto.paths import inside
 
 INDEX = "data.jsonl"
 
@@ -58,44 +60,6 @@ class Folder:
                 yield pair["a"]
 
 
-def load_image(path: str | Path, size: int) -> np.ndarray:
-    """An image file as uint8 [size, size, 3], converted as the module docstring says."""
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            return convert_image(img, size)
-    except FileNotFoundError:
-        raise SmaltoError(f"{path}: image file not found") from None
-    except IsADirectoryError:
-        raise SmaltoError(f"{path}: is a directory, not an image") from None
-    except UnidentifiedImageError:
-        raise SmaltoError(f"{path}: not an image Pillow can read") from None
-    except Image.DecompressionBombError as e:
-        raise SmaltoError(f"{path}: image too large to open safely ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
-        raise SmaltoError(f"{path}: corrupt image ({e})") from None
-
-
-def convert_image(img: Image.Image, size: int) -> np.ndarray:
-    """Any PIL image as uint8 [size, size, 3]: RGB, upright, centre-cropped, resized."""
-    img = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
-    if img.mode.startswith("I"):  # 16-bit grey: scale to 8 bits (convert() would clip)
-        grey = np.asarray(img, dtype=np.float64) / 257
-        img = Image.fromarray(np.clip(grey.round(), 0, 255).astype(np.uint8))
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    img = img.convert("RGB")
-    w, h = img.size
-    if w != h:
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        img = img.crop((left, top, left + side, top + side))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.LANCZOS)
-    return np.asarray(img, dtype=np.uint8)
-
-
 def _parse_line(line: str, where: str) -> Record:
     try:
         obj = json.loads(line)
@@ -122,7 +86,8 @@ def _parse_line(line: str, where: str) -> Record:
     return Record(obj["image"], obj["text"], qa, scene)
 
 
-def load_folder(root: str | Path, image_size: int = 32, progress: bool = False) -> Folder:
+def load_folder(root: str | Path, image_size: int = 32, progress: bool = False,
+                max_pixels: int | None = MAX_PIXELS) -> Folder:
     """Read and validate a whole folder; the first problem raises a SmaltoError."""
     root = Path(root)
     index = root / INDEX
@@ -140,7 +105,8 @@ def load_folder(root: str | Path, image_size: int = 32, progress: bool = False) 
         where = f"{index}:{n}"
         record = _parse_line(line, where)
         try:
-            images.append(load_image(root / record.image, image_size))
+            path = inside(root, record.image, "image")
+            images.append(load_image(path, image_size, max_pixels, name=record.image))
         except SmaltoError as e:
             raise SmaltoError(f"{where}: {e}") from None
         records.append(record)

@@ -3,6 +3,11 @@
 Handlers validate and tokenize (cheap, so bad input is refused before it takes a queue slot),
 hand a `Job` to the `Worker` and turn what it emits into OpenAI's response or stream objects.
 Every error a client can cause is a 4xx in OpenAI's shape {"error": {message, type, param, code}}.
+
+What a client sends is read defensively: with an API key set, every /v1 request is authenticated
+before its body is read or its route looked up; an image's declared size is checked before it is
+decoded; decoding and tokenizing run on a small thread pool, never on the event loop, so one
+heavy request cannot stall the others (or /health).
 """
 
 from __future__ import annotations
@@ -12,27 +17,29 @@ import base64
 import binascii
 import functools
 import hmac
-import io
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
 
+import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from smalto.chat import Message, TextStream
+from smalto.data.images import MAX_PIXELS, ImageTooLarge, load_image
 from smalto.engine import Sampling
 from smalto.errors import ContextLengthError, SmaltoError
+from smalto.options import Range
 from smalto.pipeline import Pipeline
 from smalto.plots import png_bytes
 from smalto.serve import protocol as p
@@ -49,6 +56,14 @@ class ServeConfig:
     max_batch: int = 16  # rows decoded together
     timeout: float = 60.0  # seconds a request may take, queue wait included
     max_body_bytes: int = 16 * 2**20
+    max_image_pixels: int = MAX_PIXELS  # larger images are refused (400 invalid_image) before decoding
+    readers: int = 2  # threads that decode images and tokenize; bounds the memory decoding can take
+
+    def __post_init__(self) -> None:
+        count = Range(1, integer=True)
+        for name in ("max_queue", "max_batch", "max_body_bytes", "max_image_pixels", "readers"):
+            count.check(getattr(self, name), name)
+        Range(0, low_open=True).check(self.timeout, "timeout")
 
 
 class APIError(Exception):
@@ -93,6 +108,31 @@ class LimitBody:
         await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive), send)
 
 
+class RequireKey:
+    """ASGI middleware: with a key set, every /v1 request needs 'Authorization: Bearer <key>'.
+
+    Checked before the body is read or the route looked up, so a client without the key learns
+    nothing (no 404 vs 405 vs 307 for paths it guesses) and cannot make the server buffer a body."""
+
+    def __init__(self, app, key: str | None):
+        self.app, self.key = app, None if key is None else key.encode()
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or self.key is None or not (path == "/v1" or path.startswith("/v1/")):
+            return await self.app(scope, receive, send)
+        scheme, _, token = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+        if scheme.lower() != b"bearer" or not token.strip():
+            refusal = "missing API key: send 'Authorization: Bearer <key>'"
+        elif not hmac.compare_digest(token.strip(), self.key):
+            refusal = "incorrect API key"
+        else:
+            return await self.app(scope, receive, send)
+        response = error_response(401, refusal, code="invalid_api_key")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        await response(scope, receive, send)
+
+
 def _replay(messages: list[dict], receive):
     async def replayed():
         return messages.pop(0) if messages else await receive()
@@ -101,7 +141,8 @@ def _replay(messages: list[dict], receive):
 
 # --- request parsing
 
-def decode_image(url: str, param: str) -> Image.Image:
+def decode_image(url: str, param: str, size: int, max_pixels: int | None) -> np.ndarray:
+    """A data URL's image as uint8 [size, size, 3]; its declared size is checked before decoding."""
     if url.startswith(("http://", "https://")):
         raise APIError(400, "image URLs are not fetched (this server makes no outbound requests); send the image "
                             "inline as a data URL: data:image/png;base64,...", param=param,
@@ -114,15 +155,21 @@ def decode_image(url: str, param: str) -> Image.Image:
     except (binascii.Error, ValueError):
         raise APIError(400, "the image's data URL is not valid base64", param=param, code="invalid_base64") from None
     try:
-        image = Image.open(io.BytesIO(raw))
-        image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return load_image(raw, size, max_pixels, name="the image")
+    except ImageTooLarge as e:
+        raise APIError(400, f"the image is {e.width}×{e.height} pixels, over this server's limit of "
+                            f"{e.limit:,} pixels", param=param, code="invalid_image") from None
+    except SmaltoError:
         raise APIError(400, "the data URL does not hold an image we can read (PNG, JPEG, WebP, GIF, BMP, ...)",
                        param=param, code="invalid_image") from None
-    return image
 
 
-def to_messages(messages: list[p.ChatMessage]) -> list[Message]:
+def count_images(messages: list[p.ChatMessage]) -> int:
+    return sum(isinstance(part, p.ImagePart) for m in messages if isinstance(m.content, list) for part in m.content)
+
+
+def to_messages(messages: list[p.ChatMessage], size: int, max_pixels: int | None) -> list[Message]:
+    """The request's messages, with every image decoded and converted to the model's size."""
     out = []
     for i, m in enumerate(messages):
         if m.content is None or isinstance(m.content, str):
@@ -136,7 +183,7 @@ def to_messages(messages: list[p.ChatMessage]) -> list[Message]:
                 where = f"messages.{i}.content.{j}.image_url"
                 if m.role != "user":
                     raise APIError(400, f"images are only accepted in user messages, not {m.role}", param=where)
-                images.append(decode_image(part.image_url.url, where))
+                images.append(decode_image(part.image_url.url, where, size, max_pixels))
         out.append(Message(m.role, " ".join(t.strip() for t in texts if t.strip()), images))
     return out
 
@@ -155,26 +202,28 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
     cfg = cfg or ServeConfig()
     created = int(time.time())
     state: dict = {}
+    # An image takes its codes plus <boi> and <eoi>: more than this many cannot fit the context.
+    max_images = pipe.model.cfg.max_seq_len // (pipe.vocab.image_tokens + 2)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state["worker"] = worker or Worker(pipe, cfg.max_queue, cfg.max_batch)
+        state["readers"] = ThreadPoolExecutor(cfg.readers, thread_name_prefix="smalto-read")
         yield
+        state["readers"].shutdown(wait=False, cancel_futures=True)
         if worker is None:  # uvicorn has waited for in-flight requests; this finishes anything queued
             await asyncio.to_thread(state["worker"].close, cfg.timeout)
 
-    app = FastAPI(title="smalto", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="smalto", version=_version(), lifespan=lifespan, redirect_slashes=False,
                   description="An OpenAI-compatible API for a smalto model: chat about images, draw from text.")
     app.add_middleware(LimitBody, max_bytes=cfg.max_body_bytes)
+    app.add_middleware(RequireKey, key=cfg.api_key)  # added last: runs first, before the body is read
+    # Enforced by RequireKey; declared on the routes so the OpenAPI schema documents it.
     bearer = HTTPBearer(auto_error=False, description="Needed only when the server runs with --api-key.")
 
-    async def check_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if cfg.api_key is None:
-            return
-        if credentials is None:
-            raise APIError(401, "missing API key: send 'Authorization: Bearer <key>'", code="invalid_api_key")
-        if not hmac.compare_digest(credentials.credentials.encode(), cfg.api_key.encode()):
-            raise APIError(401, "incorrect API key", code="invalid_api_key")
+    async def off_the_loop(fn, *args):
+        """Run CPU-heavy request parsing (image decoding, tokenizing) on the readers' pool."""
+        return await asyncio.get_running_loop().run_in_executor(state["readers"], fn, *args)
 
     def check_model(name: str | None, param: str = "model") -> None:
         if name is not None and name != cfg.model_name:
@@ -266,6 +315,8 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
             param, message = None, f"the request body is not valid JSON ({reason})"
         elif first["type"] == "extra_forbidden":
             message = f"unsupported parameter: '{param}'"
+        elif first["type"] == "value_error":  # a check of ours (smalto.options): "must be ..., got ..."
+            message = f"{param} {first['ctx']['error']}"
         else:
             message = f"{param}: {first['msg']}" if param else first["msg"]
         return error_response(400, message, param=param)
@@ -290,15 +341,22 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
         **errors, 200: {"content": {"text/event-stream": {"schema": p.ChatCompletionChunk.model_json_schema()}},
                         "description": "A chat.completion object, or with stream=true a stream of "
                                        "chat.completion.chunk objects as server-sent events."}},
-        dependencies=[Depends(check_key)], tags=["chat"])
+        dependencies=[Depends(bearer)], tags=["chat"])
     async def chat_completions(body: p.ChatCompletionRequest, request: Request):
         check_model(body.model)
         stop = stop_strings(body.stop)
-        messages = to_messages(body.messages)
-        try:  # checked here without torch: the images are encoded on the model's thread
-            prompt = pipe.chat_prompt(messages, encode_images=False)
-        except SmaltoError as e:
-            raise APIError(400, str(e), param="messages", code=_context_code(e)) from None
+        if (n := count_images(body.messages)) > max_images:  # refused before decoding any of them
+            raise APIError(400, f"{n} images do not fit this model's context (at most {max_images})",
+                           param="messages", code="context_length_exceeded")
+
+        def read() -> tuple[list[Message], list[int]]:
+            messages = to_messages(body.messages, pipe.image_size, cfg.max_image_pixels)
+            try:  # checked here without torch: the images are encoded on the model's thread
+                return messages, pipe.chat_prompt(messages, encode_images=False)
+            except SmaltoError as e:
+                raise APIError(400, str(e), param="messages", code=_context_code(e)) from None
+
+        messages, prompt = await off_the_loop(read)
         max_new = pipe.reply_budget(prompt, body.max_completion_tokens or body.max_tokens)
         if max_new < 1:
             raise APIError(400, "the conversation fills the model's context; no room for a reply",
@@ -349,7 +407,7 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
             for i, (t, f) in enumerate(zip(texts, finishes))])
 
     @app.post("/v1/images/generations", response_model=p.ImagesResponse, responses=errors,
-              dependencies=[Depends(check_key)], tags=["images"])
+              dependencies=[Depends(bearer)], tags=["images"])
     async def images_generations(body: p.ImageGenerationRequest, request: Request):
         check_model(body.model)
         native = f"{pipe.image_size}x{pipe.image_size}"
@@ -360,7 +418,7 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
             raise APIError(400, "response_format 'url' is not supported (this server hosts no files); use 'b64_json'",
                            param="response_format")
         try:
-            ids = pipe.text_ids(body.prompt)
+            ids = await off_the_loop(pipe.text_ids, body.prompt)
         except SmaltoError as e:
             raise APIError(400, str(e), param="prompt", code=_context_code(e)) from None
         guidance, sampling = pipe.sampling(body.seed, guidance=body.guidance_scale, temperature=body.temperature)
@@ -375,12 +433,12 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
         encoded = await asyncio.to_thread(lambda: [base64.b64encode(png_bytes(a)).decode() for a in images])
         return p.ImagesResponse(created=int(time.time()), data=[p.ImageData(b64_json=b) for b in encoded])
 
-    @app.get("/v1/models", response_model=p.ModelList, responses=errors, dependencies=[Depends(check_key)],
+    @app.get("/v1/models", response_model=p.ModelList, responses=errors, dependencies=[Depends(bearer)],
              tags=["models"])
     async def models():
         return p.ModelList(data=[p.ModelCard(id=cfg.model_name, created=created)])
 
-    @app.get("/v1/models/{model}", response_model=p.ModelCard, responses=errors, dependencies=[Depends(check_key)],
+    @app.get("/v1/models/{model}", response_model=p.ModelCard, responses=errors, dependencies=[Depends(bearer)],
              tags=["models"])
     async def model_card(model: str):
         check_model(model)

@@ -3,17 +3,35 @@
 These models are the validation of every request and the source of `/openapi.json`, so the schema
 describes exactly what the server accepts and returns. Unknown fields are refused (a client that
 sends `tools` or `logprobs` should hear that they are not supported, not be silently ignored).
+Sampling options are checked by `smalto.options`, the same rule the CLI and the Python API use.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from smalto import options
+from smalto.errors import SmaltoError
 
 MAX_CHOICES = 8
 MAX_IMAGES = 10
-MAX_SEED = 2**63 - 1
+
+
+def sampling(name: str, description: str | None = None):
+    """An optional sampling option (None: the model's default), checked by `smalto.options`."""
+    valid = options.SAMPLING[name]
+
+    def check(value):
+        try:
+            return options.check(name, value)
+        except SmaltoError:  # the message names the field as the client spelled it (see app.py)
+            raise ValueError(f"must be {valid.describe()}, got {value!r}") from None
+
+    kind = int if valid.integer else float
+    return Annotated[kind | None, AfterValidator(check),
+                     Field(description=description, json_schema_extra=valid.json_schema())]
 
 
 class Strict(BaseModel):
@@ -69,13 +87,13 @@ class ChatCompletionRequest(Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=MAX_CHOICES)
-    temperature: float | None = Field(None, ge=0, le=2, description="None: the model's default (greedy).")
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=0, description="Extension: sample among the k most likely tokens.")
+    temperature: sampling("temperature", "None: the model's default (greedy).") = None
+    top_p: sampling("top_p") = None
+    top_k: sampling("top_k", "Extension: sample among the k most likely tokens.") = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = Field(None, description="Up to 4 strings; the reply ends before the first.")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    seed: sampling("seed") = None
     user: str | None = None
 
 
@@ -139,10 +157,9 @@ class ImageGenerationRequest(Strict):
     n: int = Field(1, ge=1, le=MAX_IMAGES)
     size: str | None = Field(None, description="The model's native size (e.g. 32x32), or 'auto'.")
     response_format: Literal["b64_json", "url"] = "b64_json"
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Extension: the same seed draws the same images.")
-    guidance_scale: float | None = Field(None, ge=0, le=20,
-                                         description="Extension: classifier-free guidance (None: the model's default).")
-    temperature: float | None = Field(None, ge=0, le=2, description="Extension: sampling temperature of the codes.")
+    seed: sampling("seed", "Extension: the same seed draws the same images.") = None
+    guidance_scale: sampling("guidance", "Extension: classifier-free guidance (None: the model's default).") = None
+    temperature: sampling("temperature", "Extension: sampling temperature of the codes.") = None
     user: str | None = None
 
 

@@ -15,7 +15,7 @@ from typing import TextIO
 import numpy as np
 
 from smalto.chat import Message
-from smalto.data.folder import load_image
+from smalto.data.images import load_image
 from smalto.engine import Sampling
 from smalto.errors import ContextLengthError, SmaltoError
 from smalto.pipeline import Pipeline
@@ -96,7 +96,7 @@ class TerminalChat:
         if not path:
             raise SmaltoError("give an image file: /image PATH")
         path = path.strip("'\"")
-        self.image = load_image(Path(path).expanduser(), self.pipe.image_size)
+        self.image = load_image(Path(path).expanduser(), self.pipe.image_size, self.pipe.max_image_pixels)
         self.image_name = Path(path).name
         self.messages = []
         if self.show_images:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smalto.errors import SmaltoError
+from smalto.paths import inside
 from smalto.tokenizers.image import ImageTokenizer, ImageTokenizerConfig
 from smalto.tokenizers.text import SPECIAL_TOKENS, TextTokenizer
 
@@ -27,4 +28,4 @@ def load_tokenizers(path: str | Path | None = None) -> Tokenizers:
     path = Path(path) if path is not None else DEFAULT_TOKENIZERS
     if not path.is_dir():
         raise SmaltoError(f"{path}: not a tokenizer directory (expected text.json, image.json, image.safetensors)")
-    return Tokenizers(TextTokenizer.load(path / "text.json"), ImageTokenizer.load(path), path)
+    return Tokenizers(TextTokenizer.load(inside(path, "text.json", "file")), ImageTokenizer.load(path), path)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from smalto import atomic
 from smalto.errors import SmaltoError
+from smalto.paths import inside
 from smalto.tokenizers.quantize import QuantizerOutput, build_quantizer
 
 
@@ -151,8 +152,7 @@ class ImageTokenizer(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path, name: str = "image") -> "ImageTokenizer":
-        directory = Path(directory)
-        config, weights = directory / f"{name}.json", directory / f"{name}.safetensors"
+        config, weights = (inside(directory, f"{name}.{ext}", "file") for ext in ("json", "safetensors"))
         for f in (config, weights):
             if not f.is_file():
                 raise SmaltoError(f"{f}: missing (not an image tokenizer directory?)")

@@ -28,8 +28,10 @@ from tqdm import tqdm
 
 from smalto import atomic
 from smalto.data.folder import Folder, load_folder
+from smalto.data.images import MAX_PIXELS
 from smalto.data.shapes import ShapesConfig, ShapesWorld
 from smalto.errors import SmaltoError
+from smalto.options import Range
 from smalto.plots import image_grid, loss_curve, save_png
 from smalto.schedule import cosine_lr
 from smalto.tokenizers.evaluate import ImageMetrics, evaluate_image_tokenizer
@@ -58,20 +60,21 @@ class TokenizerTrainConfig:
     # pull spreads codes early; kept strong, it fights reconstruction (see docs/benchmarks.md).
     entropy_anneal: float = 0.2
     image: ImageTokenizerConfig = field(default_factory=ImageTokenizerConfig)
+    max_image_pixels: int = MAX_PIXELS  # a folder's larger images are refused before decoding
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_images"):
-            if getattr(self, name) < 1:
-                raise SmaltoError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise SmaltoError(f"lr must be positive, got {self.lr}")
+        for name in ("steps", "batch_size", "eval_images", "max_image_pixels"):
+            Range(1, integer=True).check(getattr(self, name), name)
+        Range(0, low_open=True).check(self.lr, "lr")
+        Range(0, 1).check(self.entropy_anneal, "entropy_anneal")
 
 
 class ImageData:
     """Training batches and a fixed evaluation set, from ShapesWorld or a folder."""
 
     def __init__(self, data: str, image_size: int, eval_images: int, seed: int, progress: bool = False,
-                 shapes_split: str = "all", holdout: bool = True, eval_split: str = "all"):
+                 shapes_split: str = "all", holdout: bool = True, eval_split: str = "all",
+                 max_pixels: int | None = MAX_PIXELS):
         self.folder: Folder | None = None
         self.shapes_cfg = ShapesConfig(image_size=image_size)
         if data == "shapes":
@@ -80,7 +83,7 @@ class ImageData:
             self.eval = ShapesWorld(self.shapes_cfg, seed + 1, eval_split).images(0, eval_images)
             self.has_scenes = True
         else:
-            self.folder = load_folder(data, image_size, progress=progress)
+            self.folder = load_folder(data, image_size, progress=progress, max_pixels=max_pixels)
             images = self.folder.images
             rng = np.random.default_rng(seed)
             order = rng.permutation(len(images))
@@ -162,7 +165,8 @@ def train_tokenizers(out: str | Path, cfg: TokenizerTrainConfig, text_files: Ite
     out = Path(out)
     if out.exists() and not force:
         raise SmaltoError(f"{out}: already exists (pass --force to replace it)")
-    data = ImageData(cfg.data, cfg.image.image_size, cfg.eval_images, cfg.seed, progress, cfg.shapes_split)
+    data = ImageData(cfg.data, cfg.image.image_size, cfg.eval_images, cfg.seed, progress, cfg.shapes_split,
+                     max_pixels=cfg.max_image_pixels)
     text = TextTokenizer.train(data.texts(cfg.text_scenes, text_files), cfg.text_vocab_size)
 
     torch.manual_seed(cfg.seed)
