@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
+import zlib
 from contextlib import contextmanager
 
 import httpx
@@ -51,3 +53,21 @@ def running_server(pipe, cfg: ServeConfig):
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid, fully decodable 1-bit grey PNG of any declared size, made without ever holding its
+    pixels: 12000×12000 is ~40 KB here and 432 MB once decoded to RGB."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\0" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="session")
+def bomb() -> bytes:
+    return bomb_png(12000, 12000)

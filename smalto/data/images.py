@@ -14,6 +14,7 @@ configured side.
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,9 @@ from smalto.errors import SmaltoError
 # 4096×4096: a 16-megapixel photo fits; decoding one takes at most ~200 MB (RGBA plus the
 # composited copies), and the model sees 32×32 of it anyway.
 MAX_PIXELS = 4096 * 4096
+# Pillow warns from 89 MP and refuses from 179 MP; smalto refuses (by default) long before, so its
+# warning would only repeat the error that follows it.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class ImageTooLarge(SmaltoError):

@@ -1,0 +1,105 @@
+"""Images are size-checked before decoding: a decompression bomb costs milliseconds and no memory."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from smalto.cli import main
+from smalto.data import MAX_PIXELS, load_folder, load_image
+from smalto.data.images import ImageTooLarge
+from smalto.errors import SmaltoError
+
+from conftest import bomb_png
+
+# Peak resident memory of a fresh interpreter while it refuses the bomb (from a file, then from
+# bytes), over what it had before: Linux resets the peak (VmHWM) on writing 5 to clear_refs.
+MEASURE = r"""
+import json, sys, time
+from smalto.data.images import load_image
+from smalto.errors import SmaltoError
+
+def status_kb(field):
+    return int(next(l for l in open("/proc/self/status") if l.startswith(field)).split()[1])
+
+raw = open(sys.argv[1], "rb").read()
+open("/proc/self/clear_refs", "w").write("5")
+before, t = status_kb("VmRSS"), time.perf_counter()
+refused = 0
+for source in (sys.argv[1], raw):
+    try:
+        load_image(source, 32)
+    except SmaltoError:
+        refused += 1
+seconds = time.perf_counter() - t
+print(json.dumps({"refused": refused, "seconds": seconds, "extra_mb": (status_kb("VmHWM") - before) / 1024}))
+"""
+
+
+def test_a_12000_square_png_is_refused_in_milliseconds_without_decoding_it(tmp_path, bomb):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb)
+    assert len(bomb) < 100_000
+    r = subprocess.run([sys.executable, "-c", MEASURE, str(path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    measured = json.loads(r.stdout)
+    # Decoding would take 144 MB as 1-bit grey and 432 MB as RGB; the refusal stays under 16 MB.
+    assert measured["refused"] == 2 and measured["seconds"] < 0.1 and measured["extra_mb"] < 16, measured
+    with pytest.raises(ImageTooLarge, match="12000×12000 = 144,000,000 pixels, over the limit of 16,777,216"):
+        load_image(path, 32)
+
+
+def test_the_limit_is_configurable_and_exact():
+    raw = bomb_png(64, 64)
+    assert load_image(raw, 32, max_pixels=64 * 64).shape == (32, 32, 3)
+    with pytest.raises(ImageTooLarge):
+        load_image(raw, 32, max_pixels=64 * 64 - 1)
+    assert MAX_PIXELS == 4096 * 4096
+
+
+def test_a_jpeg_is_decoded_at_reduced_scale_and_still_converted_right(tmp_path):
+    img = Image.new("RGB", (2048, 1024), (200, 30, 40))
+    img.paste((10, 20, 200), (512, 0, 1536, 512))
+    path = tmp_path / "photo.jpg"
+    img.save(path, quality=95)
+    arr = load_image(path, 32)  # centre square [512, 1536) x [0, 1024): blue top half, red bottom half
+    assert arr.shape == (32, 32, 3)
+    assert np.abs(arr[4, 16].astype(int) - (10, 20, 200)).max() < 12
+    assert np.abs(arr[28, 16].astype(int) - (200, 30, 40)).max() < 12
+
+
+def test_a_bomb_in_a_folder_is_an_error_naming_the_line(tmp_path, bomb):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "ok.png").write_bytes(bomb_png(32, 32))
+    (tmp_path / "images" / "bomb.png").write_bytes(bomb)
+    lines = [{"image": "images/ok.png", "text": "fine"}, {"image": "images/bomb.png", "text": "boom"}]
+    (tmp_path / "data.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    with pytest.raises(SmaltoError, match=r"data.jsonl:2: images/bomb.png: the image is 12000×12000"):
+        load_folder(tmp_path)
+
+
+def test_the_pipeline_refuses_a_bomb_as_a_path_or_as_a_lazily_opened_pil_image(shipped, tmp_path, bomb):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb)
+    t = time.perf_counter()
+    for image in (path, str(path), Image.open(io.BytesIO(bomb))):
+        with pytest.raises(ImageTooLarge):
+            shipped.caption(image)
+    assert time.perf_counter() - t < 0.5
+
+
+def test_the_cli_refuses_a_bomb_and_honours_the_flag(tmp_path, bomb, capsys):
+    (tmp_path / "bomb.png").write_bytes(bomb)
+    (tmp_path / "small.png").write_bytes(bomb_png(40, 40))
+    assert main(["caption", str(tmp_path / "bomb.png")]) == 2
+    assert "over the limit of 16,777,216" in capsys.readouterr().err
+    assert main(["ask", str(tmp_path / "small.png"), "how many circles?", "--max-image-pixels", "1599"]) == 2
+    assert "40×40 = 1,600 pixels, over the limit of 1,599" in capsys.readouterr().err
+    assert main(["caption", str(tmp_path / "small.png"), "--max-image-pixels", "1600"]) == 0
