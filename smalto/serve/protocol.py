@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from smalto import options
 from smalto.errors import SmaltoError
@@ -30,7 +30,8 @@ def sampling(name: str, description: str | None = None):
             raise ValueError(f"must be {valid.describe()}, got {value!r}") from None
 
     kind = int if valid.integer else float
-    return Annotated[kind | None, AfterValidator(check),
+    # Before pydantic's own parsing, so that nan, 0.5 for an integer, or "1" get the same words.
+    return Annotated[kind | None, BeforeValidator(check),
                      Field(description=description, json_schema_extra=valid.json_schema())]
 
 
