@@ -20,7 +20,7 @@ from smalto.data import ShapesWorld
 from smalto.plots import png_bytes
 from smalto.serve import ServeConfig
 
-from conftest import free_port, running_server, wait_until_up
+from conftest import bomb_png, free_port, running_server, wait_until_up
 
 NAME = "shapes-test"
 SAMPLE = ShapesWorld(seed=7)[2]
@@ -308,14 +308,6 @@ def test_shutdown_finishes_in_flight_requests(tmp_path):
         proc.kill()
 
 
-@pytest.mark.parametrize("args, words", [(["--port", "70000"], "--port"), (["--max-queue", "0"], "--max-queue"),
-                                         (["--timeout", "0"], "--timeout")])
-def test_serve_refuses_bad_options(args, words):
-    r = subprocess.run([sys.executable, "-m", "smalto", "serve", *args], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 2 and "Traceback" not in r.stderr and f"smalto: error: argument {words}" in r.stderr
-
-
 def test_a_busy_port_is_a_clear_error():
     import socket
 
@@ -326,3 +318,94 @@ def test_a_busy_port_is_a_clear_error():
         r = subprocess.run([sys.executable, "-m", "smalto", "serve", "--port", str(port), "--log-level", "critical"],
                            capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 2 and "Traceback" not in r.stderr and "port in use" in r.stderr, r.stderr
+
+
+# --- hostile input: guessed paths without a key, decompression bombs, slow decoding
+
+def test_without_the_key_every_v1_path_is_401_before_routing_or_reading_the_body(shipped):
+    with running_server(shipped, ServeConfig(model_name=NAME, api_key="sesame", max_body_bytes=1 << 20)) as url:
+        refused = [httpx.get(f"{url}/v1/models/"), httpx.get(f"{url}/v1/nothing"), httpx.get(f"{url}/v1"),
+                   httpx.delete(f"{url}/v1/models"), httpx.get(f"{url}/v1/chat/completions"),
+                   httpx.post(f"{url}/v1/chat/completions", content=b"x" * (2 << 20)),  # over the body limit
+                   httpx.get(f"{url}/v1/models", headers={"Authorization": "Basic sesame"}),
+                   httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer sesame2"})]
+        for r in refused:
+            assert error_of(r, 401)["code"] == "invalid_api_key" and r.headers["www-authenticate"] == "Bearer"
+        key = {"Authorization": "Bearer sesame"}
+        assert error_of(httpx.get(f"{url}/v1/models/", headers=key), 404)["code"] == "not_found"  # no redirect
+        error_of(httpx.get(f"{url}/v1/nothing", headers=key), 404)
+        error_of(httpx.get(f"{url}/v1/chat/completions", headers=key), 405)
+        assert httpx.get(f"{url}/v1/models", headers=key).status_code == 200
+        assert httpx.get(f"{url}/health").status_code == 200 and httpx.get(f"{url}/").status_code == 200
+
+
+def test_static_files_do_not_leave_their_folder(server):
+    for path in ("/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2fapp.py", "/static/../../cli.py"):
+        r = httpx.get(f"{server}{path}")
+        assert r.status_code == 404 and "def " not in r.text, path
+
+
+def resident_peak_over(fn) -> tuple[float, object]:
+    """(MB the process's peak resident memory grew by while fn ran, fn's result); Linux resets the
+    peak (VmHWM) on writing 5 to clear_refs."""
+    def kb(field):
+        return int(next(line for line in open("/proc/self/status") if line.startswith(field)).split()[1])
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = kb("VmRSS")
+    result = fn()
+    return (kb("VmHWM") - before) / 1024, result
+
+
+def test_a_12000_square_png_is_400_in_milliseconds_without_decoding_it(server, bomb):
+    t = time.perf_counter()
+    grown, r = resident_peak_over(lambda: post(server, "/v1/chat/completions",
+                                               {"model": NAME, "messages": png_in(bomb)}))
+    seconds = time.perf_counter() - t
+    error = error_of(r, 400)
+    assert error["code"] == "invalid_image" and error["param"] == "messages.0.content.0.image_url"
+    assert "12000×12000 pixels, over this server's limit of 16,777,216" in error["message"]
+    assert seconds < 0.5 and grown < 32, (seconds, grown)  # decoding it would take 432 MB
+
+
+def test_the_image_limit_is_configurable(shipped):
+    small = {"model": NAME, "messages": png_in(bomb_png(64, 64)), "max_tokens": 2}
+    with running_server(shipped, ServeConfig(model_name=NAME, max_image_pixels=64 * 64 - 1)) as url:
+        assert error_of(post(url, "/v1/chat/completions", small), 400)["code"] == "invalid_image"
+    with running_server(shipped, ServeConfig(model_name=NAME, max_image_pixels=64 * 64)) as url:
+        assert post(url, "/v1/chat/completions", small).status_code == 200
+
+
+def test_more_images_than_the_context_holds_are_refused_before_any_is_decoded(server, monkeypatch):
+    import smalto.serve.app as app
+
+    decoded = []
+    monkeypatch.setattr(app, "load_image", lambda *a, **kw: decoded.append(1))
+    parts = [{"type": "image_url", "image_url": {"url": data_url(SAMPLE.image)}}] * 50
+    r = post(server, "/v1/chat/completions", {"model": NAME, "messages": [{"role": "user", "content": parts}]})
+    assert error_of(r, 400)["code"] == "context_length_exceeded" and "50 images" in r.json()["error"]["message"]
+    assert decoded == []
+
+
+def test_decoding_an_image_does_not_hold_up_other_requests(server, monkeypatch):
+    import threading
+
+    import smalto.serve.app as app
+
+    real, started = app.load_image, threading.Event()
+
+    def slow(*args, **kwargs):
+        started.set()
+        time.sleep(2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(app, "load_image", slow)
+    body = {"model": NAME, "messages": ask("how many circles are there?"), "max_tokens": 2}
+    chat = threading.Thread(target=lambda: post(server, "/v1/chat/completions", body))
+    chat.start()
+    assert started.wait(10)
+    t = time.perf_counter()
+    assert httpx.get(f"{server}/health", timeout=10).status_code == 200
+    assert post(server, "/v1/images/generations", {"prompt": "a red circle", "seed": 1}).status_code == 200
+    assert time.perf_counter() - t < 1.5  # answered while the image was still decoding
+    chat.join(30)
