@@ -56,6 +56,15 @@ def test_a_12000_square_png_is_refused_in_milliseconds_without_decoding_it(tmp_p
         load_image(path, 32)
 
 
+def test_the_largest_image_accepted_takes_a_bounded_amount_of_memory(tmp_path):
+    path = tmp_path / "big.png"
+    path.write_bytes(bomb_png(4096, 4096, rgba=True))  # at the limit, and the costliest mode
+    r = subprocess.run([sys.executable, "-c", MEASURE, str(path)], capture_output=True, text=True, timeout=120)
+    measured = json.loads(r.stdout)
+    # The decoded RGBA (67 MB), the white RGB it is pasted on (50 MB) and its alpha channel (17 MB).
+    assert measured["refused"] == 0 and measured["extra_mb"] < 200, measured
+
+
 def test_the_limit_is_configurable_and_exact():
     raw = bomb_png(64, 64)
     assert load_image(raw, 32, max_pixels=64 * 64).shape == (32, 32, 3)

@@ -45,13 +45,14 @@ def test_a_conversation_about_an_image_and_a_drawing(shipped, tmp_path):
 
 def test_mistakes_are_reported_and_the_chat_goes_on(tmp_path):
     r = chat(["/image missing.png", "/image", "/draw a red circle --n 99", "/draw --seed", "/draw --n x red",
-              "/frobnicate", "/draw a small blue square at the top left --n 1"], tmp_path, "--preview", "never",
+              "/draw red --guidance nan", "/draw red --seed -3", "/frobnicate", "/draw a small blue square at the top left --n 1"], tmp_path, "--preview", "never",
              "--out", "pics")
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     out = r.stdout
     assert "error: missing.png: image file not found" in out
     assert "error: give an image file" in out
-    assert "--n must be between 1 and 16" in out and "--seed needs a value" in out
+    assert "--n must be an integer in [1, 16], got 99" in out and "--seed needs a value" in out
+    assert "guidance must be a number in [0, 20], got nan" in out and "seed must be an integer in [0, " in out
     assert "--n and --seed take whole numbers" in out and "unknown command /frobnicate" in out
     assert [p.name for p in (tmp_path / "pics").glob("*.png")] == ["draw-0001.png"]  # ended by EOF, no /quit
 

@@ -107,3 +107,40 @@ def test_bad_train_config_is_a_clear_error():
         TrainConfig(precision="fp8")
     with pytest.raises(SmaltoError, match="mix"):
         TaskMix(0, 0, 0).weights()
+
+
+def test_a_run_killed_at_a_random_moment_resumes_to_the_same_model(tmp_path):
+    """SIGKILL (the OOM killer) at a random instant, saves included; --resume then ends bit for bit
+    where an uninterrupted run ends."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    flags = ["--preset", "shapes-micro", "--steps", "14", "--batch-size", "8", "--save-every", "1",
+             "--eval-every", "0"]
+
+    def smalto(*args, **kw):
+        return subprocess.Popen([sys.executable, "-m", "smalto", "train", *args, *flags], env=env, cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kw)
+
+    assert smalto("--out", "whole").wait(300) == 0
+    proc = smalto("--out", "killed")
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "killed" / "meta.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(random.Random().uniform(0, 0.5))  # somewhere in the next few steps and saves
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    step = json.loads((tmp_path / "killed" / "meta.json").read_text())["step"]
+    resumed = smalto("--out", "killed", "--resume")
+    assert resumed.wait(300) == 0, resumed.stderr.read()
+    whole, killed = (load_file(tmp_path / run / "model.safetensors") for run in ("whole", "killed"))
+    assert 1 <= step < 14 and whole.keys() == killed.keys()
+    assert all(torch.equal(whole[k], killed[k]) for k in whole), f"killed after step {step}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["killed", "whole"]  # no temporary left behind

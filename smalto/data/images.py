@@ -22,9 +22,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from smalto.errors import SmaltoError
 
-# 4096×4096: a 16-megapixel photo fits; decoding one takes at most ~200 MB (RGBA plus the
-# composited copies), and the model sees 32×32 of it anyway.
+# 4096×4096: a 16-megapixel photo fits; reading one takes at most ~140 MB (measured for RGBA,
+# the worst case; docs/safety.md), and the model sees 32×32 of it anyway.
 MAX_PIXELS = 4096 * 4096
+EXIF_ORIENTATION = 0x0112
 # Pillow warns from 89 MP and refuses from 179 MP; smalto refuses (by default) long before, so its
 # warning would only repeat the error that follows it.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
@@ -70,20 +71,24 @@ def load_image(source: str | Path | bytes, size: int, max_pixels: int | None = M
 
 
 def convert_image(img: Image.Image, size: int) -> np.ndarray:
-    """Any PIL image as uint8 [size, size, 3]: RGB, upright, centre-cropped, resized."""
-    img = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
+    """Any PIL image as uint8 [size, size, 3]: RGB, upright, centre-cropped, resized.
+
+    At most one full-size copy is made besides the decoded image (the white background an alpha
+    image is pasted on): cropping is the resize's box, not a copy."""
+    if img.getexif().get(EXIF_ORIENTATION, 1) != 1:  # phone photos store their rotation in EXIF
+        img = ImageOps.exif_transpose(img)
     if img.mode.startswith("I"):  # 16-bit grey: scale to 8 bits (convert() would clip)
-        grey = np.asarray(img, dtype=np.float64) / 257
+        grey = np.asarray(img, dtype=np.float32) / 257
         img = Image.fromarray(np.clip(grey.round(), 0, 255).astype(np.uint8))
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    img = img.convert("RGB")
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+        img = Image.new("RGB", rgba.size, (255, 255, 255))  # transparency over white
+        img.paste(rgba, mask=rgba.getchannel("A"))
+    elif img.mode != "RGB":
+        img = img.convert("RGB")
     w, h = img.size
-    if w != h:
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        img = img.crop((left, top, left + side, top + side))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.LANCZOS)
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    if (w, h) != (size, size):
+        img = img.resize((size, size), Image.Resampling.LANCZOS, box=(left, top, left + side, top + side))
     return np.asarray(img, dtype=np.uint8)

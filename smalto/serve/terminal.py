@@ -18,6 +18,7 @@ from smalto.chat import Message
 from smalto.data.images import load_image
 from smalto.engine import Sampling
 from smalto.errors import ContextLengthError, SmaltoError
+from smalto.options import Range
 from smalto.pipeline import Pipeline
 from smalto.plots import save_png
 
@@ -150,10 +151,7 @@ class TerminalChat:
             guidance = float(options["--guidance"]) if options["--guidance"] is not None else None
         except ValueError:
             raise SmaltoError("--n and --seed take whole numbers, --guidance a number") from None
-        if not 1 <= n <= 16:
-            raise SmaltoError(f"--n must be between 1 and 16, got {n}")
-        if seed is not None and seed < 0:
-            raise SmaltoError("--seed must be 0 or more")
+        Range(1, 16, integer=True).check(n, "--n")  # seed and guidance: checked by the pipeline
         prompt = " ".join(words)
         images = self.pipe.generate_image(prompt, n=n, guidance=guidance, seed=seed)
         self.out.mkdir(parents=True, exist_ok=True)
