@@ -155,6 +155,8 @@ def pack(src: str | Path, dst: str | Path, dtype: torch.dtype | None = torch.bfl
     model, vocab, tokenizers, meta = load_checkpoint(src)
     extra = {k: meta[k] for k in ("step", "train") if k in meta}
     extra["draw"] = {**meta.get("draw", {}), **(draw or {})}
-    files = {name: inside(src, name, "file").read_bytes() for name in ("log.jsonl", "loss.png", "samples.png")
-             if inside(src, name, "file").is_file()}
+    files = {}
+    for name in ("log.jsonl", "loss.png", "samples.png"):
+        if (file := inside(src, name, "file")).is_file():
+            files[name] = file.read_bytes()
     return save_checkpoint(dst, model, vocab, tokenizers, extra=extra, dtype=dtype, files=files)

@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("prompt")
     g.add_argument("--out", type=Path, default=Path("out.png"))
     g.add_argument("--n", type=_number(Range(1, 64, integer=True)), default=1)
-    g.add_argument("--cfg", type=_number("guidance"), default=None, help="classifier-free guidance scale (default: the model's)")
+    g.add_argument("--cfg", type=_number("guidance"), default=None,
+                   help="classifier-free guidance scale (default: the model's)")
     g.add_argument("--seed", type=SEED, default=0)
     g.add_argument("--temperature", type=_number("temperature"), default=None)
     g.add_argument("--top-k", type=_number("top_k"), default=None)

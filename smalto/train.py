@@ -61,10 +61,11 @@ class TrainConfig:
             raise SmaltoError(f"unknown preset {self.preset!r} (known: {', '.join(PRESETS)})")
         if self.seed < 0:
             raise SmaltoError(f"seed must be >= 0, got {self.seed}")
+        positive, at_least_0 = Range(0, low_open=True), Range(0, integer=True)
         for name, valid in (("steps", COUNT), ("batch_size", COUNT), ("grad_accum", COUNT), ("log_every", COUNT),
-                            ("save_every", COUNT), ("eval_every", Range(0, integer=True)),
-                            ("warmup", Range(0, integer=True)), ("max_image_pixels", COUNT),
-                            ("lr", Range(0, low_open=True)), ("weight_decay", Range(0)), ("grad_clip", Range(0, low_open=True))):
+                            ("save_every", COUNT), ("eval_every", at_least_0), ("warmup", at_least_0),
+                            ("max_image_pixels", COUNT), ("lr", positive), ("weight_decay", Range(0)),
+                            ("grad_clip", positive)):
             valid.check(getattr(self, name), name)
         if self.precision not in ("auto", "bf16", "fp32"):
             raise SmaltoError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
@@ -146,8 +147,8 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
 
     # Written with every checkpoint (the directory is replaced whole); a resumed run keeps its gallery.
     files: dict[str, bytes] = {}
-    if resume and inside(out, "samples.png", "file").is_file():
-        files["samples.png"] = inside(out, "samples.png", "file").read_bytes()
+    if resume and (samples := inside(out, "samples.png", "file")).is_file():
+        files["samples.png"] = samples.read_bytes()
 
     def checkpoint(step: int) -> None:
         files["log.jsonl"] = "".join(json.dumps(r) + "\n" for r in log).encode()

@@ -150,6 +150,17 @@ def test_http_refuses_the_same_values_with_a_400_naming_the_field(server, path, 
     assert error["message"].startswith(f"{field} must be {SAMPLING[name].describe()}, got"), error
 
 
+def test_the_edges_are_accepted_over_http_top_p_0_being_greedy(server):
+    def reply(**sampling):
+        body = {"model": NAME, "messages": [{"role": "user", "content": "how many circles?"}], "max_tokens": 6,
+                **sampling}
+        r = httpx.post(f"{server}/v1/chat/completions", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["message"]["content"]
+
+    assert reply(temperature=2, top_p=0, seed=SAMPLING["seed"].high) == reply()
+
+
 def test_the_schema_documents_the_same_bounds(server):
     schema = httpx.get(f"{server}/openapi.json").json()["components"]["schemas"]
     chat, images = schema["ChatCompletionRequest"]["properties"], schema["ImageGenerationRequest"]["properties"]

@@ -45,8 +45,8 @@ def test_a_conversation_about_an_image_and_a_drawing(shipped, tmp_path):
 
 def test_mistakes_are_reported_and_the_chat_goes_on(tmp_path):
     r = chat(["/image missing.png", "/image", "/draw a red circle --n 99", "/draw --seed", "/draw --n x red",
-              "/draw red --guidance nan", "/draw red --seed -3", "/frobnicate", "/draw a small blue square at the top left --n 1"], tmp_path, "--preview", "never",
-             "--out", "pics")
+              "/draw red --guidance nan", "/draw red --seed -3", "/frobnicate",
+              "/draw a small blue square at the top left --n 1"], tmp_path, "--preview", "never", "--out", "pics")
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     out = r.stdout
     assert "error: missing.png: image file not found" in out

@@ -90,13 +90,13 @@ def load_folder(root: str | Path, image_size: int = 32, progress: bool = False,
                 max_pixels: int | None = MAX_PIXELS) -> Folder:
     """Read and validate a whole folder; the first problem raises a SmaltoError."""
     root = Path(root)
-    index = root / INDEX
     if not root.is_dir():
         raise SmaltoError(f"{root}: not a directory")
-    if not index.is_file():
+    index = root / INDEX  # as the user named it, for messages
+    if not inside(root, INDEX, "file").is_file():
         raise SmaltoError(f"{root}: no {INDEX} (expected {root}/images/*.png and {index})")
     try:
-        lines = index.read_text(encoding="utf-8").splitlines()
+        lines = inside(root, INDEX, "file").read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
         raise SmaltoError(f"{index}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     records, images = [], []

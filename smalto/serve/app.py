@@ -361,7 +361,8 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
         if max_new < 1:
             raise APIError(400, "the conversation fills the model's context; no room for a reply",
                            param="messages", code="context_length_exceeded")
-        sampling = Sampling(body.temperature or 0.0, body.top_k or 0, body.top_p or 1.0, body.seed)
+        sampling = Sampling(body.temperature or 0.0, body.top_k or 0, 1.0 if body.top_p is None else body.top_p,
+                            body.seed)
         job, events = submit("chat", [prompt] * body.n, max_new, sampling,
                              prepare=lambda: [pipe.chat_prompt(messages)] * body.n)
         reply_id, now, counts = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), [0] * body.n
