@@ -13,7 +13,6 @@ refused), and a save that was killed half-way is recovered on reading (`atomic.r
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from smalto.model import ModelConfig, Transformer
 from smalto.paths import inside
 from smalto.sequence import Vocab
 from smalto.tokenizers import Tokenizers, load_tokenizers
+from smalto.weights import check_fits
 
 FORMAT = "smalto-checkpoint/1"
 
@@ -53,7 +53,7 @@ def save_checkpoint(path: str | Path, model: Transformer, vocab: Vocab, tokenize
     path = Path(path)
     with atomic.directory(path, overwrite=True) as tmp:
         weights = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
-                   for k, v in model.state_dict().items() if k != "lm_head.weight" or not model.cfg.tie_embeddings}
+                   for k, v in model.state_dict().items() if k not in _untied_head(model.cfg)}
         atomic.write_bytes(tmp / "model.safetensors", save(weights))
         meta = {"format": FORMAT, "model": asdict(model.cfg), "vocab": asdict(vocab), **(extra or {})}
         if optimizer is not None:
@@ -63,8 +63,7 @@ def save_checkpoint(path: str | Path, model: Transformer, vocab: Vocab, tokenize
         atomic.write_text(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
         for name, content in (files or {}).items():
             atomic.write_bytes(tmp / name, content)
-        shutil.copytree(tokenizers.path, tmp / "tokenizers",
-                        ignore=shutil.ignore_patterns("*.png", "train_log.jsonl"))
+        tokenizers.copy_to(tmp / "tokenizers")
     return path
 
 
@@ -98,6 +97,11 @@ def fuse_projections(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return weights
 
 
+def _untied_head(cfg: ModelConfig) -> tuple[str, ...]:
+    """A tied head is the embedding: checkpoints do not store it twice."""
+    return ("lm_head.weight",) if cfg.tie_embeddings else ()
+
+
 def load_checkpoint(path: str | Path) -> tuple[Transformer, Vocab, Tokenizers, dict]:
     """(model in float32, vocab, tokenizers, meta)."""
     path = Path(path)
@@ -110,8 +114,9 @@ def load_checkpoint(path: str | Path) -> tuple[Transformer, Vocab, Tokenizers, d
     tokenizers = load_tokenizers(inside(path, "tokenizers", "directory"))
     if Vocab.from_tokenizers(tokenizers) != vocab:
         raise SmaltoError(f"{path}: the tokenizers in tokenizers/ do not match the model's vocabulary")
-    model = Transformer(cfg)
     weights_file = inside(path, "model.safetensors", "file")
+    check_fits(weights_file, lambda: Transformer(cfg), "meta.json", skip=_untied_head(cfg))
+    model = Transformer(cfg)
     try:
         weights = fuse_projections({k: v.float() if v.is_floating_point() else v
                                     for k, v in load_file(str(weights_file)).items()})

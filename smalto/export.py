@@ -10,7 +10,6 @@ those codes and back still needs smalto's image tokenizer; it is copied to `imag
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -127,7 +126,7 @@ def export_hf(model_dir: str | Path, out: str | Path, dtype: torch.dtype = torch
                               ("special_tokens_map.json", {f"{k}_token": v for k, v in names.items()})):
             (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
         tok.save(str(tmp / "tokenizer.json"))
-        shutil.copytree(tokenizers.path, tmp / "image_tokenizer")
+        tokenizers.copy_to(tmp / "image_tokenizer")
         (tmp / "README.md").write_text(_readme(config, vocab, meta))
     return Path(out)
 

@@ -22,6 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+MAX_LAYERS, MAX_CONTEXT = 1024, 2**20
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int
@@ -37,6 +40,15 @@ class ModelConfig:
     tie_embeddings: bool = True
 
     def __post_init__(self) -> None:
+        # Bounds that keep a config read from someone else's meta.json from allocating without
+        # limit (the weights themselves are checked against the file, see smalto.weights).
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden", "max_seq_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_layers > MAX_LAYERS or self.max_seq_len > MAX_CONTEXT:
+            raise ValueError(f"n_layers must be at most {MAX_LAYERS} and max_seq_len at most {MAX_CONTEXT}, got "
+                             f"{self.n_layers} and {self.max_seq_len}")
         if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
             raise ValueError(f"dim ({self.dim}) must divide by n_heads ({self.n_heads}), "
                              f"and n_heads by n_kv_heads ({self.n_kv_heads})")

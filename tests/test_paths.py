@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 
 import pytest
 
-from smalto.checkpoint import load_checkpoint
+from smalto.checkpoint import load_checkpoint, pack
 from smalto.cli import main
 from smalto.data import load_folder
 from smalto.errors import SmaltoError
+from smalto.export import export_hf
 from smalto.paths import inside
 from smalto.pipeline import DEFAULT_MODEL
+from smalto.tokenizers import FILES
 
 from conftest import bomb_png
 
@@ -99,3 +102,41 @@ def test_resuming_never_reads_a_folder_only_the_checkpoint_names(checkpoint, cap
     assert main(["train", "--out", str(checkpoint), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "trained on the folder '/home/someone/photos'" in err and "--data /home/someone/photos" in err
+
+
+def test_packing_or_exporting_a_checkpoint_carries_no_outside_file_on(checkpoint, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the user's private notes")
+    (checkpoint / "tokenizers" / "notes.txt").symlink_to(secret)  # planted by whoever shared the run
+    packed = pack(checkpoint, tmp_path / "packed")
+    exported = export_hf(checkpoint, tmp_path / "hf")
+    carried = [p for out in (packed, exported) for p in out.rglob("*") if p.is_file()]
+    assert carried and not any("private notes" in p.read_bytes().decode(errors="ignore") for p in carried)
+    assert sorted(p.name for p in (packed / "tokenizers").iterdir()) == sorted(FILES)
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"dim": 2**16}, "does not fit the config"),  # would allocate ~65 GB before finding out
+    ({"n_layers": 10**9}, "n_layers must be at most"),
+    ({"max_seq_len": 10**12}, "max_seq_len at most"),
+    ({"vocab_size": -3}, "vocab_size must be a positive integer"),
+])
+def test_a_config_that_does_not_fit_its_weights_is_refused_before_allocating(checkpoint, change, words):
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    meta["model"].update(change)
+    (checkpoint / "meta.json").write_text(json.dumps(meta))
+    t = time.perf_counter()
+    with pytest.raises(SmaltoError, match=words):
+        load_checkpoint(checkpoint)
+    assert time.perf_counter() - t < 2
+
+
+def test_an_image_tokenizer_config_is_checked_against_its_weights(checkpoint):
+    config = checkpoint / "tokenizers" / "image.json"
+    raw = json.loads(config.read_text())
+    config.write_text(json.dumps({**raw, "channels": [4096] * 3}))  # ~2 GB of convolutions if built
+    with pytest.raises(SmaltoError, match="image.safetensors: does not fit the config in image.json"):
+        load_checkpoint(checkpoint)
+    config.write_text(json.dumps({**raw, "channels": [8] * 100}))
+    with pytest.raises(SmaltoError, match="1 to 8 widths"):
+        load_checkpoint(checkpoint)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,8 +13,12 @@ from smalto.tokenizers.text import SPECIAL_TOKENS, TextTokenizer
 
 DEFAULT_TOKENIZERS = Path(__file__).resolve().parent.parent / "assets" / "tokenizers"
 
-__all__ = ["DEFAULT_TOKENIZERS", "SPECIAL_TOKENS", "ImageTokenizer", "ImageTokenizerConfig", "TextTokenizer",
+__all__ = ["DEFAULT_TOKENIZERS", "FILES", "SPECIAL_TOKENS", "ImageTokenizer", "ImageTokenizerConfig", "TextTokenizer",
            "Tokenizers", "load_tokenizers"]
+
+
+# What a tokenizer directory holds that matters (train.json: how it was made, optional).
+FILES = ("text.json", "image.json", "image.safetensors", "train.json")
 
 
 @dataclass
@@ -21,6 +26,15 @@ class Tokenizers:
     text: TextTokenizer
     image: ImageTokenizer
     path: Path
+
+    def copy_to(self, directory: Path) -> None:
+        """Copy the files that make these tokenizers into `directory`, and nothing else: no logs or
+        plots, and no file a symlink would bring in from outside their folder (a checkpoint from
+        someone else, packed or exported, must not carry the user's files on)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            if (source := inside(self.path, name, "file")).is_file():
+                shutil.copyfile(source, directory / name)
 
 
 def load_tokenizers(path: str | Path | None = None) -> Tokenizers:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from smalto import atomic
 from smalto.errors import SmaltoError
 from smalto.paths import inside
+from smalto.weights import check_fits
 from smalto.tokenizers.quantize import QuantizerOutput, build_quantizer
 
 
@@ -36,6 +37,9 @@ class ImageTokenizerConfig:
     entropy_weight: float = 0.05  # LFQ only: weight of the entropy loss (at the start of training)
 
     def __post_init__(self) -> None:
+        if not 1 <= len(self.channels) <= 8 or self.res_blocks > 16:  # bounds for a config read from a file
+            raise SmaltoError(f"channels must list 1 to 8 widths and res_blocks be at most 16, got "
+                              f"{len(self.channels)} and {self.res_blocks}")
         if self.image_size % self.downsample:
             raise SmaltoError(f"image_size {self.image_size} is not a multiple of the downsampling "
                               f"factor {self.downsample}")
@@ -162,6 +166,7 @@ class ImageTokenizer(nn.Module):
             cfg = ImageTokenizerConfig(**raw)
         except (json.JSONDecodeError, TypeError, KeyError) as e:
             raise SmaltoError(f"{config}: not an image tokenizer config ({e})") from None
+        check_fits(weights, lambda: cls(cfg), config.name)
         model = cls(cfg)
         try:
             state = load_file(str(weights))
