@@ -2,12 +2,12 @@
 
     python bench/speed.py [--quick] [--json FILE]     # the same as `smalto bench`
 
-The measurements live in smalto/benchmark.py so that the installed `smalto bench` runs them too.
+The measurements live in smalto/eval/bench.py so that the installed `smalto bench` runs them too.
 """
 
 import sys
 
-from smalto.cli import main
+from smalto.apps.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["bench", *sys.argv[1:]]))

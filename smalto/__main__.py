@@ -1,5 +1,5 @@
 import sys
 
-from smalto.cli import main
+from smalto.apps.cli import main
 
 sys.exit(main())

@@ -2,17 +2,22 @@
 
     DIR/model.safetensors      weights
     DIR/optimizer.safetensors  AdamW moments (training checkpoints only)
-    DIR/meta.json              model config, vocabulary, training config, step, data position
+    DIR/meta.json              format, model config, vocabulary (named ranges), training config, step,
+                               data position
     DIR/tokenizers/            the text and image tokenizers the ids refer to
 
 Nothing is unpickled: tensors are safetensors, everything else JSON. A checkpoint may come from
 someone else, so every file is read through `paths.inside` (a symlink out of the directory is
 refused), and a save that was killed half-way is recovered on reading (`atomic.recover`).
+
+Format 2 stores the vocabulary as named ranges and the fused q/k/v and gate/up projections.
+Format-1 checkpoints (smalto 0.1) still load: `migrate` is the one place that knows them.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,11 +28,12 @@ from smalto import atomic, options
 from smalto.errors import SmaltoError
 from smalto.model import ModelConfig, Transformer
 from smalto.paths import inside
-from smalto.sequence import Vocab
-from smalto.tokenizers import Tokenizers, load_tokenizers
+from smalto.format import Modality, Span, Vocab
+from smalto.tokenizers import SPECIAL_TOKENS, Tokenizers, load_tokenizers
 from smalto.weights import check_fits
 
-FORMAT = "smalto-checkpoint/1"
+FORMAT = "smalto-checkpoint/2"
+FORMAT_1 = "smalto-checkpoint/1"
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -55,7 +61,7 @@ def save_checkpoint(path: str | Path, model: Transformer, vocab: Vocab, tokenize
         weights = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
                    for k, v in model.state_dict().items() if k not in _untied_head(model.cfg)}
         atomic.write_bytes(tmp / "model.safetensors", save(weights))
-        meta = {"format": FORMAT, "model": asdict(model.cfg), "vocab": asdict(vocab), **(extra or {})}
+        meta = {"format": FORMAT, "model": asdict(model.cfg), "vocab": vocab.to_json(), **(extra or {})}
         if optimizer is not None:
             tensors, opt_meta = _optimizer_tensors(optimizer)
             atomic.write_bytes(tmp / "optimizer.safetensors", save(tensors))
@@ -79,14 +85,23 @@ def read_meta(path: str | Path) -> dict:
         raise SmaltoError(f"{path}: not a smalto checkpoint (no meta.json)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SmaltoError(f"{meta_file}: unreadable ({e})") from None
-    if meta.get("format") != FORMAT:
+    if meta.get("format") not in (FORMAT, FORMAT_1):
         raise SmaltoError(f"{meta_file}: format {meta.get('format')!r} is not {FORMAT!r}")
     return meta
 
 
-def fuse_projections(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Checkpoints written before q/k/v and gate/up were fused (smalto 0.1; the shipped model is
-    one) load as they are: their separate projections are stacked into the fused ones."""
+def migrate(meta: dict, weights: dict[str, torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A format-1 checkpoint's meta and weights in format 2: the vocabulary's fixed fields become
+    named ranges (an image's codes were a square grid), and the separate q/k/v and gate/up
+    projections are stacked into the fused ones."""
+    if meta.get("format") != FORMAT_1:
+        return meta, weights
+    old = meta["vocab"]
+    side = math.isqrt(old["image_tokens"])
+    vocab = Vocab({"text": Span(0, old["text_size"]), "image": Span(old["text_size"], old["codebook_size"])},
+                  {name.removeprefix("<|").removesuffix("|>"): i for name, i in zip(SPECIAL_TOKENS, old["specials"])},
+                  {"image": Modality("image", (side, side), "boi", "eoi")})
+    weights = dict(weights)
     for key in [k for k in weights if k.endswith("attn.q_proj.weight")]:
         prefix = key.removesuffix("q_proj.weight")
         weights[f"{prefix}qkv_proj.weight"] = torch.cat([weights.pop(f"{prefix}{n}_proj.weight") for n in "qkv"])
@@ -94,7 +109,7 @@ def fuse_projections(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
         prefix = key.removesuffix("gate_proj.weight")
         weights[f"{prefix}gate_up_proj.weight"] = torch.cat([weights.pop(f"{prefix}{n}_proj.weight")
                                                             for n in ("gate", "up")])
-    return weights
+    return {**meta, "format": FORMAT, "vocab": vocab.to_json()}, weights
 
 
 def _untied_head(cfg: ModelConfig) -> tuple[str, ...]:
@@ -103,31 +118,34 @@ def _untied_head(cfg: ModelConfig) -> tuple[str, ...]:
 
 
 def load_checkpoint(path: str | Path) -> tuple[Transformer, Vocab, Tokenizers, dict]:
-    """(model in float32, vocab, tokenizers, meta)."""
+    """(model in float32, vocab, tokenizers, meta in format 2)."""
     path = Path(path)
     meta = read_meta(path)
+    weights_file = inside(path, "model.safetensors", "file")
     try:
         cfg = ModelConfig(**meta["model"])
-        vocab = Vocab(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["vocab"].items()})
-    except (TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise SmaltoError(f"{path / 'meta.json'}: config does not fit this version of smalto ({e})") from None
+    check_fits(weights_file, lambda: Transformer(cfg), "meta.json", skip=_untied_head(cfg))
+    try:
+        weights = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights_file)).items()}
+    except Exception as e:  # safetensors raises several types for a bad file
+        raise SmaltoError(f"{weights_file}: unreadable ({e})") from None
+    try:
+        meta, weights = migrate(meta, weights)
+        vocab = Vocab.from_json(meta["vocab"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise SmaltoError(f"{path / 'meta.json'}: vocabulary does not fit this version of smalto ({e})") from None
+    model = Transformer(cfg)
+    try:
+        model.load_state_dict(weights, strict=not cfg.tie_embeddings)
+    except Exception as e:  # torch raises several types for mismatched tensors
+        raise SmaltoError(f"{weights_file}: does not fit the config in meta.json ({e})") from None
+    if missing := set(model.state_dict()) - set(weights) - {"lm_head.weight"}:
+        raise SmaltoError(f"{weights_file}: missing weights {sorted(missing)[:3]}")
     tokenizers = load_tokenizers(inside(path, "tokenizers", "directory"))
     if Vocab.from_tokenizers(tokenizers) != vocab:
         raise SmaltoError(f"{path}: the tokenizers in tokenizers/ do not match the model's vocabulary")
-    weights_file = inside(path, "model.safetensors", "file")
-    check_fits(weights_file, lambda: Transformer(cfg), "meta.json", skip=_untied_head(cfg))
-    model = Transformer(cfg)
-    try:
-        weights = fuse_projections({k: v.float() if v.is_floating_point() else v
-                                    for k, v in load_file(str(weights_file)).items()})
-        model.load_state_dict(weights, strict=not cfg.tie_embeddings)
-        missing = set(model.state_dict()) - set(weights) - {"lm_head.weight"}
-        if missing:
-            raise SmaltoError(f"{path / 'model.safetensors'}: missing weights {sorted(missing)[:3]}")
-    except SmaltoError:
-        raise
-    except Exception as e:  # safetensors / torch raise several types for bad or mismatched files
-        raise SmaltoError(f"{path / 'model.safetensors'}: does not fit the config in meta.json ({e})") from None
     return model.eval(), vocab, tokenizers, meta
 
 

@@ -20,7 +20,7 @@ from smalto import __version__, atomic
 from smalto.checkpoint import load_checkpoint
 from smalto.errors import SmaltoError
 from smalto.model import Transformer
-from smalto.sequence import Vocab
+from smalto.format import Vocab
 from smalto.tokenizers import Tokenizers
 
 # smalto's parameter names -> transformers' (per layer, after "layers.{i}."); the fused
@@ -93,8 +93,8 @@ def unified_tokenizer(tokenizers: Tokenizers, vocab: Vocab) -> Tokenizer:
     tok = Tokenizer.from_str(tokenizers.text.tokenizer.to_str())
     if tok.get_vocab_size() != vocab.text_size:
         raise SmaltoError(f"the text tokenizer has {tok.get_vocab_size()} ids, the model expects {vocab.text_size}")
-    tok.add_special_tokens([AddedToken(f"<|img_{i}|>", special=True) for i in range(vocab.codebook_size)])
-    if tok.token_to_id(f"<|img_{vocab.codebook_size - 1}|>") != vocab.size - 1:
+    tok.add_special_tokens([AddedToken(f"<|img_{i}|>", special=True) for i in range(vocab.ranges["image"].size)])
+    if tok.token_to_id(f"<|img_{vocab.ranges['image'].size - 1}|>") != vocab.size - 1:
         raise SmaltoError("image tokens did not land on the model's image ids")
     return tok
 
@@ -135,7 +135,7 @@ def _readme(config: dict, vocab: Vocab, meta: dict) -> str:
     arch = config["architectures"][0]
     return f"""# smalto model, exported for transformers
 
-Exported by smalto {__version__} from a `{meta.get('train', {}).get('preset', '?')}` model at step
+Exported by smalto {__version__} from a `{meta.get('train', {}).get('preset') or 'smalto'}` model at step
 {meta.get('step', '?')}: a `{arch}` decoder, {config['num_hidden_layers']} layers, hidden size
 {config['hidden_size']}, a unified vocabulary of {vocab.size} ids.
 
@@ -150,7 +150,7 @@ tokenizer = AutoTokenizer.from_pretrained("this-folder")
 - ids 0 .. {vocab.text_size - 1}: the byte-level BPE for text; its first ids are the special tokens
   (`<|bos|>` {vocab.bos}, `<|eos|>` {vocab.eos}, `<|pad|>` {vocab.pad}, `<|boi|>` {vocab.boi},
   `<|eoi|>` {vocab.eoi}, `<|user|>` {vocab.user}, `<|assistant|>` {vocab.assistant}).
-- ids {vocab.text_size} .. {vocab.size - 1}: image codes, `<|img_0|>` .. `<|img_{vocab.codebook_size - 1}|>`.
+- ids {vocab.text_size} .. {vocab.size - 1}: image codes, `<|img_0|>` .. `<|img_{vocab.ranges['image'].size - 1}|>`.
   An image is `<|boi|>` + {vocab.image_tokens} codes (row-major) + `<|eoi|>`.
 
 Sequences are short chats: `<|bos|><|user|> [image] question <|assistant|> answer <|eos|>`;

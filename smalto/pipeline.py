@@ -13,7 +13,7 @@ bring-your-own data (RGB, centre-crop, resize to the model's size). A file or PI
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -22,13 +22,13 @@ import torch
 from PIL import Image
 
 from smalto import options, precision
-from smalto.chat import Message, TextStream
 from smalto.checkpoint import load_checkpoint
 from smalto.data.images import MAX_PIXELS, check_size, convert_image, load_image
-from smalto.engine import Engine, Sampling
+from smalto.inference.detok import Detokenizer, detokenize
+from smalto.inference import Engine, Sampling
 from smalto.errors import ContextLengthError, SmaltoError
 from smalto.model import Transformer
-from smalto.sequence import Vocab, answer_prompt, caption_prompt, chat_prompt, draw_prompt
+from smalto.format import DRAWING, Vocab, answer_prompt, caption_prompt, chat_prompt, draw_prompt
 from smalto.tokenizers import Tokenizers
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "model"
@@ -39,6 +39,22 @@ MAX_REPLY_TOKENS = 64
 # Drawing settings when a call gives none; a checkpoint's meta.json may override them ("draw")
 # with what its guidance/temperature sweep found best.
 DRAW_DEFAULTS = {"guidance": 3.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+
+
+# The model knows two roles, user and assistant (see `format.chat_prompt`); it was never taught a
+# system prompt, so system messages are accepted and left out of the prompt.
+ROLES = ("system", "developer", "user", "assistant")
+
+
+@dataclass
+class Message:
+    role: str  # one of ROLES
+    text: str = ""
+    images: list = field(default_factory=list)  # paths, PIL images or uint8 arrays (user turns only)
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {self.role!r}")
 
 
 @dataclass
@@ -53,10 +69,10 @@ class Pipeline:
     def __post_init__(self) -> None:
         self.engine = Engine(self.model, self.vocab)
 
-    def sampling(self, seed: int | None = 0, **overrides) -> tuple[float, Sampling]:
-        """(guidance, sampling) for drawing: the model's defaults, with any non-None override."""
-        s = {**self.draw_defaults, **{k: v for k, v in overrides.items() if v is not None}}
-        return options.check("guidance", s["guidance"]), Sampling(s["temperature"], s["top_k"], s["top_p"], seed)
+    def draw_sampling(self, seed: int | None = 0, **overrides) -> Sampling:
+        """The settings for drawing: the model's defaults (guidance, temperature, top_k, top_p),
+        with any non-None override."""
+        return Sampling(seed=seed, **{**self.draw_defaults, **{k: v for k, v in overrides.items() if v is not None}})
 
     @property
     def name(self) -> str:
@@ -128,56 +144,54 @@ class Pipeline:
         if beams > 1:
             outs = [self.engine.beam_search(p, beams, limit) for p in prompts]
         else:
-            outs = self.engine.generate(prompts, limit)
-        return [self.tokenizers.text.decode([t for t in o if t != self.vocab.eos]).strip() for o in outs]
+            outs = [g.tokens for g in self.engine.generate(prompts, limit)]
+        return [detokenize(self.tokenizers.text, o, self.vocab.eos) for o in outs]
 
     # --- chat
 
-    def chat_prompt(self, messages: list[Message], encode_images: bool = True) -> list[int]:
-        """The prompt for the assistant's next reply (system messages are left out).
-
-        encode_images=False checks the conversation and gives a prompt of the right length with
-        placeholder codes, without running the image tokenizer (the server validates requests
-        that way on its HTTP threads and leaves torch to the model's thread)."""
+    def chat_prompt(self, messages: list[Message]) -> list[int]:
+        """The prompt for the assistant's next reply (system messages are left out)."""
         turns = []
+        for m in self.check_messages(messages):
+            if m.role in ("user", "assistant"):
+                images = [i for codes in self.image_codes(m.images) for i in self.vocab.image_ids(codes)] \
+                    if m.images else []
+                turns.append((m.role, images + self.text_ids(m.text, f"a {m.role} message")))
+        prompt = chat_prompt(self.vocab, turns)
+        self.check_context(len(prompt), "the conversation")
+        return prompt
+
+    def check_messages(self, messages: list[Message]) -> list[Message]:
+        """A conversation the model can take, or a SmaltoError saying why not."""
         for m in messages:
             if m.images and m.role != "user":
                 raise SmaltoError(f"images are only accepted in user messages, not in a {m.role} message")
-            if m.role in ("user", "assistant"):
-                images = []
-                if m.images and encode_images:
-                    images = [id for codes in self.image_codes(m.images) for id in self.vocab.image_ids(codes)]
-                elif m.images:
-                    images = [self.vocab.boi, *[self.vocab.text_size] * self.vocab.image_tokens, self.vocab.eoi] * \
-                        len(m.images)
-                turns.append((m.role, images + self.text_ids(m.text, f"a {m.role} message")))
-        if not turns:
+        if not any(m.role in ("user", "assistant") for m in messages):
             raise SmaltoError("the conversation has no user or assistant message")
-        prompt = chat_prompt(self.vocab, turns)
-        if len(prompt) >= self.model.cfg.max_seq_len:
-            raise ContextLengthError(f"the conversation is {len(prompt)} tokens long; this model's context holds "
+        return messages
+
+    def check_context(self, length: int, what: str) -> int:
+        """A prompt's length, if it leaves room for a reply."""
+        if length >= self.model.cfg.max_seq_len:
+            raise ContextLengthError(f"{what} is {length} tokens long; this model's context holds "
                                      f"{self.model.cfg.max_seq_len} (start a new conversation)")
-        return prompt
+        return length
 
     def chat_stream(self, messages: list[Message], max_tokens: int | None = None,
                     sampling: Sampling = Sampling(), stop: tuple[str, ...] = ()) -> Iterator[str]:
         """The assistant's reply, piece by piece as it is decoded (greedy unless `sampling` says)."""
         prompt = self.chat_prompt(messages)
-        text = TextStream(self.tokenizers.text, stop)
-        for tokens in self.engine.stream([prompt], self.reply_budget(prompt, max_tokens), sampling):
-            token = int(tokens[0])
-            if token == self.vocab.eos:
-                break
-            if piece := text.push(token):
+        limit = self.reply_budget(len(prompt), max_tokens)
+        reply = Detokenizer(self.tokenizers.text, stop, self.vocab.eos, limit)
+        for step in self.engine.steps([prompt], limit, sampling):
+            if piece := reply.push(int(step.tokens[0])):
                 yield piece
-            if text.stopped:
+            if reply.finish_reason:
                 return
-        if rest := text.finish():
-            yield rest
 
-    def reply_budget(self, prompt: list[int], max_tokens: int | None = None) -> int:
-        """How many tokens a reply to `prompt` may take: max_tokens (or MAX_REPLY_TOKENS), within the context."""
-        room = self.model.cfg.max_seq_len - len(prompt)
+    def reply_budget(self, prompt_length: int, max_tokens: int | None = None) -> int:
+        """How many tokens a reply to a prompt may take: max_tokens (or MAX_REPLY_TOKENS), within the context."""
+        room = self.model.cfg.max_seq_len - prompt_length
         return min(max_tokens or MAX_REPLY_TOKENS, room)
 
     def chat(self, messages: list[Message], max_tokens: int | None = None, sampling: Sampling = Sampling(),
@@ -192,37 +206,26 @@ class Pipeline:
         """Draw n images for a prompt, with classifier-free guidance of the given scale
         (1 = conditional only, 0 = unconditional); None takes the model's default (see
         `draw_defaults`). Returns uint8 arrays [H, W, 3]."""
-        if not prompt or not prompt.strip():
+        if not isinstance(prompt, str) or not prompt.strip():
             raise SmaltoError("the prompt is empty (say what to draw, e.g. 'a small red circle at the center')")
         if not 1 <= n <= 64:
             raise SmaltoError(f"n must be between 1 and 64, got {n}")
-        guidance, sampling = self.sampling(seed, guidance=guidance, temperature=temperature, top_k=top_k,
-                                           top_p=top_p)
-        return self.draw([prompt] * n, guidance, sampling)
+        return self.draw([prompt] * n, self.draw_sampling(seed, guidance=guidance, temperature=temperature,
+                                                          top_k=top_k, top_p=top_p))
 
-    def draw(self, prompts: list[str], guidance: float | None = None, sampling: Sampling | None = None
-             ) -> list[np.ndarray]:
-        """One image per prompt, all decoded in one batch (None: the model's defaults, seed 0)."""
-        return self.draw_ids([self.text_ids(p) for p in prompts], guidance, sampling)
-
-    def draw_ids(self, prompts: list[list[int]], guidance: float | None = None, sampling: Sampling | None = None
-                 ) -> list[np.ndarray]:
-        """`draw` for prompts already tokenized."""
-        default_guidance, default_sampling = self.sampling(0)
-        guidance = default_guidance if guidance is None else options.check("guidance", guidance)
-        sampling = sampling or default_sampling
+    def draw(self, prompts: list[str | list[int]], sampling: Sampling | None = None) -> list[np.ndarray]:
+        """One image per prompt (text, or its token ids), all decoded in one batch (sampling: the
+        model's defaults with seed 0 when None)."""
+        sampling = sampling or self.draw_sampling(0)
         v = self.vocab
-        cond = [draw_prompt(v, p) for p in prompts]
+        cond = [draw_prompt(v, self.text_ids(p) if isinstance(p, str) else p) for p in prompts]
         uncond = [draw_prompt(v, []) for _ in prompts]
-        if guidance == 1.0:
-            rows = self.engine.generate(cond, v.image_tokens + 1, sampling, images="only")
-        elif guidance == 0.0:
-            rows = self.engine.generate(uncond, v.image_tokens + 1, sampling, images="only")
-        else:
-            rows = self.engine.generate(cond, v.image_tokens + 1, sampling, images="only", guidance=guidance,
-                                        unconditional=uncond)
-        side = self.tokenizers.image.cfg.grid
-        codes = v.codes(torch.tensor([r[:v.image_tokens] for r in rows]).view(-1, side, side))
+        if sampling.guidance == 0.0:  # the unconditional stream alone
+            cond = uncond
+        elif sampling.guidance == 1.0:  # the conditional stream alone: no need to decode the other
+            sampling = replace(sampling, guidance=None)
+        rows = self.engine.generate(cond, v.image_tokens + 1, sampling, DRAWING, unconditional=uncond)
+        codes = v.codes(torch.tensor([r.tokens[:v.image_tokens] for r in rows])).view(-1, *v.image.grid)
         return list(self.tokenizers.image.decode(codes))
 
 
@@ -242,13 +245,13 @@ def load(path: str | Path | None = None, dtype: str | torch.dtype = "auto", comp
 
     dtype: "auto" runs the decoder in bfloat16 where the hardware has it natively (several times
     faster matmuls, same ShapesEval within noise), else float32; or "fp32" / "bf16".
-    compile: compile the decoding step (`Transformer.compile_decoding`) now, which takes about
+    compile: compile the decoding step (`Engine.compile`) now, which takes about
     20 s on 2 cores, for faster decoding afterwards."""
     path = Path(path) if path is not None else DEFAULT_MODEL
     model, vocab, tokenizers, meta = load_checkpoint(path)
     model.to(precision.resolve(dtype))
     pipe = Pipeline(model, vocab, tokenizers, path, {**DRAW_DEFAULTS, **_draw_defaults(path, meta)})
     if compile:
-        model.compile_decoding()
+        pipe.engine.compile()
         pipe.engine.warm_up()
     return pipe

@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 import smalto
-from smalto.serve import ServeConfig, create_app
+from smalto.apps.serve import ServeConfig, create_app
 
 
 @pytest.fixture(scope="session")

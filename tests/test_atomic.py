@@ -26,7 +26,7 @@ torch.set_num_threads(1)
 from smalto import atomic
 from smalto.checkpoint import load_checkpoint, save_checkpoint
 from smalto.model import Transformer, preset
-from smalto.sequence import Vocab
+from smalto.format import Vocab
 from smalto.tokenizers import load_tokenizers
 
 out, exchange = Path(sys.argv[1]), sys.argv[2] == "swap"

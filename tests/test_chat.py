@@ -5,17 +5,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smalto.chat import Message, TextStream
+from smalto.inference.detok import Detokenizer
+from smalto.apps.serve.inputs import prompt_length
+from smalto.pipeline import Message
 from smalto.data import ShapesWorld
 from smalto.errors import SmaltoError
-from smalto.sequence import answer_prompt, caption_prompt, chat_prompt
+from smalto.format import answer_prompt, caption_prompt, chat_prompt
 from smalto.tokenizers import load_tokenizers
 
 TOK = load_tokenizers().text
 
 
 def streamed(ids: list[int], stop=()) -> tuple[list[str], bool]:
-    s = TextStream(TOK, stop)
+    s = Detokenizer(TOK, stop)
     pieces = [s.push(t) for t in ids]
     if not s.stopped:
         pieces.append(s.finish())
@@ -79,12 +81,10 @@ def test_chat_answers_like_ask_and_caption(shipped):
     first = answer_prompt(v, shipped.image_codes(sample.image)[0], text(question))
     assert shipped.chat_prompt(follow) == first + text(sample.qa[0]["a"]) + [v.eos, v.user] + \
         text(sample.qa[1]["q"]) + [v.assistant]
-    # what the server checks requests with: the same prompt, image codes left as placeholders
-    placeholder = shipped.chat_prompt(follow, encode_images=False)
-    image = slice(3, 3 + v.image_tokens)
-    assert len(placeholder) == len(shipped.chat_prompt(follow))
-    assert placeholder[:image.start] + placeholder[image.stop:] == \
-        shipped.chat_prompt(follow)[:image.start] + shipped.chat_prompt(follow)[image.stop:]
+    # what the server checks requests with, before the images are encoded: the same length
+    assert prompt_length(shipped, follow) == len(shipped.chat_prompt(follow))
+    two_images = [Message("user", "which one?", [sample.image, sample.image])]
+    assert prompt_length(shipped, two_images) == len(shipped.chat_prompt(two_images))
 
 
 def test_text_only_chat_still_answers_in_text(shipped):
@@ -98,7 +98,10 @@ def test_bad_conversations_are_clear_errors(shipped):
         shipped.chat_prompt([Message("assistant", "x", [image])])
     with pytest.raises(SmaltoError, match="no user or assistant"):
         shipped.chat_prompt([Message("system", "hi")])
-    with pytest.raises(SmaltoError, match="context"):
-        shipped.chat_prompt([Message("user", "", [image, image, image])])
+    for check in (shipped.chat_prompt, lambda m: prompt_length(shipped, m)):
+        with pytest.raises(SmaltoError, match="context"):
+            check([Message("user", "", [image, image, image])])
+        with pytest.raises(SmaltoError, match="only accepted in user messages"):
+            check([Message("assistant", "x", [image])])
     with pytest.raises(ValueError, match="role"):
         Message("robot", "hi")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import io
 import json
 import os
@@ -14,7 +16,8 @@ import pytest
 from PIL import Image
 
 from smalto import __version__
-from smalto.cli import main
+from smalto.apps.cli import build_parser, main
+from smalto.data import ShapesConfig, ShapesWorld
 
 # One torch thread: on a small shared machine the default thread pool can make training 40x slower.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -213,7 +216,7 @@ def test_tokenizer_eval_defaults_to_the_shipped_tokenizer(tmp_path):
 
 
 def test_demo_writes_a_gallery(tmp_path):
-    from smalto.demo import PROMPTS
+    from smalto.apps.demo import PROMPTS
 
     r = smalto("demo", "--out", "demo", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -284,3 +287,131 @@ def test_more_bad_flags(model_dir, tmp_path, args, words):
     args = [str(model_dir) if a == "M" else a for a in args]
     assert_user_error(smalto(*args, cwd=tmp_path), *words)
     assert not (tmp_path / "neg").exists()
+
+
+# --- flags made from the config dataclasses; --resume with other flags (issue 10) ---
+
+def walk(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()):
+    """(command words, action) for every argument of every command."""
+    for action in parser._actions:
+        yield words, action
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from walk(sub, (*words, name))
+
+
+def config_defaults(cls) -> dict:
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(cls)}
+
+
+def test_every_option_and_command_has_a_help_line():
+    silent = [f"{' '.join(words)} {action.option_strings or action.dest}" for words, action in walk(build_parser())
+              if not (action.help or "").strip()]
+    silent += [f"{' '.join(words)} {sub.dest}" for words, action in walk(build_parser())
+               if isinstance(action, argparse._SubParsersAction) for sub in action._choices_actions
+               if not (sub.help or "").strip()]
+    assert not silent, silent
+
+
+def test_flag_defaults_are_the_config_defaults_and_every_field_has_a_flag():
+    from smalto.apps.serve.config import ServeConfig
+    from smalto.tokenizers import ImageTokenizerConfig
+    from smalto.tokenizers.train import TokenizerTrainConfig
+    from smalto.training.data import TaskMix
+    from smalto.training.trainer import TrainConfig
+
+    configs = {("data", "shapes"): [ShapesConfig], ("tokenizer", "train"): [TokenizerTrainConfig, ImageTokenizerConfig],
+               ("train",): [TrainConfig, TaskMix], ("serve",): [ServeConfig]}
+    mix = TaskMix()
+    special = {"mix": (mix.caption, mix.draw, mix.qa), "max_body_mb": ServeConfig.max_body_bytes / 2**20}
+    dests: dict[tuple, set] = {}
+    checked = 0
+    for words, action in walk(build_parser()):
+        dests.setdefault(words, set()).add(action.dest)
+        expected = {k: v for cls in configs.get(words, []) for k, v in config_defaults(cls).items()}
+        if action.dest in special and words in (("train",), ("serve",)):
+            assert action.default == special[action.dest], action.dest
+        elif action.dest in expected and action.dest not in ("model_name", "api_key"):  # the model's, $SMALTO_API_KEY
+            default = tuple(action.default) if isinstance(action.default, list) else action.default  # --freeze
+            assert default == expected[action.dest], (words, action.dest, default, expected[action.dest])
+            checked += 1
+    assert checked >= 30
+    # Generated, not hand-picked: each config field is a flag (the three task weights are --mix).
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= dests[("train",)]
+    assert {f.name for f in dataclasses.fields(TaskMix)} - {"caption", "draw", "qa"} <= dests[("train",)]
+    assert {f.name for f in dataclasses.fields(TokenizerTrainConfig)} - {"image"} <= dests[("tokenizer", "train")]
+    assert {f.name for f in dataclasses.fields(ServeConfig)} - {"max_body_bytes"} <= dests[("serve",)]
+
+
+def test_choices_are_listed_and_are_what_the_code_accepts(capsys):
+    from smalto import precision
+    from smalto.model import PRESETS
+    from smalto.tokenizers import ImageTokenizerConfig
+    from smalto.training.trainer import PRECISIONS, TrainConfig
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])  # the lazily added flags are there when help is asked for
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0 and "--init-from" in help_text and "--freeze PATTERN" in help_text
+    assert "{" + ",".join(PRESETS) + "}" in help_text and "{" + ",".join(PRECISIONS) + "}" in help_text
+    flags = {(words, action.dest): action for words, action in walk(build_parser())}
+    assert flags[("train",), "preset"].choices == tuple(PRESETS)
+    for value in flags[("train",), "precision"].choices:
+        TrainConfig(precision=value)
+    for value in flags[("tokenizer", "train"), "quantizer"].choices:
+        ImageTokenizerConfig(quantizer=value)
+    for words in [("generate",), ("caption",), ("serve",), ("bench",)]:
+        assert set(flags[words, "dtype"].choices) == {"auto", *precision.DTYPES}
+    assert flags[("data", "shapes"), "split"].choices == ShapesWorld.SPLITS
+    assert ("export", "format") not in flags  # it was never read
+
+
+def test_lazy_and_eager_parsers_agree_and_data_commands_do_not_import_torch():
+    argv = ["train", "--out", "x", "--freeze", "embed.*", "--freeze", "norm.*", "--mix", "1", "0", "2", "--lr", "0.01",
+            "--no-train-prompt-images"]
+    lazy, eager = build_parser(lazy=True).parse_args(argv), build_parser().parse_args(argv)
+    assert vars(lazy) == vars(eager) and lazy.freeze == ["embed.*", "norm.*"] and lazy.train_prompt_images is False
+    code = ("import sys; from smalto.apps.cli import build_parser; "
+            "build_parser(lazy=True).parse_args(['data', 'check', 'x']); assert 'torch' not in sys.modules")
+    r = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> tuple[Path, list[str]]:
+    out = tmp_path_factory.mktemp("resume") / "run"
+    args = ["train", "--out", str(out), "--preset", "shapes-micro", "--steps", "2", "--batch-size", "4",
+            "--save-every", "2", "--eval-every", "0", "--lr", "0.003", "--freeze", "embed.*"]
+    assert main(args) == 0
+    return out, args
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--lr", "0.002"], ["--lr 0.002 contradicts", "trained with --lr 0.003"]),  # the default, but given
+    (["--batch-size", "8"], ["--batch-size 8 contradicts", "--batch-size 4"]),
+    (["--freeze", "embed.*", "--freeze", "norm.*"], ["--freeze embed.* norm.* contradicts", "--freeze embed.*;"]),
+    (["--mix", "1", "1", "1"], ["--mix 1.0 1.0 1.0 contradicts", "--mix 0.3 0.4 0.3"]),
+    (["--no-train-prompt-images"], ["--train-prompt-images False contradicts"]),
+    (["--preset", "shapes-tiny"], ["--preset shapes-tiny contradicts", "--preset shapes-micro"]),
+    (["--data", "shapes", "--seed", "3"], ["--seed 3 contradicts", "--seed 0"]),
+    (["--init-from", "elsewhere"], ["--init-from elsewhere contradicts", "--init-from (none)"]),
+], ids=["lr", "batch-size", "freeze", "mix", "train-prompt-images", "preset", "seed", "init-from"])
+def test_resume_with_a_contradicting_flag_is_a_one_line_error_naming_it(small_run, capsys, flags, words):
+    out, _ = small_run
+    meta = (out / "meta.json").read_text()
+    assert main(["train", "--out", str(out), "--resume", "--steps", "3", *flags]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("smalto: error: --"), lines
+    assert all(word in lines[0] for word in words), lines[0]
+    assert "only --steps and --pause-at may change" in lines[0]
+    assert (out / "meta.json").read_text() == meta  # nothing ran
+
+
+def test_resume_with_the_same_flags_or_only_steps_continues(small_run):
+    out, args = small_run
+    assert main([*args, "--resume", "--steps", "3"]) == 0  # every flag as before; --steps moves on
+    assert json.loads((out / "meta.json").read_text())["step"] == 3
+    assert main(["train", "--out", str(out), "--resume", "--steps", "4"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["step"] == 4 and meta["train"]["lr"] == 0.003 and meta["train"]["freeze"] == ["embed.*"]

@@ -3,16 +3,23 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smalto.engine import Engine, Sampling, sample
+from smalto.format import (DRAWING, Allowed, FormatState, Modality, Span, Vocab, answer_example, caption_example,
+                           caption_prompt, draw_example, draw_prompt, positions)
+from smalto.inference import Engine, Sampling
+from smalto.inference.strategies import sample
 from smalto.model import ModelConfig, Transformer
-from smalto.sequence import Grammar, Vocab, answer_example, caption_example, caption_prompt, draw_example, draw_prompt
 from smalto.tokenizers.text import SPECIAL_TOKENS
 
-# A toy vocabulary: 40 text ids (the first 16 special), 16 image codes, 4 codes per image.
-V = Vocab(text_size=40, codebook_size=16, image_tokens=4, specials=tuple(range(len(SPECIAL_TOKENS))),
-          **{name: SPECIAL_TOKENS.index(f"<|{name}|>") for name in
-             ("bos", "eos", "pad", "boi", "eoi", "user", "assistant")})
+# A toy vocabulary: 40 text ids (the first 16 special), 16 image codes, 2x2 codes per image.
+V = Vocab({"text": Span(0, 40), "image": Span(40, 16)},
+          {t.removeprefix("<|").removesuffix("|>"): i for i, t in enumerate(SPECIAL_TOKENS)},
+          {"image": Modality("image", (2, 2), "boi", "eoi")})
 CODES = torch.tensor([[3, 1], [4, 1]])
+IMAGES = {"never": Allowed(), "allowed": Allowed(items=("image",)), "only": DRAWING}
+
+
+def tokens(generations) -> list[list[int]]:
+    return [g.tokens for g in generations]
 
 
 def engine(seed=0) -> Engine:
@@ -44,7 +51,8 @@ def test_constrained_decoding_never_emits_an_invalid_token(seed, images):
     """Random logits, sampled freely: the grammar alone must keep every row well-formed."""
     gen = torch.Generator().manual_seed(seed)
     rows = 4
-    grammar = Grammar(V, rows, images, in_image=images == "only")
+    prompt = draw_prompt(V, [20]) if images == "only" else caption_prompt(V, CODES)
+    grammar = FormatState(V, [prompt] * rows, IMAGES[images])
     streams = [[] for _ in range(rows)]
     for _ in range(30):
         logits = torch.randn(rows, V.size, generator=gen) * 5
@@ -66,15 +74,15 @@ def test_constrained_decoding_never_emits_an_invalid_token(seed, images):
                 assert images == "allowed"
                 inside = 0
             else:
-                assert t == V.eos or (t < V.text_size and t not in V.specials), f"illegal text token {t}"
+                assert t == V.eos or (t < V.text_size and t not in V.specials.values()), f"illegal text token {t}"
                 if images == "only":
                     assert t == V.eos
 
 
 def test_drawing_yields_exactly_one_image():
     e = engine()
-    out = e.generate([draw_prompt(V, [20, 21])] * 3, V.image_tokens + 1, Sampling(1.0, seed=1), images="only")
-    for row in out:
+    out = e.generate([draw_prompt(V, [20, 21])] * 3, V.image_tokens + 1, Sampling(1.0, seed=1), DRAWING)
+    for row in tokens(out):
         assert len(row) == V.image_tokens + 1 and row[-1] == V.eoi
         assert all(t >= V.text_size for t in row[:-1])
 
@@ -85,34 +93,36 @@ def test_guidance_scale_0_is_unconditional_and_1_is_conditional():
     uncond = [draw_prompt(V, [])] * 2
     n = V.image_tokens + 1
     for scale, reference in [(0.0, uncond), (1.0, cond)]:
-        guided = e.generate(cond, n, images="only", guidance=scale, unconditional=uncond)
-        assert guided == e.generate(reference, n, images="only")
-    assert e.generate(cond, n, images="only", guidance=3.0, unconditional=uncond) != e.generate(cond, n, images="only")
+        guided = e.generate(cond, n, Sampling(guidance=scale), DRAWING, unconditional=uncond)
+        assert tokens(guided) == tokens(e.generate(reference, n, allowed=DRAWING))
+    assert tokens(e.generate(cond, n, Sampling(guidance=3.0), DRAWING, unconditional=uncond)) != \
+        tokens(e.generate(cond, n, allowed=DRAWING))
 
 
 def test_sampling_is_seeded_and_top_k_1_is_greedy():
     e = engine()
     prompts = [caption_prompt(V, CODES)] * 4
-    a = e.generate(prompts, 10, Sampling(1.0, seed=7))
-    assert a == e.generate(prompts, 10, Sampling(1.0, seed=7))
+    a = tokens(e.generate(prompts, 10, Sampling(1.0, seed=7)))
+    assert a == tokens(e.generate(prompts, 10, Sampling(1.0, seed=7)))
     assert len({tuple(r) for r in a}) > 1, "different rows should sample differently"
-    assert e.generate(prompts, 10, Sampling(1.0, top_k=1, seed=3)) == e.generate(prompts, 10)
-    assert e.generate(prompts, 10, Sampling(1.0, top_p=1e-6, seed=3)) == e.generate(prompts, 10)
-    assert e.generate(prompts, 10, Sampling(1.0, top_p=0.0, seed=3)) == e.generate(prompts, 10)
+    greedy = tokens(e.generate(prompts, 10))
+    assert tokens(e.generate(prompts, 10, Sampling(1.0, top_k=1, seed=3))) == greedy
+    assert tokens(e.generate(prompts, 10, Sampling(1.0, top_p=1e-6, seed=3))) == greedy
+    assert tokens(e.generate(prompts, 10, Sampling(1.0, top_p=0.0, seed=3))) == greedy
     # a vanishing temperature is greedy, not NaN (found by fuzzing the server)
-    assert e.generate(prompts, 10, Sampling(3e-305, seed=3)) == e.generate(prompts, 10)
+    assert tokens(e.generate(prompts, 10, Sampling(3e-305, seed=3))) == greedy
 
 
 def test_text_generation_emits_only_text_and_stops_at_eos():
     e = engine(3)
-    for row in e.generate([caption_prompt(V, CODES)] * 8, 20, Sampling(2.0, seed=0)):
-        assert all(t < V.text_size and (t not in V.specials or t == V.eos) for t in row)
+    for row in tokens(e.generate([caption_prompt(V, CODES)] * 8, 20, Sampling(2.0, seed=0))):
+        assert all(t < V.text_size and (t not in V.specials.values() or t == V.eos) for t in row)
         assert V.eos not in row[:-1]
 
 
 def _score(e: Engine, prompt, continuation) -> float:
     ids = torch.tensor([prompt + continuation])
-    logp = e.model(ids)[0, :-1].log_softmax(-1)
+    logp = e.model(ids).logits[0, :-1].log_softmax(-1)
     legal = (V.text_mask() | V.one(V.eos))
     logp = logp.masked_fill(~legal, float("-inf")).log_softmax(-1)
     return float(sum(logp[len(prompt) - 1 + i, t] for i, t in enumerate(continuation)))
@@ -121,7 +131,7 @@ def _score(e: Engine, prompt, continuation) -> float:
 def test_beam_search_one_beam_is_greedy_and_more_beams_score_no_worse():
     e = engine(5)
     prompt = caption_prompt(V, CODES)
-    greedy = e.generate([prompt], 12)[0]
+    greedy = e.generate([prompt], 12)[0].tokens
     assert e.beam_search(prompt, beams=1, max_new_tokens=12, length_penalty=0.0)[:len(greedy)] == greedy
     beam = e.beam_search(prompt, beams=6, max_new_tokens=12, length_penalty=0.0)
     if beam[-1] == V.eos and greedy[-1] == V.eos:
@@ -135,10 +145,10 @@ def test_prompt_past_the_context_is_an_error():
 
 def test_ignore_eos_gives_exactly_the_asked_length():
     e = engine(3)
-    rows = e.generate([caption_prompt(V, CODES)] * 3, 30, Sampling(1.0, seed=0), ignore_eos=True)
+    rows = tokens(e.generate([caption_prompt(V, CODES)] * 3, 30, Sampling(1.0, seed=0), Allowed(eos=False)))
     assert all(len(r) == 30 and V.eos not in r for r in rows)
     with pytest.raises(ValueError, match="eos=False is for text"):
-        e.generate([draw_prompt(V, [20])], V.image_tokens + 1, images="only", ignore_eos=True)
+        Allowed(text=False, eos=False)
 
 
 def test_after_warm_up_a_compiled_engine_never_recompiles():
@@ -148,12 +158,75 @@ def test_after_warm_up_a_compiled_engine_never_recompiles():
     cfg = ModelConfig(vocab_size=V.size, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, mlp_hidden=128,
                       max_seq_len=192)
     e = Engine(Transformer(cfg), V)
-    reference = e.generate([[V.bos, V.user, 20, 21, V.assistant]] * 2, 12)
-    e.model.compile_decoding()
+    reference = tokens(e.generate([[V.bos, V.user, 20, 21, V.assistant]] * 2, 12))
+    e.compile()
     e.warm_up()
     compiled = dict(counters["stats"])
-    assert e.generate([[V.bos, V.user, 20, 21, V.assistant]] * 2, 12) == reference  # same tokens, compiled
+    assert tokens(e.generate([[V.bos, V.user, 20, 21, V.assistant]] * 2, 12)) == reference  # same tokens, compiled
     for batch, length in ((5, 150), (1, 10), (7, 100)):  # new batch sizes and cache lengths
-        e.generate([[V.bos] * length] * batch, 3, ignore_eos=True)
+        e.generate([[V.bos] * length] * batch, 3, allowed=Allowed(eos=False))
     assert dict(counters["stats"]) == compiled  # nothing was compiled again
-    e.model.compile_decoding(False)
+    e.compile(False)
+
+
+# --- positions, log-probabilities, forced tokens, per-row limits
+
+
+def test_positions_are_the_running_index_on_row_0_and_the_grid_on_rows_1_and_2():
+    for example in (caption_example(V, CODES, [20, 21]), answer_example(V, CODES, [([22], [23]), ([24], [25])]),
+                    draw_example(V, [20, 21], CODES)):
+        pos = example.positions
+        assert pos.shape == (3, len(example.ids))
+        assert pos[0].tolist() == list(range(len(example.ids)))
+        start = example.ids.index(V.boi) + 1
+        assert pos[1:, start:start + 4].T.tolist() == [[start + r, start + c] for r in range(2) for c in range(2)]
+        text = [i for i in range(len(example.ids)) if not start <= i < start + 4]
+        assert (pos[:, text] == pos[0, text]).all(), "text tokens sit at (i, i, i)"
+        assert pos[:, start + 4].tolist() == [start + 4] * 3, "text after an image continues from the largest + 1"
+
+
+def test_the_format_state_gives_the_positions_of_the_full_sequence():
+    e = engine(2)
+    for prompt, allowed in ((draw_prompt(V, [20, 21]), DRAWING), (caption_prompt(V, CODES), Allowed(items=("image",)))):
+        out = e.generate([prompt], 12, Sampling(1.0, seed=4), allowed)[0].tokens
+        state, seen = FormatState(V, [prompt], allowed), []
+        for t in out:
+            seen.append(state.positions()[0])
+            state.advance(torch.tensor([t]))
+        assert torch.equal(torch.stack(seen).T, positions(V, prompt + out)[:, len(prompt):])
+
+
+def test_log_probabilities_equal_log_softmax_of_a_full_forward_pass():
+    e = engine(4)
+    prompts = [caption_prompt(V, CODES), [V.bos, V.user, 20, V.assistant]]
+    for sampling in (Sampling(), Sampling(1.5, top_k=5, seed=1)):
+        for prompt, g in zip(prompts, e.generate(prompts, 10, sampling)):
+            full = prompt + g.tokens
+            ids, pos = torch.tensor([full]), positions(V, full)[None]
+            logp = e.model(ids, pos).logits[0, len(prompt) - 1:-1].log_softmax(-1)
+            expected = logp.gather(1, torch.tensor(g.tokens)[:, None]).squeeze(1)
+            torch.testing.assert_close(torch.tensor(g.logprobs), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_forced_tokens_are_emitted_exactly_then_decoding_goes_on():
+    e = engine(6)
+    prompts = [caption_prompt(V, CODES)] * 3
+    forced = [[30, 31, 32], [], [V.boi]]
+    out = tokens(e.generate(prompts, 12, Sampling(1.0, seed=2), Allowed(items=("image",)), forced=forced))
+    assert out[0][:3] == [30, 31, 32]
+    assert out[2][0] == V.boi and all(t >= V.text_size for t in out[2][1:5]) and out[2][5] == V.eoi
+    free = tokens(e.generate(prompts[:1], 12))[0]
+    forced_greedy = tokens(e.generate(prompts[:1], 12, forced=[[free[0]]]))[0]
+    assert forced_greedy == free, "forcing what greedy picks anyway changes nothing"
+
+
+def test_each_row_stops_at_its_own_limit():
+    e = engine(3)
+    limits = [0, 1, 7, 20]
+    out = tokens(e.generate([caption_prompt(V, CODES)] * 4, limits, Sampling(1.0, seed=0), Allowed(eos=False)))
+    assert [len(r) for r in out] == limits
+    alone = tokens(e.generate([caption_prompt(V, CODES)], 20, Sampling(), Allowed(eos=False)))[0]
+    together = tokens(e.generate([caption_prompt(V, CODES)] * 2, [5, 20], Sampling(), Allowed(eos=False)))
+    assert together == [alone[:5], alone]
+    with pytest.raises(ValueError, match="one per prompt"):
+        e.generate([caption_prompt(V, CODES)] * 2, [5], Sampling())

@@ -9,10 +9,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
 from smalto.checkpoint import save_checkpoint
-from smalto.engine import Engine
+from smalto.inference.engine import Engine
 from smalto.export import export_hf
 from smalto.model import Transformer, preset
-from smalto.sequence import Grammar, Vocab, caption_prompt
+from smalto.format import Allowed, FormatState, Vocab, caption_prompt
 from smalto.tokenizers import load_tokenizers
 
 TOK = load_tokenizers()
@@ -34,7 +34,7 @@ class GrammarProcessor(LogitsProcessor):
     """smalto's decoding grammar for transformers' generate, so both decode under the same rules."""
 
     def __init__(self, prompt_len: int):
-        self.grammar, self.prompt_len = Grammar(V, 1, "allowed"), prompt_len
+        self.grammar, self.prompt_len = FormatState(V, [[V.bos]], Allowed(items=("image",))), prompt_len
 
     def __call__(self, input_ids, scores):
         if input_ids.shape[1] > self.prompt_len:
@@ -51,14 +51,14 @@ def test_transformers_loads_it_and_agrees(tmp_path, overrides, arch):
     assert type(hf).__name__ == arch and hf.dtype == torch.float32
     assert sum(p.numel() for p in hf.parameters()) == model.num_params()
 
-    codes = torch.randint(0, V.codebook_size, (8, 8))
+    codes = torch.randint(0, V.ranges["image"].size, (8, 8))
     text = TOK.text.encode("how many red circles are there?")
     mixed = torch.tensor([caption_prompt(V, codes)[:-1] + text + [V.assistant] + text[:5]])  # text + image
     with torch.no_grad():
-        torch.testing.assert_close(hf(mixed).logits, model(mixed), atol=1e-4, rtol=0)
+        torch.testing.assert_close(hf(mixed).logits, model(mixed).logits, atol=1e-4, rtol=0)
 
     prompt = mixed[0, :-5].tolist()
-    ours = Engine(model, V).generate([prompt], 40, images="allowed")[0]
+    ours = Engine(model, V).generate([prompt], 40, allowed=Allowed(items=("image",)))[0].tokens
     theirs = hf.generate(torch.tensor([prompt]), max_new_tokens=40, do_sample=False, eos_token_id=V.eos,
                          pad_token_id=V.pad, logits_processor=LogitsProcessorList([GrammarProcessor(len(prompt))]))
     theirs = theirs[0, len(prompt):].tolist()
@@ -72,7 +72,8 @@ def test_the_tokenizer_is_the_unified_vocabulary(tmp_path):
     text = "a small red circle at the top left"
     assert hf_tok.encode(text, add_special_tokens=False) == TOK.text.encode(text)
     assert len(hf_tok) == V.size
-    assert hf_tok.convert_ids_to_tokens([V.text_size, V.size - 1]) == ["<|img_0|>", f"<|img_{V.codebook_size - 1}|>"]
+    last = V.ranges["image"].size - 1
+    assert hf_tok.convert_ids_to_tokens([V.text_size, V.size - 1]) == ["<|img_0|>", f"<|img_{last}|>"]
     assert (hf_tok.bos_token_id, hf_tok.eos_token_id, hf_tok.pad_token_id) == (V.bos, V.eos, V.pad)
     chat = hf_tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     assert hf_tok.encode(chat, add_special_tokens=False) == [V.bos, V.user, *TOK.text.encode("hi"), V.assistant]

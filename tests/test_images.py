@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from smalto.cli import main
+from smalto.apps.cli import main
 from smalto.data import MAX_PIXELS, load_folder, load_image
 from smalto.data.images import ImageTooLarge
 from smalto.errors import SmaltoError

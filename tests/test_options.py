@@ -11,13 +11,13 @@ import httpx
 import pytest
 
 from smalto.checkpoint import pack
-from smalto.cli import build_parser
-from smalto.engine import Sampling
+from smalto.apps.cli import build_parser
+from smalto.inference import Sampling
 from smalto.errors import SmaltoError
 from smalto.options import SAMPLING, Range
-from smalto.serve import ServeConfig
-from smalto.stream import TaskMix
-from smalto.train import TrainConfig
+from smalto.apps.serve import ServeConfig
+from smalto.training.data import TaskMix
+from smalto.training.trainer import TrainConfig
 
 from conftest import running_server
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from smalto.checkpoint import load_checkpoint, pack
-from smalto.cli import main
+from smalto.apps.cli import main
 from smalto.data import load_folder
 from smalto.errors import SmaltoError
 from smalto.export import export_hf

@@ -9,7 +9,7 @@ from smalto.data import ShapesWorld
 from smalto.errors import SmaltoError
 from smalto.model import Transformer, preset
 from smalto.pipeline import Pipeline
-from smalto.sequence import Vocab
+from smalto.format import Vocab
 from smalto.tokenizers import load_tokenizers
 
 
@@ -70,7 +70,7 @@ def test_shipped_model_stays_above_its_floor():
     """Fixed seeds make this exact on one machine; the floors sit well under the measured numbers
     (README) so that only a real regression, not float noise across platforms, trips them."""
     import smalto
-    from smalto.evaluate import EvalConfig, evaluate
+    from smalto.eval.shapes_eval import EvalConfig, evaluate
 
     pipe = smalto.load()
     assert pipe.model.cfg.n_layers == 6 and pipe.draw_defaults["guidance"] > 0

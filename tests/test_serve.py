@@ -18,7 +18,7 @@ from PIL import Image
 
 from smalto.data import ShapesWorld
 from smalto.plots import png_bytes
-from smalto.serve import ServeConfig
+from smalto.apps.serve import ServeConfig
 
 from conftest import bomb_png, free_port, running_server, wait_until_up
 
@@ -377,7 +377,7 @@ def test_the_image_limit_is_configurable(shipped):
 
 
 def test_more_images_than_the_context_holds_are_refused_before_any_is_decoded(server, monkeypatch):
-    import smalto.serve.app as app
+    import smalto.apps.serve.inputs as app
 
     decoded = []
     monkeypatch.setattr(app, "load_image", lambda *a, **kw: decoded.append(1))
@@ -390,7 +390,7 @@ def test_more_images_than_the_context_holds_are_refused_before_any_is_decoded(se
 def test_decoding_an_image_does_not_hold_up_other_requests(server, monkeypatch):
     import threading
 
-    import smalto.serve.app as app
+    import smalto.apps.serve.inputs as app
 
     real, started = app.load_image, threading.Event()
 

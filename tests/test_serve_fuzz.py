@@ -6,7 +6,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from smalto.serve import ServeConfig
+from smalto.apps.serve import ServeConfig
 
 from conftest import running_server
 

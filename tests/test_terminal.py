@@ -33,7 +33,7 @@ def test_a_conversation_about_an_image_and_a_drawing(shipped, tmp_path):
     caption, answer = replies(r.stdout)[:2]
     assert caption == shipped.caption(SAMPLE.image)
     # the question follows the caption in the same conversation
-    from smalto.chat import Message
+    from smalto.pipeline import Message
     assert answer == shipped.chat([Message("user", "", [SAMPLE.image]), Message("assistant", caption),
                                    Message("user", question)])
     saved = sorted((tmp_path / "drawings").glob("*.png"))

@@ -6,8 +6,8 @@ import torch
 
 from smalto.checkpoint import load_checkpoint, save_checkpoint
 from smalto.errors import SmaltoError
-from smalto.stream import TASKS, ExampleStream, TaskMix
-from smalto.train import TrainConfig, train
+from smalto.training.data import TASKS, ExampleStream, TaskMix, data_position
+from smalto.training.trainer import TrainConfig, train
 
 
 def micro(**kw) -> TrainConfig:
@@ -20,7 +20,7 @@ def losses(log):
 
 
 def test_stream_is_a_pure_function_of_position():
-    from smalto.sequence import Vocab
+    from smalto.format import Vocab
     from smalto.tokenizers import load_tokenizers
 
     tok = load_tokenizers()
@@ -144,3 +144,169 @@ def test_a_run_killed_at_a_random_moment_resumes_to_the_same_model(tmp_path):
     assert 1 <= step < 14 and whole.keys() == killed.keys()
     assert all(torch.equal(whole[k], killed[k]) for k in whole), f"killed after step {step}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["killed", "whole"]  # no temporary left behind
+
+
+# --- fine-tuning, freezing, auxiliary losses, data position (issue 10) ---
+
+def base_run(tmp_path_factory, steps: int = 6):
+    out = tmp_path_factory.mktemp("base") / "run"
+    train(out, micro(steps=steps, save_every=steps, precision="fp32"), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return base_run(tmp_path_factory)
+
+
+def checkpoint_loss(path, cfg: TrainConfig) -> float:
+    """The checkpoint's own loss on the batch a run with `cfg` reads first."""
+    from smalto.training.trainer import task_losses
+
+    model, vocab, tok, _ = load_checkpoint(path)
+    stream = ExampleStream(tok, vocab, cfg.data, cfg.mix, cfg.seed, max_len=model.cfg.max_seq_len)
+    batch = stream.batch(0, cfg.batch_size, model.cfg.max_seq_len)
+    with torch.no_grad():
+        logits, _ = model(batch.ids, batch.positions)
+        return float(task_losses(logits, batch.targets, batch.mask, batch.tasks)[0])
+
+
+def test_fine_tuning_starts_from_the_checkpoint_and_lowers_its_loss(base, tmp_path):
+    cfg = micro(init_from=str(base), preset=None, steps=12, lr=3e-3, save_every=12, precision="fp32")
+    assert cfg.preset is None  # the checkpoint's model, not the default preset
+    log = train(tmp_path / "ft", cfg, progress=False)
+    first, *_, last = losses(log)
+    assert first == pytest.approx(checkpoint_loss(base, cfg), rel=1e-5)
+    fresh = losses(train(tmp_path / "fresh", micro(steps=1, save_every=1, precision="fp32"), progress=False))[0]
+    assert first < fresh - 0.3, "the first step already has the checkpoint's (lower) loss"
+    assert np.mean(losses(log)[-3:]) < first - 0.3
+    meta = json.loads((tmp_path / "ft" / "meta.json").read_text())
+    assert meta["step"] == 12 and meta["train"]["init_from"] == str(base)  # step counts from 0 again
+    assert meta["model"] == json.loads((base / "meta.json").read_text())["model"]
+
+
+def test_fine_tuning_refuses_a_preset_or_tokenizers_that_contradict_the_checkpoint(base, tmp_path):
+    import shutil
+
+    from smalto.tokenizers import DEFAULT_TOKENIZERS
+
+    with pytest.raises(SmaltoError, match="preset 'shapes-tiny' contradicts init_from"):
+        train(tmp_path / "a", micro(init_from=str(base), preset="shapes-tiny"), progress=False)
+    other = shutil.copytree(DEFAULT_TOKENIZERS, tmp_path / "tok")
+    text = json.loads((other / "text.json").read_text())
+    (other / "text.json").write_text(json.dumps(text, indent=1))  # same vocabulary, other bytes
+    with pytest.raises(SmaltoError, match="are not the ones init_from"):
+        train(tmp_path / "b", micro(init_from=str(base), tokenizers=str(other)), progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # Naming what the checkpoint has is fine.
+    train(tmp_path / "c", micro(init_from=str(base), preset="shapes-micro", tokenizers=str(DEFAULT_TOKENIZERS),
+                                steps=1, save_every=1), progress=False)
+
+
+def test_frozen_parameters_stay_bit_identical_through_a_pause_and_resume(base, tmp_path):
+    cfg = micro(init_from=str(base), freeze=("layers.0.*", "embed.*"), steps=4, save_every=2)
+    train(tmp_path / "ft", cfg, progress=False, pause_at=2)
+    log = train(tmp_path / "ft", cfg, resume=True, progress=False)
+    before, *_ = load_checkpoint(base)
+    after, *_ = load_checkpoint(tmp_path / "ft")
+    frozen = {name for name, _ in before.named_parameters() if name.startswith(("layers.0.", "embed."))}
+    assert frozen and "lm_head.weight" not in dict(before.named_parameters())  # tied: the head is the embedding
+    old, new = before.state_dict(), after.state_dict()
+    for name, _ in before.named_parameters():
+        assert torch.equal(old[name], new[name]) == (name in frozen), name
+    total = sum(p.numel() for p in before.parameters())
+    trainable = total - sum(p.numel() for name, p in before.named_parameters() if name in frozen)
+    assert [r for r in log if "trainable" in r][-1] == {"step": 2, "params": total, "trainable": trainable}
+
+
+def test_resuming_with_another_config_names_the_field(base):
+    with pytest.raises(SmaltoError, match=r"different config \(lr 0.002, not 0.01\)"):
+        train(base, micro(steps=8, save_every=6, precision="fp32", lr=0.01), resume=True, progress=False)
+    with pytest.raises(SmaltoError, match=r"different config \(freeze \(\), not \('norm.\*',\)\)"):
+        train(base, micro(steps=8, save_every=6, precision="fp32", freeze=("norm.*",)), resume=True, progress=False)
+
+
+def test_a_freeze_pattern_that_matches_nothing_is_an_error(tmp_path):
+    with pytest.raises(SmaltoError, match=r"freeze: 'layer.0.\*' matches no parameter name \(names look like "
+                                          r"embed.weight"):
+        train(tmp_path / "run", micro(freeze=("layers.1.*", "layer.0.*")), progress=False)
+    with pytest.raises(SmaltoError, match="nothing is left to train"):
+        train(tmp_path / "run", micro(freeze=("*",)), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_auxiliary_loss_changes_the_weights_and_is_logged(tmp_path, monkeypatch):
+    def l2(model, batch, output):
+        assert batch.ids.shape == output.logits.shape[:2]
+        return {"l2": 0.5 * sum(p.pow(2).sum() for p in model.parameters())}
+
+    cfg = micro(steps=2, save_every=2, precision="fp32")
+    plain = train(tmp_path / "plain", cfg, progress=False)
+    extra = train(tmp_path / "extra", cfg, progress=False, losses=[l2])
+    assert losses(plain)[0] == losses(extra)[0]  # same start; "loss" stays the next-token loss
+    assert [r["l2"] for r in extra if "loss" in r][0] > 0 and all("l2" not in r for r in plain)
+    a, *_ = load_checkpoint(tmp_path / "plain")
+    b, *_ = load_checkpoint(tmp_path / "extra")
+    assert b.layers[0].mlp.down_proj.weight.norm() < a.layers[0].mlp.down_proj.weight.norm()  # pulled to 0
+    with pytest.raises(SmaltoError, match="auxiliary loss 'loss'"):
+        train(tmp_path / "clash", cfg, progress=False, losses=[lambda m, b, o: {"loss": o.logits.mean()}])
+
+
+def test_the_models_own_auxiliary_loss_is_added_and_logged_when_not_zero(tmp_path, monkeypatch):
+    from smalto.model import Output, Transformer
+
+    forward = Transformer.forward
+
+    def with_aux(self, *args, **kw):
+        logits, aux = forward(self, *args, **kw)
+        return Output(logits, aux + 0.25 * self.norm.weight.mean())  # what a router's balance loss would add
+
+    cfg = micro(steps=2, save_every=2, precision="fp32")
+    plain = train(tmp_path / "plain", cfg, progress=False)
+    assert all("aux_loss" not in r for r in plain)  # zero for dense layers: not logged
+    monkeypatch.setattr(Transformer, "forward", with_aux)
+    log = train(tmp_path / "aux", cfg, progress=False)
+    assert [r["aux_loss"] for r in log if "loss" in r][0] == pytest.approx(0.25)
+    a, *_ = load_checkpoint(tmp_path / "plain")
+    b, *_ = load_checkpoint(tmp_path / "aux")
+    assert b.norm.weight.mean() < a.norm.weight.mean()
+
+
+@pytest.mark.parametrize("world_size, grad_accum", [(1, 1), (2, 1), (3, 2), (4, 3)])
+def test_ranks_read_disjoint_data_that_together_is_one_process_reading_the_whole_batch(world_size, grad_accum):
+    batch = 4
+    for step in range(3):
+        for micro_ in range(grad_accum):
+            one = data_position(step, micro_, 0, 1, world_size * batch, grad_accum)
+            slices = [set(range(p, p + batch)) for p in
+                      (data_position(step, micro_, r, world_size, batch, grad_accum) for r in range(world_size))]
+            assert sum(map(len, slices)) == len(set().union(*slices))  # disjoint
+            assert set().union(*slices) == set(range(one, one + world_size * batch))
+    # One process reads what it always has: micro-batches one after the other.
+    assert [data_position(s, m, 0, 1, batch, grad_accum) for s in range(2) for m in range(grad_accum)] == \
+           [i * batch for i in range(2 * grad_accum)]
+
+
+def test_train_reads_its_ranks_slice_and_only_rank_0_writes(tmp_path, monkeypatch):
+    read: list[tuple[int, int]] = []
+    batch = ExampleStream.batch
+
+    def recorded(self, start, count, max_len):
+        read.append((start, count))
+        return batch(self, start, count, max_len)
+
+    monkeypatch.setattr(ExampleStream, "batch", recorded)
+    seen = {}
+    for rank, world_size, batch_size in [(0, 1, 8), (0, 2, 4), (1, 2, 4)]:
+        read.clear()
+        train(tmp_path / f"r{rank}of{world_size}", micro(steps=2, batch_size=batch_size, save_every=2),
+              progress=False, rank=rank, world_size=world_size)
+        seen[rank, world_size] = [set(range(start, start + n)) for start, n in read]
+    for step in range(2):
+        assert seen[0, 2][step] | seen[1, 2][step] == seen[0, 1][step] and not seen[0, 2][step] & seen[1, 2][step]
+    assert (tmp_path / "r0of2" / "meta.json").exists() and not (tmp_path / "r1of2").exists()
+    assert json.loads((tmp_path / "r0of2" / "meta.json").read_text())["data_position"] == 16
+    with pytest.raises(SmaltoError, match="was trained by 2 processes, not 1"):
+        train(tmp_path / "r0of2", micro(steps=3, batch_size=4, save_every=2), resume=True, progress=False)
+    with pytest.raises(SmaltoError, match="rank"):
+        train(tmp_path / "x", micro(), progress=False, rank=2, world_size=2)

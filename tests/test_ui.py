@@ -16,7 +16,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from smalto.data import ShapesWorld
 from smalto.plots import png_bytes, save_png
-from smalto.serve import ServeConfig
+from smalto.apps.serve import ServeConfig
 
 from conftest import running_server
 

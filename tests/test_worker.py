@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from smalto.engine import Sampling
-from smalto.serve.worker import Job, QueueFull, ShuttingDown, Worker
+from smalto.inference import Sampling
+from smalto.apps.serve.worker import Job, QueueFull, ShuttingDown, Worker
 
 
 class Events:
@@ -53,9 +53,9 @@ def test_batched_jobs_decode_exactly_as_alone(shipped, worker):
     worker.submit(b)
     gate.set()
     assert a.emit.done.wait(30) and b.emit.done.wait(30)
-    alone = shipped.engine.generate([prompt(shipped, "red circle")], 10)[0]
+    alone = shipped.engine.generate([prompt(shipped, "red circle")], 10)[0].tokens
     assert a.emit.tokens()[0][:len(alone)] == alone
-    two = shipped.engine.generate([prompt(shipped, "two")], 4)[0]
+    two = shipped.engine.generate([prompt(shipped, "two")], 4)[0].tokens
     assert all(row[:len(two)] == two for row in b.emit.tokens())
 
 
@@ -125,11 +125,11 @@ def test_drawing_jobs_share_a_batch_and_keep_their_images(shipped, worker):
     blocker = chat_job(shipped, emit=Events(gate))
     worker.submit(blocker)
     blocker.emit.started.wait(10)
-    jobs = [Job("draw", [ids] * n, 65, Sampling(0.0), Events(), guidance=1.5) for n in (2, 3)]
+    jobs = [Job("draw", [ids] * n, 65, Sampling(0.0, guidance=1.5), Events()) for n in (2, 3)]
     for job in jobs:
         worker.submit(job)
     gate.set()
-    alone = shipped.draw_ids([ids], 1.5, Sampling(0.0))[0]
+    alone = shipped.draw([ids], Sampling(0.0, guidance=1.5))[0]
     for job, n in zip(jobs, (2, 3)):
         assert job.emit.done.wait(30)
         images = [e for e in job.emit.items if e[0] == "images"][0][1]

@@ -7,7 +7,7 @@ from pathlib import Path
 from smalto.data.folder import Folder, Record, load_folder, write_folder
 from smalto.data.images import MAX_PIXELS, load_image
 from smalto.data.shapes import Sample, Scene, ShapesConfig, ShapesWorld, parse_caption
-from smalto.data.verify import inspect, parse_image, scene_diff
+from smalto.verify.scene import inspect, parse_image, scene_diff
 
 __all__ = ["MAX_PIXELS", "Folder", "Record", "Sample", "Scene", "ShapesConfig", "ShapesWorld", "inspect",
            "load_folder", "load_image", "parse_caption", "parse_image", "scene_diff", "write_folder", "write_shapes"]

@@ -3,7 +3,7 @@
 A scene is 1-4 coloured shapes on a plain background, each in its own cell of a 3x3 grid. From
 a seed we get the scene graph, its image, captions in several phrasings and question-answer
 pairs, so every caption, answer or generated image can later be checked by a program
-(`smalto.data.verify`) instead of by eye.
+(`smalto.verify.scene`) instead of by eye.
 
 A set of (colour, shape) pairs is held out: training scenes never contain them, so a model's
 generalisation to unseen compositions can be measured on the "heldout" split.

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from smalto.data.shapes import ShapesConfig
-from smalto.data.verify import parse_image
+from smalto.verify.scene import parse_image
 from smalto.tokenizers.image import ImageTokenizer
 
 

@@ -20,7 +20,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import ClassVar, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -31,9 +31,9 @@ from smalto.data.folder import Folder, load_folder
 from smalto.data.images import MAX_PIXELS
 from smalto.data.shapes import ShapesConfig, ShapesWorld
 from smalto.errors import SmaltoError
-from smalto.options import Range
+from smalto.options import SAMPLING, Range
 from smalto.plots import image_grid, loss_curve, save_png
-from smalto.schedule import cosine_lr
+from smalto.training.schedule import cosine_lr
 from smalto.tokenizers.evaluate import ImageMetrics, evaluate_image_tokenizer
 from smalto.tokenizers.image import ImageTokenizer, ImageTokenizerConfig, reconstruction_loss, to_tensor
 from smalto.tokenizers.quantize import LookupFreeQuantizer
@@ -62,11 +62,18 @@ class TokenizerTrainConfig:
     image: ImageTokenizerConfig = field(default_factory=ImageTokenizerConfig)
     max_image_pixels: int = MAX_PIXELS  # a folder's larger images are refused before decoding
 
+    # Valid values, read by __post_init__ and by the command line's flags.
+    RANGES: ClassVar[dict[str, Range]] = {
+        **dict.fromkeys(("steps", "batch_size", "log_every", "eval_images", "text_vocab_size", "text_scenes",
+                         "max_image_pixels"), Range(1, integer=True)),
+        "lr": Range(0, low_open=True), "warmup": Range(0, integer=True), "seed": SAMPLING["seed"],
+        "entropy_anneal": Range(0, 1)}
+
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_images", "max_image_pixels"):
-            Range(1, integer=True).check(getattr(self, name), name)
-        Range(0, low_open=True).check(self.lr, "lr")
-        Range(0, 1).check(self.entropy_anneal, "entropy_anneal")
+        for name, valid in self.RANGES.items():
+            valid.check(getattr(self, name), name)
+        if self.shapes_split not in ShapesWorld.SPLITS:
+            raise SmaltoError(f"shapes_split must be one of {', '.join(ShapesWorld.SPLITS)}, got {self.shapes_split!r}")
 
 
 class ImageData:

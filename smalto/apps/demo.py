@@ -16,7 +16,7 @@ import numpy as np
 
 from smalto import atomic
 from smalto.data import Scene, ShapesConfig, ShapesWorld, parse_caption, parse_image, scene_diff
-from smalto.evaluate import EvalConfig, evaluate, summary_table
+from smalto.eval.shapes_eval import EvalConfig, evaluate, summary_table
 from smalto.pipeline import load
 from smalto.plots import image_grid, png_bytes
 
@@ -84,7 +84,7 @@ body{{font-family:system-ui,sans-serif;margin:2rem;background:#fafafa;color:#222
 pre{{background:#fff;border:1px solid #ddd;padding:1rem;border-radius:8px;overflow:auto}}</style></head><body>
 <h1>smalto demo</h1>
 <p>One {pipe.model.num_params() / 1e6:.1f}M-parameter transformer over {pipe.vocab.size} tokens
-({tok.text.vocab_size} text, {pipe.vocab.codebook_size} image codes; an image is {pipe.vocab.image_tokens}
+({tok.text.vocab_size} text, {pipe.vocab.ranges['image'].size} image codes; an image is {pipe.vocab.image_tokens}
 codes). Every verdict below is computed: drawings by the verifier, captions by parsing them back into
 a scene graph, answers against the truth.</p>
 <h2>Text &rarr; image ({html.escape(settings)}, seed 0)</h2><div class="grid">{''.join(draw_cards)}</div>

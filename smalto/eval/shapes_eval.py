@@ -1,5 +1,8 @@
 """ShapesEval: exact scores for reading and drawing, judged by program on fixed seeds.
 
+Every judgement comes from `smalto.verify.judges`, the functions RL rewards and test-time
+checks use too.
+
 - caption: the scene graph parsed from the generated caption must equal the truth (exact), and
   per attribute: object count, and colour / shape / size of the object found in each true cell;
 - QA: exact answer accuracy per question type;
@@ -19,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from smalto.data.shapes import Scene, ShapesConfig, ShapesWorld, captions, parse_caption, render
-from smalto.data.verify import parse_image
+from smalto.data.shapes import Scene, ShapesConfig, ShapesWorld, captions, render
 from smalto.pipeline import Pipeline
+from smalto.verify.judges import ATTRIBUTES, judge_answer, judge_caption, judge_drawing
 
 EVAL_SEED = 10_000  # far from training seeds; fixed so numbers are reproducible
 BATCH = 32
@@ -49,17 +52,12 @@ def _pct(values: list[bool]) -> float:
 
 def eval_captions(pipe: Pipeline, world: ShapesWorld, n: int) -> dict:
     scenes = [world[i] for i in range(n)]
-    exact, count, attrs = [], [], defaultdict(list)
+    checks = defaultdict(list)  # "exact", "count", and each attribute pooled over all true objects
     for chunk in _batches(scenes):
         for s, text in zip(chunk, pipe.caption_batch([x.image for x in chunk])):
-            got = parse_caption(text) or Scene(())
-            exact.append(got == s.scene)
-            count.append(len(got.objects) == len(s.scene.objects))
-            for o in s.scene.objects:
-                found = got.at(o.row, o.col)
-                for attr in ("color", "shape", "size"):
-                    attrs[attr].append(found is not None and getattr(found, attr) == getattr(o, attr))
-    return {"exact": _pct(exact), "count": _pct(count), **{k: _pct(v) for k, v in attrs.items()}}
+            for name, ok in judge_caption(text, s.scene).checks.items():
+                checks[name.split("/")[0]].append(ok)
+    return {name: _pct(checks[name]) for name in ("exact", "count", *ATTRIBUTES)}
 
 
 def eval_questions(pipe: Pipeline, world: ShapesWorld, n: int) -> dict:
@@ -74,7 +72,7 @@ def eval_questions(pipe: Pipeline, world: ShapesWorld, n: int) -> dict:
     for chunk in _batches(items):
         answers = pipe.ask_batch([im for im, _ in chunk], [p["q"] for _, p in chunk])
         for (_, pair), answer in zip(chunk, answers):
-            by_type[pair["type"]].append(answer.strip().lower() == pair["a"])
+            by_type[pair["type"]].append(judge_answer(answer, pair["a"]).score == 1.0)
     overall = [x for v in by_type.values() for x in v]
     return {"overall": _pct(overall), **{k: _pct(v) for k, v in sorted(by_type.items())}}
 
@@ -93,39 +91,28 @@ def _scenes_with(world: ShapesWorld, n: int, objects: int, distinct: bool = Fals
     return out
 
 
-def _draw(pipe: Pipeline, prompts: list[str], guidance: float | None, seed: int, cfg: ShapesConfig
-          ) -> list[Scene]:
-    scenes = []
-    for k, chunk in enumerate(_batches(prompts)):
-        default_guidance, sampling = pipe.sampling(seed + k)
-        images = pipe.draw(chunk, default_guidance if guidance is None else guidance, sampling)
-        scenes += [parse_image(im, cfg) for im in images]
-    return scenes
+def _draw(pipe: Pipeline, scenes: list[Scene], caption: int, guidance: float | None, seed: int, cfg: ShapesConfig
+          ) -> list[dict[str, bool]]:
+    """Draw each scene from one of its captions; the judge's checks of each drawing."""
+    checks = []
+    for k, chunk in enumerate(_batches(scenes)):
+        images = pipe.draw([captions(s)[caption] for s in chunk], pipe.draw_sampling(seed + k, guidance=guidance))
+        checks += [judge_drawing(im, s, cfg).checks for im, s in zip(images, chunk)]
+    return checks
 
 
 def eval_drawing(pipe: Pipeline, world: ShapesWorld, n: int, guidance: float | None, seed: int) -> dict:
     cfg = world.cfg
-    one = _scenes_with(world, n, 1)
-    two = _scenes_with(world, n, 2, distinct=True)
-    counted = [world.scene(i) for i in range(n)]
-    drawn_one = _draw(pipe, [captions(s)[0] for s in one], guidance, seed, cfg)
-    drawn_two = _draw(pipe, [captions(s)[0] for s in two], guidance, seed + 1000, cfg)
-    drawn_counted = _draw(pipe, [captions(s)[1] for s in counted], guidance, seed + 2000, cfg)
-
-    def single(got: Scene) -> object | None:
-        return got.objects[0] if len(got.objects) == 1 else None
-
+    one = _draw(pipe, _scenes_with(world, n, 1), 0, guidance, seed, cfg)
+    two = _draw(pipe, _scenes_with(world, n, 2, distinct=True), 0, guidance, seed + 1000, cfg)
+    counted = _draw(pipe, [world.scene(i) for i in range(n)], 1, guidance, seed + 2000, cfg)
     result = {
-        "single_object": _pct([g == s for g, s in zip(drawn_one, one)]),
-        "two_objects": _pct([g == s for g, s in zip(drawn_two, two)]),
-        "counting": _pct([len(g.objects) == len(s.objects) and all(o.shape != "unknown" for o in g.objects)
-                          for g, s in zip(drawn_counted, counted)]),
-        "colors": _pct([single(g) is not None and single(g).color == s.objects[0].color
-                        for g, s in zip(drawn_one, one)]),
-        "position": _pct([single(g) is not None and single(g).position == s.objects[0].position
-                          for g, s in zip(drawn_one, one)]),
-        "attribute_binding": _pct([sorted((o.color, o.shape) for o in g.objects) ==
-                                   sorted((o.color, o.shape) for o in s.objects) for g, s in zip(drawn_two, two)]),
+        "single_object": _pct([c["exact"] for c in one]),
+        "two_objects": _pct([c["exact"] for c in two]),
+        "counting": _pct([c["counting"] for c in counted]),
+        "colors": _pct([c["colors"] for c in one]),
+        "position": _pct([c["position"] for c in one]),
+        "attribute_binding": _pct([c["attribute_binding"] for c in two]),
     }
     result["overall"] = round(float(np.mean(list(result.values()))), 1)
     return result
@@ -133,9 +120,7 @@ def eval_drawing(pipe: Pipeline, world: ShapesWorld, n: int, guidance: float | N
 
 def eval_guidance_sweep(pipe: Pipeline, world: ShapesWorld, n: int, scales: tuple[float, ...], seed: int) -> dict:
     scenes = _scenes_with(world, n // 2, 1) + _scenes_with(world, n - n // 2, 2)
-    prompts = [captions(s)[0] for s in scenes]
-    return {str(scale): _pct([g == s for g, s in zip(_draw(pipe, prompts, scale, seed, world.cfg), scenes)])
-            for scale in scales}
+    return {str(scale): _pct([c["exact"] for c in _draw(pipe, scenes, 0, scale, seed, world.cfg)]) for scale in scales}
 
 
 def evaluate(pipe: Pipeline, cfg: EvalConfig = EvalConfig(), heldout: bool = True, sweep: bool = True) -> dict:
@@ -189,6 +174,6 @@ def training_probe(model, vocab, tokenizers) -> tuple[dict, bytes]:
                "qa": eval_questions(pipe, world, 64)["overall"]}
     scenes = _scenes_with(world, 8, 1) + _scenes_with(world, 8, 2)
     images = pipe.draw([captions(s)[0] for s in scenes])
-    metrics["draw_exact"] = _pct([parse_image(im, world.cfg) == s for im, s in zip(images, scenes)])
+    metrics["draw_exact"] = _pct([judge_drawing(im, s, world.cfg).score == 1.0 for im, s in zip(images, scenes)])
     truth = np.stack([render(s, world.cfg) for s in scenes])
     return metrics, png_bytes(image_grid([truth[:8], np.stack(images[:8]), truth[8:], np.stack(images[8:])]))

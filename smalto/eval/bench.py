@@ -23,11 +23,11 @@ from typing import Callable
 import torch
 
 from smalto import precision
-from smalto.engine import Sampling
+from smalto.inference import Sampling
 from smalto.model import Transformer
 from smalto.pipeline import Pipeline
-from smalto.sequence import caption_prompt
-from smalto.train import task_losses
+from smalto.format import Allowed, caption_prompt
+from smalto.training.trainer import task_losses
 
 
 @dataclass(frozen=True)
@@ -154,11 +154,11 @@ def run(pipe: Pipeline, cfg: BenchConfig = BenchConfig(), progress: Callable[[st
                     "dtype": str(dtype).removeprefix("torch."), "train_dtype": str(train_dtype).removeprefix("torch.")}
 
     # prefill and decode
-    codes = torch.randint(0, vocab.codebook_size, (8, 8))
+    codes = torch.randint(0, vocab.ranges["image"].size, (8, 8))
     prompt = (caption_prompt(vocab, codes) * 2)[:s["prompt"]]
 
     def ours(prompts, n):
-        return pipe.engine.generate(prompts, n, Sampling(), ignore_eos=True)
+        return pipe.engine.generate(prompts, n, Sampling(), Allowed(eos=False))
 
     def theirs(peer):
         @torch.inference_mode()
@@ -183,7 +183,7 @@ def run(pipe: Pipeline, cfg: BenchConfig = BenchConfig(), progress: Callable[[st
     # the same with the decoding step compiled (not in --quick: compiling takes seconds)
     if not cfg.quick:
         start = time.perf_counter()
-        model.compile_decoding()
+        pipe.engine.compile()
         for batch in s["batches"]:  # compile for each shape before timing
             ours([prompt] * batch, 2)
         for n in s["draw"]:
@@ -192,7 +192,7 @@ def run(pipe: Pipeline, cfg: BenchConfig = BenchConfig(), progress: Callable[[st
         for batch in s["batches"]:
             report["generate"][batch]["smalto_compiled"] = generation(ours, prompt, batch, cfg)
         report["draw_compiled"] = {n: draw_time(pipe, n, cfg) for n in s["draw"]}
-        model.compile_decoding(False)
+        pipe.engine.compile(False)
         progress(f"compiled ({report['compile_seconds']:.0f} s to compile): decode " + ", ".join(
             f"batch {b} {g['smalto_compiled']['decode_tok_s']:,.0f} tok/s" for b, g in report["generate"].items())
             + "; draw " + ", ".join(f"{n} {t:.3f} s" for n, t in report["draw_compiled"].items()))
@@ -200,7 +200,7 @@ def run(pipe: Pipeline, cfg: BenchConfig = BenchConfig(), progress: Callable[[st
     # training (on copies: the optimizer changes the weights)
     ours_train = copy.deepcopy(model).float()
     report["train"] = {
-        "smalto": train_step(ours_train, lambda x: ours_train(x), cfg, vocab.size, train_dtype),
+        "smalto": train_step(ours_train, lambda x: ours_train(x).logits, cfg, vocab.size, train_dtype),
         "hf_fp32": train_step(hf["fp32"], lambda x: hf["fp32"](x).logits, cfg, vocab.size, torch.float32)}
     hf["fp32"].load_state_dict(hf["same"].state_dict())  # fresh weights again, as float32
     report["train"]["hf_same"] = train_step(hf["fp32"], lambda x: hf["fp32"](x).logits, cfg, vocab.size, train_dtype)

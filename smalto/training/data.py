@@ -1,13 +1,15 @@
 """The training stream: scenes (or folder records) -> tokenized examples of the task mix.
 
 Example i of a stream is a pure function of (seed, i): a run resumed at step k reads exactly
-what an uninterrupted run would have, and the data position is just an integer.
+what an uninterrupted run would have, and the data position is just an integer, derived from
+(step, micro-batch, rank, world size) by `data_position`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -18,7 +20,7 @@ from smalto.data.images import MAX_PIXELS
 from smalto.data.shapes import ShapesConfig, ShapesWorld
 from smalto.errors import SmaltoError
 from smalto.options import Range
-from smalto.sequence import Example, Vocab, answer_example, caption_example, draw_example
+from smalto.format import Example, Vocab, answer_example, caption_example, draw_example
 from smalto.tokenizers import Tokenizers
 
 TASKS = ("caption", "draw", "qa")
@@ -38,9 +40,13 @@ class TaskMix:
     # give more signal for little extra sequence (3 turns measured no clear gain; see README).
     qa_turns: int = 1
 
+    # Valid values, read by __post_init__ and by the command line's flags (the weights are checked
+    # together, by `weights`).
+    RANGES: ClassVar[dict[str, Range]] = {"cond_dropout": Range(0, 1), "qa_turns": Range(1, integer=True)}
+
     def __post_init__(self) -> None:
-        Range(0, 1).check(self.cond_dropout, "cond_dropout")
-        Range(1, integer=True).check(self.qa_turns, "qa_turns")
+        for name, valid in self.RANGES.items():
+            valid.check(getattr(self, name), name)
         self.weights()
 
     def weights(self) -> np.ndarray:
@@ -53,6 +59,7 @@ class TaskMix:
 @dataclass
 class Batch:
     ids: Tensor  # [B, L] input ids
+    positions: Tensor  # [B, 3, L] their positions (padding at 0)
     targets: Tensor  # [B, L] the next id at each position
     mask: Tensor  # [B, L] True where the target is trained
     tasks: Tensor  # [B] index into TASKS
@@ -61,18 +68,33 @@ class Batch:
     def tokens(self) -> int:
         return int(self.mask.sum())
 
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(t.to(device) for t in (self.ids, self.positions, self.targets, self.mask, self.tasks)))
+
+
+def data_position(step: int, micro: int, rank: int, world_size: int, batch_size: int, grad_accum: int) -> int:
+    """Index of the first example that `rank` reads for micro-batch `micro` of optimizer step `step`.
+
+    Each micro-batch of a step takes the next world_size * batch_size examples, rank r reading the
+    r-th slice: the ranks of a step read disjoint examples, and together exactly those a single
+    process reads with world_size times the batch. With one process this is the running count.
+    """
+    return ((step * grad_accum + micro) * world_size + rank) * batch_size
+
 
 def collate(examples: list[tuple[int, Example]], pad: int, max_len: int) -> Batch:
     """Right-pad to the longest example (at most max_len + 1 ids); padding is never trained."""
     width = min(max(len(e.ids) for _, e in examples), max_len + 1)
     ids = torch.full((len(examples), width), pad, dtype=torch.long)
+    positions = torch.zeros(len(examples), 3, width, dtype=torch.long)
     mask = torch.zeros(len(examples), width, dtype=torch.bool)
     for row, (_, e) in enumerate(examples):
         n = min(len(e.ids), width)
         ids[row, :n] = torch.tensor(e.ids[:n])
+        positions[row, :, :n] = e.positions[:, :n]
         mask[row, :n] = torch.tensor(e.loss_mask[:n])
     tasks = torch.tensor([t for t, _ in examples])
-    return Batch(ids[:, :-1], ids[:, 1:], mask[:, 1:], tasks)
+    return Batch(ids[:, :-1], positions[:, :, :-1], ids[:, 1:], mask[:, 1:], tasks)
 
 
 class ExampleStream:

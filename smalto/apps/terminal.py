@@ -14,9 +14,9 @@ from typing import TextIO
 
 import numpy as np
 
-from smalto.chat import Message
+from smalto.pipeline import Message
 from smalto.data.images import load_image
-from smalto.engine import Sampling
+from smalto.inference import Sampling
 from smalto.errors import ContextLengthError, SmaltoError
 from smalto.options import Range
 from smalto.pipeline import Pipeline

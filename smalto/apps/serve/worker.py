@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from smalto.engine import Sampling
+from smalto.inference import Sampling
 from smalto.pipeline import Pipeline
 
 
@@ -36,7 +36,6 @@ class Job:
     max_new_tokens: int
     sampling: Sampling
     emit: Callable[[tuple], None]  # also gets ("done",) at the end, or ("error", message)
-    guidance: float | None = None  # draw only
     # Builds the real prompts on the worker's thread (torch work, e.g. encoding images) when
     # `prompts` holds placeholders of the right length.
     prepare: Callable[[], list[list[int]]] | None = None
@@ -47,8 +46,8 @@ class Job:
         s = self.sampling
         if s.temperature > 0 and s.seed is not None:
             return None
-        return (self.kind, self.guidance, s.temperature, s.top_k, s.top_p) if s.temperature > 0 else \
-            (self.kind, self.guidance, "greedy")
+        return (self.kind, s.guidance, s.temperature, s.top_k, s.top_p) if s.temperature > 0 else \
+            (self.kind, s.guidance, "greedy")
 
 
 class Worker:
@@ -148,13 +147,13 @@ class Worker:
 
     def _chat(self, batch: list[Job]) -> None:
         prompts = [p for job in batch for p in job.prompts]
+        limits = [job.max_new_tokens for job in batch for _ in job.prompts]
         spans, start = [], 0
         for job in batch:
             spans.append((start, start + len(job.prompts)))
             start += len(job.prompts)
-        steps = max(job.max_new_tokens for job in batch)
-        for tokens in self.pipe.engine.stream(prompts, steps, batch[0].sampling):
-            tokens = tokens.tolist()
+        for step in self.pipe.engine.steps(prompts, limits, batch[0].sampling):
+            tokens = step.tokens.tolist()
             live = False
             for job, (a, b) in zip(batch, spans):
                 if not job.closed.is_set():
@@ -168,7 +167,7 @@ class Worker:
         if not live:
             return
         prompts = [p for job in live for p in job.prompts]
-        images = self.pipe.draw_ids(prompts, live[0].guidance, live[0].sampling)
+        images = self.pipe.draw(prompts, live[0].sampling)
         for job in live:
             job.emit(("images", images[:len(job.prompts)]))
             images = images[len(job.prompts):]

@@ -6,8 +6,9 @@ import signal
 import threading
 
 from smalto.errors import SmaltoError
-from smalto.serve.app import ServeConfig, create_app
-from smalto.serve.worker import Worker
+from smalto.apps.serve.app import create_app
+from smalto.apps.serve.config import ServeConfig
+from smalto.apps.serve.worker import Worker
 
 __all__ = ["ServeConfig", "create_app", "run_server"]
 

@@ -1,6 +1,10 @@
 """The decoder: one Transformer over one stream of tokens. It knows nothing of tasks or images.
 
-    logits = model(ids, positions, cache=None)   # ids, positions: int64 [B, T] -> [B, T, V]
+    logits, aux_loss = model(ids, positions, cache=None)   # ids [B, T], positions [B, 3, T]
+
+or `model(embeds=...)` with input embeddings [B, T, dim] in place of ids, so that continuous
+features can be spliced into the stream. The auxiliary loss (zero for dense layers) is what
+layers such as mixture-of-experts routers add to the training objective.
 
 Qwen3-style blocks (pre-norm RMSNorm, rotary positions, grouped-query attention through
 `scaled_dot_product_attention`, per-head RMSNorm on queries and keys, SwiGLU MLP), so it maps
@@ -10,70 +14,20 @@ mixed text and image tokens.
 
 The KV cache is preallocated. Rows of a batch may be left-padded to a common length: the cache
 remembers which slots hold real tokens, and the attention mask hides the rest. A one-token
-decoding step has fixed shapes, so `compile_decoding()` can compile it.
+decoding step has fixed shapes, so the engine can compile it (`Engine.compile`); the model has
+no device policy of its own: dtypes, caches and compilation are chosen by whoever runs it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-MAX_LAYERS, MAX_CONTEXT = 1024, 2**20
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int
-    dim: int = 256
-    n_layers: int = 6
-    n_heads: int = 8
-    n_kv_heads: int = 4
-    mlp_hidden: int = 704  # SwiGLU width; ~8/3 dim, rounded to a multiple of 64
-    max_seq_len: int = 160
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-6
-    qk_norm: bool = True
-    tie_embeddings: bool = True
-
-    def __post_init__(self) -> None:
-        # Bounds that keep a config read from someone else's meta.json from allocating without
-        # limit (the weights themselves are checked against the file, see smalto.weights).
-        for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden", "max_seq_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.n_layers > MAX_LAYERS or self.max_seq_len > MAX_CONTEXT:
-            raise ValueError(f"n_layers must be at most {MAX_LAYERS} and max_seq_len at most {MAX_CONTEXT}, got "
-                             f"{self.n_layers} and {self.max_seq_len}")
-        if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
-            raise ValueError(f"dim ({self.dim}) must divide by n_heads ({self.n_heads}), "
-                             f"and n_heads by n_kv_heads ({self.n_kv_heads})")
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_heads
-
-
-# Named sizes. shapes-micro is for smoke tests, shapes-tiny trains on a laptop CPU in half an
-# hour; the others are meant for GPUs.
-PRESETS: dict[str, dict] = {
-    "shapes-micro": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, mlp_hidden=192),
-    "shapes-tiny": dict(dim=256, n_layers=6, n_heads=8, n_kv_heads=4, mlp_hidden=704),
-    "shapes-small": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=4, mlp_hidden=1408),
-    "base": dict(dim=1024, n_layers=16, n_heads=16, n_kv_heads=8, mlp_hidden=2816, max_seq_len=2048),
-    "large": dict(dim=2048, n_layers=24, n_heads=16, n_kv_heads=8, mlp_hidden=5632, max_seq_len=4096),
-}
-
-
-def preset(name: str, vocab_size: int, **overrides) -> ModelConfig:
-    if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
-    return ModelConfig(vocab_size=vocab_size, **{**PRESETS[name], **overrides})
-
+from smalto.model.config import ModelConfig
+from smalto.model.kv_cache import KVCache
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
@@ -97,44 +51,6 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """x [B, H, T, D]; cos, sin [B, 1, T, D/2]. Rotates the two halves (the HF convention)."""
     a, b = x.chunk(2, dim=-1)
     return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
-
-
-class KVCache:
-    """Preallocated keys and values for every layer, plus which slots hold real tokens.
-
-    New tokens are written into slots by index and attention always spans the whole cache under
-    a mask, so a decoding step has the same shapes every time: what lets `torch.compile` turn it
-    into one fixed program (`Transformer.compile_decoding`).
-    """
-
-    def __init__(self, cfg: ModelConfig, batch: int, max_len: int | None = None, dtype=torch.float32,
-                 device: torch.device | str = "cpu"):
-        self.max_len = max_len or cfg.max_seq_len
-        shape = (batch, cfg.n_kv_heads, self.max_len, cfg.head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layers)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layers)]
-        self.valid = torch.zeros(batch, self.max_len, dtype=torch.bool, device=device)
-        self.length = 0
-
-    def claim(self, t: int, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """The next t slots [t], and the attention mask [B, 1, t, max_len] for tokens put there:
-        each sees the real tokens up to itself, and always itself (a padding row then attends to
-        something, so no NaNs)."""
-        if self.length + t > self.max_len:
-            raise ValueError(f"KV cache full: {self.length} + {t} > {self.max_len}")
-        device = self.valid.device
-        slots = torch.arange(self.length, self.length + t, device=device)
-        self.valid[:, self.length:self.length + t] = True if valid is None else valid
-        self.length += t
-        keys = torch.arange(self.max_len, device=device)
-        mask = ((keys <= slots[:, None]) & self.valid[:, None, :]) | (keys == slots[:, None])
-        return slots, mask.unsqueeze(1)
-
-    def reorder(self, rows: Tensor) -> None:
-        """Keep (and duplicate) batch rows, e.g. when beams are re-ranked."""
-        self.k = [k[rows] for k in self.k]
-        self.v = [v[rows] for v in self.v]
-        self.valid = self.valid[rows]
 
 
 class Attention(nn.Module):
@@ -202,6 +118,11 @@ class Block(nn.Module):
         return x + self.mlp(self.post_attn_norm(x))
 
 
+class Output(NamedTuple):
+    logits: Tensor  # [B, T, V]
+    aux_loss: Tensor  # scalar: what the layers add to the training loss (0 for dense layers)
+
+
 class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -215,7 +136,6 @@ class Transformer(nn.Module):
         cos, sin = rope_tables(cfg)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-        self._compiled_step = None
         self.apply(self._init)
         for block in self.layers:  # residual projections scaled down with depth (GPT-2)
             for proj in (block.attn.o_proj, block.mlp.down_proj):
@@ -226,42 +146,42 @@ class Transformer(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=0.02)
 
-    def forward(self, ids: Tensor, positions: Tensor | None = None, cache: KVCache | None = None,
-                valid: Tensor | None = None) -> Tensor:
-        """ids [B, T] -> logits [B, T, V].
+    def forward(self, ids: Tensor | None = None, positions: Tensor | None = None, cache: KVCache | None = None,
+                valid: Tensor | None = None, embeds: Tensor | None = None,
+                network: Callable[..., Tensor] | None = None) -> Output:
+        """ids [B, T] (or embeds [B, T, dim]) -> logits [B, T, V] and the auxiliary loss.
 
-        positions: [B, T] (default 0..T-1). With a cache, ids continue what it holds and
-        `valid` [B, T] marks real tokens (False for left padding; default all True).
+        positions: [B, 3, T], (time, row, column) per token as the format assigns them (default:
+        the running index on all three); the 1-D rotary embedding reads row 0. With a cache, the
+        tokens continue what it holds and `valid` [B, T] marks real ones (False for left padding).
+        network: what runs the layers (default `self.network`; the engine passes a compiled copy).
         """
-        b, t = ids.shape
+        if (ids is None) == (embeds is None):
+            raise ValueError("pass either ids or embeds")
+        x = self.embed(ids) if embeds is None else embeds
+        b, t = x.shape[:2]
         if positions is None:
             start = cache.length if cache is not None else 0
-            positions = torch.arange(start, start + t, device=ids.device).expand(b, t)
+            positions = torch.arange(start, start + t, device=x.device).expand(b, 3, t)
         if positions.max() >= self.cfg.max_seq_len:
             raise ValueError(f"position {int(positions.max())} is past max_seq_len {self.cfg.max_seq_len}")
+        run = network or self.network
         if cache is None:
-            return self.layers_forward(ids, positions, None, None, None, None)
-        slots, mask = cache.claim(t, valid)
-        run = self._compiled_step if t == 1 and self._compiled_step is not None else self.layers_forward
-        return run(ids, positions, cache.k, cache.v, slots, mask)
+            logits = run(x, positions[:, 0], None, None, None, None)
+        else:
+            slots, mask = cache.claim(t, valid)
+            logits = run(x, positions[:, 0], cache.k, cache.v, slots, mask)
+        return Output(logits, logits.new_zeros(()))
 
-    def layers_forward(self, ids: Tensor, positions: Tensor, keys: list[Tensor] | None,
-                       values: list[Tensor] | None, slots: Tensor | None, mask: Tensor | None) -> Tensor:
-        """The network itself, on tensors only (what `compile_decoding` compiles)."""
+    def network(self, x: Tensor, positions: Tensor, keys: list[Tensor] | None, values: list[Tensor] | None,
+                slots: Tensor | None, mask: Tensor | None) -> Tensor:
+        """The layers on tensors only (what the engine compiles): embeddings [B, T, dim] and
+        rotary positions [B, T] -> logits."""
         cos = self.rope_cos[positions].unsqueeze(1)
         sin = self.rope_sin[positions].unsqueeze(1)
-        x = self.embed(ids)
         for i, block in enumerate(self.layers):
             x = block(x, cos, sin, None if keys is None else (keys[i], values[i], slots), mask)
         return self.lm_head(self.norm(x))
-
-    def compile_decoding(self, enabled: bool = True) -> None:
-        """Compile the one-token decoding step with torch.compile (inductor), so it runs as one
-        generated program instead of hundreds of small ops. Its shapes depend only on the batch
-        size and the cache length: the first call compiles for them (seconds); a second batch
-        size or cache length recompiles once with those sizes symbolic, then nothing more.
-        Prefill stays eager. enabled=False goes back to the eager step."""
-        self._compiled_step = torch.compile(self.layers_forward) if enabled else None
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

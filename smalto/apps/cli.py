@@ -1,0 +1,385 @@
+"""`smalto ...`: a thin command line over the Python API; each command is a few lines.
+
+The flags of `train`, `tokenizer train`, `serve` and `data shapes` are made from their config
+dataclasses (see smalto.apps.options_cli): defaults and ranges live in the dataclass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from smalto import __version__, atomic
+from smalto.apps.options_cli import (COUNT, PIXELS, SEED, SPLIT, Parser, add_config, flag, given, number, pick,
+                                     serve_flags, tokenizer_train_flags, train_flags)
+from smalto.data import ShapesConfig, ShapesWorld
+from smalto.data.images import MAX_PIXELS
+from smalto.errors import SmaltoError
+from smalto.options import Range
+
+
+def _data_shapes(args: argparse.Namespace) -> None:
+    from smalto.data import write_shapes
+
+    out = write_shapes(args.out, args.n, seed=args.seed, split=args.split, cfg=pick(ShapesConfig, args),
+                       force=args.force)
+    print(f"wrote {args.n} scenes to {out}/ (images/ + data.jsonl)")
+
+
+def _data_check(args: argparse.Namespace) -> None:
+    from smalto.data import load_folder
+
+    folder = load_folder(args.dir, args.size, progress=True, max_pixels=args.max_image_pixels)
+    scenes = sum(r.scene is not None for r in folder.records)
+    qa = sum(len(r.qa) for r in folder.records)
+    print(f"{args.dir}: {len(folder)} records, {qa} question-answer pairs, {scenes} scene graphs: OK")
+
+
+def _tokenizer_train(args: argparse.Namespace) -> None:
+    from smalto.tokenizers import ImageTokenizerConfig
+    from smalto.tokenizers.train import TokenizerTrainConfig, train_tokenizers
+
+    cfg = pick(TokenizerTrainConfig, args, image=pick(ImageTokenizerConfig, args))
+    metrics = train_tokenizers(args.out, cfg, text_files=args.text_file, force=args.force)
+    print(metrics.table())
+    print(f"wrote {args.out}/ (text.json, image.safetensors, image.json, loss.png, reconstructions.png)")
+
+
+def _tokenizer_eval(args: argparse.Namespace) -> None:
+    from smalto.tokenizers import load_tokenizers
+    from smalto.tokenizers.evaluate import evaluate_image_tokenizer
+    from smalto.tokenizers.train import ImageData
+
+    tok = load_tokenizers(args.tokenizer)
+    data = ImageData(args.data, tok.image.cfg.image_size, args.n, args.seed, holdout=False, eval_split=args.split,
+                     max_pixels=args.max_image_pixels)
+    metrics, _ = evaluate_image_tokenizer(tok.image, data.eval, data.has_scenes, data.shapes_cfg)
+    print(f"tokenizer: {tok.path}\ndata:      {args.data}")
+    print(metrics.table())
+    if args.json:
+        report = {"tokenizer": str(tok.path), "data": args.data, **asdict(metrics),
+                  "text_vocab_size": tok.text.vocab_size}
+        atomic.write_text(args.json, json.dumps(report, indent=2) + "\n")
+
+
+def _train_config(args: argparse.Namespace):
+    from smalto.training.data import TASKS, TaskMix
+    from smalto.training.trainer import TrainConfig
+
+    return pick(TrainConfig, args, mix=pick(TaskMix, args, **dict(zip(TASKS, args.mix))))
+
+
+def _as_flags(cfg) -> dict:
+    """A TrainConfig as `smalto train`'s flags name it: --mix for the task weights, the mix's other
+    fields on their own."""
+    from smalto.training.data import TASKS
+
+    values = asdict(cfg)
+    mix = values.pop("mix")
+    return values | {"mix": [mix.pop(task) for task in TASKS]} | mix
+
+
+def _show(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value)) or "(none)"
+    return "(none)" if value is None else str(value)
+
+
+def _resumed_config(args: argparse.Namespace):
+    """The saved run's config, with --steps if given; any other flag given must agree with it."""
+    from smalto.checkpoint import read_meta
+    from smalto.training.trainer import TrainConfig
+
+    saved = read_meta(args.out).get("train")
+    if not isinstance(saved, dict):
+        raise SmaltoError(f"{args.out}/meta.json: no training config to resume from")
+    # A folder named in meta.json is read only when the user names it too: a run directory
+    # from someone else must not make smalto read the user's files.
+    data = saved.get("data", "shapes")
+    if data != "shapes" and args.data != data:
+        raise SmaltoError(f"{args.out}: this run was trained on the folder {data!r}; to resume it, "
+                          f"name that folder yourself: --data {data}")
+    try:
+        cfg = TrainConfig(**saved)
+    except TypeError as e:
+        raise SmaltoError(f"{args.out}/meta.json: training config does not fit this version of smalto ({e})") from None
+    old, new = _as_flags(cfg), _as_flags(_train_config(args))
+    named = given(build_parser(lazy=True), args.argv)
+    for name in [k for k in old if k in named and k != "steps"]:
+        if new[name] != old[name]:
+            raise SmaltoError(f"{flag(name)} {_show(new[name])} contradicts {args.out}, which was trained with "
+                              f"{flag(name)} {_show(old[name])}; resume with the same flags (only --steps and "
+                              f"--pause-at may change)")
+    return replace(cfg, steps=args.steps) if "steps" in named else cfg
+
+
+def _train(args: argparse.Namespace) -> None:
+    from smalto.training.trainer import train
+
+    cfg = _resumed_config(args) if args.resume else _train_config(args)
+    evaluate_fn = None
+    if cfg.eval_every and cfg.data == "shapes":
+        from smalto.eval.shapes_eval import training_probe
+
+        evaluate_fn = training_probe
+    log = train(args.out, cfg, resume=args.resume, evaluate_fn=evaluate_fn, pause_at=args.pause_at)
+    last = [r for r in log if "loss" in r][-1]
+    print(f"step {last['step'] + 1} of {cfg.steps}: loss {last['loss']:.4f}; checkpoint in {args.out}/")
+
+
+def _pipeline(path, dtype: str = "auto", compile: bool = False):
+    from smalto.pipeline import load
+
+    if compile:
+        print("smalto: compiling the decoding step (about 20 s on 2 cores)", file=sys.stderr, flush=True)
+    return load(path, dtype, compile)
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from smalto.plots import image_grid, save_png
+
+    if Path(args.out).is_dir():
+        raise SmaltoError(f"{args.out}: is a directory; give a .png file name")
+    pipe = _pipeline(args.model, args.dtype)
+    images = pipe.generate_image(args.prompt, n=args.n, guidance=args.cfg, seed=args.seed,
+                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    out = Path(args.out)
+    if args.n == 1:
+        save_png(out, images[0])
+    else:
+        save_png(out, image_grid([np.stack(images)], scale=args.scale))
+    print(f"wrote {out} ({args.n} image{'s' if args.n > 1 else ''})")
+
+
+def _caption(args: argparse.Namespace) -> None:
+    pipe = _pipeline(args.model, args.dtype)
+    pipe.max_image_pixels = args.max_image_pixels
+    for image in args.images:
+        text = pipe.caption(image, beams=args.beams)
+        print(f"{image}: {text}" if len(args.images) > 1 else text)
+
+
+def _ask(args: argparse.Namespace) -> None:
+    pipe = _pipeline(args.model, args.dtype)
+    pipe.max_image_pixels = args.max_image_pixels
+    print(pipe.ask(args.image, args.question, beams=args.beams))
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from smalto.eval.shapes_eval import EvalConfig, evaluate, summary_table
+
+    pipe = _pipeline(args.model, args.dtype)
+    cfg = EvalConfig() if not args.quick else EvalConfig(captions=40, questions=80, drawings=16,
+                                                         sweep_prompts=8)
+    report = evaluate(pipe, cfg)
+    print(summary_table(report))
+    if args.json:
+        atomic.write_text(args.json, json.dumps({"model": str(pipe.path), **report}, indent=2) + "\n")
+
+
+def _pack(args: argparse.Namespace) -> None:
+    import torch
+
+    from smalto.checkpoint import pack
+
+    draw = {k: v for k, v in (("guidance", args.cfg), ("temperature", args.temperature),
+                              ("top_k", args.top_k), ("top_p", args.top_p)) if v is not None}
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[args.dtype]
+    out = pack(args.model, args.out, dtype, draw)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"wrote {out}/ ({size / 1e6:.1f} MB)")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from smalto.apps.serve import ServeConfig, run_server
+
+    pipe = _pipeline(args.model, args.dtype, args.compile)
+    cfg = pick(ServeConfig, args, model_name=args.model_name or pipe.name, api_key=args.api_key or None,
+               max_body_bytes=int(args.max_body_mb * 2**20))
+    print(f"smalto: serving {cfg.model_name} on http://{args.host}:{args.port}/ (API at /v1, web UI at /)", flush=True)
+    run_server(pipe, cfg, args.host, args.port, args.log_level)
+
+
+def _chat(args: argparse.Namespace) -> None:
+    from smalto.apps.terminal import run_terminal_chat
+    from smalto.inference import Sampling
+
+    pipe = _pipeline(args.model, args.dtype, args.compile)
+    pipe.max_image_pixels = args.max_image_pixels
+    run_terminal_chat(pipe, args.out, Sampling(args.temperature, seed=args.seed), args.preview)
+
+
+def _export(args: argparse.Namespace) -> None:
+    import torch
+
+    from smalto.export import export_hf
+    from smalto.pipeline import DEFAULT_MODEL
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    out = export_hf(args.model or DEFAULT_MODEL, args.out, dtype, force=args.force)
+    print(f"wrote {out}/ (transformers: AutoModelForCausalLM.from_pretrained('{out}'); images: {out}/image_tokenizer)")
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from smalto.eval.bench import BenchConfig, run, table
+
+    pipe = _pipeline(args.model, args.dtype)
+    report = run(pipe, BenchConfig(quick=args.quick), progress=lambda line: print(line, flush=True))
+    print()
+    print(table(report))
+    if args.json:
+        atomic.write_text(args.json, json.dumps(report, indent=2) + "\n")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from smalto.apps.demo import run_demo
+
+    run_demo(args.out)
+
+
+def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
+    """Every command and flag; `lazy` leaves the flags made from configs (which import torch) to be
+    added when their command runs or shows its help."""
+    p = Parser(prog="smalto", description="Unified multimodal next-token prediction.")
+    p.add_argument("--version", action="version", version=f"smalto {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
+    splits = dict(choices=ShapesWorld.SPLITS, default="all")
+
+    data = sub.add_parser("data", help="make or check datasets").add_subparsers(
+        dest="data_cmd", required=True, metavar="WHAT", help="shapes or check")
+    s = data.add_parser("shapes", help="materialise ShapesWorld scenes as images/ + data.jsonl")
+    s.add_argument("--out", required=True, type=Path, help="the folder to write")
+    s.add_argument("--n", type=COUNT, required=True, help="number of scenes")
+    s.add_argument("--seed", type=SEED, default=0, help="which scenes (default: %(default)s)")
+    s.add_argument("--split", **splits | {"default": "train"}, help=SPLIT.format("draw from") + " (default: %(default)s)")
+    add_config(s, ShapesConfig, {"image_size": "image side in pixels", "max_objects": "most objects in a scene"},
+               image_size=dict(flag="--size", type=number(Range(12, 1024, integer=True))),
+               max_objects=dict(type=int, choices=(1, 2, 3, 4)))
+    s.add_argument("--force", action="store_true", help="replace --out if it exists")
+    s.set_defaults(run=_data_shapes)
+    c = data.add_parser("check", help="validate a bring-your-own folder")
+    c.add_argument("dir", type=Path, help="a folder with images/ and data.jsonl")
+    c.add_argument("--size", type=number(Range(1, 1024, integer=True)), default=32,
+                   help="image side the images are converted to (default: %(default)s)")
+    c.set_defaults(run=_data_check)
+
+    tok = sub.add_parser("tokenizer", help="train or evaluate tokenizers").add_subparsers(
+        dest="tok_cmd", required=True, metavar="WHAT", help="train or eval")
+    t = tok.add_parser("train", help="train the text BPE and the image tokenizer", later=tokenizer_train_flags)
+    t.set_defaults(run=_tokenizer_train)
+    e = tok.add_parser("eval", help="PSNR, codebook usage, perplexity and verifier agreement")
+    e.add_argument("--tokenizer", type=Path, default=None, help="a trained directory (default: the shipped one)")
+    e.add_argument("--data", default="shapes", help="'shapes' or a folder with images/ and data.jsonl")
+    e.add_argument("--n", type=COUNT, default=1000, help="evaluation images (default: %(default)s)")
+    e.add_argument("--seed", type=SEED, default=0, help="which images (default: %(default)s)")
+    e.add_argument("--split", **splits, help=SPLIT.format("evaluate on") + " (default: %(default)s)")
+    e.add_argument("--json", type=Path, help="also write the metrics here")
+    e.set_defaults(run=_tokenizer_eval)
+
+    tr = sub.add_parser("train", help="train the transformer on the task mix", later=train_flags)
+    tr.set_defaults(run=_train)
+
+    model = dict(type=Path, default=None, help="a trained or packed model directory (default: the shipped model)")
+    g = sub.add_parser("generate", help="draw images for a prompt")
+    g.add_argument("prompt", help="what to draw, e.g. 'a small red circle at the top left'")
+    g.add_argument("--out", type=Path, default=Path("out.png"), help="PNG to write (default: %(default)s)")
+    g.add_argument("--n", type=number(Range(1, 64, integer=True)), default=1,
+                   help="images to draw; more than one are saved as a grid (default: %(default)s)")
+    g.add_argument("--cfg", type=number("guidance"), default=None,
+                   help="classifier-free guidance scale (default: the model's)")
+    g.add_argument("--seed", type=SEED, default=0, help="sampling seed (default: %(default)s)")
+    g.add_argument("--temperature", type=number("temperature"), default=None,
+                   help="sampling temperature; 0 is greedy (default: the model's)")
+    g.add_argument("--top-k", type=number("top_k"), default=None, help="0 keeps every code (default: the model's)")
+    g.add_argument("--top-p", type=number("top_p"), default=None, help="nucleus sampling (default: the model's)")
+    g.add_argument("--scale", type=number(Range(1, 64, integer=True)), default=4,
+                   help="upscaling of the saved grid (default: %(default)s)")
+    g.set_defaults(run=_generate)
+    c2 = sub.add_parser("caption", help="describe images")
+    c2.add_argument("images", nargs="+", type=Path, help="image files")
+    c2.set_defaults(run=_caption)
+    a = sub.add_parser("ask", help="answer a question about an image")
+    a.add_argument("image", type=Path, help="an image file")
+    a.add_argument("question", help="e.g. 'how many circles are there?'")
+    a.set_defaults(run=_ask)
+    for command in (c2, a):
+        command.add_argument("--beams", type=number("beams"), default=1, help="beam width; 1 is greedy (default: 1)")
+    ev = sub.add_parser("eval", help="ShapesEval: captions, QA, text-to-image, held-out split")
+    ev.add_argument("--json", type=Path, help="also write the report here")
+    ev.add_argument("--quick", action="store_true", help="small subsets (seconds, for smoke tests)")
+    ev.set_defaults(run=_eval)
+
+    pk = sub.add_parser("pack", help="an inference-only copy of a run (small weights, drawing defaults)")
+    pk.add_argument("--model", type=Path, required=True, help="the run directory to pack")
+    pk.add_argument("--out", type=Path, required=True, help="the directory to write")
+    pk.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16",
+                    help="stored weight type (default: %(default)s)")
+    pk.add_argument("--cfg", type=number("guidance"), default=None, help="default guidance scale for drawing")
+    pk.add_argument("--temperature", type=number("temperature"), default=None, help="default drawing temperature")
+    pk.add_argument("--top-k", type=number("top_k"), default=None, help="default drawing top-k")
+    pk.add_argument("--top-p", type=number("top_p"), default=None, help="default drawing top-p")
+    pk.set_defaults(run=_pack)
+
+    sv = sub.add_parser("serve", help="an OpenAI-compatible API and web UI for a model", later=serve_flags)
+    sv.set_defaults(run=_serve)
+    ch = sub.add_parser("chat", help="chat with a model in the terminal")
+    ch.add_argument("--out", type=Path, default=Path("drawings"),
+                    help="where /draw saves images (default: %(default)s)")
+    ch.add_argument("--temperature", type=number("temperature"), default=0.0, help="0 is greedy (default: 0)")
+    ch.add_argument("--seed", type=SEED, default=None, help="sampling seed (default: random)")
+    ch.add_argument("--preview", choices=("auto", "always", "never"), default="auto",
+                    help="show images in the terminal (auto: when it is a terminal)")
+    ch.set_defaults(run=_chat)
+    ex = sub.add_parser("export", help="export a model for Hugging Face transformers (Qwen3ForCausalLM "
+                                       "and the image tokenizer)")
+    ex.add_argument("--out", type=Path, required=True, help="the directory to write")
+    ex.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                    help="stored weight type (default: %(default)s)")
+    ex.add_argument("--force", action="store_true", help="replace --out if it exists")
+    ex.set_defaults(run=_export)
+    b = sub.add_parser("bench", help="speed against transformers, and against this machine's roofline")
+    b.add_argument("--quick", action="store_true", help="small sizes: seconds, a smoke run (what CI runs)")
+    b.add_argument("--json", type=Path, help="also write the figures here")
+    b.set_defaults(run=_bench)
+    d = sub.add_parser("demo", help="the main job on the shipped default")
+    d.add_argument("--out", type=Path, default=Path("demo"), help="where the gallery goes (default: %(default)s)")
+    d.set_defaults(run=_demo)
+    for command in (g, c2, a, ev, sv, ch, ex, b):  # everything that reads a model
+        command.add_argument("--model", **model)
+    for command in (g, c2, a, ev, sv, ch, b):  # everything that runs a model for inference
+        command.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",  # smalto.precision's
+                             help="the decoder's float type (auto: bf16 where the hardware has it natively)")
+    for command in (c, e, c2, a, ch):  # what else reads a user's image files (train, serve: from their configs)
+        command.add_argument("--max-image-pixels", type=COUNT, default=MAX_PIXELS,
+                             help=f"{PIXELS} (default {MAX_PIXELS:,} = 4096×4096)")
+    for command in (sv, ch):  # long-running: compiling once pays
+        command.add_argument("--compile", action="store_true",
+                             help="compile the decoding step (seconds on first use, faster afterwards)")
+    if not lazy:
+        for command in (t, tr, sv):
+            command.ready()
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(lazy=True).parse_args(argv)
+    args.argv = argv  # `train --resume` needs to know which flags were given
+    try:
+        args.run(args)
+    except SmaltoError as e:
+        print(f"smalto: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("smalto: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Command-line flags made from the config dataclasses: a flag's default is its field's default, a
+numeric flag's range is the one the config itself checks (the class's RANGES), and the command
+line adds only the help line. Commands build their config from the parsed flags with `pick`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from smalto.data import ShapesWorld
+from smalto.options import SAMPLING, Range
+
+
+def number(spec: Range | str):
+    """An argparse type for a numeric flag: a value in range (a sampling option's range when `spec`
+    names one), or argparse's one-line error naming the flag (exit 2) for nan, inf or out of range."""
+    r = SAMPLING[spec] if isinstance(spec, str) else spec
+
+    def parse(text: str):
+        try:
+            value = int(text) if r.integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {r.describe()}, got {text!r}") from None
+        if not r.contains(value):
+            raise argparse.ArgumentTypeError(f"must be {r.describe()}, got {text}")
+        return value
+
+    parse.range = r
+    return parse
+
+
+COUNT = number(Range(1, integer=True))
+POSITIVE = number(Range(0, low_open=True))
+WEIGHT = number(Range(0))
+SEED = number("seed")
+PIXELS = "refuse larger images before decoding them"
+SPLIT = "ShapesWorld compositions to {} (see docs/shapesworld.md)"
+
+
+class Parser(argparse.ArgumentParser):
+    """A bad flag reads like every other user error: one `smalto: error:` line, exit 2.
+
+    `later(parser)` adds a command's flags on first use (parsing or help): the config dataclasses
+    they come from import torch, which `smalto data ...` or a mistyped flag need not wait for."""
+
+    def __init__(self, *args, later: Callable[[argparse.ArgumentParser], None] | None = None, **kw):
+        super().__init__(*args, **kw)
+        self.later = later
+
+    def ready(self) -> Parser:
+        if self.later is not None:
+            later, self.later = self.later, None
+            later(self)
+        return self
+
+    def parse_known_args(self, args=None, namespace=None):
+        return super(Parser, self.ready()).parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        return super(Parser, self.ready()).format_help()
+
+    def error(self, message: str):
+        self.exit(2, f"smalto: error: {message} (see '{self.prog} --help')\n")
+
+
+def defaults(cls) -> dict[str, Any]:
+    return {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(cls)}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config(parser: argparse.ArgumentParser, cls, helps: dict[str, str], **extra: dict) -> None:
+    """A flag for each field of `cls` named in `helps` (batch_size: --batch-size), in that order.
+
+    The default is the field's; the type a checked number when the class's RANGES has the field,
+    on/off (--x / --no-x) for a bool, a repeatable flag for a tuple. `extra[name]` adds or
+    overrides argparse keywords (choices, type, and `flag` to rename the flag)."""
+    values, ranges = defaults(cls), getattr(cls, "RANGES", {})
+    for name, text in helps.items():
+        default = values[name]  # a KeyError here: a help line for a field the class does not have
+        kw: dict[str, Any] = {"dest": name, "default": default, "help": text}
+        if isinstance(default, bool):
+            kw["action"] = argparse.BooleanOptionalAction
+        elif isinstance(default, tuple):
+            kw.update(action="append", default=list(default))  # argparse appends to a copy of a list
+        elif name in ranges:
+            kw["type"] = number(ranges[name])
+        kw.update(extra.get(name, {}))
+        action = parser.add_argument(kw.pop("flag", flag(name)), **kw)
+        if default not in (None, (), "") and "%(default)" not in action.help:
+            action.help += " (default: %(default)s)"
+
+
+def pick(cls, args: argparse.Namespace, **values) -> Any:
+    """An instance of `cls` from the parsed flags named like its fields, and `values`."""
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)} | values)
+
+
+def given(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dests that `argv` names (argparse fills in every other one with its default, and cannot
+    tell them apart): parse again with every default suppressed."""
+
+    def quiet(p: argparse.ArgumentParser) -> None:
+        if isinstance(p, Parser) and p.later is not None:  # still lazy: quieten its flags once added
+            later = p.later
+
+            def add_then_quiet(q: argparse.ArgumentParser) -> None:
+                later(q)
+                quiet(q)
+
+            p.later = add_then_quiet
+        for action in p._actions:
+            action.default = argparse.SUPPRESS
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    quiet(sub)
+
+    quiet(parser)
+    return set(vars(parser.parse_args(argv)))
+
+
+# The flags of the commands whose options are config dataclasses, added on first use (see Parser).
+
+def tokenizer_train_flags(t: argparse.ArgumentParser) -> None:
+    from smalto.tokenizers import ImageTokenizerConfig
+    from smalto.tokenizers.train import TokenizerTrainConfig
+
+    t.add_argument("--out", type=Path, required=True, help="the tokenizer directory to write")
+    add_config(t, TokenizerTrainConfig, {
+        "data": "'shapes' or a folder with images/ and data.jsonl", "steps": "image tokenizer training steps",
+        "batch_size": "images per step", "lr": "peak learning rate", "warmup": "learning-rate warm-up steps",
+        "seed": "seed of the weights, the data order and the evaluation images",
+        "log_every": "train_log.jsonl gets a line every this many steps",
+        "eval_images": "held-out images the reconstruction metrics are measured on",
+        "text_vocab_size": "BPE vocabulary size, special tokens included",
+        "text_scenes": "ShapesWorld scenes whose captions and questions train the BPE",
+        "shapes_split": SPLIT.format("train on"),
+        "entropy_anneal": "LFQ: final entropy weight as a fraction of the initial one",
+        "max_image_pixels": PIXELS}, shapes_split=dict(flag="--split", choices=ShapesWorld.SPLITS))
+    add_config(t, ImageTokenizerConfig, {
+        "quantizer": "vector quantization with a learned codebook, or lookup-free (binary codes)",
+        "codebook_size": "image codes (LFQ: a power of two)", "entropy_weight": "LFQ: initial entropy-loss weight"},
+        quantizer=dict(choices=("vq", "lfq")), codebook_size=dict(type=number(Range(2, integer=True))),
+        entropy_weight=dict(type=WEIGHT))
+    t.add_argument("--text-file", type=Path, action="append", default=[],
+                   help="extra UTF-8 text for the BPE (repeatable)")
+    t.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+
+def train_flags(tr: argparse.ArgumentParser) -> None:
+    from smalto.model import PRESETS
+    from smalto.training.data import TASKS, TaskMix
+    from smalto.training.trainer import DEFAULT_PRESET, PRECISIONS, TrainConfig
+
+    tr.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, log, plots)")
+    add_config(tr, TrainConfig, {
+        "preset": f"model size (default: {DEFAULT_PRESET}; with --init-from, the checkpoint's)",
+        "data": "'shapes' (ShapesWorld, endless) or a folder with images/ and data.jsonl",
+        "tokenizers": "tokenizer directory (default: the shipped one; with --init-from, the checkpoint's)",
+        "init_from": "fine-tune: start from this checkpoint's weights, model and tokenizers (new optimizer, step 0)",
+        "freeze": "do not train the parameters whose names match PATTERN, e.g. 'layers.0.*' or 'embed.*' "
+                  "(repeatable)",
+        "steps": "total optimizer steps", "batch_size": "examples per micro-batch",
+        "grad_accum": "micro-batches per optimizer step", "lr": "peak learning rate (warm-up, then cosine decay)",
+        "warmup": "learning-rate warm-up steps", "weight_decay": "AdamW weight decay of the weight matrices",
+        "grad_clip": "largest gradient norm", "seed": "seed of the initial weights and of the data",
+        "log_every": "log.jsonl gets a line every this many steps",
+        "eval_every": "draw and caption a probe set every this many steps (0: never; ShapesWorld only)",
+        "save_every": "write the checkpoint every this many steps",
+        "precision": "matmuls in bf16 autocast (auto: where the hardware has native bf16)",
+        "max_image_pixels": PIXELS,
+    }, preset=dict(choices=tuple(PRESETS)), precision=dict(choices=PRECISIONS), freeze=dict(metavar="PATTERN"))
+    mix = defaults(TaskMix)
+    tr.add_argument("--mix", type=WEIGHT, nargs=3, default=tuple(mix[t] for t in TASKS),
+                    metavar=("CAPTION", "DRAW", "QA"), help="relative weights of the three tasks (default: %(default)s)")
+    add_config(tr, TaskMix, {
+        "cond_dropout": "share of drawings whose prompt is dropped (what classifier-free guidance contrasts)",
+        "train_prompt_images": "also predict the image codes of caption and QA examples",
+        "qa_turns": "question-answer turns per QA example"})
+    tr.add_argument("--resume", action="store_true",
+                    help="continue the run in --out; other flags must match it, except --steps and --pause-at")
+    tr.add_argument("--pause-at", type=COUNT, default=None,
+                    help="stop with a checkpoint at this step; --resume continues the same schedule")
+
+
+def serve_flags(sv: argparse.ArgumentParser) -> None:
+    from smalto.apps.serve.config import ServeConfig
+
+    sv.add_argument("--model-name", help="the id clients ask for (default: the model directory's name)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    sv.add_argument("--port", type=number(Range(0, 65535, integer=True)), default=8000,
+                    help="port to listen on (default: %(default)s)")
+    sv.add_argument("--api-key", default=os.environ.get("SMALTO_API_KEY"),
+                    help="require 'Authorization: Bearer KEY' on /v1 (default: $SMALTO_API_KEY)")
+    add_config(sv, ServeConfig, {
+        "max_queue": "requests waiting for the model; more get 503", "max_batch": "rows decoded together",
+        "timeout": "seconds a request may take, queue wait included",
+        "readers": "threads that decode images and tokenize", "max_image_pixels": PIXELS})
+    sv.add_argument("--max-body-mb", type=POSITIVE, default=defaults(ServeConfig)["max_body_bytes"] / 2**20,
+                    help="larger request bodies get 413 (default: %(default)s)")
+    sv.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                    help="uvicorn's log level (default: %(default)s)")

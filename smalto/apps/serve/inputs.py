@@ -1,0 +1,77 @@
+"""Reading a request: data-URL images (size checked before decoding), messages, stop strings."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+import numpy as np
+
+from smalto.apps.serve import protocol as p
+from smalto.apps.serve.errors import APIError
+from smalto.data.images import ImageTooLarge, load_image
+from smalto.errors import SmaltoError
+from smalto.pipeline import Message
+
+
+def decode_image(url: str, param: str, size: int, max_pixels: int | None) -> np.ndarray:
+    """A data URL's image as uint8 [size, size, 3]; its declared size is checked before decoding."""
+    if url.startswith(("http://", "https://")):
+        raise APIError(400, "image URLs are not fetched (this server makes no outbound requests); send the image "
+                            "inline as a data URL: data:image/png;base64,...", param=param,
+                       code="image_url_not_supported")
+    head, comma, data = url.partition(",")
+    if not (url.startswith("data:") and comma and head.endswith(";base64")):
+        raise APIError(400, "expected a data URL like data:image/png;base64,...", param=param)
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise APIError(400, "the image's data URL is not valid base64", param=param, code="invalid_base64") from None
+    try:
+        return load_image(raw, size, max_pixels, name="the image")
+    except ImageTooLarge as e:
+        raise APIError(400, f"the image is {e.width}×{e.height} pixels, over this server's limit of "
+                            f"{e.limit:,} pixels", param=param, code="invalid_image") from None
+    except SmaltoError:
+        raise APIError(400, "the data URL does not hold an image we can read (PNG, JPEG, WebP, GIF, BMP, ...)",
+                       param=param, code="invalid_image") from None
+
+
+def count_images(messages: list[p.ChatMessage]) -> int:
+    return sum(isinstance(part, p.ImagePart) for m in messages if isinstance(m.content, list) for part in m.content)
+
+
+def to_messages(messages: list[p.ChatMessage], size: int, max_pixels: int | None) -> list[Message]:
+    """The request's messages, with every image decoded and converted to the model's size."""
+    out = []
+    for i, m in enumerate(messages):
+        if m.content is None or isinstance(m.content, str):
+            out.append(Message(m.role, m.content or ""))
+            continue
+        texts, images = [], []
+        for j, part in enumerate(m.content):
+            if isinstance(part, p.TextPart):
+                texts.append(part.text)
+            else:
+                where = f"messages.{i}.content.{j}.image_url"
+                if m.role != "user":
+                    raise APIError(400, f"images are only accepted in user messages, not {m.role}", param=where)
+                images.append(decode_image(part.image_url.url, where, size, max_pixels))
+        out.append(Message(m.role, " ".join(t.strip() for t in texts if t.strip()), images))
+    return out
+
+
+def stop_strings(stop: str | list[str] | None) -> list[str]:
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(stops) > 4 or any(not s for s in stops):
+        raise APIError(400, "stop takes up to 4 non-empty strings", param="stop")
+    return stops
+
+
+def prompt_length(pipe, messages: list[Message]) -> int:
+    """The length of the prompt `pipe.chat_prompt(messages)` will make, checked the same way but
+    without encoding the images: torch stays on the model's thread, where they are encoded."""
+    pipe.check_messages(messages)
+    images = sum(len(m.images) for m in messages)
+    text = pipe.chat_prompt([Message(m.role, m.text) for m in messages])
+    return pipe.check_context(len(text) + images * (pipe.vocab.image_tokens + 2), "the conversation")

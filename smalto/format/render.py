@@ -1,0 +1,90 @@
+"""Rendering tasks into the one sequence format; see docs/format.md. Every task is a short chat:
+
+    caption  <bos> <user> <boi> v1..v64 <eoi> <assistant> caption <eos>
+    answer   <bos> <user> <boi> v1..v64 <eoi> question <assistant> answer <eos> [<user> question ...]
+    draw     <bos> <user> prompt <assistant> <boi> v1..v64 <eoi> <eos>
+    (the unconditional stream for guidance is a draw with an empty prompt)
+
+The assistant's part is trained (loss_mask is True for tokens the model must predict); the
+user's text is context. The user's image codes may be trained too (`train_image`): the image is
+processed anyway, so predicting it is free signal for learning what images look like.
+Each example also carries its tokens' positions (`format.grammar.positions`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from smalto.format.grammar import positions
+from smalto.format.vocab import Vocab
+
+
+@dataclass
+class Example:
+    ids: list[int]
+    loss_mask: list[bool]  # True where ids[i] is a target (predicted from ids[:i])
+    positions: Tensor  # int64 [3, len(ids)]: (time, row, column), see format.grammar
+
+
+def _build(v: Vocab, *segments: tuple[list[int], bool]) -> Example:
+    ids, mask = [], []
+    for seg, trained in segments:
+        ids += seg
+        mask += [trained] * len(seg)
+    return Example(ids, mask, positions(v, ids))
+
+
+# --- prompts (what inference feeds the model) and training examples (prompt + target)
+
+def chat_prompt(v: Vocab, turns: list[tuple[str, list[int]]]) -> list[int]:
+    """A conversation, ready for the assistant's next reply:
+
+        <bos> <user> content [<assistant> reply <eos> <user> content ...] <assistant>
+
+    turns are (role, ids) with role "user" or "assistant"; a user's ids may hold images
+    (`image_ids`). Captioning and answering are its one-turn cases."""
+    ids = [v.bos]
+    for role, content in turns:
+        if role == "user":
+            ids += [v.user, *content]
+        elif role == "assistant":
+            ids += [v.assistant, *content, v.eos]
+        else:
+            raise ValueError(f"role must be user or assistant, got {role!r}")
+    return ids + [v.assistant]
+
+
+def caption_prompt(v: Vocab, codes: Tensor) -> list[int]:
+    return chat_prompt(v, [("user", v.image_ids(codes))])
+
+
+def answer_prompt(v: Vocab, codes: Tensor, question: list[int]) -> list[int]:
+    return chat_prompt(v, [("user", v.image_ids(codes) + question)])
+
+
+def draw_prompt(v: Vocab, text: list[int]) -> list[int]:
+    """Ends with <boi>: what follows must be the image's codes."""
+    return [v.bos, v.user, *text, v.assistant, v.boi]
+
+
+def caption_example(v: Vocab, codes: Tensor, caption: list[int], train_image: bool = False) -> Example:
+    """train_image: also predict the user's image codes (free image-modelling signal)."""
+    return _build(v, ([v.bos, v.user, v.boi], False), (v.image_ids(codes)[1:], train_image),
+                  ([v.assistant], False), (caption + [v.eos], True))
+
+
+def answer_example(v: Vocab, codes: Tensor, pairs: list[tuple[list[int], list[int]]],
+                   train_image: bool = False) -> Example:
+    """One image, then one or more question/answer turns (later turns start with <user>)."""
+    segments = [([v.bos, v.user, v.boi], False), (v.image_ids(codes)[1:], train_image)]
+    for i, (question, answer) in enumerate(pairs):
+        segments += [([v.user] * (i > 0) + [*question, v.assistant], False), (answer + [v.eos], True)]
+    return _build(v, *segments)
+
+
+def draw_example(v: Vocab, text: list[int], codes: Tensor) -> Example:
+    prompt = draw_prompt(v, text)
+    # <boi> is part of the answer: the model learns that a drawing request is answered by an image.
+    return _build(v, (prompt[:-1], False), (v.image_ids(codes) + [v.eos], True))

@@ -1,0 +1,205 @@
+"""Generation: the only place that loops over tokens.
+
+A decode step runs the model on one new token per row against a preallocated KV cache; between
+steps, logits processors (guidance, the format's mask, temperature / top-k / top-p, forced tokens)
+shape the logits and a strategy (greedy, sample) picks the tokens; beam search drives the same
+step with several continuations of one prompt. Prompts are left-padded to a common length; the
+format (`FormatState`) says which ids are legal next and where each row's next token goes.
+
+Every emitted token comes with its log-probability under the model (log_softmax of its logits,
+before any processor), and each row may have its own token limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from smalto import options
+from smalto.format import Allowed, FormatState, Vocab, positions
+from smalto.inference.processors import FormatMask, ForcedTokens, Guidance, Processor
+from smalto.inference.strategies import Sampling
+from smalto.model import KVCache, Transformer
+
+
+@dataclass
+class Step:
+    """One decoding step of every row: the token and its log-probability (pad and 0 once a row
+    has finished)."""
+    tokens: Tensor  # int64 [B]
+    logprobs: Tensor  # float32 [B]
+
+
+@dataclass
+class Generation:
+    tokens: list[int]  # the new ids, without the prompt
+    logprobs: list[float]
+
+
+def left_pad(v: Vocab, prompts: list[list[int]]) -> tuple[Tensor, Tensor, Tensor]:
+    """ids, valid [B, L] and positions [B, 3, L] for prompts padded on the left to the longest
+    (padding is at position 0 and hidden from attention)."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), v.pad, dtype=torch.long)
+    valid = torch.zeros(len(prompts), width, dtype=torch.bool)
+    pos = torch.zeros(len(prompts), 3, width, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        valid[i, width - len(p):] = True
+        pos[i, :, width - len(p):] = positions(v, p)
+    return ids, valid, pos
+
+
+class Engine:
+    def __init__(self, model: Transformer, vocab: Vocab):
+        self.model = model.eval()
+        self.vocab = vocab
+        self.network = None  # a compiled copy of the model's layers for one-token steps (`compile`)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed.weight.device
+
+    def compile(self, enabled: bool = True) -> None:
+        """Compile the one-token decoding step with torch.compile (inductor), so it runs as one
+        generated program instead of hundreds of small ops. Its shapes depend only on the batch
+        size and the cache length: the first call compiles for them (seconds); a second batch
+        size or cache length recompiles once with those sizes symbolic, then nothing more.
+        Prompts stay eager. enabled=False goes back to the eager step."""
+        self.network = torch.compile(self.model.network) if enabled else None
+
+    def warm_up(self) -> None:
+        """Two tiny generations whose batch size and cache length both differ, so that a compiled
+        decoding step compiles now (once for fixed sizes, once with them symbolic) rather than
+        during the first requests."""
+        text = Allowed(eos=False)
+        self.generate([[self.vocab.bos]], 2, allowed=text)
+        self.generate([[self.vocab.bos] * 70] * 3, 2, allowed=text)
+
+    def _cache(self, batch: int, length: int) -> KVCache:
+        # Lengths rounded up to a multiple of 64: a compiled decoding step then sees few cache shapes.
+        length = min(-(-length // 64) * 64, self.model.cfg.max_seq_len)
+        return KVCache(self.model.cfg, batch, length, torch.float32, self.device)
+
+    def _check_room(self, prompt_len: int, max_new: int) -> None:
+        if prompt_len + max_new > self.model.cfg.max_seq_len:
+            raise ValueError(f"prompt ({prompt_len} tokens) + {max_new} new tokens exceed the "
+                             f"context of {self.model.cfg.max_seq_len}")
+
+    def _step(self, tokens: Tensor, where: Tensor, cache: KVCache) -> Tensor:
+        """Feed one new token per row at its position [B, 3]; the next logits [B, V]."""
+        return self.model(tokens[:, None], where[:, :, None], cache, network=self.network).logits[:, -1].float()
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int | list[int], sampling: Sampling = Sampling(),
+                 allowed: Allowed = Allowed(), unconditional: list[list[int]] | None = None,
+                 forced: list[list[int]] | None = None) -> list[Generation]:
+        """Continue each prompt until it finishes (text: <eos>; a drawing: its image closes) or
+        reaches its token limit. See `steps` for the arguments."""
+        rows = [Generation([], []) for _ in prompts]
+        for step in self.steps(prompts, max_new_tokens, sampling, allowed, unconditional, forced):
+            for row, token, logprob in zip(rows, step.tokens.tolist(), step.logprobs.tolist()):
+                if token != self.vocab.pad:
+                    row.tokens.append(token)
+                    row.logprobs.append(logprob)
+        return rows
+
+    @torch.inference_mode()
+    def steps(self, prompts: list[list[int]], max_new_tokens: int | list[int], sampling: Sampling = Sampling(),
+              allowed: Allowed = Allowed(), unconditional: list[list[int]] | None = None,
+              forced: list[list[int]] | None = None) -> Iterator[Step]:
+        """Decode all prompts together, one `Step` at a time; the caller may stop iterating at any
+        time and nothing more is computed.
+
+        max_new_tokens: one limit for all rows, or one per row. allowed: what rows may emit (text,
+        items they may open; `format.DRAWING` for a prompt ending in <boi>). With
+        `sampling.guidance`, each prompt's `unconditional` twin is decoded alongside and the
+        logits are mixed. forced: per row, tokens it must emit first.
+        """
+        v, n = self.vocab, len(prompts)
+        if not prompts or any(not p for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        limits = torch.tensor([max_new_tokens] * n if isinstance(max_new_tokens, int) else max_new_tokens)
+        if len(limits) != n or (limits < 0).any():
+            raise ValueError("max_new_tokens must be >= 0, one value or one per prompt")
+        guided = sampling.guidance is not None and unconditional is not None
+        if guided and len(unconditional) != n:
+            raise ValueError("guidance needs one unconditional prompt per prompt")
+        if forced is not None and len(forced) != n:
+            raise ValueError("forced needs one list of tokens per prompt")
+        rows = prompts + (unconditional if guided else [])
+        ids, valid, pos = left_pad(v, rows)
+        longest = int(limits.max())
+        self._check_room(ids.shape[1], longest)
+        if longest == 0:
+            return
+        device = self.device
+        cache = self._cache(len(rows), ids.shape[1] + longest)
+        logits = self.model(ids.to(device), pos.to(device), cache, valid.to(device)).logits[:, -1].float()
+
+        state = FormatState(v, rows, allowed, device)
+        processors: list[Processor] = [*([Guidance(sampling.guidance)] if guided else []), FormatMask(state),
+                                       *sampling.processors(), *([ForcedTokens(forced)] if forced else [])]
+        pick = sampling.strategy(device)
+        limits, done = limits.to(device), limits.to(device) == 0
+        for step in range(longest):
+            logprobs = logits[:n].log_softmax(-1)
+            for processor in processors:
+                logits = processor(logits)
+            token = torch.where(done, v.pad, pick(logits))
+            logprob = torch.where(done, 0.0, logprobs.gather(1, token[:, None]).squeeze(1))
+            feed, where = torch.cat([token, token]) if guided else token, state.positions()
+            state.advance(feed)
+            done |= state.finished[:n] | (step + 1 >= limits)
+            yield Step(token, logprob)
+            if bool(done.all()):
+                return
+            logits = self._step(feed, where, cache)
+
+    @torch.inference_mode()
+    def beam_search(self, prompt: list[int], beams: int = 4, max_new_tokens: int = 48,
+                    length_penalty: float = 1.0) -> list[int]:
+        """Text continuation of one prompt with the highest length-normalised log-probability
+        (score = sum log p / length ** length_penalty). Returns the new ids, <eos> included."""
+        v = self.vocab
+        options.check("beams", beams)
+        self._check_room(len(prompt), max_new_tokens)
+        ids, valid, pos = left_pad(v, [prompt])
+        cache = self._cache(1, len(prompt) + max_new_tokens)
+        logits = self.model(ids.to(self.device), pos.to(self.device), cache).logits[:, -1].float()
+        state = FormatState(v, [prompt], Allowed(), self.device)
+        legal = FormatMask(state)
+        alive: list[list[int]] = [[]]
+        scores = torch.zeros(1, device=self.device)
+        finished: list[tuple[float, list[int]]] = []
+        for step in range(max_new_tokens):
+            logp = legal(logits.log_softmax(-1))
+            total = (scores[:, None] + logp).flatten()
+            top = total.topk(min(2 * beams, int(torch.isfinite(total).sum()))).indices
+            next_rows, next_tokens, next_scores = [], [], []
+            for flat in top.tolist():
+                row, token = divmod(flat, logp.shape[1])
+                seq = alive[row] + [token]
+                if token == v.eos:
+                    finished.append((float(total[flat]) / len(seq) ** length_penalty, seq))
+                elif len(next_rows) < beams:
+                    next_rows.append(row)
+                    next_tokens.append(token)
+                    next_scores.append(total[flat])
+            best_alive = max(next_scores, default=None)
+            if not next_rows or (len(finished) >= beams and best_alive is not None and
+                                 max(f[0] for f in finished) >= float(best_alive) / (step + 1) ** length_penalty):
+                break
+            alive = [alive[r] + [t] for r, t in zip(next_rows, next_tokens)]
+            scores = torch.stack(next_scores)
+            kept = torch.tensor(next_rows, device=self.device)
+            cache.reorder(kept)
+            state.reorder(kept)
+            feed, where = torch.tensor(next_tokens, device=self.device), state.positions()
+            state.advance(feed)
+            logits = self._step(feed, where, cache)
+        if not finished:  # ran out of room: the best unfinished beam
+            return alive[int(scores.argmax())]
+        return max(finished, key=lambda f: f[0])[1]

@@ -1,0 +1,7 @@
+"""The decoder: one Transformer over one stream of tokens; it knows nothing of tasks or images."""
+
+from smalto.model.config import MAX_CONTEXT, MAX_LAYERS, PRESETS, ModelConfig, preset
+from smalto.model.kv_cache import KVCache
+from smalto.model.transformer import Output, Transformer
+
+__all__ = ["MAX_CONTEXT", "MAX_LAYERS", "PRESETS", "KVCache", "ModelConfig", "Output", "Transformer", "preset"]

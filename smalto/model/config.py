@@ -1,0 +1,58 @@
+"""The decoder's shape: a frozen config, and named presets from smoke-test size to GPU size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+MAX_LAYERS, MAX_CONTEXT = 1024, 2**20
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    dim: int = 256
+    n_layers: int = 6
+    n_heads: int = 8
+    n_kv_heads: int = 4
+    mlp_hidden: int = 704  # SwiGLU width; ~8/3 dim, rounded to a multiple of 64
+    max_seq_len: int = 160
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    qk_norm: bool = True
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        # Bounds that keep a config read from someone else's meta.json from allocating without
+        # limit (the weights themselves are checked against the file, see smalto.weights).
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden", "max_seq_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_layers > MAX_LAYERS or self.max_seq_len > MAX_CONTEXT:
+            raise ValueError(f"n_layers must be at most {MAX_LAYERS} and max_seq_len at most {MAX_CONTEXT}, got "
+                             f"{self.n_layers} and {self.max_seq_len}")
+        if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
+            raise ValueError(f"dim ({self.dim}) must divide by n_heads ({self.n_heads}), "
+                             f"and n_heads by n_kv_heads ({self.n_kv_heads})")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+
+# Named sizes. shapes-micro is for smoke tests, shapes-tiny trains on a laptop CPU in half an
+# hour; the others are meant for GPUs.
+PRESETS: dict[str, dict] = {
+    "shapes-micro": dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, mlp_hidden=192),
+    "shapes-tiny": dict(dim=256, n_layers=6, n_heads=8, n_kv_heads=4, mlp_hidden=704),
+    "shapes-small": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=4, mlp_hidden=1408),
+    "base": dict(dim=1024, n_layers=16, n_heads=16, n_kv_heads=8, mlp_hidden=2816, max_seq_len=2048),
+    "large": dict(dim=2048, n_layers=24, n_heads=16, n_kv_heads=8, mlp_hidden=5632, max_seq_len=4096),
+}
+
+
+def preset(name: str, vocab_size: int, **overrides) -> ModelConfig:
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
+    return ModelConfig(vocab_size=vocab_size, **{**PRESETS[name], **overrides})

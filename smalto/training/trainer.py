@@ -1,0 +1,299 @@
+"""`smalto train`: next-token prediction over the task mix, with checkpoints that resume exactly.
+
+A run starts from fresh weights or from a checkpoint (`init_from`, fine-tuning), may freeze
+parameters by name and add auxiliary losses; see docs/training.md.
+
+The run directory holds the latest checkpoint (see smalto.checkpoint) plus:
+
+    log.jsonl      one line per logged step (loss per task and per auxiliary loss, tokens/s, lr),
+                   per evaluation, and per start or resume (parameters, trainable ones)
+    loss.png       the loss curves
+    samples.png    prompts drawn by the model at the last evaluation (one row per prompt)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, ClassVar, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from smalto import atomic, precision
+from smalto.checkpoint import load_checkpoint, load_optimizer, read_meta, save_checkpoint
+from smalto.data.images import MAX_PIXELS
+from smalto.errors import SmaltoError
+from smalto.format import Vocab
+from smalto.model import PRESETS, Output, Transformer, preset
+from smalto.options import SAMPLING, Range
+from smalto.paths import inside
+from smalto.plots import loss_curve
+from smalto.tokenizers import load_tokenizers
+from smalto.training.data import TASKS, Batch, ExampleStream, TaskMix, data_position
+from smalto.training.schedule import cosine_lr
+
+DEFAULT_PRESET = "shapes-tiny"
+PRECISIONS = ("auto", *precision.DTYPES)
+
+COUNT, AT_LEAST_0, POSITIVE = Range(1, integer=True), Range(0, integer=True), Range(0, low_open=True)
+
+# An auxiliary loss: fn(model, batch, output) -> {name: scalar tensor}, added to the objective and
+# logged under its name (see train).
+LossFn = Callable[[Transformer, Batch, Output], dict[str, torch.Tensor]]
+
+
+@dataclass
+class TrainConfig:
+    preset: str | None = None  # a name in smalto.model.PRESETS; None: DEFAULT_PRESET, or init_from's model
+    data: str = "shapes"  # "shapes" or a bring-your-own folder
+    tokenizers: str | None = None  # a tokenizer directory; None: the shipped default, or init_from's
+    # Fine-tuning: model config, tokenizers and weights come from this checkpoint; the optimizer
+    # and the step start afresh.
+    init_from: str | None = None
+    freeze: tuple[str, ...] = ()  # parameter-name patterns (fnmatch: "layers.0.*", "embed.*") left untrained
+    steps: int = 3000
+    batch_size: int = 32  # examples per micro-batch, per process
+    grad_accum: int = 1
+    lr: float = 2e-3
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    mix: TaskMix = field(default_factory=TaskMix)
+    log_every: int = 10
+    eval_every: int = 500  # 0 disables periodic evaluation
+    save_every: int = 500
+    precision: str = "auto"  # matmuls under bf16 autocast where bf16 is native ("auto"), or "bf16" / "fp32"
+    max_image_pixels: int = MAX_PIXELS  # a folder's larger images are refused before decoding
+
+    # Valid values, read by __post_init__ and by the command line's flags.
+    RANGES: ClassVar[dict[str, Range]] = {
+        "steps": COUNT, "batch_size": COUNT, "grad_accum": COUNT, "lr": POSITIVE, "warmup": AT_LEAST_0,
+        "weight_decay": Range(0), "grad_clip": POSITIVE, "seed": SAMPLING["seed"], "log_every": COUNT,
+        "eval_every": AT_LEAST_0, "save_every": COUNT, "max_image_pixels": COUNT}
+
+    def __post_init__(self) -> None:
+        if self.preset is None and self.init_from is None:
+            self.preset = DEFAULT_PRESET
+        if self.preset is not None and self.preset not in PRESETS:
+            raise SmaltoError(f"unknown preset {self.preset!r} (known: {', '.join(PRESETS)})")
+        for name, valid in self.RANGES.items():
+            valid.check(getattr(self, name), name)
+        if self.precision not in PRECISIONS:
+            raise SmaltoError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if isinstance(self.mix, dict):
+            self.mix = TaskMix(**self.mix)
+        # Paths are stored as strings, patterns as a tuple: the config goes into meta.json and back.
+        self.data = str(self.data)
+        self.tokenizers = None if self.tokenizers is None else str(self.tokenizers)
+        self.init_from = None if self.init_from is None else str(self.init_from)
+        self.freeze = (self.freeze,) if isinstance(self.freeze, str) else tuple(self.freeze)
+        if not all(isinstance(p, str) and p for p in self.freeze):
+            raise SmaltoError(f"freeze must list non-empty name patterns, got {list(self.freeze)!r}")
+
+
+def freeze_parameters(model: torch.nn.Module, patterns: Iterable[str]) -> int:
+    """Turn off the gradients of the parameters whose names match a pattern (fnmatch, e.g.
+    "layers.0.*"); returns how many values stay trainable. A pattern that matches nothing is an
+    error: a typo must not quietly train everything. A tied head is the embedding, so `lm_head.*`
+    and `embed.*` both freeze it."""
+    patterns = list(patterns)
+    named = list(model.named_parameters(remove_duplicate=False))
+    for pattern in patterns:
+        hits = [p for name, p in named if fnmatch.fnmatchcase(name, pattern)]
+        if not hits:
+            examples = ", ".join(name for name, _ in named[:2] + named[-1:])
+            raise SmaltoError(f"freeze: {pattern!r} matches no parameter name (names look like {examples})")
+        for p in hits:
+            p.requires_grad_(False)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if not trainable:
+        raise SmaltoError(f"freeze: {', '.join(patterns)} freeze every parameter; nothing is left to train")
+    return trainable
+
+
+def _optimizer(model: Transformer, cfg: TrainConfig) -> torch.optim.AdamW:
+    # Matrices decay; norms' gains do not. Frozen parameters stay out: no moments, no decay.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.95), fused=False)
+
+
+def _same_tokenizers(a: Path, b: Path) -> bool:
+    return all(inside(a, name, "file").read_bytes() == inside(b, name, "file").read_bytes()
+               for name in ("text.json", "image.json", "image.safetensors"))
+
+
+def _new_model(cfg: TrainConfig):
+    """(model, vocab, tokenizers) for a new run: fresh weights, or init_from's (checked against what
+    the config names)."""
+    torch.manual_seed(cfg.seed)
+    if cfg.init_from is None:
+        tokenizers = load_tokenizers(cfg.tokenizers)
+        vocab = Vocab.from_tokenizers(tokenizers)
+        return Transformer(preset(cfg.preset, vocab.size)), vocab, tokenizers
+    model, vocab, tokenizers, _ = load_checkpoint(cfg.init_from)
+    if cfg.preset is not None and preset(cfg.preset, vocab.size) != model.cfg:
+        raise SmaltoError(f"preset {cfg.preset!r} contradicts init_from {cfg.init_from} (a {model.cfg.n_layers}-layer, "
+                          f"{model.cfg.dim}-wide model); leave the preset out to fine-tune the checkpoint's")
+    if cfg.tokenizers is not None and not _same_tokenizers(load_tokenizers(cfg.tokenizers).path, tokenizers.path):
+        raise SmaltoError(f"tokenizers {cfg.tokenizers} are not the ones init_from {cfg.init_from} was trained with; "
+                          f"leave them out to use the checkpoint's")
+    return model, vocab, tokenizers
+
+
+def task_losses(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, tasks: torch.Tensor
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean cross-entropy over trained tokens, and the same per task (for the log)."""
+    per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view_as(targets)
+    per_token = per_token * mask
+    loss = per_token.sum() / mask.sum().clamp_min(1)
+    by_task = {}
+    with torch.no_grad():
+        for i, name in enumerate(TASKS):
+            rows = tasks == i
+            if rows.any():
+                by_task[name] = float(per_token[rows].sum() / mask[rows].sum().clamp_min(1))
+    return loss, by_task
+
+
+def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: bool = True,
+          evaluate_fn=None, pause_at: int | None = None, losses: Sequence[LossFn] = (),
+          rank: int = 0, world_size: int = 1) -> list[dict]:
+    """Train (or resume) a run in `out`; returns the log.
+
+    `pause_at` stops early at that step with a checkpoint, so a long schedule can be split across
+    sessions (`--resume` continues it exactly as if it had not stopped).
+
+    `evaluate_fn(model, vocab, tokenizers) -> (metrics dict, PNG bytes)` runs every eval_every
+    steps: the metrics are logged, the PNG is kept as samples.png.
+
+    `losses`: auxiliary objectives, each `fn(model, batch, output) -> {name: scalar tensor}` on the
+    batch as the model saw it; every term is added to the next-token loss and logged by name (the
+    model's own `output.aux_loss` is added too, and logged as "aux_loss" when it is not zero).
+    Being code, they are not saved: a resumed run must be given the same ones.
+
+    `rank` of `world_size` processes picks this process's slice of every step's data (see
+    `data_position`); only rank 0 writes to `out`. Averaging the gradients across processes is
+    the caller's (e.g. DistributedDataParallel).
+    """
+    out = Path(out)
+    if not 0 <= rank < world_size:
+        raise SmaltoError(f"rank must be in [0, world_size), got rank {rank} of {world_size}")
+    writer = rank == 0
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    log: list[dict] = []
+    if resume:
+        meta = read_meta(out)
+        try:
+            saved = TrainConfig(**meta["train"])
+        except (KeyError, TypeError) as e:
+            raise SmaltoError(f"{out / 'meta.json'}: no training config to resume from ({e})") from None
+        then, now = asdict(saved), asdict(cfg)
+        if changed := [k for k in then if k != "steps" and then[k] != now[k]]:
+            raise SmaltoError(f"{out}: was trained with a different config ({changed[0]} {then[changed[0]]!r}, "
+                              f"not {now[changed[0]]!r}); resume with the same config (only steps may change)")
+        if meta.get("world_size", 1) != world_size:
+            raise SmaltoError(f"{out}: was trained by {meta.get('world_size', 1)} processes, not {world_size}; "
+                              f"resume with as many (the data position depends on it)")
+        model, vocab, tokenizers, meta = load_checkpoint(out)
+        start = meta["step"]
+        log = [json.loads(line) for line in inside(out, "log.jsonl", "file").read_text().splitlines() if line]
+        log = [r for r in log if r["step"] < start]
+    else:
+        if writer:
+            atomic.recover(out)  # a save killed half-way must not look like an empty run directory
+            if out.exists() and any(out.iterdir()):
+                raise SmaltoError(f"{out}: already exists; pass --resume to continue it or choose another --out")
+        model, vocab, tokenizers = _new_model(cfg)
+        start = 0
+    trainable = freeze_parameters(model, cfg.freeze)
+    total = sum(p.numel() for p in model.parameters())
+    log.append({"step": start, "params": total, "trainable": trainable})
+    if progress:
+        tqdm.write(f"training {trainable:,} of {total:,} parameters"
+                   + (f" (frozen: {', '.join(cfg.freeze)})" if cfg.freeze else ""), file=sys.stderr)
+    model.to(device).train()
+    opt = _optimizer(model, cfg)
+    if resume:
+        load_optimizer(out, opt)
+    stream = ExampleStream(tokenizers, vocab, cfg.data, cfg.mix, cfg.seed, max_len=model.cfg.max_seq_len,
+                           max_pixels=cfg.max_image_pixels)
+    # Weights and optimizer state stay float32; matmuls run in bf16 where the hardware has it.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=precision.resolve(cfg.precision, device) == torch.bfloat16)
+    reserved = {"step", "loss", "lr", "tokens_per_s", "params", "trainable", "eval", "aux_loss", *TASKS}
+
+    # Written with every checkpoint (the directory is replaced whole); a resumed run keeps its gallery.
+    files: dict[str, bytes] = {}
+    if resume and (samples := inside(out, "samples.png", "file")).is_file():
+        files["samples.png"] = samples.read_bytes()
+
+    def checkpoint(step: int) -> None:
+        files["log.jsonl"] = "".join(json.dumps(r) + "\n" for r in log).encode()
+        files["loss.png"] = loss_curve([r for r in log if "loss" in r], ["loss", *TASKS], "training loss")
+        save_checkpoint(out, model, vocab, tokenizers, opt, files=files,
+                        extra={"step": step, "train": asdict(cfg), "world_size": world_size,
+                               "data_position": data_position(step, 0, 0, world_size, cfg.batch_size,
+                                                              cfg.grad_accum)})
+
+    bar = tqdm(range(start, cfg.steps), desc="train", initial=start, total=cfg.steps,
+               disable=None if progress else True, unit="step")
+    tick, tokens = time.perf_counter(), 0
+    for step in bar:
+        lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        totals: dict[str, list[float]] = {}
+        loss_sum = 0.0
+        for micro in range(cfg.grad_accum):
+            position = data_position(step, micro, rank, world_size, cfg.batch_size, cfg.grad_accum)
+            batch = stream.batch(position, cfg.batch_size, model.cfg.max_seq_len).to(device)
+            with autocast:
+                output = model(batch.ids, batch.positions)
+            loss, by_task = task_losses(output.logits, batch.targets, batch.mask, batch.tasks)
+            objective = loss + output.aux_loss
+            terms = {"aux_loss": output.aux_loss} if output.aux_loss.item() != 0 else {}
+            for fn in losses:
+                for name, value in fn(model, batch, output).items():
+                    if name in reserved or name in terms:
+                        raise SmaltoError(f"auxiliary loss {name!r}: the log already has that name")
+                    objective = objective + value
+                    terms[name] = value
+            (objective / cfg.grad_accum).backward()
+            loss_sum += loss.item() / cfg.grad_accum
+            tokens += batch.ids.numel()
+            for k, v in (by_task | {name: value.item() for name, value in terms.items()}).items():
+                totals.setdefault(k, []).append(v)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+        done = step + 1
+        if step % cfg.log_every == 0 or done == cfg.steps:
+            elapsed = time.perf_counter() - tick
+            row = {"step": step, "loss": loss_sum, **{k: float(np.mean(v)) for k, v in totals.items()},
+                   "lr": lr, "tokens_per_s": tokens / max(elapsed, 1e-9)}
+            log.append(row)
+            tick, tokens = time.perf_counter(), 0
+            bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+        if writer and evaluate_fn is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+            model.eval()
+            metrics, gallery = evaluate_fn(model, vocab, tokenizers)
+            log.append({"step": step, "eval": metrics})
+            files["samples.png"] = gallery
+            model.train()
+        if writer and (done % cfg.save_every == 0 or done == cfg.steps or done == pause_at):
+            checkpoint(done)
+        if done == pause_at:
+            break
+    model.eval()
+    return log
