@@ -69,80 +69,66 @@ class FormatState:
     Outside an item a row may emit what `allowed` says; inside one, exactly its number of codes
     from its range, then its closing token. A drawing row's prompt ends inside an item (after
     <boi>), and the row is finished when that item closes; a text row when it emits <eos>.
+
+    Each row is in one of a few phases: 0 outside items, or (item, codes written so far). Every
+    per-phase fact (the legal ids, the next phase, the next token's offset in the grid) is a
+    table made once, so a decoding step costs a handful of lookups whatever the batch.
     """
 
     def __init__(self, v: Vocab, prompts: list[list[int]], allowed: Allowed = Allowed(),
                  device: torch.device | str = "cpu"):
-        self.v = v
-        self.modalities = list(v.modalities.values())
-        self.text = allowed.text
+        self.v, self.text = v, allowed.text
         outside = v.text_mask() | v.one(v.eos) if allowed.eos else v.text_mask()
         if not allowed.text:
             outside = v.one(v.eos)
         for name in allowed.items:
             outside |= v.one(v.specials[v.modalities[name].open])
-        # Rows of this table, picked per batch row: 0 outside items, then (codes, close) per modality.
-        table = [outside]
-        for m in self.modalities:
-            table += [v.mask(m.range), v.one(v.specials[m.close])]
-        self.table = torch.stack(table).to(device)
-        self.opens = torch.tensor([v.specials[m.open] for m in self.modalities], dtype=torch.long, device=device)
-        self.sizes = torch.tensor([m.tokens for m in self.modalities], dtype=torch.long, device=device)
-        self.cols = torch.tensor([m.grid[-1] for m in self.modalities], dtype=torch.long, device=device)
-        # Per row: the item being written (-1: none), codes written so far, running index of its
-        # first code, and the running index of the next token.
-        item, count, start, index = [], [], [], []
-        for p in prompts:
-            pos = positions(v, p)
-            i, k, s = self._scan(p)
-            item.append(i), count.append(k), start.append(s), index.append(int(pos.max()) + 1 if p else 0)
-        as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
-        self.item, self.count, self.start, self.index = map(as_tensor, (item, count, start, index))
+        masks, step, offset, closes = [outside], [-1], [(0, 0, 0)], [False]
+        self._opens: dict[int, int] = {}  # an item's opening id -> the phase of its first code
+        for m in v.modalities.values():
+            first = len(masks)
+            self._opens[v.specials[m.open]] = first
+            for k in range(m.tokens):  # expecting code k, at (s + k, s + r, s + c) with s + k the running index
+                r, c = divmod(k, m.grid[-1])
+                masks.append(v.mask(m.range)), step.append(first + k + 1), offset.append((0, r - k, c - k))
+                closes.append(False)
+            masks.append(v.one(v.specials[m.close])), step.append(0), offset.append((0, 0, 0)), closes.append(True)
+        self.masks = torch.stack(masks).to(device)
+        self.step = torch.tensor(step, device=device)
+        self.offset = torch.tensor(offset, device=device)
+        self.closes = torch.tensor(closes, device=device)
+        self.open_phase = torch.zeros(v.size, dtype=torch.long, device=device)
+        for token, phase in self._opens.items():
+            self.open_phase[token] = phase
+        self.phase = torch.tensor([self._scan(p, step) for p in prompts], dtype=torch.long, device=device)
+        # Row 0 of a position is the running index (see `positions`): the next one is the length.
+        self.index = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
         self.finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
 
-    def _scan(self, prompt: list[int]) -> tuple[int, int, int]:
-        """(item, codes written, start) at the end of a prompt."""
-        opens = {self.v.specials[m.open]: j for j, m in enumerate(self.modalities)}
-        item, count, start = -1, 0, 0
-        for i, token in enumerate(prompt):
-            if item >= 0 and count < self.modalities[item].tokens:
-                count += 1
-            elif token in opens:
-                item, count, start = opens[token], 0, i + 1
-            else:
-                item = -1
-        return item, count, start
+    def _scan(self, prompt: list[int], step: list[int]) -> int:
+        """The phase at the end of a prompt."""
+        phase = 0
+        for token in prompt:
+            phase = step[phase] if phase else self._opens.get(token, 0)
+        return phase
 
     def mask(self) -> Tensor:
         """bool [B, V]: which ids each row may emit next."""
-        inside = self.item >= 0
-        sizes = self.sizes[self.item.clamp_min(0)]
-        state = torch.where(inside, 1 + 2 * self.item + (self.count >= sizes).long(), 0)
-        return self.table[state]
+        return self.masks[self.phase]
 
     def positions(self) -> Tensor:
         """int64 [B, 3]: where each row's next token goes."""
-        inside = (self.item >= 0) & (self.count < self.sizes[self.item.clamp_min(0)])
-        r, c = self.count.div(self.cols[self.item.clamp_min(0)], rounding_mode="floor"), \
-            self.count % self.cols[self.item.clamp_min(0)]
-        code = torch.stack([self.index, self.start + r, self.start + c], -1)
-        return torch.where(inside[:, None], code, self.index[:, None].expand(-1, 3))
+        return self.index[:, None] + self.offset[self.phase]
 
     def reorder(self, rows: Tensor) -> None:
         """Keep (and duplicate) rows, e.g. when beams are re-ranked."""
-        for name in ("item", "count", "start", "index", "finished"):
-            setattr(self, name, getattr(self, name)[rows])
+        self.phase, self.index, self.finished = self.phase[rows], self.index[rows], self.finished[rows]
 
     def advance(self, tokens: Tensor) -> None:
         """Record each row's emitted token [B]."""
-        inside = (self.item >= 0) & (self.count < self.sizes[self.item.clamp_min(0)])
-        closing = (self.item >= 0) & ~inside
-        opened = (tokens[:, None] == self.opens).long()
+        outside = self.phase == 0
+        self.finished |= (tokens == self.v.eos) & outside
         if not self.text:
-            self.finished |= closing
-        self.finished |= (tokens == self.v.eos) & ~inside
-        new_item = torch.where(opened.any(-1), opened.argmax(-1), -1)
-        self.item = torch.where(inside, self.item, new_item)
-        self.count = torch.where(inside, self.count + 1, 0)
-        self.start = torch.where(opened.any(-1) & ~inside, self.index + 1, self.start)
+            self.finished |= self.closes[self.phase]
+        self.phase = torch.where(outside, self.open_phase[tokens], self.step[self.phase])
         self.index = self.index + 1

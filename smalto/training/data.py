@@ -34,7 +34,7 @@ class TaskMix:
     # Share of draw examples whose prompt is dropped, teaching the unconditional stream that
     # classifier-free guidance contrasts with.
     cond_dropout: float = 0.1
-    # Also predict the image codes of caption and QA examples (see sequence.caption_example).
+    # Also predict the image codes of caption and QA examples (see format.render.caption_example).
     train_prompt_images: bool = True
     # Question-answer turns per QA example: answers are a token or two, so more turns per image
     # give more signal for little extra sequence (3 turns measured no clear gain; see README).
