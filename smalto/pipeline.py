@@ -220,10 +220,9 @@ class Pipeline:
         v = self.vocab
         cond = [draw_prompt(v, self.text_ids(p) if isinstance(p, str) else p) for p in prompts]
         uncond = [draw_prompt(v, []) for _ in prompts]
-        if sampling.guidance == 0.0:  # the unconditional stream alone
-            cond = uncond
-        elif sampling.guidance == 1.0:  # the conditional stream alone: no need to decode the other
-            sampling = replace(sampling, guidance=None)
+        if sampling.guidance in (0.0, 1.0):  # one stream alone: no need to decode the other
+            cond = uncond if sampling.guidance == 0.0 else cond
+            sampling, uncond = replace(sampling, guidance=None), None
         rows = self.engine.generate(cond, v.image_tokens + 1, sampling, DRAWING, unconditional=uncond)
         codes = v.codes(torch.tensor([r.tokens[:v.image_tokens] for r in rows])).view(-1, *v.image.grid)
         return list(self.tokenizers.image.decode(codes))

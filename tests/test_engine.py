@@ -97,6 +97,8 @@ def test_guidance_scale_0_is_unconditional_and_1_is_conditional():
         assert tokens(guided) == tokens(e.generate(reference, n, allowed=DRAWING))
     assert tokens(e.generate(cond, n, Sampling(guidance=3.0), DRAWING, unconditional=uncond)) != \
         tokens(e.generate(cond, n, allowed=DRAWING))
+    with pytest.raises(ValueError, match="unconditional"):
+        e.generate(cond, n, Sampling(guidance=3.0), DRAWING)
 
 
 def test_sampling_is_seeded_and_top_k_1_is_greedy():

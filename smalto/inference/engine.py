@@ -124,8 +124,8 @@ class Engine:
         limits = torch.tensor([max_new_tokens] * n if isinstance(max_new_tokens, int) else max_new_tokens)
         if len(limits) != n or (limits < 0).any():
             raise ValueError("max_new_tokens must be >= 0, one value or one per prompt")
-        guided = sampling.guidance is not None and unconditional is not None
-        if guided and len(unconditional) != n:
+        guided = sampling.guidance is not None
+        if guided and (unconditional is None or len(unconditional) != n):
             raise ValueError("guidance needs one unconditional prompt per prompt")
         if forced is not None and len(forced) != n:
             raise ValueError("forced needs one list of tokens per prompt")
