@@ -274,39 +274,24 @@ def test_the_models_own_auxiliary_loss_is_added_and_logged_when_not_zero(tmp_pat
 
 @pytest.mark.parametrize("world_size, grad_accum", [(1, 1), (2, 1), (3, 2), (4, 3)])
 def test_ranks_read_disjoint_data_that_together_is_one_process_reading_the_whole_batch(world_size, grad_accum):
-    batch = 4
+    batch = 12  # the global batch
     for step in range(3):
         for micro_ in range(grad_accum):
-            one = data_position(step, micro_, 0, 1, world_size * batch, grad_accum)
-            slices = [set(range(p, p + batch)) for p in
+            one = data_position(step, micro_, 0, 1, batch, grad_accum)
+            share = batch // world_size
+            slices = [set(range(p, p + share)) for p in
                       (data_position(step, micro_, r, world_size, batch, grad_accum) for r in range(world_size))]
             assert sum(map(len, slices)) == len(set().union(*slices))  # disjoint
-            assert set().union(*slices) == set(range(one, one + world_size * batch))
+            assert set().union(*slices) == set(range(one, one + batch))
     # One process reads what it always has: micro-batches one after the other.
     assert [data_position(s, m, 0, 1, batch, grad_accum) for s in range(2) for m in range(grad_accum)] == \
            [i * batch for i in range(2 * grad_accum)]
 
 
-def test_train_reads_its_ranks_slice_and_only_rank_0_writes(tmp_path, monkeypatch):
-    read: list[tuple[int, int]] = []
-    batch = ExampleStream.batch
+def test_several_processes_need_torchrun_and_a_batch_they_can_share(tmp_path):
+    from smalto.training.dist import Processes
 
-    def recorded(self, start, count, max_len):
-        read.append((start, count))
-        return batch(self, start, count, max_len)
-
-    monkeypatch.setattr(ExampleStream, "batch", recorded)
-    seen = {}
-    for rank, world_size, batch_size in [(0, 1, 8), (0, 2, 4), (1, 2, 4)]:
-        read.clear()
-        train(tmp_path / f"r{rank}of{world_size}", micro(steps=2, batch_size=batch_size, save_every=2),
-              progress=False, rank=rank, world_size=world_size)
-        seen[rank, world_size] = [set(range(start, start + n)) for start, n in read]
-    for step in range(2):
-        assert seen[0, 2][step] | seen[1, 2][step] == seen[0, 1][step] and not seen[0, 2][step] & seen[1, 2][step]
-    assert (tmp_path / "r0of2" / "meta.json").exists() and not (tmp_path / "r1of2").exists()
-    assert json.loads((tmp_path / "r0of2" / "meta.json").read_text())["data_position"] == 16
-    with pytest.raises(SmaltoError, match="was trained by 2 processes, not 1"):
-        train(tmp_path / "r0of2", micro(steps=3, batch_size=4, save_every=2), resume=True, progress=False)
-    with pytest.raises(SmaltoError, match="rank"):
-        train(tmp_path / "x", micro(), progress=False, rank=2, world_size=2)
+    with pytest.raises(SmaltoError, match="torchrun"):
+        train(tmp_path / "x", micro(batch_size=4), progress=False, processes=Processes(0, 2, 0, "gloo"))
+    with pytest.raises(SmaltoError, match="must divide by the 3 processes"):
+        train(tmp_path / "y", micro(batch_size=4), progress=False, processes=Processes(0, 3, 0, "gloo"))

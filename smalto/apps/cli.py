@@ -119,6 +119,7 @@ def _resumed_config(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> None:
+    from smalto.training import dist
     from smalto.training.trainer import train
 
     cfg = _resumed_config(args) if args.resume else _train_config(args)
@@ -127,9 +128,15 @@ def _train(args: argparse.Namespace) -> None:
         from smalto.eval.shapes_eval import training_probe
 
         evaluate_fn = training_probe
-    log = train(args.out, cfg, resume=args.resume, evaluate_fn=evaluate_fn, pause_at=args.pause_at)
+    processes = dist.setup()  # one process, or this one's place among those torchrun started
+    try:
+        log = train(args.out, cfg, resume=args.resume, evaluate_fn=evaluate_fn, pause_at=args.pause_at,
+                    processes=processes)
+    finally:
+        dist.teardown(processes)
     last = [r for r in log if "loss" in r][-1]
-    print(f"step {last['step'] + 1} of {cfg.steps}: loss {last['loss']:.4f}; checkpoint in {args.out}/")
+    if processes.main:
+        print(f"step {last['step'] + 1} of {cfg.steps}: loss {last['loss']:.4f}; checkpoint in {args.out}/")
 
 
 def _pipeline(path, dtype: str = "auto", compile: bool = False):
@@ -256,7 +263,8 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, type=Path, help="the folder to write")
     s.add_argument("--n", type=COUNT, required=True, help="number of scenes")
     s.add_argument("--seed", type=SEED, default=0, help="which scenes (default: %(default)s)")
-    s.add_argument("--split", **splits | {"default": "train"}, help=SPLIT.format("draw from") + " (default: %(default)s)")
+    s.add_argument("--split", **splits | {"default": "train"},
+                   help=SPLIT.format("draw from") + " (default: %(default)s)")
     add_config(s, ShapesConfig, {"image_size": "image side in pixels", "max_objects": "most objects in a scene"},
                image_size=dict(flag="--size", type=number(Range(12, 1024, integer=True))),
                max_objects=dict(type=int, choices=(1, 2, 3, 4)))

@@ -177,7 +177,8 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
     }, preset=dict(choices=tuple(PRESETS)), precision=dict(choices=PRECISIONS), freeze=dict(metavar="PATTERN"))
     mix = defaults(TaskMix)
     tr.add_argument("--mix", type=WEIGHT, nargs=3, default=tuple(mix[t] for t in TASKS),
-                    metavar=("CAPTION", "DRAW", "QA"), help="relative weights of the three tasks (default: %(default)s)")
+                    metavar=("CAPTION", "DRAW", "QA"),
+                    help="relative weights of the three tasks (default: %(default)s)")
     add_config(tr, TaskMix, {
         "cond_dropout": "share of drawings whose prompt is dropped (what classifier-free guidance contrasts)",
         "train_prompt_images": "also predict the image codes of caption and QA examples",

@@ -75,11 +75,12 @@ class Batch:
 def data_position(step: int, micro: int, rank: int, world_size: int, batch_size: int, grad_accum: int) -> int:
     """Index of the first example that `rank` reads for micro-batch `micro` of optimizer step `step`.
 
-    Each micro-batch of a step takes the next world_size * batch_size examples, rank r reading the
-    r-th slice: the ranks of a step read disjoint examples, and together exactly those a single
-    process reads with world_size times the batch. With one process this is the running count.
+    `batch_size` is the global batch: each micro-batch of a step takes the next batch_size
+    examples, and rank r of world_size reads the r-th of world_size equal slices. The ranks of a
+    step read disjoint examples, together exactly those one process reads, so a run reads the
+    same data whatever its number of processes (and may resume with another).
     """
-    return ((step * grad_accum + micro) * world_size + rank) * batch_size
+    return (step * grad_accum + micro) * batch_size + rank * (batch_size // world_size)
 
 
 def collate(examples: list[tuple[int, Example]], pad: int, max_len: int) -> Batch:

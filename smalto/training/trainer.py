@@ -24,6 +24,7 @@ from typing import Callable, ClassVar, Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from smalto import atomic, precision
@@ -37,6 +38,7 @@ from smalto.paths import inside
 from smalto.plots import loss_curve
 from smalto.tokenizers import load_tokenizers
 from smalto.training.data import TASKS, Batch, ExampleStream, TaskMix, data_position
+from smalto.training.dist import Processes, all_sum
 from smalto.training.schedule import cosine_lr
 
 DEFAULT_PRESET = "shapes-tiny"
@@ -153,21 +155,33 @@ def _new_model(cfg: TrainConfig):
 def task_losses(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, tasks: torch.Tensor
                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean cross-entropy over trained tokens, and the same per task (for the log)."""
+    loss_sum, stats = token_losses(logits, targets, mask, tasks)
+    return loss_sum / stats[0].clamp_min(1), task_means(stats)
+
+
+def token_losses(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, tasks: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The summed cross-entropy over trained tokens, and (detached) [tokens, loss sum, then per
+    task tokens and loss sum]: sums, so that several processes' batches add up to one batch's."""
     per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view_as(targets)
     per_token = per_token * mask
-    loss = per_token.sum() / mask.sum().clamp_min(1)
-    by_task = {}
+    loss_sum = per_token.sum()
     with torch.no_grad():
-        for i, name in enumerate(TASKS):
+        stats = [mask.sum(), loss_sum]
+        for i in range(len(TASKS)):
             rows = tasks == i
-            if rows.any():
-                by_task[name] = float(per_token[rows].sum() / mask[rows].sum().clamp_min(1))
-    return loss, by_task
+            stats += [mask[rows].sum(), per_token[rows].sum()]
+    return loss_sum, torch.stack([x.float() for x in stats])
+
+
+def task_means(stats: torch.Tensor) -> dict[str, float]:
+    """The per-task mean losses of `token_losses`' stats (tasks with no trained token left out)."""
+    return {name: float(stats[3 + 2 * i] / stats[2 + 2 * i]) for i, name in enumerate(TASKS) if stats[2 + 2 * i] > 0}
 
 
 def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: bool = True,
           evaluate_fn=None, pause_at: int | None = None, losses: Sequence[LossFn] = (),
-          rank: int = 0, world_size: int = 1) -> list[dict]:
+          processes: Processes = Processes()) -> list[dict]:
     """Train (or resume) a run in `out`; returns the log.
 
     `pause_at` stops early at that step with a checkpoint, so a long schedule can be split across
@@ -181,14 +195,19 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
     model's own `output.aux_loss` is added too, and logged as "aux_loss" when it is not zero).
     Being code, they are not saved: a resumed run must be given the same ones.
 
-    `rank` of `world_size` processes picks this process's slice of every step's data (see
-    `data_position`); only rank 0 writes to `out`. Averaging the gradients across processes is
-    the caller's (e.g. DistributedDataParallel).
+    `processes` (from `dist.setup()`, under torchrun): this process's rank among world_size. The
+    batch is global: each process reads its slice of it (`data_position`), the model is wrapped in
+    DistributedDataParallel, and the loss is normalised by the trained tokens of all processes, so
+    a run computes the same steps whatever the number of processes (up to float rounding). Only
+    rank 0 evaluates, logs and writes `out`.
     """
     out = Path(out)
-    if not 0 <= rank < world_size:
-        raise SmaltoError(f"rank must be in [0, world_size), got rank {rank} of {world_size}")
-    writer = rank == 0
+    rank, world_size = processes.rank, processes.world_size
+    if cfg.batch_size % world_size:
+        raise SmaltoError(f"batch_size {cfg.batch_size} (the global batch) must divide by the {world_size} processes")
+    if world_size > 1 and not torch.distributed.is_initialized():
+        raise SmaltoError("several processes need torch.distributed: start them with torchrun (see docs/training.md)")
+    writer = processes.main
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     log: list[dict] = []
     if resume:
@@ -201,9 +220,6 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
         if changed := [k for k in then if k != "steps" and then[k] != now[k]]:
             raise SmaltoError(f"{out}: was trained with a different config ({changed[0]} {then[changed[0]]!r}, "
                               f"not {now[changed[0]]!r}); resume with the same config (only steps may change)")
-        if meta.get("world_size", 1) != world_size:
-            raise SmaltoError(f"{out}: was trained by {meta.get('world_size', 1)} processes, not {world_size}; "
-                              f"resume with as many (the data position depends on it)")
         model, vocab, tokenizers, meta = load_checkpoint(out)
         start = meta["step"]
         log = [json.loads(line) for line in inside(out, "log.jsonl", "file").read_text().splitlines() if line]
@@ -218,10 +234,12 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
     trainable = freeze_parameters(model, cfg.freeze)
     total = sum(p.numel() for p in model.parameters())
     log.append({"step": start, "params": total, "trainable": trainable})
-    if progress:
+    if progress and writer:
         tqdm.write(f"training {trainable:,} of {total:,} parameters"
                    + (f" (frozen: {', '.join(cfg.freeze)})" if cfg.freeze else ""), file=sys.stderr)
     model.to(device).train()
+    # Every process holds the whole model; DDP averages the gradients in the backward pass.
+    net = DistributedDataParallel(model) if world_size > 1 else model
     opt = _optimizer(model, cfg)
     if resume:
         load_optimizer(out, opt)
@@ -241,12 +259,13 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
         files["log.jsonl"] = "".join(json.dumps(r) + "\n" for r in log).encode()
         files["loss.png"] = loss_curve([r for r in log if "loss" in r], ["loss", *TASKS], "training loss")
         save_checkpoint(out, model, vocab, tokenizers, opt, files=files,
-                        extra={"step": step, "train": asdict(cfg), "world_size": world_size,
-                               "data_position": data_position(step, 0, 0, world_size, cfg.batch_size,
-                                                              cfg.grad_accum)})
+                        extra={"step": step, "train": asdict(cfg), "data_position": step * cfg.batch_size *
+                               cfg.grad_accum, "processes": {"world_size": world_size, "backend": processes.backend,
+                                                             "parallel": "ddp" if world_size > 1 else None}})
 
     bar = tqdm(range(start, cfg.steps), desc="train", initial=start, total=cfg.steps,
-               disable=None if progress else True, unit="step")
+               disable=None if progress and writer else True, unit="step")
+    rows = cfg.batch_size // world_size
     tick, tokens = time.perf_counter(), 0
     for step in bar:
         lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
@@ -256,10 +275,14 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
         loss_sum = 0.0
         for micro in range(cfg.grad_accum):
             position = data_position(step, micro, rank, world_size, cfg.batch_size, cfg.grad_accum)
-            batch = stream.batch(position, cfg.batch_size, model.cfg.max_seq_len).to(device)
+            batch = stream.batch(position, rows, model.cfg.max_seq_len).to(device)
             with autocast:
-                output = model(batch.ids, batch.positions)
-            loss, by_task = task_losses(output.logits, batch.targets, batch.mask, batch.tasks)
+                output = net(batch.ids, batch.positions)
+            summed, stats = token_losses(output.logits, batch.targets, batch.mask, batch.tasks)
+            stats = all_sum(stats)  # every process's tokens: the mean is over the global batch
+            # DDP averages gradients over processes; scaling by world_size makes that their sum.
+            loss = summed * world_size / stats[0].clamp_min(1)
+            by_task = task_means(stats)
             objective = loss + output.aux_loss
             terms = {"aux_loss": output.aux_loss} if output.aux_loss.item() != 0 else {}
             for fn in losses:
@@ -269,7 +292,7 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
                     objective = objective + value
                     terms[name] = value
             (objective / cfg.grad_accum).backward()
-            loss_sum += loss.item() / cfg.grad_accum
+            loss_sum += float(stats[1] / stats[0].clamp_min(1)) / cfg.grad_accum
             tokens += batch.ids.numel()
             for k, v in (by_task | {name: value.item() for name, value in terms.items()}).items():
                 totals.setdefault(k, []).append(v)
