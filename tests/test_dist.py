@@ -1,5 +1,6 @@
-"""torchrun: two CPU processes (gloo) train like one process with the same global batch; a run
-resumes with another number of processes; a rank that dies takes the run down."""
+"""torchrun: two CPU processes (gloo), replicated (DDP) or sharded (FSDP2), train like one process
+with the same global batch; a run resumes with another number of processes; a rank that dies
+takes the run down."""
 
 import json
 import os
@@ -51,6 +52,20 @@ def test_two_processes_train_like_one_and_resume_with_another_number(tmp_path):
     check = subprocess.run([sys.executable, "-c", f"import smalto; print(smalto.load({str(two)!r}).caption("
                             "__import__('numpy').zeros((32, 32, 3), 'uint8')))"], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr[-2000:]
+
+
+def test_sharded_processes_train_like_one_and_resume_unsharded(tmp_path):
+    one, sharded = tmp_path / "one", tmp_path / "sharded"
+    assert smalto("train", "--out", str(one), "--steps", "4", *FLAGS).returncode == 0
+    done = smalto("train", "--out", str(sharded), "--steps", "4", "--pause-at", "2", "--shard", *FLAGS, processes=2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((sharded / "meta.json").read_text())["processes"]["parallel"] == "fsdp"
+    resumed = smalto("train", "--out", str(sharded), "--steps", "4", "--resume", processes=2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((sharded / "meta.json").read_text())["processes"]["parallel"] == "fsdp"
+    torch.testing.assert_close(torch.tensor(losses(sharded)), torch.tensor(losses(one)), rtol=1e-4, atol=1e-5)
+    for name, w in weights(one).items():
+        torch.testing.assert_close(weights(sharded)[name], w, rtol=1e-3, atol=1e-5, msg=name)
 
 
 def test_a_rank_that_dies_takes_the_run_down(tmp_path):

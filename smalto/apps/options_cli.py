@@ -165,7 +165,7 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
         "init_from": "fine-tune: start from this checkpoint's weights, model and tokenizers (new optimizer, step 0)",
         "freeze": "do not train the parameters whose names match PATTERN, e.g. 'layers.0.*' or 'embed.*' "
                   "(repeatable)",
-        "steps": "total optimizer steps", "batch_size": "examples per micro-batch",
+        "steps": "total optimizer steps", "batch_size": "examples per micro-batch (over all processes)",
         "grad_accum": "micro-batches per optimizer step", "lr": "peak learning rate (warm-up, then cosine decay)",
         "warmup": "learning-rate warm-up steps", "weight_decay": "AdamW weight decay of the weight matrices",
         "grad_clip": "largest gradient norm", "seed": "seed of the initial weights and of the data",
@@ -174,6 +174,8 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
         "save_every": "write the checkpoint every this many steps",
         "precision": "matmuls in bf16 autocast (auto: where the hardware has native bf16)",
         "max_image_pixels": PIXELS,
+        "shard": "under torchrun: shard weights and optimizer state across the processes (FSDP2) instead of "
+                 "a whole copy in each (DDP)",
     }, preset=dict(choices=tuple(PRESETS)), precision=dict(choices=PRECISIONS), freeze=dict(metavar="PATTERN"))
     mix = defaults(TaskMix)
     tr.add_argument("--mix", type=WEIGHT, nargs=3, default=tuple(mix[t] for t in TASKS),

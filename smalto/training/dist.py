@@ -64,3 +64,58 @@ def all_sum(values: torch.Tensor) -> torch.Tensor:
         values = values.clone()
         dist.all_reduce(values)
     return values
+
+
+# --- sharding (FSDP2): each process keeps 1/world_size of the weights and optimizer state
+
+def shard(model: torch.nn.Module) -> None:
+    """Shard every block and the rest of the model in place (torch.distributed.fsdp.fully_shard):
+    a process gathers a block's weights only while it runs, which is what lets a model and its
+    optimizer state larger than one device train on several."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in model.layers:
+        fully_shard(block)
+    fully_shard(model)
+
+
+def _full_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def gather(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """A sharded model's whole weights and optimizer state (by parameter name) on rank 0, empty
+    dicts elsewhere. Every process must call it: it is a collective."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    return (get_model_state_dict(model, options=_full_options()),
+            get_optimizer_state_dict(model, optimizer, options=_full_options()))
+
+
+def scatter_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a whole optimizer state (by parameter name, as every process read it) into a sharded one."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def by_name(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """`optimizer.state_dict()` keyed by parameter name instead of position (what `gather` gives)."""
+    order = _order(model, optimizer)
+    state = optimizer.state_dict()
+    return {"state": {order[i]: s for i, s in state["state"].items()},
+            "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in state["param_groups"]]}
+
+
+def by_position(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> dict:
+    """The inverse of `by_name`: a state keyed by parameter name, for `optimizer.load_state_dict`."""
+    index = {name: i for i, name in enumerate(_order(model, optimizer))}
+    return {"state": {index[name]: s for name, s in state["state"].items()},
+            "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in state["param_groups"]]}
+
+
+def _order(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]

@@ -38,6 +38,7 @@ from smalto.paths import inside
 from smalto.plots import loss_curve
 from smalto.tokenizers import load_tokenizers
 from smalto.training.data import TASKS, Batch, ExampleStream, TaskMix, data_position
+from smalto.training import dist
 from smalto.training.dist import Processes, all_sum
 from smalto.training.schedule import cosine_lr
 
@@ -61,7 +62,7 @@ class TrainConfig:
     init_from: str | None = None
     freeze: tuple[str, ...] = ()  # parameter-name patterns (fnmatch: "layers.0.*", "embed.*") left untrained
     steps: int = 3000
-    batch_size: int = 32  # examples per micro-batch, per process
+    batch_size: int = 32  # examples per micro-batch, over all processes
     grad_accum: int = 1
     lr: float = 2e-3
     warmup: int = 100
@@ -74,6 +75,9 @@ class TrainConfig:
     save_every: int = 500
     precision: str = "auto"  # matmuls under bf16 autocast where bf16 is native ("auto"), or "bf16" / "fp32"
     max_image_pixels: int = MAX_PIXELS  # a folder's larger images are refused before decoding
+    # With several processes: shard weights and optimizer state across them (FSDP2) instead of
+    # keeping a whole copy in each (DDP). Makes no difference to what is computed.
+    shard: bool = False
 
     # Valid values, read by __post_init__ and by the command line's flags.
     RANGES: ClassVar[dict[str, Range]] = {
@@ -238,11 +242,18 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
         tqdm.write(f"training {trainable:,} of {total:,} parameters"
                    + (f" (frozen: {', '.join(cfg.freeze)})" if cfg.freeze else ""), file=sys.stderr)
     model.to(device).train()
-    # Every process holds the whole model; DDP averages the gradients in the backward pass.
-    net = DistributedDataParallel(model) if world_size > 1 else model
+    sharded = cfg.shard and world_size > 1
     opt = _optimizer(model, cfg)
     if resume:
         load_optimizer(out, opt)
+    if sharded:  # each process keeps a slice of the weights and of the optimizer state
+        state = dist.by_name(model, opt)
+        dist.shard(model)
+        net, opt = model, _optimizer(model, cfg)
+        if resume:
+            dist.scatter_optimizer(model, opt, state)
+    else:  # each process keeps the whole model; DDP averages the gradients in the backward pass
+        net = DistributedDataParallel(model) if world_size > 1 else model
     stream = ExampleStream(tokenizers, vocab, cfg.data, cfg.mix, cfg.seed, max_len=model.cfg.max_seq_len,
                            max_pixels=cfg.max_image_pixels)
     # Weights and optimizer state stay float32; matmuls run in bf16 where the hardware has it.
@@ -255,13 +266,30 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
     if resume and (samples := inside(out, "samples.png", "file")).is_file():
         files["samples.png"] = samples.read_bytes()
 
-    def checkpoint(step: int) -> None:
+    # How the run was made, recorded and nothing more: any number of processes can resume it.
+    made_by = {"world_size": world_size, "backend": processes.backend,
+               "parallel": ("fsdp" if sharded else "ddp") if world_size > 1 else None}
+
+    def whole() -> tuple[Transformer | None, torch.optim.Optimizer | None]:
+        """The model and optimizer as one process holds them: gathered to rank 0 when sharded (a
+        collective: every process calls it), None on the other ranks."""
+        if not sharded:
+            return (model, opt) if writer else (None, None)
+        weights, state = dist.gather(model, opt)
+        if not writer:
+            return None, None
+        plain = Transformer(model.cfg)
+        plain.load_state_dict(weights, strict=not model.cfg.tie_embeddings)
+        plain_opt = _optimizer(plain, cfg)
+        plain_opt.load_state_dict(dist.by_position(plain, plain_opt, state))
+        return plain.eval(), plain_opt
+
+    def checkpoint(step: int, model: Transformer, opt: torch.optim.Optimizer) -> None:
         files["log.jsonl"] = "".join(json.dumps(r) + "\n" for r in log).encode()
         files["loss.png"] = loss_curve([r for r in log if "loss" in r], ["loss", *TASKS], "training loss")
         save_checkpoint(out, model, vocab, tokenizers, opt, files=files,
-                        extra={"step": step, "train": asdict(cfg), "data_position": step * cfg.batch_size *
-                               cfg.grad_accum, "processes": {"world_size": world_size, "backend": processes.backend,
-                                                             "parallel": "ddp" if world_size > 1 else None}})
+                        extra={"step": step, "train": asdict(cfg),
+                               "data_position": step * cfg.batch_size * cfg.grad_accum, "processes": made_by})
 
     bar = tqdm(range(start, cfg.steps), desc="train", initial=start, total=cfg.steps,
                disable=None if progress and writer else True, unit="step")
@@ -308,14 +336,18 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
             log.append(row)
             tick, tokens = time.perf_counter(), 0
             bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
-        if writer and evaluate_fn is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
-            model.eval()
-            metrics, gallery = evaluate_fn(model, vocab, tokenizers)
-            log.append({"step": step, "eval": metrics})
-            files["samples.png"] = gallery
-            model.train()
-        if writer and (done % cfg.save_every == 0 or done == cfg.steps or done == pause_at):
-            checkpoint(done)
+        evaluate = evaluate_fn is not None and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps)
+        save = done % cfg.save_every == 0 or done == cfg.steps or done == pause_at
+        if evaluate or save:
+            current, current_opt = whole()
+            if current is not None and evaluate:
+                current.eval()
+                metrics, gallery = evaluate_fn(current, vocab, tokenizers)
+                log.append({"step": step, "eval": metrics})
+                files["samples.png"] = gallery
+                current.train()
+            if current is not None and save:
+                checkpoint(done, current, current_opt)
         if done == pause_at:
             break
     model.eval()
