@@ -34,15 +34,22 @@ LAYER_NAMES = {
     "post_attn_norm.weight": "post_attention_layernorm.weight",
     "mlp.gate_up_proj.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
     "mlp.down_proj.weight": "mlp.down_proj.weight",
+    # mixture of experts: Qwen3-MoE stores the experts stacked, as smalto does
+    "mlp.router.weight": "mlp.gate.weight",
+    "mlp.gate_up_proj": "mlp.experts.gate_up_proj",
+    "mlp.down_proj": "mlp.experts.down_proj",
 }
 
 
 def hf_config(model: Transformer, vocab: Vocab, dtype: torch.dtype) -> dict:
     cfg = model.cfg
-    arch = "Qwen3ForCausalLM" if cfg.qk_norm else "LlamaForCausalLM"
+    if cfg.experts and not cfg.qk_norm:
+        raise SmaltoError("a mixture of experts exports as Qwen3-MoE, which has QK-norm; this model has none")
+    arch, model_type = ("Qwen3MoeForCausalLM", "qwen3_moe") if cfg.experts else \
+        ("Qwen3ForCausalLM", "qwen3") if cfg.qk_norm else ("LlamaForCausalLM", "llama")
     config = {
         "architectures": [arch],
-        "model_type": "qwen3" if cfg.qk_norm else "llama",
+        "model_type": model_type,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.dim,
         "intermediate_size": cfg.mlp_hidden,
@@ -67,6 +74,10 @@ def hf_config(model: Transformer, vocab: Vocab, dtype: torch.dtype) -> dict:
     }
     if cfg.qk_norm:
         config.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.n_layers)
+    if cfg.experts:  # every layer sparse, top-k probabilities renormalised, as smalto.model.moe
+        config.update(num_experts=cfg.experts, num_experts_per_tok=cfg.active_experts,
+                      moe_intermediate_size=cfg.mlp_hidden, decoder_sparse_step=1, mlp_only_layers=[],
+                      norm_topk_prob=True, router_aux_loss_coef=cfg.balance_weight, output_router_logits=False)
     return config
 
 

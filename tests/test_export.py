@@ -43,7 +43,8 @@ class GrammarProcessor(LogitsProcessor):
 
 
 @pytest.mark.parametrize("overrides, arch", [({}, "Qwen3ForCausalLM"),
-                                             ({"qk_norm": False, "tie_embeddings": False}, "LlamaForCausalLM")])
+                                             ({"qk_norm": False, "tie_embeddings": False}, "LlamaForCausalLM"),
+                                             ({"experts": 4, "active_experts": 2}, "Qwen3MoeForCausalLM")])
 def test_transformers_loads_it_and_agrees(tmp_path, overrides, arch):
     model = random_model(tmp_path, **overrides)
     out = export_hf(tmp_path / "run", tmp_path / "hf")

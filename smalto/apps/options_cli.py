@@ -176,6 +176,9 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
         "max_image_pixels": PIXELS,
         "shard": "under torchrun: shard weights and optimizer state across the processes (FSDP2) instead of "
                  "a whole copy in each (DDP)",
+        "experts": "mixture of experts: this many experts in place of each MLP (0: dense), as many active "
+                   "parameters as the dense preset",
+        "active_experts": "experts each token is routed to (with --experts)",
     }, preset=dict(choices=tuple(PRESETS)), precision=dict(choices=PRECISIONS), freeze=dict(metavar="PATTERN"))
     mix = defaults(TaskMix)
     tr.add_argument("--mix", type=WEIGHT, nargs=3, default=tuple(mix[t] for t in TASKS),

@@ -73,6 +73,8 @@ def model_costs(model: Transformer, context: int, dtype: torch.dtype) -> dict:
     """Forward FLOPs per token (matmuls + attention over `context` tokens), weight and KV bytes."""
     c, size = model.cfg, torch.finfo(dtype).bits // 8
     matmul_params = sum(p.numel() for n, p in model.named_parameters() if p.ndim == 2 and "embed" not in n)
+    # A mixture of experts' stacked experts [E, ...]: a token passes through active_experts of them.
+    matmul_params += sum(p.numel() * c.active_experts // c.experts for p in model.parameters() if p.ndim == 3)
     if c.tie_embeddings:
         matmul_params += model.lm_head.weight.numel()  # the tied head is a matmul too
     attention = 2 * 2 * c.n_layers * context * c.n_heads * c.head_dim  # q.k and p.v

@@ -21,6 +21,12 @@ class ModelConfig:
     norm_eps: float = 1e-6
     qk_norm: bool = True
     tie_embeddings: bool = True
+    # Mixture of experts (smalto.model.moe): 0 keeps the dense SwiGLU MLP; E routes each token to
+    # its `active_experts` best of E experts, each of width mlp_hidden.
+    experts: int = 0
+    active_experts: int = 2
+    balance_weight: float = 0.01  # load-balancing loss (Switch Transformer)
+    z_weight: float = 0.001  # router z-loss (ST-MoE)
 
     def __post_init__(self) -> None:
         # Bounds that keep a config read from someone else's meta.json from allocating without
@@ -32,6 +38,9 @@ class ModelConfig:
         if self.n_layers > MAX_LAYERS or self.max_seq_len > MAX_CONTEXT:
             raise ValueError(f"n_layers must be at most {MAX_LAYERS} and max_seq_len at most {MAX_CONTEXT}, got "
                              f"{self.n_layers} and {self.max_seq_len}")
+        if self.experts and not 1 <= self.active_experts <= self.experts or self.experts == 1 or self.experts < 0:
+            raise ValueError(f"experts must be 0 (dense) or at least 2, and active_experts between 1 and experts, "
+                             f"got {self.experts} and {self.active_experts}")
         if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
             raise ValueError(f"dim ({self.dim}) must divide by n_heads ({self.n_heads}), "
                              f"and n_heads by n_kv_heads ({self.n_kv_heads})")
@@ -52,7 +61,12 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def preset(name: str, vocab_size: int, **overrides) -> ModelConfig:
+def preset(name: str, vocab_size: int, experts: int = 0, active_experts: int = 2, **overrides) -> ModelConfig:
+    """A named size; with `experts`, a mixture of experts with the preset's active parameters (each
+    expert is 1/active_experts as wide as the dense MLP, so a token passes through as many weights)."""
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
-    return ModelConfig(vocab_size=vocab_size, **{**PRESETS[name], **overrides})
+    sizes = dict(PRESETS[name])
+    if experts:
+        sizes |= dict(experts=experts, active_experts=active_experts, mlp_hidden=sizes["mlp_hidden"] // active_experts)
+    return ModelConfig(vocab_size=vocab_size, **{**sizes, **overrides})

@@ -28,6 +28,8 @@ from torch import Tensor, nn
 
 from smalto.model.config import ModelConfig
 from smalto.model.kv_cache import KVCache
+from smalto.model.moe import MoE
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
@@ -110,12 +112,16 @@ class Block(nn.Module):
         self.input_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.attn = Attention(cfg)
         self.post_attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.mlp = MLP(cfg)
+        self.mlp = MoE(cfg) if cfg.experts else MLP(cfg)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, kv_cache: tuple[Tensor, Tensor, Tensor] | None,
-                mask: Tensor | None) -> Tensor:
+                mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """-> (x, this block's auxiliary loss: None for a dense MLP)."""
         x = x + self.attn(self.input_norm(x), cos, sin, kv_cache, mask)
-        return x + self.mlp(self.post_attn_norm(x))
+        if isinstance(self.mlp, MoE):
+            y, aux = self.mlp(self.post_attn_norm(x))
+            return x + y, aux
+        return x + self.mlp(self.post_attn_norm(x)), None
 
 
 class Output(NamedTuple):
@@ -137,8 +143,8 @@ class Transformer(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init)
-        for block in self.layers:  # residual projections scaled down with depth (GPT-2)
-            for proj in (block.attn.o_proj, block.mlp.down_proj):
+        for block in self.layers:  # residual projections scaled down with depth (GPT-2; MoE does its own)
+            for proj in (block.attn.o_proj, *([] if cfg.experts else [block.mlp.down_proj])):
                 nn.init.normal_(proj.weight, std=0.02 / (2 * cfg.n_layers) ** 0.5)
 
     @staticmethod
@@ -167,21 +173,24 @@ class Transformer(nn.Module):
             raise ValueError(f"position {int(positions.max())} is past max_seq_len {self.cfg.max_seq_len}")
         run = network or self.network
         if cache is None:
-            logits = run(x, positions[:, 0], None, None, None, None)
+            logits, aux = run(x, positions[:, 0], None, None, None, None)
         else:
             slots, mask = cache.claim(t, valid)
-            logits = run(x, positions[:, 0], cache.k, cache.v, slots, mask)
-        return Output(logits, logits.new_zeros(()))
+            logits, aux = run(x, positions[:, 0], cache.k, cache.v, slots, mask)
+        return Output(logits, logits.new_zeros(()) if aux is None else aux)
 
     def network(self, x: Tensor, positions: Tensor, keys: list[Tensor] | None, values: list[Tensor] | None,
-                slots: Tensor | None, mask: Tensor | None) -> Tensor:
+                slots: Tensor | None, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """The layers on tensors only (what the engine compiles): embeddings [B, T, dim] and
-        rotary positions [B, T] -> logits."""
+        rotary positions [B, T] -> logits and the summed auxiliary loss (None if dense)."""
         cos = self.rope_cos[positions].unsqueeze(1)
         sin = self.rope_sin[positions].unsqueeze(1)
+        total = None
         for i, block in enumerate(self.layers):
-            x = block(x, cos, sin, None if keys is None else (keys[i], values[i], slots), mask)
-        return self.lm_head(self.norm(x))
+            x, aux = block(x, cos, sin, None if keys is None else (keys[i], values[i], slots), mask)
+            if aux is not None:
+                total = aux if total is None else total + aux
+        return self.lm_head(self.norm(x)), total
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -78,12 +78,17 @@ class TrainConfig:
     # With several processes: shard weights and optimizer state across them (FSDP2) instead of
     # keeping a whole copy in each (DDP). Makes no difference to what is computed.
     shard: bool = False
+    # Mixture of experts (smalto.model.moe): 0 keeps the dense MLP; E experts of which each token
+    # uses `active_experts`, with as many active parameters as the dense preset.
+    experts: int = 0
+    active_experts: int = 2
 
     # Valid values, read by __post_init__ and by the command line's flags.
     RANGES: ClassVar[dict[str, Range]] = {
         "steps": COUNT, "batch_size": COUNT, "grad_accum": COUNT, "lr": POSITIVE, "warmup": AT_LEAST_0,
         "weight_decay": Range(0), "grad_clip": POSITIVE, "seed": SAMPLING["seed"], "log_every": COUNT,
-        "eval_every": AT_LEAST_0, "save_every": COUNT, "max_image_pixels": COUNT}
+        "eval_every": AT_LEAST_0, "save_every": COUNT, "max_image_pixels": COUNT, "experts": AT_LEAST_0,
+        "active_experts": COUNT}
 
     def __post_init__(self) -> None:
         if self.preset is None and self.init_from is None:
@@ -92,6 +97,9 @@ class TrainConfig:
             raise SmaltoError(f"unknown preset {self.preset!r} (known: {', '.join(PRESETS)})")
         for name, valid in self.RANGES.items():
             valid.check(getattr(self, name), name)
+        if self.experts == 1 or self.experts and self.active_experts > self.experts:
+            raise SmaltoError(f"experts must be 0 (dense) or at least 2, and active_experts at most experts, got "
+                              f"{self.experts} and {self.active_experts}")
         if self.precision not in PRECISIONS:
             raise SmaltoError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if isinstance(self.mix, dict):
@@ -145,9 +153,9 @@ def _new_model(cfg: TrainConfig):
     if cfg.init_from is None:
         tokenizers = load_tokenizers(cfg.tokenizers)
         vocab = Vocab.from_tokenizers(tokenizers)
-        return Transformer(preset(cfg.preset, vocab.size)), vocab, tokenizers
+        return Transformer(preset(cfg.preset, vocab.size, cfg.experts, cfg.active_experts)), vocab, tokenizers
     model, vocab, tokenizers, _ = load_checkpoint(cfg.init_from)
-    if cfg.preset is not None and preset(cfg.preset, vocab.size) != model.cfg:
+    if cfg.preset is not None and preset(cfg.preset, vocab.size, cfg.experts, cfg.active_experts) != model.cfg:
         raise SmaltoError(f"preset {cfg.preset!r} contradicts init_from {cfg.init_from} (a {model.cfg.n_layers}-layer, "
                           f"{model.cfg.dim}-wide model); leave the preset out to fine-tune the checkpoint's")
     if cfg.tokenizers is not None and not _same_tokenizers(load_tokenizers(cfg.tokenizers).path, tokenizers.path):
@@ -171,7 +179,7 @@ def token_losses(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
     per_token = per_token * mask
     loss_sum = per_token.sum()
     with torch.no_grad():
-        stats = [mask.sum(), loss_sum]
+        stats = [mask.sum(), loss_sum.detach()]
         for i in range(len(TASKS)):
             rows = tasks == i
             stats += [mask[rows].sum(), per_token[rows].sum()]
