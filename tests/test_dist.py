@@ -68,6 +68,13 @@ def test_sharded_processes_train_like_one_and_resume_unsharded(tmp_path):
         torch.testing.assert_close(weights(sharded)[name], w, rtol=1e-3, atol=1e-5, msg=name)
 
 
+def test_a_mixture_of_experts_trains_under_ddp_even_when_an_expert_gets_no_token(tmp_path):
+    # 8 experts, 1 per token, 2 examples per process: some experts take no part in a step
+    done = smalto("train", "--out", str(tmp_path / "moe"), "--steps", "3", "--experts", "8", "--active-experts", "1",
+                  *FLAGS[:2], "--batch-size", "4", *FLAGS[4:], processes=2)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_a_rank_that_dies_takes_the_run_down(tmp_path):
     run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                             "-m", "smalto", "train", "--out", str(tmp_path / "x"), "--steps", "100000", *FLAGS],

@@ -261,7 +261,9 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
         if resume:
             dist.scatter_optimizer(model, opt, state)
     else:  # each process keeps the whole model; DDP averages the gradients in the backward pass
-        net = DistributedDataParallel(model) if world_size > 1 else model
+        # (An expert no token was routed to in a batch takes no part in it: DDP must look for those.)
+        net = DistributedDataParallel(model, find_unused_parameters=model.cfg.experts > 0) if world_size > 1 \
+            else model
     stream = ExampleStream(tokenizers, vocab, cfg.data, cfg.mix, cfg.seed, max_len=model.cfg.max_seq_len,
                            max_pixels=cfg.max_image_pixels)
     # Weights and optimizer state stay float32; matmuls run in bf16 where the hardware has it.
