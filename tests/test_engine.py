@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from smalto.format import (DRAWING, Allowed, FormatState, Modality, Span, Vocab, answer_example, caption_example,
                            caption_prompt, draw_example, draw_prompt, positions)
 from smalto.inference import Engine, Sampling
-from smalto.inference.strategies import sample
+from smalto.inference.strategies import Sample
 from smalto.model import ModelConfig, Transformer
 from smalto.tokenizers.text import SPECIAL_TOKENS
 
@@ -56,7 +56,7 @@ def test_constrained_decoding_never_emits_an_invalid_token(seed, images):
     streams = [[] for _ in range(rows)]
     for _ in range(30):
         logits = torch.randn(rows, V.size, generator=gen) * 5
-        token = sample(logits.masked_fill(~grammar.mask(), float("-inf")), Sampling(1.0), gen)
+        token = Sample(gen)(logits.masked_fill(~grammar.mask(), float("-inf")))
         grammar.advance(token)
         for s, t in zip(streams, token.tolist()):
             s.append(t)

@@ -61,10 +61,3 @@ class Sampling:
             return greedy
         generator = None if self.seed is None else torch.Generator(device=device).manual_seed(self.seed)
         return Sample(generator)
-
-
-def sample(logits: Tensor, s: Sampling, generator: torch.Generator | None = None) -> Tensor:
-    """One step of `s` on logits [B, V] -> ids [B] (outside the engine: tests, tools)."""
-    for processor in s.processors():
-        logits = processor(logits)
-    return greedy(logits) if s.greedy else Sample(generator)(logits)

@@ -255,7 +255,7 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
     if resume:
         load_optimizer(out, opt)
     if sharded:  # each process keeps a slice of the weights and of the optimizer state
-        state = dist.by_name(model, opt)
+        state = dist.by_name(model, opt) if resume else None  # by name: positions change with sharding
         dist.shard(model)
         net, opt = model, _optimizer(model, cfg)
         if resume:
