@@ -5,13 +5,17 @@ BIN := $(VENV)/bin
 # A CPU build that installs from local disk here; GPU users: make TORCH="torch --index-url ..."
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test browser clean
+.PHONY: demo test test-slow browser clean
 
 demo: $(VENV)/.installed
 	$(BIN)/smalto demo --out demo
 
 test: $(VENV)/.installed-test browser
 	$(BIN)/python -m pytest
+
+# Checks too slow for every run (compiling a training step): run before changing what they cover.
+test-slow: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m slow
 
 # The web UI test drives Debian's Chromium through its ChromeDriver.
 browser:

@@ -404,7 +404,7 @@ def test_resume_with_a_contradicting_flag_is_a_one_line_error_naming_it(small_ru
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("smalto: error: --"), lines
     assert all(word in lines[0] for word in words), lines[0]
-    assert "only --steps and --pause-at may change" in lines[0]
+    assert "only --steps, --pause-at and --compile may change" in lines[0]
     assert (out / "meta.json").read_text() == meta  # nothing ran
 
 

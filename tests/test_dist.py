@@ -106,3 +106,18 @@ def _environ(pid: int) -> str:
             return f.read().replace(b"\0", b"\n").decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_muon_and_accumulated_micro_batches_train_like_one_process(tmp_path):
+    # DDP holds back its gradient averaging until the last micro-batch of a step (no_sync); Muon
+    # orthogonalises whole matrices, also when FSDP2 has split them across processes
+    flags = [*FLAGS, "--steps", "3", "--log-every", "1", "--grad-accum", "2", "--optimizer", "muon"]
+    runs = {"one": (1, []), "ddp": (2, []), "fsdp": (2, ["--shard"])}
+    for name, (n, extra) in runs.items():
+        done = smalto("train", "--out", str(tmp_path / name), *flags, *extra, processes=n)
+        assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("ddp", "fsdp"):
+        torch.testing.assert_close(torch.tensor(losses(tmp_path / name)), torch.tensor(losses(tmp_path / "one")),
+                                   rtol=1e-4, atol=1e-5)
+        for key, w in weights(tmp_path / "one").items():
+            torch.testing.assert_close(weights(tmp_path / name)[key], w, rtol=1e-3, atol=1e-5, msg=f"{name} {key}")

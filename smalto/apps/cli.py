@@ -105,17 +105,17 @@ def _resumed_config(args: argparse.Namespace):
         raise SmaltoError(f"{args.out}: this run was trained on the folder {data!r}; to resume it, "
                           f"name that folder yourself: --data {data}")
     try:
-        cfg = TrainConfig(**saved)
+        cfg = TrainConfig.saved(saved)
     except TypeError as e:
         raise SmaltoError(f"{args.out}/meta.json: training config does not fit this version of smalto ({e})") from None
     old, new = _as_flags(cfg), _as_flags(_train_config(args))
     named = given(build_parser(lazy=True), args.argv)
-    for name in [k for k in old if k in named and k != "steps"]:
+    for name in [k for k in old if k in named and k not in TrainConfig.MAY_CHANGE]:
         if new[name] != old[name]:
             raise SmaltoError(f"{flag(name)} {_show(new[name])} contradicts {args.out}, which was trained with "
-                              f"{flag(name)} {_show(old[name])}; resume with the same flags (only --steps and "
-                              f"--pause-at may change)")
-    return replace(cfg, steps=args.steps) if "steps" in named else cfg
+                              f"{flag(name)} {_show(old[name])}; resume with the same flags (only --steps, "
+                              f"--pause-at and --compile may change)")
+    return replace(cfg, **{k: getattr(args, k) for k in TrainConfig.MAY_CHANGE if k in named})
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -9,7 +9,9 @@ transformers' Qwen3-MoE (router `[E, dim]`, experts' gate and up projections sta
 
 Two auxiliary losses keep routing healthy, returned for the training objective:
 - load balancing (Switch Transformer): E * sum_e f_e * p_e, where f_e is the share of routed
-  slots that went to expert e and p_e its mean router probability; 1 when perfectly balanced;
+  slots that went to expert e (over the global batch, every process's tokens) and p_e its mean
+  router probability (over this process's tokens: its gradient is averaged with the others');
+  1 when perfectly balanced;
 - router z-loss (ST-MoE): the mean squared log-sum-exp of the router logits, which keeps them small.
 """
 
@@ -54,7 +56,12 @@ class MoE(nn.Module):
 
     def aux_loss(self, logits: Tensor, probs: Tensor, chosen: Tensor) -> Tensor:
         e = self.cfg.experts
-        share = torch.bincount(chosen.flatten(), minlength=e).float() / chosen.numel()
+        counts = torch.bincount(chosen.flatten(), minlength=e).float()
+        if self.training and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # f_e over the global batch, whatever the processes (in training only: a rank that
+            # evaluates alone must not wait for the others)
+            torch.distributed.all_reduce(counts)
+        share = counts / counts.sum()
         balance = e * (share * probs.mean(0)).sum()
         z = torch.logsumexp(logits.float(), dim=-1).pow(2).mean()
         return self.cfg.balance_weight * balance + self.cfg.z_weight * z

@@ -88,10 +88,15 @@ class Attention(nn.Module):
                 q, k, v = q.to(keys.dtype), keys, values
             else:
                 k, v = keys.to(dtype), values.to(dtype)
-        if mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=h != kv)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=h != kv)
+        if q.device.type == "cpu":
+            # CPU attention in bf16 is the slow path: over a training batch (32 x 100 tokens) its
+            # forward + backward took 44 ms against 15 ms in float32, a third of the whole step.
+            q, k, v = q.float(), k.float(), v.float()
+        with torch.autocast(q.device.type, enabled=q.device.type != "cpu" and torch.is_autocast_enabled()):
+            if mask is None:
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=h != kv)
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=h != kv)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, h * hd).to(dtype))
 
 
