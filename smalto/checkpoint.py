@@ -1,7 +1,7 @@
 """Checkpoints: a self-contained directory, written atomically.
 
     DIR/model.safetensors      weights
-    DIR/optimizer.safetensors  AdamW moments (training checkpoints only)
+    DIR/optimizer.safetensors  the optimizer's state (training checkpoints only)
     DIR/meta.json              format, model config, vocabulary (named ranges), training config, step,
                                data position
     DIR/tokenizers/            the text and image tokenizers the ids refer to

@@ -382,13 +382,13 @@ def test_lazy_and_eager_parsers_agree_and_data_commands_do_not_import_torch():
 def small_run(tmp_path_factory) -> tuple[Path, list[str]]:
     out = tmp_path_factory.mktemp("resume") / "run"
     args = ["train", "--out", str(out), "--preset", "shapes-micro", "--steps", "2", "--batch-size", "4",
-            "--save-every", "2", "--eval-every", "0", "--lr", "0.003", "--freeze", "embed.*"]
+            "--save-every", "2", "--eval-every", "0", "--lr", "0.004", "--freeze", "embed.*"]
     assert main(args) == 0
     return out, args
 
 
 @pytest.mark.parametrize("flags, words", [
-    (["--lr", "0.002"], ["--lr 0.002 contradicts", "trained with --lr 0.003"]),  # the default, but given
+    (["--lr", "0.003"], ["--lr 0.003 contradicts", "trained with --lr 0.004"]),  # the default, but given
     (["--batch-size", "8"], ["--batch-size 8 contradicts", "--batch-size 4"]),
     (["--freeze", "embed.*", "--freeze", "norm.*"], ["--freeze embed.* norm.* contradicts", "--freeze embed.*;"]),
     (["--mix", "1", "1", "1"], ["--mix 1.0 1.0 1.0 contradicts", "--mix 0.3 0.4 0.3"]),
@@ -414,4 +414,4 @@ def test_resume_with_the_same_flags_or_only_steps_continues(small_run):
     assert json.loads((out / "meta.json").read_text())["step"] == 3
     assert main(["train", "--out", str(out), "--resume", "--steps", "4"]) == 0
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["step"] == 4 and meta["train"]["lr"] == 0.003 and meta["train"]["freeze"] == ["embed.*"]
+    assert meta["step"] == 4 and meta["train"]["lr"] == 0.004 and meta["train"]["freeze"] == ["embed.*"]

@@ -8,7 +8,7 @@ import torch
 
 from smalto.checkpoint import load_checkpoint
 from smalto.model import Transformer, preset
-from smalto.training.optim import MuonAdamW, build_optimizer
+from smalto.training.optim import Muon, MuonAdamW, build_optimizer
 from smalto.training.trainer import TrainConfig, train
 
 
@@ -69,6 +69,8 @@ def test_a_paused_and_resumed_muon_run_matches_an_uninterrupted_one(tmp_path):
     b, *_ = load_checkpoint(tmp_path / "split")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6, msg=name)
+    seconds = [r["seconds"] for r in resumed if "seconds" in r]  # wall clock, carried across the resume
+    assert len(seconds) == 6 and seconds == sorted(seconds) and seconds[0] > 0
     groups = json.loads((tmp_path / "split" / "meta.json").read_text())["optimizer"]["param_groups"]
     assert [("momentum" in g) for g in groups] == [False, False, True]  # AdamW's two groups, then Muon's
 
@@ -96,3 +98,20 @@ def test_a_compiled_run_computes_what_an_eager_run_does_and_resumes_either_way(t
           pause_at=2)
     resumed = train(tmp_path / "compiled", cfg, resume=True, progress=False)  # compile may change on resume
     np.testing.assert_allclose(losses(resumed), losses(eager), rtol=1e-4)
+
+
+def test_batched_muon_makes_torchs_updates_and_state():
+    torch.manual_seed(0)
+    a, b = Transformer(preset("shapes-micro", 300)), Transformer(preset("shapes-micro", 300))
+    b.load_state_dict(a.state_dict())
+    ours = Muon([p for p in a.parameters() if p.ndim == 2], lr=1e-2, adjust_lr_fn="match_rms_adamw")
+    theirs = torch.optim.Muon([p for p in b.parameters() if p.ndim == 2], lr=1e-2, adjust_lr_fn="match_rms_adamw")
+    for _ in range(3):
+        for p, q in zip(a.parameters(), b.parameters()):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        ours.step()
+        theirs.step()
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=name)
+    theirs.load_state_dict(ours.state_dict())  # the same state: checkpoints move between the two

@@ -220,7 +220,7 @@ def test_frozen_parameters_stay_bit_identical_through_a_pause_and_resume(base, t
 
 
 def test_resuming_with_another_config_names_the_field(base):
-    with pytest.raises(SmaltoError, match=r"different config \(lr 0.002, not 0.01\)"):
+    with pytest.raises(SmaltoError, match=r"different config \(lr 0.003, not 0.01\)"):
         train(base, micro(steps=8, save_every=6, precision="fp32", lr=0.01), resume=True, progress=False)
     with pytest.raises(SmaltoError, match=r"different config \(freeze \(\), not \('norm.\*',\)\)"):
         train(base, micro(steps=8, save_every=6, precision="fp32", freeze=("norm.*",)), resume=True, progress=False)

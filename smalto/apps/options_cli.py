@@ -156,7 +156,7 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
     from smalto.model import PRESETS
     from smalto.training.data import TASKS, TaskMix
     from smalto.training.optim import OPTIMIZERS
-    from smalto.training.trainer import DEFAULT_PRESET, PRECISIONS, TrainConfig
+    from smalto.training.trainer import COMPILE_FROM, DEFAULT_PRESET, PRECISIONS, TrainConfig
 
     tr.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, log, plots)")
     add_config(tr, TrainConfig, {
@@ -169,21 +169,22 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
         "steps": "total optimizer steps", "batch_size": "examples per micro-batch (over all processes)",
         "grad_accum": "micro-batches per optimizer step", "lr": "peak learning rate (warm-up, then cosine decay)",
         "warmup": "learning-rate warm-up steps", "weight_decay": "decoupled weight decay of the weight matrices",
-        "optimizer": "adamw, or muon: Muon for the blocks' weight matrices, AdamW for the rest",
+        "optimizer": "muon: Muon for the blocks' weight matrices and AdamW for the rest; adamw: AdamW for all",
         "grad_clip": "largest gradient norm", "seed": "seed of the initial weights and of the data",
         "log_every": "log.jsonl gets a line every this many steps",
         "eval_every": "draw and caption a probe set every this many steps (0: never; ShapesWorld only)",
         "save_every": "write the checkpoint every this many steps",
         "precision": "matmuls in bf16 autocast (auto: where the hardware has native bf16)",
-        "compile": "torch.compile the forward pass and loss: faster steps after a minute of compiling",
+        "compile": "torch.compile the forward pass and loss: faster steps after a minute of compiling "
+                   f"(default: when --steps is at least {COMPILE_FROM})",
         "max_image_pixels": PIXELS,
         "shard": "under torchrun: shard weights and optimizer state across the processes (FSDP2) instead of "
                  "a whole copy in each (DDP)",
         "experts": "mixture of experts: this many experts in place of each MLP (0: dense), as many active "
                    "parameters as the dense preset",
         "active_experts": "experts each token is routed to (with --experts)",
-    }, preset=dict(choices=tuple(PRESETS)), precision=dict(choices=PRECISIONS),
-       optimizer=dict(choices=OPTIMIZERS), freeze=dict(metavar="PATTERN"))
+    }, preset=dict(choices=tuple(PRESETS)), precision=dict(choices=PRECISIONS), optimizer=dict(choices=OPTIMIZERS),
+       compile=dict(action=argparse.BooleanOptionalAction), freeze=dict(metavar="PATTERN"))
     mix = defaults(TaskMix)
     tr.add_argument("--mix", type=WEIGHT, nargs=3, default=tuple(mix[t] for t in TASKS),
                     metavar=("CAPTION", "DRAW", "QA"),
@@ -193,7 +194,8 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
         "train_prompt_images": "also predict the image codes of caption and QA examples",
         "qa_turns": "question-answer turns per QA example"})
     tr.add_argument("--resume", action="store_true",
-                    help="continue the run in --out; other flags must match it, except --steps, --pause-at and --compile")
+                    help="continue the run in --out; other flags must match it (--steps, --pause-at and --compile "
+                         "may change)")
     tr.add_argument("--pause-at", type=COUNT, default=None,
                     help="stop with a checkpoint at this step; --resume continues the same schedule")
 

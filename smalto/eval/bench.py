@@ -100,9 +100,10 @@ def hf_peer(pipe: Pipeline):
 # --- the measurements
 
 def train_step(model: torch.nn.Module, forward: Callable, cfg: BenchConfig, vocab_size: int,
-               dtype: torch.dtype) -> float:
+               dtype: torch.dtype, compiled: bool = False) -> float:
     """Tokens/s of forward + loss + backward + clip + AdamW step, smalto's training recipe
-    (float32 weights, matmuls under autocast when `dtype` is bfloat16)."""
+    (float32 weights, matmuls under autocast when `dtype` is bfloat16); `compiled`: the forward
+    and loss under torch.compile, as `smalto train --compile` runs them."""
     s = cfg.sizes
     torch.manual_seed(0)
     ids = torch.randint(0, vocab_size, (s["train_batch"], s["train_len"] + 1))
@@ -111,11 +112,15 @@ def train_step(model: torch.nn.Module, forward: Callable, cfg: BenchConfig, voca
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
 
-    def step():
+    def forward_loss():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
             logits = forward(ids[:, :-1])
-        loss, _ = task_losses(logits, ids[:, 1:], mask, tasks)
-        loss.backward()
+        return task_losses(logits, ids[:, 1:], mask, tasks)[0]
+
+    loss_fn = torch.compile(forward_loss) if compiled else forward_loss
+
+    def step():
+        loss_fn().backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -206,9 +211,14 @@ def run(pipe: Pipeline, cfg: BenchConfig = BenchConfig(), progress: Callable[[st
         "hf_fp32": train_step(hf["fp32"], lambda x: hf["fp32"](x).logits, cfg, vocab.size, torch.float32)}
     hf["fp32"].load_state_dict(hf["same"].state_dict())  # fresh weights again, as float32
     report["train"]["hf_same"] = train_step(hf["fp32"], lambda x: hf["fp32"](x).logits, cfg, vocab.size, train_dtype)
+    if not cfg.quick:
+        compiled = copy.deepcopy(model).float()
+        report["train"]["smalto_compiled"] = train_step(compiled, lambda x: compiled(x).logits, cfg, vocab.size,
+                                                        train_dtype, compiled=True)
     t = report["train"]
-    progress(f"train step: smalto {t['smalto']:,.0f} tok/s, transformers {t['hf_fp32']:,.0f} (fp32) / "
-             f"{t['hf_same']:,.0f} ({report['train_dtype']} autocast)")
+    progress(f"train step: smalto {t['smalto']:,.0f} tok/s"
+             + (f" ({t['smalto_compiled']:,.0f} compiled)" if "smalto_compiled" in t else "")
+             + f", transformers {t['hf_fp32']:,.0f} (fp32) / {t['hf_same']:,.0f} ({report['train_dtype']} autocast)")
 
     report["roofline"] = roofline(model, report, limits, s)
     return report
@@ -255,6 +265,11 @@ def table(report: dict) -> str:
         lines.append(f"| {name} | {ours:,.0f} | {fp32:,.0f} | {theirs:,.0f} | **{ours / fp32:.2f}×** | "
                      f"**{ours / theirs:.2f}×** | {fraction:.0%} |")
     compiled_rows = []
+    if "smalto_compiled" in t:
+        c = t["smalto_compiled"]
+        compiled_rows.append(f"| training step, compiled (tok/s) | {c:,.0f} | {t['hf_fp32']:,.0f} | "
+                             f"{t['hf_same']:,.0f} | **{c / t['hf_fp32']:.2f}×** | **{c / t['hf_same']:.2f}×** | "
+                             f"{c / rf['train']['limit_tok_s']:.0%} |")
     for batch, g in report["generate"].items():
         r = rf[f"batch{batch}"]
         if "smalto_compiled" in g:

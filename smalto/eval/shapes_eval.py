@@ -23,10 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from smalto.data.shapes import Scene, ShapesConfig, ShapesWorld, captions, render
-from smalto.pipeline import Pipeline
+from smalto.pipeline import DRAW_DEFAULTS, Pipeline
 from smalto.verify.judges import ATTRIBUTES, judge_answer, judge_caption, judge_drawing
 
 EVAL_SEED = 10_000  # far from training seeds; fixed so numbers are reproducible
+PROBE_DRAWING = {"guidance": 1.5, "temperature": 0.3}  # the shipped model's (README: how it was trained)
 BATCH = 32
 
 
@@ -168,7 +169,9 @@ def training_probe(model, vocab, tokenizers) -> tuple[dict, bytes]:
     """A seconds-long look during training: small-subset scores and a gallery of drawings."""
     from smalto.plots import image_grid, png_bytes
 
-    pipe = Pipeline(model, vocab, tokenizers)
+    # Drawn as the shipped model draws (its packed guidance and temperature): at the defaults a
+    # young model's drawings are almost never exact, and the probe would show nothing.
+    pipe = Pipeline(model, vocab, tokenizers, draw_defaults={**DRAW_DEFAULTS, **PROBE_DRAWING})
     world = ShapesWorld(ShapesConfig(image_size=pipe.image_size), EVAL_SEED, "train")
     metrics = {"caption_exact": eval_captions(pipe, world, 32)["exact"],
                "qa": eval_questions(pipe, world, 64)["overall"]}

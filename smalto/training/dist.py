@@ -47,6 +47,9 @@ def setup() -> Processes:
         return Processes()
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if torch.cuda.is_available():
+        if local_rank >= (gpus := torch.cuda.device_count()):
+            raise SmaltoError(f"torchrun started more processes on this machine than it has GPUs ({gpus}): "
+                              f"one process per GPU, --nproc_per_node {gpus}")
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=TIMEOUT)
