@@ -74,7 +74,7 @@ class Muon(torch.optim.Muon):
     """`torch.optim.Muon` with the Newton-Schulz iterations of same-shaped matrices batched: a
     model's layers share a handful of shapes, and on a CPU the many small matmuls cost more in
     calls than in arithmetic (shapes-tiny: 114 against 174 ms per step). The same arithmetic
-    (bit-identical updates) and the same state, so checkpoints move freely between the two.
+    (the same updates: tests/test_optim.py) and the same state, so checkpoints move freely between the two.
     Sharded parameters (FSDP2) take torch's per-matrix path."""
 
     @torch.no_grad()
