@@ -244,7 +244,8 @@ def test_a_full_queue_answers_503_fast_and_accepted_requests_complete(shipped):
     with running_server(shipped, ServeConfig(model_name=NAME, max_queue=2)) as url:
         results = asyncio.run(run(url))
     codes = sorted(r.status_code for r, _ in results)
-    assert set(codes) == {200, 503} and codes.count(200) >= 3  # one running + two queued at least
+    # the queue's two at least; more if the worker took some before the burst filled it
+    assert set(codes) == {200, 503} and codes.count(200) >= 2
     busy = [(r, dt) for r, dt in results if r.status_code == 503]
     assert all(r.json()["error"]["code"] == "queue_full" for r, _ in busy)
     assert max(dt for _, dt in busy) < min(dt for r, dt in results if r.status_code == 200) + 0.5
