@@ -72,6 +72,8 @@ SAMPLING = {
     "guidance": Range(0, 20),  # classifier-free guidance: 0 unconditional, 1 conditional only
     "seed": Range(0, MAX_SEED, integer=True),
     "beams": Range(1, 16, integer=True),
+    "best_of": Range(1, 64, integer=True),  # candidates drawn, or answers voted
+    "thinking_budget": Range(1, 128, integer=True),  # tokens between <think> and </think>
 }
 
 

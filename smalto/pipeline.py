@@ -4,7 +4,12 @@
     images = pipe.generate_image("a small red circle at the top left", n=4, seed=0)
     pipe.caption("scene.png")                  # -> "a small red circle at the top left"
     pipe.ask("scene.png", "how many circles are there?")   # -> "1"
+    pipe.ask("scene.png", "what color is the square?", effort="medium")   # thinks first
     pipe.chat([Message("user", "what colour is the circle?", images=["scene.png"])])
+
+`effort` ("none", "low", "medium", "high"; see `smalto.effort`) spends more compute for better
+answers and drawings: thinking, votes, solver-planned prompts and best-of-N drawings checked by
+the verifier.
 
 Images may be paths, PIL images or uint8 arrays [H, W, 3]; any size or mode is converted like
 bring-your-own data (RGB, centre-crop, resize to the model's size). A file or PIL image over
@@ -13,6 +18,7 @@ bring-your-own data (RGB, centre-crop, resize to the model's size). A file or PI
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
@@ -24,16 +30,19 @@ from PIL import Image
 from smalto import options, precision
 from smalto.checkpoint import load_checkpoint
 from smalto.data.images import MAX_PIXELS, check_size, convert_image, load_image
+from smalto.data.shapes import ShapesConfig, parse_caption
+from smalto.effort import SURE, THINKING_BUDGET, VOTE_TEMPERATURE, Drawing, Reply, effort_level
 from smalto.inference.detok import Detokenizer, detokenize
 from smalto.inference import Engine, Sampling
 from smalto.errors import ContextLengthError, SmaltoError
 from smalto.model import Transformer
-from smalto.format import DRAWING, Vocab, answer_prompt, caption_prompt, chat_prompt, draw_prompt
+from smalto.format import DRAWING, Allowed, Vocab, answer_prompt, caption_prompt, chat_prompt, draw_prompt, positions
 from smalto.tokenizers import Tokenizers
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "model"
 DEFAULT_NAME = "smalto-shapes-tiny"
 MAX_ANSWER_TOKENS = 48
+MAX_DRAWN = 256  # candidates drawn for one request (n × best_of)
 # A chat reply's default length limit: past the longest reply seen in training (a 4-object caption).
 MAX_REPLY_TOKENS = 64
 # Drawing settings when a call gives none; a checkpoint's meta.json may override them ("draw")
@@ -65,6 +74,10 @@ class Pipeline:
     path: Path | None = None
     draw_defaults: dict = field(default_factory=lambda: dict(DRAW_DEFAULTS))
     max_image_pixels: int | None = MAX_PIXELS  # larger image files are refused before decoding
+    # Trained on ShapesWorld: prompts and questions in its phrasing can be parsed, planned and
+    # checked by program (else best-of-N ranks drawings by the model's own log p(prompt | image)).
+    world: bool = True
+    thinks: bool = False  # trained to think (`<think>` traces); else thinking efforts only vote
 
     def __post_init__(self) -> None:
         self.engine = Engine(self.model, self.vocab)
@@ -116,36 +129,122 @@ class Pipeline:
 
     # --- reading
 
-    def caption(self, image, beams: int = 1) -> str:
-        """Describe an image (greedy, or beam search with beams > 1)."""
-        return self.caption_batch([image], beams)[0]
+    def caption(self, image, beams: int = 1, effort: str | None = None, best_of: int | None = None) -> str:
+        """Describe an image (greedy, or beam search with beams > 1; with effort "high" or best_of,
+        the most frequent of several sampled captions)."""
+        return self.caption_batch([image], beams, effort, best_of)[0]
 
-    def ask(self, image, question: str, beams: int = 1) -> str:
-        """Answer a question about an image."""
-        return self.ask_batch([image], [question], beams)[0]
+    def ask(self, image, question: str, beams: int = 1, effort: str | None = None, best_of: int | None = None,
+            thinking_budget: int | None = None) -> str:
+        """Answer a question about an image; see `reply_batch` for effort, best_of and thinking."""
+        return self.ask_batch([image], [question], beams, effort, best_of, thinking_budget)[0]
 
-    def caption_batch(self, images: list, beams: int = 1) -> list[str]:
-        return self._reply([caption_prompt(self.vocab, c) for c in self.image_codes(images)], beams)
+    def caption_batch(self, images: list, beams: int = 1, effort: str | None = None,
+                      best_of: int | None = None) -> list[str]:
+        prompts = [caption_prompt(self.vocab, c) for c in self.image_codes(images)]
+        if beams > 1:
+            return self._beams(prompts, beams)
+        votes = options.check("best_of", best_of) or effort_level(effort).votes
+        return [self._vote(candidates).text for candidates in self._decode(prompts, votes, 0, votes > 1)]
 
-    def ask_batch(self, images: list, questions: list[str], beams: int = 1) -> list[str]:
+    def ask_batch(self, images: list, questions: list[str], beams: int = 1, effort: str | None = None,
+                  best_of: int | None = None, thinking_budget: int | None = None) -> list[str]:
+        if beams > 1:
+            return self._beams(self._answer_prompts(images, questions), beams)
+        return [r.text for r in self.reply_batch(images, questions, effort, best_of, thinking_budget)]
+
+    def _answer_prompts(self, images: list, questions: list[str]) -> list[list[int]]:
         prompts = []
         for codes, question in zip(self.image_codes(images), questions, strict=True):
             q = self.text_ids(question, "question")
             if not q:
                 raise SmaltoError("the question is empty")
             prompts.append(answer_prompt(self.vocab, codes, q))
-        return self._reply(prompts, beams)
+        return prompts
 
-    def _reply(self, prompts: list[list[int]], beams: int) -> list[str]:
-        """Greedy (or beam-searched) text continuations of the prompts."""
+    def _beams(self, prompts: list[list[int]], beams: int) -> list[str]:
         options.check("beams", beams)
-        room = self.model.cfg.max_seq_len - max(len(p) for p in prompts)
-        limit = min(MAX_ANSWER_TOKENS, room)
-        if beams > 1:
-            outs = [self.engine.beam_search(p, beams, limit) for p in prompts]
-        else:
-            outs = [g.tokens for g in self.engine.generate(prompts, limit)]
-        return [detokenize(self.tokenizers.text, o, self.vocab.eos) for o in outs]
+        limit = min(MAX_ANSWER_TOKENS, self.model.cfg.max_seq_len - max(len(p) for p in prompts))
+        return [detokenize(self.tokenizers.text, self.engine.beam_search(p, beams, limit), self.vocab.eos)
+                for p in prompts]
+
+    def reply_batch(self, images: list, questions: list[str], effort: str | None = None, best_of: int | None = None,
+                    thinking_budget: int | None = None, seed: int = 0) -> list[Reply]:
+        """Answers with what they cost. effort (see `smalto.effort`): "none" answers greedily at once;
+        "low" thinks only when the instant answer is unsure (its least likely token below
+        `effort.SURE`); "medium" always thinks; "high" votes over sampled thoughts. best_of sets
+        the number of votes. After thinking, the solver reads the model's own description of the
+        scene and computes the answer from it (`Reply.check`). A model not trained to think only votes."""
+        level = effort_level(effort)
+        votes = options.check("best_of", best_of) or level.votes
+        budget = options.check("thinking_budget", thinking_budget) or THINKING_BUDGET
+        prompts = self._answer_prompts(images, questions)
+        think = level.think if self.thinks else "never"
+        replies: list[Reply | None] = [None] * len(prompts)
+        if think != "always":
+            replies = [self._vote(c) for c in self._decode(prompts, votes, 0, votes > 1, seed)]
+        unsure = [i for i, r in enumerate(replies) if r is None or (think == "unsure" and r.sure < SURE)]
+        if unsure:
+            thought = self._decode([prompts[i] for i in unsure], votes, budget, votes > 1, seed)
+            for i, candidates in zip(unsure, thought):
+                spent = replies[i].tokens if replies[i] is not None else 0
+                replies[i] = self._vote([self._checked(questions[i], c) for c in candidates])
+                replies[i].tokens += spent
+        return replies
+
+    def _decode(self, prompts: list[list[int]], votes: int, budget: int, sample: bool, seed: int = 0,
+                answer_tokens: int = MAX_ANSWER_TOKENS) -> list[list[Reply]]:
+        """`votes` continuations of each prompt, all in one batch (thinking first when budget > 0),
+        greedy or sampled; per prompt, a Reply for each."""
+        v = self.vocab
+        rows = [p for p in prompts for _ in range(votes)]
+        room = self.model.cfg.max_seq_len - max(len(p) for p in rows)
+        limit = min(answer_tokens + (budget + 2 if budget else 0), room)
+        sampling = Sampling(temperature=VOTE_TEMPERATURE, seed=seed) if sample else Sampling()
+        outs = self.engine.generate(rows, limit, sampling, Allowed(thinking=budget),
+                                    forced=[[v.think]] * len(rows) if budget else None)
+        replies = [self._parse(g.tokens, g.logprobs, bool(budget)) for g in outs]
+        return [replies[i:i + votes] for i in range(0, len(replies), votes)]
+
+    def _parse(self, tokens: list[int], logprobs: list[float], thinking: bool) -> Reply:
+        """A decoded reply: `[<think> trace </think>] answer <eos>` (a trace cut by the token limit
+        leaves no answer); `sure` is the answer's least token probability."""
+        v, thought = self.vocab, 0
+        if thinking:
+            thought = tokens.index(v.end_think) + 1 if v.end_think in tokens else len(tokens)
+        text = detokenize(self.tokenizers.text, tokens[thought:], v.eos)
+        reasoning = self.tokenizers.text.decode(tokens[1:thought - 1]).strip() if thought else ""
+        sure = float(np.exp(min(logprobs[thought:], default=0.0)))
+        return Reply(text, reasoning, len(tokens), thought, sure=sure)
+
+    @staticmethod
+    def _checked(question: str, reply: Reply) -> Reply:
+        """The answer the solver computes from the model's own description of the scene (the
+        trace's first part), when both the question and the description can be read."""
+        from smalto.verify.spec import SpecError, parse_question
+
+        scene = parse_caption(reply.reasoning.split(";")[0])
+        try:
+            q = parse_question(question)
+        except SpecError:
+            return reply
+        if scene is None:
+            return reply
+        truth = q.answer(scene)
+        return replace(reply, text=truth, check="agrees" if truth == reply.text else "corrected")
+
+    @staticmethod
+    def _vote(candidates: list[Reply]) -> Reply:
+        """The most frequent answer (ties: the first), carrying the cost of all candidates; its
+        `sure` becomes its share of the votes."""
+        if len(candidates) == 1:
+            return candidates[0]
+        counts = Counter(c.text for c in candidates)
+        best = counts.most_common(1)[0][0]
+        winner = next(c for c in candidates if c.text == best)
+        return replace(winner, tokens=sum(c.tokens for c in candidates),
+                       reasoning_tokens=sum(c.reasoning_tokens for c in candidates), votes=dict(counts),
+                       sure=counts[best] / len(candidates))
 
     # --- chat
 
@@ -195,23 +294,129 @@ class Pipeline:
         return min(max_tokens or MAX_REPLY_TOKENS, room)
 
     def chat(self, messages: list[Message], max_tokens: int | None = None, sampling: Sampling = Sampling(),
-             stop: tuple[str, ...] = ()) -> str:
-        return "".join(self.chat_stream(messages, max_tokens, sampling, stop))
+             stop: tuple[str, ...] = (), effort: str | None = None, best_of: int | None = None) -> str:
+        if effort in (None, "none") and best_of is None:
+            return "".join(self.chat_stream(messages, max_tokens, sampling, stop))
+        return next(e for kind, e in self.chat_events(messages, max_tokens, effort, best_of) if kind == "reply").text
+
+    def chat_events(self, messages: list[Message], max_tokens: int | None = None, effort: str | None = None,
+                    best_of: int | None = None, thinking_budget: int | None = None, seed: int = 0
+                    ) -> Iterator[tuple[str, object]]:
+        """The assistant's reply with test-time compute (see `reply_batch`): ("reasoning", text)
+        pieces while it thinks (a single trace streams as it is decoded; voted traces come whole),
+        then ("content", answer), then ("reply", the Reply with its token counts). The solver
+        checks the answer against the model's description using the last user message as the
+        question."""
+        level = effort_level(effort)
+        votes = options.check("best_of", best_of) or level.votes
+        budget = options.check("thinking_budget", thinking_budget) or THINKING_BUDGET
+        think = level.think if self.thinks else "never"
+        prompt = self.chat_prompt(messages)
+        question = next((m.text for m in reversed(messages) if m.role == "user"), "")
+        answer_tokens = self.reply_budget(len(prompt), max_tokens)
+        spent = 0
+        if think != "always":
+            reply = self._vote(self._decode([prompt], votes, 0, votes > 1, seed, answer_tokens)[0])
+            if think == "never" or reply.sure >= SURE:
+                yield "content", reply.text
+                yield "reply", reply
+                return
+            spent = reply.tokens
+        if votes > 1:
+            candidates = self._decode([prompt], votes, budget, True, seed, answer_tokens)[0]
+            reply = self._vote([self._checked(question, c) for c in candidates])
+            yield "reasoning", reply.reasoning
+        else:
+            v = self.vocab
+            limit = min(answer_tokens + budget + 2, self.model.cfg.max_seq_len - len(prompt))
+            trace = Detokenizer(self.tokenizers.text, eos=v.end_think)
+            tokens, logprobs = [], []
+            for step in self.engine.steps([prompt], limit, Sampling(), Allowed(thinking=budget), forced=[[v.think]]):
+                tokens.append(int(step.tokens[0]))
+                logprobs.append(float(step.logprobs[0]))
+                if len(tokens) > 1 and (piece := trace.push(tokens[-1])):
+                    yield "reasoning", piece
+            if piece := trace.finish():
+                yield "reasoning", piece
+            reply = self._checked(question, self._parse(tokens, logprobs, thinking=True))
+        reply.tokens += spent
+        yield "content", reply.text
+        yield "reply", reply
 
     # --- drawing
 
     def generate_image(self, prompt: str, n: int = 1, guidance: float | None = None, seed: int | None = 0,
-                       temperature: float | None = None, top_k: int | None = None, top_p: float | None = None
-                       ) -> list[np.ndarray]:
+                       temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                       effort: str | None = None, best_of: int | None = None) -> list[np.ndarray]:
         """Draw n images for a prompt, with classifier-free guidance of the given scale
         (1 = conditional only, 0 = unconditional); None takes the model's default (see
-        `draw_defaults`). Returns uint8 arrays [H, W, 3]."""
+        `draw_defaults`). effort / best_of: see `drawings`. Returns uint8 arrays [H, W, 3]."""
+        return [d.image for d in self.drawings(prompt, n, effort, best_of, seed, guidance=guidance,
+                                               temperature=temperature, top_k=top_k, top_p=top_p)]
+
+    def drawings(self, prompt: str, n: int = 1, effort: str | None = None, best_of: int | None = None,
+                 seed: int | None = 0, **sampling) -> list[Drawing]:
+        """n drawings of a prompt, each chosen from `best_of` candidates (effort's number when None).
+
+        A ShapesWorld model with effort above "none" reads the prompt as a specification (a
+        SpecError names words outside the grammar; a Contradiction the conflicting phrases), and
+        draws the solver's absolute rewrite of it ("... left of ..." becomes two cells); each
+        candidate is judged by the pixel verifier against the specification and the first that
+        satisfies it is kept, else the one satisfying most constraints (`Drawing.verdict` says
+        what still fails). Other models rank candidates by log p(prompt | image)."""
+        from smalto.verify import smt
+        from smalto.verify.scene import parse_image
+
+        level, k, spec = self.check_drawing_request(prompt, n, effort, best_of)
+        world = ShapesConfig(image_size=self.image_size)
+        planned = [smt.absolute(spec, world, (seed or 0) + i) if spec and level.plan else prompt for i in range(n)]
+        images = self.draw([p for p in planned for _ in range(k)], self.draw_sampling(seed, **sampling))
+        out = []
+        for i, text in enumerate(planned):
+            candidates = images[i * k:(i + 1) * k]
+            if spec is not None:
+                verdicts = [smt.check(spec, parse_image(image, world)) for image in candidates]
+                best = next((j for j, v in enumerate(verdicts) if v.satisfied),
+                            max(range(k), key=lambda j: verdicts[j].score))
+                out.append(Drawing(candidates[best], text, verdicts[best], k))
+            elif k > 1:
+                scores = self.caption_logprob(candidates, prompt)
+                best = int(np.argmax(scores))
+                out.append(Drawing(candidates[best], text, None, k, scores[best]))
+            else:
+                out.append(Drawing(candidates[0], text))
+        return out
+
+    def check_drawing_request(self, prompt: str, n: int = 1, effort: str | None = None, best_of: int | None = None):
+        """(effort level, candidates per image, the prompt's spec or None) for a drawing request, or
+        a SmaltoError naming what is wrong: an empty prompt, too many images or candidates, words
+        outside the grammar, a contradiction (when the prompt is to be planned or checked)."""
+        from smalto.verify import smt, spec as specs
+
         if not isinstance(prompt, str) or not prompt.strip():
             raise SmaltoError("the prompt is empty (say what to draw, e.g. 'a small red circle at the center')")
         if not 1 <= n <= 64:
             raise SmaltoError(f"n must be between 1 and 64, got {n}")
-        return self.draw([prompt] * n, self.draw_sampling(seed, guidance=guidance, temperature=temperature,
-                                                          top_k=top_k, top_p=top_p))
+        level = effort_level(effort)
+        k = options.check("best_of", best_of) or level.best_of
+        if n * k > MAX_DRAWN:
+            raise SmaltoError(f"n × best_of must be at most {MAX_DRAWN} candidates, got {n} × {k}")
+        spec = specs.parse_prompt(prompt) if self.world and (level.plan or k > 1) else None
+        if spec is not None:
+            smt.plan(spec, ShapesConfig(image_size=self.image_size))  # a Contradiction, if there is one
+        return level, k, spec
+
+    @torch.inference_mode()
+    def caption_logprob(self, images: list, text: str) -> list[float]:
+        """The self-verifier: mean log p(text | image) per image under the model's captioning
+        (DALL·E's reranking with CLIP, with the model as its own judge)."""
+        v = self.vocab
+        target = self.text_ids(text) + [v.eos]
+        rows = [caption_prompt(v, codes) + target for codes in self.image_codes(images)]
+        ids = torch.tensor(rows, device=self.engine.device)
+        where = torch.stack([positions(v, r) for r in rows]).to(ids.device)
+        logits = self.model(ids[:, :-1], where[:, :, :-1]).logits.float()[:, -len(target):]
+        return logits.log_softmax(-1).gather(-1, ids[:, -len(target):, None]).squeeze(-1).mean(1).tolist()
 
     def draw(self, prompts: list[str | list[int]], sampling: Sampling | None = None) -> list[np.ndarray]:
         """One image per prompt (text, or its token ids), all decoded in one batch (sampling: the
@@ -249,7 +454,10 @@ def load(path: str | Path | None = None, dtype: str | torch.dtype = "auto", comp
     path = Path(path) if path is not None else DEFAULT_MODEL
     model, vocab, tokenizers, meta = load_checkpoint(path)
     model.to(precision.resolve(dtype))
-    pipe = Pipeline(model, vocab, tokenizers, path, {**DRAW_DEFAULTS, **_draw_defaults(path, meta)})
+    train = meta.get("train") if isinstance(meta.get("train"), dict) else {}
+    mix = train.get("mix") if isinstance(train.get("mix"), dict) else {}
+    pipe = Pipeline(model, vocab, tokenizers, path, {**DRAW_DEFAULTS, **_draw_defaults(path, meta)},
+                    world=train.get("data", "shapes") == "shapes", thinks=bool(mix.get("think", 0)))
     if compile:
         pipe.engine.compile()
         pipe.engine.warm_up()

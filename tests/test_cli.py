@@ -318,13 +318,13 @@ def test_flag_defaults_are_the_config_defaults_and_every_field_has_a_flag():
     from smalto.apps.serve.config import ServeConfig
     from smalto.tokenizers import ImageTokenizerConfig
     from smalto.tokenizers.train import TokenizerTrainConfig
-    from smalto.training.data import TaskMix
+    from smalto.training.data import TASKS, TaskMix
     from smalto.training.trainer import TrainConfig
 
     configs = {("data", "shapes"): [ShapesConfig], ("tokenizer", "train"): [TokenizerTrainConfig, ImageTokenizerConfig],
                ("train",): [TrainConfig, TaskMix], ("serve",): [ServeConfig]}
     mix = TaskMix()
-    special = {"mix": (mix.caption, mix.draw, mix.qa), "max_body_mb": ServeConfig.max_body_bytes / 2**20}
+    special = {"mix": tuple(getattr(mix, t) for t in TASKS), "max_body_mb": ServeConfig.max_body_bytes / 2**20}
     dests: dict[tuple, set] = {}
     checked = 0
     for words, action in walk(build_parser()):
@@ -337,9 +337,9 @@ def test_flag_defaults_are_the_config_defaults_and_every_field_has_a_flag():
             assert default == expected[action.dest], (words, action.dest, default, expected[action.dest])
             checked += 1
     assert checked >= 30
-    # Generated, not hand-picked: each config field is a flag (the three task weights are --mix).
+    # Generated, not hand-picked: each config field is a flag (the task weights are --mix).
     assert {f.name for f in dataclasses.fields(TrainConfig)} <= dests[("train",)]
-    assert {f.name for f in dataclasses.fields(TaskMix)} - {"caption", "draw", "qa"} <= dests[("train",)]
+    assert {f.name for f in dataclasses.fields(TaskMix)} - set(TASKS) <= dests[("train",)]
     assert {f.name for f in dataclasses.fields(TokenizerTrainConfig)} - {"image"} <= dests[("tokenizer", "train")]
     assert {f.name for f in dataclasses.fields(ServeConfig)} - {"max_body_bytes"} <= dests[("serve",)]
 
@@ -368,7 +368,7 @@ def test_choices_are_listed_and_are_what_the_code_accepts(capsys):
 
 
 def test_lazy_and_eager_parsers_agree_and_data_commands_do_not_import_torch():
-    argv = ["train", "--out", "x", "--freeze", "embed.*", "--freeze", "norm.*", "--mix", "1", "0", "2", "--lr", "0.01",
+    argv = ["train", "--out", "x", "--freeze", "embed.*", "--freeze", "norm.*", "--mix", "1", "0", "2", "0", "--lr", "0.01",
             "--no-train-prompt-images"]
     lazy, eager = build_parser(lazy=True).parse_args(argv), build_parser().parse_args(argv)
     assert vars(lazy) == vars(eager) and lazy.freeze == ["embed.*", "norm.*"] and lazy.train_prompt_images is False
@@ -391,7 +391,7 @@ def small_run(tmp_path_factory) -> tuple[Path, list[str]]:
     (["--lr", "0.003"], ["--lr 0.003 contradicts", "trained with --lr 0.004"]),  # the default, but given
     (["--batch-size", "8"], ["--batch-size 8 contradicts", "--batch-size 4"]),
     (["--freeze", "embed.*", "--freeze", "norm.*"], ["--freeze embed.* norm.* contradicts", "--freeze embed.*;"]),
-    (["--mix", "1", "1", "1"], ["--mix 1.0 1.0 1.0 contradicts", "--mix 0.3 0.4 0.3"]),
+    (["--mix", "1", "1", "1", "0"], ["--mix 1.0 1.0 1.0 0.0 contradicts", "--mix 0.3 0.4 0.3 0.0"]),
     (["--no-train-prompt-images"], ["--train-prompt-images False contradicts"]),
     (["--preset", "shapes-tiny"], ["--preset shapes-tiny contradicts", "--preset shapes-micro"]),
     (["--data", "shapes", "--seed", "3"], ["--seed 3 contradicts", "--seed 0"]),

@@ -232,3 +232,54 @@ def test_each_row_stops_at_its_own_limit():
     assert together == [alone[:5], alone]
     with pytest.raises(ValueError, match="one per prompt"):
         e.generate([caption_prompt(V, CODES)] * 2, [5], Sampling())
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), budget=st.integers(1, 12))
+def test_a_thinking_budget_is_never_exceeded_and_a_trace_opens_once_and_closes_before_the_end(seed, budget):
+    """Random logits that favour thinking tokens: at most `budget` tokens between <think> and
+    </think>, one trace per row, and no <eos> while thinking."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = 4
+    grammar = FormatState(V, [caption_prompt(V, CODES)] * rows, Allowed(thinking=budget))
+    streams = [[] for _ in range(rows)]
+    for _ in range(40):
+        logits = torch.randn(rows, V.size, generator=gen) * 3
+        logits[:, [V.think, V.eos]] += 2.0  # tempt rows to open a trace and to stop inside it
+        token = Sample(gen)(logits.masked_fill(~grammar.mask(), float("-inf")))
+        grammar.advance(token)
+        for s, t in zip(streams, token.tolist()):
+            if not (s and s[-1] == V.eos):
+                s.append(t)
+    for s in streams:
+        assert s.count(V.think) <= 1
+        if s[-1] == V.eos:  # a finished row closed its trace
+            assert s.count(V.end_think) == s.count(V.think)
+        if V.think in s:
+            start = s.index(V.think)
+            end = s.index(V.end_think) if V.end_think in s else len(s)
+            assert end - start - 1 <= budget and V.eos not in s[start:end]
+
+
+def test_the_engine_keeps_a_forced_trace_within_its_budget():
+    e = engine()
+    for budget in (1, 5, 9):
+        for g in e.generate([caption_prompt(V, CODES)] * 3, 20, Sampling(temperature=1.5, seed=budget),
+                            Allowed(thinking=budget), forced=[[V.think]] * 3):
+            assert g.tokens[0] == V.think
+            closed = g.tokens.index(V.end_think) if V.end_think in g.tokens else len(g.tokens)
+            assert closed - 1 <= budget
+
+
+def test_equal_prompts_are_prefilled_once_and_decode_as_if_alone():
+    e = engine(3)
+    a, b = caption_prompt(V, CODES), caption_prompt(V, CODES.flip(0))
+    together = tokens(e.generate([a, b, a, a], 8))
+    assert together == [tokens(e.generate([p], 8))[0] for p in (a, b, a, a)]
+    calls = []
+    hook = e.model.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape))
+    try:
+        e.generate([a, a, a, b], 2)
+    finally:
+        hook.remove()
+    assert calls[0][0] == 2  # the prefill ran on the two distinct prompts

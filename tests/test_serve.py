@@ -410,3 +410,60 @@ def test_decoding_an_image_does_not_hold_up_other_requests(server, monkeypatch):
     assert post(server, "/v1/images/generations", {"prompt": "a red circle", "seed": 1}).status_code == 200
     assert time.perf_counter() - t < 1.5  # answered while the image was still decoding
     chat.join(30)
+
+
+# --- test-time compute: reasoning_effort
+
+def test_reasoning_effort_thinks_and_reports_its_tokens(client, shipped):
+    question = "what color is the square?"
+    r = client.chat.completions.create(model=NAME, messages=ask(question), reasoning_effort="medium")
+    expected = shipped.reply_batch([SAMPLE.image], [question], effort="medium")[0]
+    message = r.choices[0].message
+    assert message.content == expected.text and message.reasoning_content == expected.reasoning
+    assert r.usage.completion_tokens_details.reasoning_tokens == expected.reasoning_tokens > 0
+    assert r.usage.completion_tokens == expected.tokens
+    instant = client.chat.completions.create(model=NAME, messages=ask(question), reasoning_effort="none")
+    assert instant.choices[0].message.content == shipped.ask(SAMPLE.image, question)
+
+
+def test_reasoning_streams_before_the_answer(client, shipped):
+    question = SAMPLE.qa[0]["q"]
+    stream = client.chat.completions.create(model=NAME, messages=ask(question), reasoning_effort="medium",
+                                            stream=True, stream_options={"include_usage": True})
+    kinds, reasoning, content, usage = [], "", "", None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            piece = getattr(choice.delta, "reasoning_content", None)
+            if piece:
+                kinds.append("reasoning")
+                reasoning += piece
+            if choice.delta.content:
+                kinds.append("content")
+                content += choice.delta.content
+    expected = shipped.reply_batch([SAMPLE.image], [question], effort="medium")[0]
+    assert reasoning == expected.reasoning and content == expected.text
+    assert kinds.count("reasoning") > 1 and kinds[-1] == "content" and "reasoning" not in kinds[kinds.index("content"):]
+    assert usage.completion_tokens_details.reasoning_tokens == expected.reasoning_tokens
+
+
+def test_images_with_reasoning_effort_are_planned_and_judged(client):
+    r = client.images.generate(model=NAME, prompt="a small red circle left of a large blue square", n=2,
+                               extra_body={"reasoning_effort": "low", "seed": 3})
+    for item in r.data:
+        assert item.revised_prompt.startswith("a ") and " at the " in item.revised_prompt
+        verdict = item.model_extra["verdict"]
+        assert set(verdict) == {"satisfied", "score", "failed"} and 0 <= verdict["score"] <= 1
+        assert verdict["satisfied"] == (not verdict["failed"])
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"prompt": "a purple banana", "reasoning_effort": "high"}, "'banana'"),
+    ({"prompt": "a circle left of a square and the square left of the circle", "reasoning_effort": "low"},
+     "no layout satisfies"),
+    ({"prompt": "a red circle", "n": 8, "best_of": 64}, "at most 256"),
+    ({"prompt": "a red circle", "reasoning_effort": "extreme"}, "reasoning_effort"),
+])
+def test_bad_effort_requests_are_400(server, body, message):
+    error = error_of(post(server, "/v1/images/generations", body), 400)
+    assert message in error["message"] and error["param"] in ("prompt", "reasoning_effort")

@@ -78,3 +78,15 @@ def test_a_long_conversation_forgets_early_turns_but_keeps_the_image(tmp_path):
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert "the context is full" in r.stdout and "error" not in r.stdout
     assert len(replies(r.stdout)) == len(questions)  # every question was answered
+
+
+def test_effort_shows_the_thinking_then_the_answer_and_judges_drawings(shipped, tmp_path):
+    save_png(tmp_path / "scene.png", SAMPLE.image)
+    r = chat(["/effort medium", "/image scene.png", "what color is the square?", "/effort extreme",
+              "/draw a small red circle left of a large blue square --n 1 --seed 2"], tmp_path, "--preview", "never")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    expected = shipped.reply_batch([SAMPLE.image], ["what color is the square?"], effort="medium")[0]
+    reply = r.stdout.split("smalto › ", 1)[1]
+    assert reply.startswith(f"(thinking) {expected.reasoning}") and f"\n  {expected.text}\n" in reply
+    assert "effort must be one of none, low, medium, high" in r.stdout  # a bad level keeps the old one
+    assert "#1: " in r.stdout and ("matches the prompt" in r.stdout or "still fails" in r.stdout)

@@ -25,12 +25,38 @@ def test_stream_is_a_pure_function_of_position():
 
     tok = load_tokenizers()
     vocab = Vocab.from_tokenizers(tok)
-    a, b = ExampleStream(tok, vocab, seed=1), ExampleStream(tok, vocab, seed=1)
+    mix = TaskMix(think=0.2)
+    a, b = ExampleStream(tok, vocab, mix=mix, seed=1), ExampleStream(tok, vocab, mix=mix, seed=1)
     assert [e.ids for _, e in a.examples(40, 5)] == [e.ids for _, e in b.examples(40, 5)]
     tasks = [t for t, _ in a.examples(0, 200)]
     assert {TASKS[t] for t in tasks} == set(TASKS)
+    assert "think" not in {TASKS[t] for t, _ in ExampleStream(tok, vocab, seed=1).examples(0, 200)}
     unconditional = [e for t, e in a.examples(0, 400) if TASKS[t] == "draw" and e.ids[2] == vocab.assistant]
     assert 5 <= len(unconditional) <= 40, "about 10% of drawings drop their prompt"
+
+
+def test_thinking_traces_are_correct_by_construction():
+    """The trace's description is the scene, and the question's answer computed from it is the
+    trained answer; false premises are trained as "there is no ..."."""
+    from smalto.data.shapes import parse_caption
+    from smalto.format import Vocab
+    from smalto.tokenizers import load_tokenizers
+    from smalto.verify.spec import parse_question
+
+    tok = load_tokenizers()
+    vocab = Vocab.from_tokenizers(tok)
+    stream = ExampleStream(tok, vocab, mix=TaskMix(caption=0, draw=0, qa=0, think=1, premises=0.5), seed=3)
+    answers = []
+    for task, e in stream.examples(0, 120):
+        assert TASKS[task] == "think"
+        ids = e.ids
+        start, end = ids.index(vocab.think), ids.index(vocab.end_think)
+        question = tok.text.decode(ids[ids.index(vocab.eoi) + 1:start - 1])
+        trace, answer = tok.text.decode(ids[start + 1:end]), tok.text.decode(ids[end + 1:-1])
+        assert parse_question(question).answer(parse_caption(trace.split(";")[0])) == answer, (question, trace)
+        assert all(e.loss_mask[start:]) and not any(e.loss_mask[ids.index(vocab.eoi) + 1:start])
+        answers.append(answer)
+    assert sum(a.startswith("there is no") for a in answers) >= 15
 
 
 def test_resume_matches_an_uninterrupted_run(tmp_path):

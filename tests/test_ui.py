@@ -115,3 +115,34 @@ def test_draw_mode_shows_a_grid_with_downloads(page, tmp_path):
     page.find_element(By.ID, "mode-chat").click()
     page.save_screenshot(str(shots / "ui-chat.png"))
     assert all((shots / f"ui-{name}.png").stat().st_size > 10_000 for name in ("draw", "chat"))
+
+
+def test_effort_shows_the_thinking_collapsed_and_verdicts_under_drawings(page, shipped, tmp_path):
+    from selenium.webdriver.support.ui import Select
+
+    page.find_element(By.ID, "new-chat").click()
+    path = tmp_path / "scene.png"
+    save_png(path, SAMPLE.image)
+    page.find_element(By.ID, "file-input").send_keys(str(path))
+    wait(page).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#attachments .chip img"))
+    Select(page.find_element(By.ID, "chat-effort")).select_by_value("medium")
+    page.find_element(By.ID, "chat-input").send_keys("what color is the square?", Keys.ENTER)
+    reply = wait(page).until(lambda d: [m for m in d.find_elements(By.CSS_SELECTOR, ".msg.assistant")
+                                        if "pending" not in m.get_attribute("class")])[-1]
+    expected = shipped.reply_batch([SAMPLE.image], ["what color is the square?"], effort="medium")[0]
+    thinking = reply.find_element(By.CSS_SELECTOR, "details.thinking")
+    assert thinking.get_attribute("open") is None  # collapsed
+    assert page.execute_script("return arguments[0].lastChild.textContent", thinking) == expected.reasoning
+    assert reply.find_element(By.TAG_NAME, "span").text == expected.text
+    Select(page.find_element(By.ID, "chat-effort")).select_by_value("none")
+
+    page.find_element(By.ID, "mode-draw").click()
+    Select(page.find_element(By.ID, "draw-effort")).select_by_value("low")
+    box = page.find_element(By.ID, "draw-prompt")
+    box.clear()
+    box.send_keys("a small red circle left of a large blue square", Keys.ENTER)
+    wait(page).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".result .verdict"))
+    verdicts = page.find_elements(By.CSS_SELECTOR, ".result .verdict")
+    assert verdicts and all(v.text.startswith(("✓", "✗")) for v in verdicts)
+    Select(page.find_element(By.ID, "draw-effort")).select_by_value("none")
+    page.find_element(By.ID, "mode-chat").click()

@@ -20,6 +20,7 @@ from smalto.apps.options_cli import (COUNT, PIXELS, SEED, SPLIT, Parser, add_con
 from smalto.data import ShapesConfig, ShapesWorld
 from smalto.data.images import MAX_PIXELS
 from smalto.errors import SmaltoError
+from smalto.effort import EFFORTS, THINKING_BUDGET
 from smalto.options import Range
 
 
@@ -153,8 +154,15 @@ def _generate(args: argparse.Namespace) -> None:
     if Path(args.out).is_dir():
         raise SmaltoError(f"{args.out}: is a directory; give a .png file name")
     pipe = _pipeline(args.model, args.dtype)
-    images = pipe.generate_image(args.prompt, n=args.n, guidance=args.cfg, seed=args.seed,
-                                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    drawings = pipe.drawings(args.prompt, n=args.n, effort=args.effort, best_of=args.best_of, seed=args.seed,
+                             guidance=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    images = [d.image for d in drawings]
+    for i, d in enumerate(drawings):
+        if d.prompt != args.prompt:
+            print(f"image {i + 1}: drew {d.prompt!r}")
+        if d.verdict is not None:
+            print(f"image {i + 1} of {d.candidates} candidates: "
+                  + ("satisfies the prompt" if d.verdict.satisfied else "still fails: " + "; ".join(d.verdict.failed)))
     out = Path(args.out)
     if args.n == 1:
         save_png(out, images[0])
@@ -167,23 +175,30 @@ def _caption(args: argparse.Namespace) -> None:
     pipe = _pipeline(args.model, args.dtype)
     pipe.max_image_pixels = args.max_image_pixels
     for image in args.images:
-        text = pipe.caption(image, beams=args.beams)
+        text = pipe.caption(image, beams=args.beams, effort=args.effort, best_of=args.best_of)
         print(f"{image}: {text}" if len(args.images) > 1 else text)
 
 
 def _ask(args: argparse.Namespace) -> None:
     pipe = _pipeline(args.model, args.dtype)
     pipe.max_image_pixels = args.max_image_pixels
-    print(pipe.ask(args.image, args.question, beams=args.beams))
+    if args.beams > 1:
+        print(pipe.ask(args.image, args.question, beams=args.beams))
+        return
+    reply = pipe.reply_batch([args.image], [args.question], args.effort, args.best_of, args.thinking_budget)[0]
+    if reply.reasoning:  # the thinking goes to stderr, so stdout stays the answer
+        check = {"agrees": "the answer follows from it", "corrected": "answer computed from it by the solver"}
+        print(f"thinking: {reply.reasoning}" + (f" ({check[reply.check]})" if reply.check else ""), file=sys.stderr)
+    print(reply.text)
 
 
 def _eval(args: argparse.Namespace) -> None:
     from smalto.eval.shapes_eval import EvalConfig, evaluate, summary_table
 
     pipe = _pipeline(args.model, args.dtype)
-    seed = {} if args.seed is None else {"seed": args.seed}
-    cfg = EvalConfig(**seed) if not args.quick else EvalConfig(captions=40, questions=80, drawings=16,
-                                                               sweep_prompts=8, **seed)
+    given = {"efforts": tuple(e for e in args.effort if e != "none")} | ({} if args.seed is None else {"seed": args.seed})
+    cfg = EvalConfig(**given) if not args.quick else EvalConfig(captions=40, questions=80, drawings=16,
+                                                                sweep_prompts=8, premises=40, relations=8, **given)
     report = evaluate(pipe, cfg)
     print(summary_table(report))
     if args.json:
@@ -308,6 +323,8 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=number("top_p"), default=None, help="nucleus sampling (default: the model's)")
     g.add_argument("--scale", type=number(Range(1, 64, integer=True)), default=4,
                    help="upscaling of the saved grid (default: %(default)s)")
+    g.add_argument("--best-of", type=number("best_of"), default=None,
+                   help="candidates per image, the best by the verifier kept (default: the effort's)")
     g.set_defaults(run=_generate)
     c2 = sub.add_parser("caption", help="describe images")
     c2.add_argument("images", nargs="+", type=Path, help="image files")
@@ -316,14 +333,25 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     a.add_argument("image", type=Path, help="an image file")
     a.add_argument("question", help="e.g. 'how many circles are there?'")
     a.set_defaults(run=_ask)
+    a.add_argument("--thinking-budget", type=number("thinking_budget"), default=None,
+                   help=f"most tokens of thinking (default: {THINKING_BUDGET})")
     for command in (c2, a):
         command.add_argument("--beams", type=number("beams"), default=1, help="beam width; 1 is greedy (default: 1)")
+        command.add_argument("--best-of", type=number("best_of"), default=None,
+                             help="answers sampled and voted (default: the effort's)")
+    for command in (g, c2, a):
+        command.add_argument("--effort", choices=tuple(EFFORTS), default="none",
+                             help="test-time compute: thinking, votes, planned and verified drawings "
+                                  "(docs/test-time.md; default: %(default)s)")
     ev = sub.add_parser("eval", help="ShapesEval: captions, QA, text-to-image, held-out split")
     ev.add_argument("--json", type=Path, help="also write the report here")
     ev.add_argument("--quick", action="store_true", help="small subsets (seconds, for smoke tests)")
     ev.add_argument("--seed", type=SEED, default=None,
                     help="the scenes' seed (default: the fixed evaluation seed, 10000); another one checks a recipe "
                          "on scenes it was not tuned on")
+    ev.add_argument("--effort", nargs="+", choices=tuple(EFFORTS), default=["none"], metavar="LEVEL",
+                    help="also report QA, premises and drawing at these test-time effort levels "
+                         f"({', '.join(EFFORTS)}; default: none)")
     ev.set_defaults(run=_eval)
 
     pk = sub.add_parser("pack", help="an inference-only copy of a run (small weights, drawing defaults)")

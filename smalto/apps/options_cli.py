@@ -186,10 +186,12 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
     }, preset=dict(choices=tuple(PRESETS)), precision=dict(choices=PRECISIONS), optimizer=dict(choices=OPTIMIZERS),
        compile=dict(action=argparse.BooleanOptionalAction), freeze=dict(metavar="PATTERN"))
     mix = defaults(TaskMix)
-    tr.add_argument("--mix", type=WEIGHT, nargs=3, default=tuple(mix[t] for t in TASKS),
-                    metavar=("CAPTION", "DRAW", "QA"),
-                    help="relative weights of the three tasks (default: %(default)s)")
+    tr.add_argument("--mix", type=WEIGHT, nargs=len(TASKS), default=tuple(mix[t] for t in TASKS),
+                    metavar=tuple(t.upper() for t in TASKS),
+                    help="relative weights of the tasks: captions, drawings, answers, answers after thinking "
+                         "(default: %(default)s)")
     add_config(tr, TaskMix, {
+        "premises": "share of questions naming an object without its place, half of them one the scene lacks",
         "cond_dropout": "share of drawings whose prompt is dropped (what classifier-free guidance contrasts)",
         "train_prompt_images": "also predict the image codes of caption and QA examples",
         "qa_turns": "question-answer turns per QA example"})

@@ -1,12 +1,14 @@
 """`smalto chat`: talk to a local model in the terminal, no server needed.
 
 Plain lines are chat turns (replies stream as they are decoded); `/image PATH` starts a
-conversation about an image, `/draw PROMPT` draws and saves images. On a colour terminal,
+conversation about an image, `/draw PROMPT` draws and saves images, `/effort LEVEL` sets the
+test-time compute of both (thinking is shown dimmed before the answer). On a colour terminal,
 images are previewed inline with half-block characters (two pixels per character cell).
 """
 
 from __future__ import annotations
 
+import itertools
 import shlex
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ import numpy as np
 
 from smalto.pipeline import Message
 from smalto.data.images import load_image
+from smalto.effort import effort_level
 from smalto.inference import Sampling
 from smalto.errors import ContextLengthError, SmaltoError
 from smalto.options import Range
@@ -26,6 +29,7 @@ HELP = """\
   any text         ask (about the attached image, if any); Enter alone captions it
   /image PATH      start a new conversation about an image
   /draw PROMPT     draw and save images; options: --n N (1-16), --seed S, --guidance G
+  /effort LEVEL    none, low, medium or high: thinking and votes for answers, best-of-N for drawings
   /new             start a new conversation
   /help            this list
   /quit            leave (Ctrl-D works too)"""
@@ -51,6 +55,7 @@ class TerminalChat:
         self.image: np.ndarray | None = None  # of the current conversation
         self.image_name = ""
         self.color = show_images
+        self.effort = "none"
 
     def say(self, text: str = "", end: str = "\n") -> None:
         self.stdout.write(text + end)
@@ -87,6 +92,9 @@ class TerminalChat:
                 self.attach(rest)
             elif name == "/draw":
                 self.draw(rest)
+            elif name == "/effort":
+                self.effort = effort_level(rest or None).name
+                self.note(f"effort: {self.effort}")
             else:
                 self.note(f"unknown command {name}; /help lists them")
         except SmaltoError as e:
@@ -121,14 +129,25 @@ class TerminalChat:
             self.reply()
 
     def reply(self) -> None:
-        pieces = self.pipe.chat_stream(self.messages, sampling=self.sampling)
-        first = next(pieces, "")  # a bad conversation raises here, before anything is printed
+        if self.effort == "none":
+            events = (("content", piece) for piece in self.pipe.chat_stream(self.messages, sampling=self.sampling))
+        else:
+            events = self.pipe.chat_events(self.messages, effort=self.effort)
+        first = next(events, ("content", ""))  # a bad conversation raises here, before anything is printed
         self.say("\x1b[1msmalto ›\x1b[0m " if self.color else "smalto › ", end="")
-        text = first
-        self.say(first, end="")
-        for piece in pieces:
-            text += piece
-            self.say(piece, end="")
+        text, thinking = "", False
+        for kind, value in itertools.chain([first], events):
+            if kind == "reasoning" and value:
+                if not thinking:
+                    self.say("\x1b[2m(thinking) " if self.color else "(thinking) ", end="")
+                    thinking = True
+                self.say(value, end="")
+            elif kind == "content":
+                if thinking:
+                    self.say("\x1b[0m\n  " if self.color else "\n  ", end="")
+                    thinking = False
+                text += value
+                self.say(value, end="")
         self.say()
         self.messages.append(Message("assistant", text))
 
@@ -153,7 +172,12 @@ class TerminalChat:
             raise SmaltoError("--n and --seed take whole numbers, --guidance a number") from None
         Range(1, 16, integer=True).check(n, "--n")  # seed and guidance: checked by the pipeline
         prompt = " ".join(words)
-        images = self.pipe.generate_image(prompt, n=n, guidance=guidance, seed=seed)
+        drawings = self.pipe.drawings(prompt, n=n, effort=self.effort, seed=seed, guidance=guidance)
+        images = [d.image for d in drawings]
+        for i, d in enumerate(drawings):
+            if d.verdict is not None:
+                self.note(f"#{i + 1}: " + ("matches the prompt" if d.verdict.satisfied else
+                                           "still fails: " + "; ".join(d.verdict.failed)))
         self.out.mkdir(parents=True, exist_ok=True)
         start = max((int(p.stem[5:]) for p in self.out.glob("draw-*.png") if p.stem[5:].isdigit()), default=0)
         paths = []

@@ -322,6 +322,32 @@ def questions(scene: Scene, cfg: ShapesConfig, rng: np.random.Generator,
     return qa
 
 
+def premise_question(scene: Scene, cfg: ShapesConfig, rng: np.random.Generator, split: str = "train") -> dict:
+    """A question that names an object without its place. Half the time the scene lacks it (a
+    false premise: "what color is the square?" with no square is answered "there is no square"),
+    else the scene has exactly one (answered as usual), so that "there is no" is earned."""
+    def pick(seq):
+        return seq[rng.integers(len(seq))]
+
+    present = {(o.color, o.shape) for o in scene.objects}
+    lacking = [s for s in cfg.shapes if scene.count(shape=s) == 0]
+    absent = [p for p in cfg.pairs(split) if p not in present]
+    unique = [o for o in scene.objects if scene.count(o.shape, o.color) == 1]
+    if (rng.random() < 0.5 or not unique) and (lacking or absent):
+        if lacking and (not absent or rng.random() < 0.5):
+            shape = pick(lacking)
+            return {"q": f"what color is the {shape}?", "a": f"there is no {shape}", "type": "false_premise"}
+        color, shape = pick(absent)
+        form = "what size is" if rng.random() < 0.5 else "where is"
+        return {"q": f"{form} the {color} {shape}?", "a": f"there is no {color} {shape}", "type": "false_premise"}
+    alone = [o for o in scene.objects if scene.count(shape=o.shape) == 1]
+    if alone and rng.random() < 0.5:
+        o = pick(alone)
+        return {"q": f"what color is the {o.shape}?", "a": o.color, "type": "premise"}
+    o = pick(unique)
+    return {"q": f"what size is the {o.color} {o.shape}?", "a": o.size, "type": "premise"}
+
+
 # --- the world as an indexable, endless stream
 
 class ShapesWorld:

@@ -6,10 +6,16 @@ checks use too.
 - caption: the scene graph parsed from the generated caption must equal the truth (exact), and
   per attribute: object count, and colour / shape / size of the object found in each true cell;
 - QA: exact answer accuracy per question type;
+- premises: questions that name an object without its place, half about one the scene lacks
+  ("what color is the square?" -> "there is no square": false premises) and half about one it has;
 - text -> image, judged by the verifier on the decoded pixels, per category (like GenEval):
   single object (exact scene), two objects (exact scene), counting (number of objects), colours
   (the single object's colour), position (the single object's cell), attribute binding (the
-  (colour, shape) pairs of two objects that differ in both); plus a guidance-scale sweep.
+  (colour, shape) pairs of two objects that differ in both), relations (a relational prompt, "a
+  small red circle left of a large blue square", checked by the solver against the parsed
+  pixels); plus a guidance-scale sweep.
+- effort: the same QA, premise and drawing metrics at each test-time effort level asked for
+  (`smalto.effort`), with the tokens and seconds they cost.
 
 Every number is reported for the training compositions and, separately, for the held-out ones
 (scenes from the "heldout" split, which the transformer never saw).
@@ -17,12 +23,13 @@ Every number is reported for the training compositions and, separately, for the 
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
-from smalto.data.shapes import Scene, ShapesConfig, ShapesWorld, captions, render
+from smalto.data.shapes import Scene, ShapesConfig, ShapesWorld, captions, premise_question, render
 from smalto.pipeline import DRAW_DEFAULTS, Pipeline
 from smalto.verify.judges import ATTRIBUTES, judge_answer, judge_caption, judge_drawing
 
@@ -40,6 +47,9 @@ class EvalConfig:
     sweep: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0)
     sweep_prompts: int = 24
     seed: int = EVAL_SEED
+    premises: int = 200
+    relations: int = 48
+    efforts: tuple[str, ...] = ()  # test-time effort levels to report besides "none"
 
 
 def _batches(items: list, size: int = BATCH):
@@ -61,7 +71,20 @@ def eval_captions(pipe: Pipeline, world: ShapesWorld, n: int) -> dict:
     return {name: _pct(checks[name]) for name in ("exact", "count", *ATTRIBUTES)}
 
 
-def eval_questions(pipe: Pipeline, world: ShapesWorld, n: int) -> dict:
+def _answer(pipe: Pipeline, items: list[tuple[np.ndarray, dict]], effort: str) -> dict:
+    """Accuracy per question type (and overall), with the mean tokens decoded and seconds spent."""
+    by_type, tokens, start = defaultdict(list), [], time.perf_counter()
+    for chunk in _batches(items):
+        replies = pipe.reply_batch([im for im, _ in chunk], [p["q"] for _, p in chunk], effort)
+        for (_, pair), reply in zip(chunk, replies):
+            by_type[pair["type"]].append(judge_answer(reply.text, pair["a"]).score == 1.0)
+            tokens.append(reply.tokens)
+    overall = [x for v in by_type.values() for x in v]
+    return {"overall": _pct(overall), **{k: _pct(v) for k, v in sorted(by_type.items())},
+            "tokens": round(float(np.mean(tokens)), 1), "seconds": round(time.perf_counter() - start, 1)}
+
+
+def eval_questions(pipe: Pipeline, world: ShapesWorld, n: int, effort: str = "none") -> dict:
     items = []
     i = 0
     while len(items) < n:
@@ -69,13 +92,15 @@ def eval_questions(pipe: Pipeline, world: ShapesWorld, n: int) -> dict:
         pair = s.qa[np.random.default_rng([world.seed, i]).integers(len(s.qa))]
         items.append((s.image, pair))
         i += 1
-    by_type = defaultdict(list)
-    for chunk in _batches(items):
-        answers = pipe.ask_batch([im for im, _ in chunk], [p["q"] for _, p in chunk])
-        for (_, pair), answer in zip(chunk, answers):
-            by_type[pair["type"]].append(judge_answer(answer, pair["a"]).score == 1.0)
-    overall = [x for v in by_type.values() for x in v]
-    return {"overall": _pct(overall), **{k: _pct(v) for k, v in sorted(by_type.items())}}
+    return _answer(pipe, items, effort)
+
+
+def eval_premises(pipe: Pipeline, world: ShapesWorld, n: int, effort: str = "none") -> dict:
+    """Questions naming an object without its place: "false_premise" (the scene lacks it; the
+    answer is "there is no ...") and "premise" (it has exactly one)."""
+    items = [(s.image, premise_question(s.scene, world.cfg, np.random.default_rng([world.seed, 3, i]), world.split))
+             for i, s in ((i, world[i]) for i in range(n))]
+    return _answer(pipe, items, effort)
 
 
 def _scenes_with(world: ShapesWorld, n: int, objects: int, distinct: bool = False) -> list[Scene]:
@@ -92,21 +117,40 @@ def _scenes_with(world: ShapesWorld, n: int, objects: int, distinct: bool = Fals
     return out
 
 
-def _draw(pipe: Pipeline, scenes: list[Scene], caption: int, guidance: float | None, seed: int, cfg: ShapesConfig
-          ) -> list[dict[str, bool]]:
+def _images(pipe: Pipeline, prompts: list[str], guidance: float | None, seed: int, effort: str) -> list[np.ndarray]:
+    """One drawing per prompt: in batches at effort "none", else each through `Pipeline.drawings`
+    (planned, best of N by the verifier)."""
+    if effort == "none":
+        return [im for k, chunk in enumerate(_batches(prompts))
+                for im in pipe.draw(chunk, pipe.draw_sampling(seed + k, guidance=guidance))]
+    return [pipe.drawings(p, 1, effort, seed=seed + i, guidance=guidance)[0].image for i, p in enumerate(prompts)]
+
+
+def _draw(pipe: Pipeline, scenes: list[Scene], caption: int, guidance: float | None, seed: int, cfg: ShapesConfig,
+          effort: str = "none") -> list[dict[str, bool]]:
     """Draw each scene from one of its captions; the judge's checks of each drawing."""
-    checks = []
-    for k, chunk in enumerate(_batches(scenes)):
-        images = pipe.draw([captions(s)[caption] for s in chunk], pipe.draw_sampling(seed + k, guidance=guidance))
-        checks += [judge_drawing(im, s, cfg).checks for im, s in zip(images, chunk)]
-    return checks
+    images = _images(pipe, [captions(s)[caption] for s in scenes], guidance, seed, effort)
+    return [judge_drawing(im, s, cfg).checks for im, s in zip(images, scenes)]
 
 
-def eval_drawing(pipe: Pipeline, world: ShapesWorld, n: int, guidance: float | None, seed: int) -> dict:
+def eval_relations(pipe: Pipeline, world: ShapesWorld, n: int, seed: int, effort: str = "none") -> float:
+    """Two objects named by a relation ("a small red circle left of a large blue square"): the
+    share of drawings whose parsed pixels satisfy every constraint of the prompt (z3)."""
+    from smalto.verify.scene import parse_image
+    from smalto.verify.smt import check
+    from smalto.verify.spec import parse_prompt
+
+    prompts = [captions(s)[3] for s in _scenes_with(world, n, 2, distinct=True)]
+    images = _images(pipe, prompts, None, seed + 3000, effort)
+    return _pct([check(parse_prompt(p), parse_image(im, world.cfg)).satisfied for p, im in zip(prompts, images)])
+
+
+def eval_drawing(pipe: Pipeline, world: ShapesWorld, n: int, guidance: float | None, seed: int,
+                 effort: str = "none") -> dict:
     cfg = world.cfg
-    one = _draw(pipe, _scenes_with(world, n, 1), 0, guidance, seed, cfg)
-    two = _draw(pipe, _scenes_with(world, n, 2, distinct=True), 0, guidance, seed + 1000, cfg)
-    counted = _draw(pipe, [world.scene(i) for i in range(n)], 1, guidance, seed + 2000, cfg)
+    one = _draw(pipe, _scenes_with(world, n, 1), 0, guidance, seed, cfg, effort)
+    two = _draw(pipe, _scenes_with(world, n, 2, distinct=True), 0, guidance, seed + 1000, cfg, effort)
+    counted = _draw(pipe, [world.scene(i) for i in range(n)], 1, guidance, seed + 2000, cfg, effort)
     result = {
         "single_object": _pct([c["exact"] for c in one]),
         "two_objects": _pct([c["exact"] for c in two]),
@@ -134,8 +178,18 @@ def evaluate(pipe: Pipeline, cfg: EvalConfig = EvalConfig(), heldout: bool = Tru
         report[name] = {
             "caption": eval_captions(pipe, world, cfg.captions),
             "qa": eval_questions(pipe, world, cfg.questions),
+            "premises": eval_premises(pipe, world, cfg.premises),
             "draw": eval_drawing(pipe, world, cfg.drawings, cfg.guidance, cfg.seed),
         }
+        report[name]["draw"]["relations"] = eval_relations(pipe, world, cfg.relations, cfg.seed)
+        for effort in cfg.efforts:
+            start = time.perf_counter()
+            draw = eval_drawing(pipe, world, cfg.drawings, cfg.guidance, cfg.seed, effort)
+            draw["relations"] = eval_relations(pipe, world, cfg.relations, cfg.seed, effort)
+            draw["seconds"] = round(time.perf_counter() - start, 1)
+            report[name].setdefault("effort", {})[effort] = {
+                "qa": eval_questions(pipe, world, cfg.questions, effort),
+                "premises": eval_premises(pipe, world, cfg.premises, effort), "draw": draw}
     if sweep:
         report["guidance_sweep"] = eval_guidance_sweep(pipe, splits["train"], cfg.sweep_prompts, cfg.sweep, cfg.seed)
     return report
@@ -147,21 +201,43 @@ def summary_table(report: dict) -> str:
     rows = [("caption exact", "caption", "exact"), ("caption colour", "caption", "color"),
             ("caption shape", "caption", "shape"), ("caption size", "caption", "size"),
             ("caption count", "caption", "count"), ("QA overall", "qa", "overall")]
-    qa_types = sorted({k for s in splits for k in report[s]["qa"] if k != "overall"})
+    qa_types = sorted({k for s in splits for k in report[s]["qa"] if k not in ("overall", *COSTS)})
     rows += [(f"QA {t}", "qa", t) for t in qa_types]
-    rows += [(f"draw {k.replace('_', ' ')}", "draw", k) for k in
-             ("overall", "single_object", "two_objects", "counting", "colors", "position", "attribute_binding")]
+    rows += [("QA false premise", "premises", "false_premise"), ("QA premise", "premises", "premise")]
+    rows += [(f"draw {k.replace('_', ' ')}", "draw", k) for k in DRAW_ROWS]
     header = "| metric (%) | " + " | ".join(f"{s} compositions" for s in splits) + " |"
     lines = [header, "|---" * (len(splits) + 1) + "|"]
     for label, group, key in rows:
-        cells = [report[s][group].get(key, float("nan")) for s in splits]
+        cells = [report[s].get(group, {}).get(key, float("nan")) for s in splits]
         lines.append(f"| {label} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
+    for s in splits:
+        if "effort" in report[s]:
+            lines += ["", effort_table(report[s], s)]
     if "guidance_sweep" in report:
         lines.append("")
         lines.append("| guidance scale | " + " | ".join(report["guidance_sweep"]) + " |")
         lines.append("|---" * (len(report["guidance_sweep"]) + 1) + "|")
         values = report["guidance_sweep"].values()
         lines.append("| exact drawings (%) | " + " | ".join(f"{v:.1f}" for v in values) + " |")
+    return "\n".join(lines)
+
+
+COSTS = ("tokens", "seconds")
+DRAW_ROWS = ("overall", "single_object", "two_objects", "counting", "colors", "position", "attribute_binding",
+             "relations")
+
+
+def effort_table(split: dict, name: str) -> str:
+    """Accuracy and cost per effort level, for one split."""
+    levels = {"none": {k: split[k] for k in ("qa", "premises", "draw")}, **split["effort"]}
+    rows = [("QA overall (%)", "qa", "overall"), ("QA false premise (%)", "premises", "false_premise"),
+            ("QA tokens per answer", "qa", "tokens"), ("QA seconds", "qa", "seconds"),
+            *[(f"draw {k.replace('_', ' ')} (%)", "draw", k) for k in DRAW_ROWS], ("draw seconds", "draw", "seconds")]
+    lines = [f"| {name} compositions | " + " | ".join(f"effort {e}" for e in levels) + " |",
+             "|---" * (len(levels) + 1) + "|"]
+    for label, group, key in rows:
+        lines.append(f"| {label} | " + " | ".join(f"{r[group].get(key, float('nan')):.1f}" for r in levels.values())
+                     + " |")
     return "\n".join(lines)
 
 

@@ -50,14 +50,18 @@ def positions(v: Vocab, ids: list[int]) -> Tensor:
 @dataclass(frozen=True)
 class Allowed:
     """What decoded rows may emit outside an item: text and <eos> (`text`; with text=False only
-    <eos>: the row is drawing), and which items they may open (`items`, e.g. ("image",))."""
+    <eos>: the row is drawing), which items they may open (`items`, e.g. ("image",)), and how
+    long they may think (`thinking`: a budget of tokens between <think> and </think>, 0 for none)."""
     text: bool = True
     items: tuple[str, ...] = ()
     eos: bool = True  # False: text never ends (benchmarks that need a fixed length)
+    thinking: int = 0
 
     def __post_init__(self) -> None:
         if not self.text and not self.eos:
             raise ValueError("a drawing ends when its item closes: eos=False is for text")
+        if self.thinking < 0 or (self.thinking and not self.text):
+            raise ValueError("a thinking budget is a number of tokens >= 0, for text rows")
 
 
 DRAWING = Allowed(text=False)
@@ -73,6 +77,10 @@ class FormatState:
     Each row is in one of a few phases: 0 outside items, or (item, codes written so far). Every
     per-phase fact (the legal ids, the next phase, the next token's offset in the grid) is a
     table made once, so a decoding step costs a handful of lookups whatever the batch.
+
+    Thinking (with a budget): a row may open <think> once; inside, it may not end, and after
+    `budget` thinking tokens only </think> is legal, so a trace never exceeds its budget (as
+    s1's and Qwen3's budget forcing).
     """
 
     def __init__(self, v: Vocab, prompts: list[list[int]], allowed: Allowed = Allowed(),
@@ -104,6 +112,11 @@ class FormatState:
         # Row 0 of a position is the running index (see `positions`): the next one is the length.
         self.index = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
         self.finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        self.budget = allowed.thinking
+        if self.budget:
+            self.thought = torch.full((len(prompts),), -1, device=device)  # tokens thought; -1 not yet, -2 done
+            self.closing, self.no_end = v.one(v.end_think).to(device), ~v.one(v.eos).to(device)
+            self.masks[0] |= v.one(v.think, v.end_think).to(device)
 
     def _scan(self, prompt: list[int], step: list[int]) -> int:
         """The phase at the end of a prompt."""
@@ -114,7 +127,14 @@ class FormatState:
 
     def mask(self) -> Tensor:
         """bool [B, V]: which ids each row may emit next."""
-        return self.masks[self.phase]
+        mask = self.masks[self.phase]
+        if not self.budget:
+            return mask
+        v, thinking = self.v, self.thought >= 0
+        mask[:, v.think] &= self.thought == -1
+        mask[:, v.end_think] &= thinking
+        mask &= torch.where(thinking[:, None], self.no_end, True)
+        return torch.where((self.thought >= self.budget)[:, None], self.closing, mask)
 
     def positions(self) -> Tensor:
         """int64 [B, 3]: where each row's next token goes."""
@@ -123,10 +143,15 @@ class FormatState:
     def reorder(self, rows: Tensor) -> None:
         """Keep (and duplicate) rows, e.g. when beams are re-ranked."""
         self.phase, self.index, self.finished = self.phase[rows], self.index[rows], self.finished[rows]
+        if self.budget:
+            self.thought = self.thought[rows]
 
     def advance(self, tokens: Tensor) -> None:
         """Record each row's emitted token [B]."""
         outside = self.phase == 0
+        if self.budget:
+            opened, closed = (tokens == self.v.think) & outside, (tokens == self.v.end_think) & outside
+            self.thought = torch.where(opened, 0, torch.where(closed, -2, self.thought + (self.thought >= 0)))
         self.finished |= (tokens == self.v.eos) & outside
         if not self.text:
             self.finished |= self.closes[self.phase]

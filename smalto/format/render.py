@@ -2,6 +2,7 @@
 
     caption  <bos> <user> <boi> v1..v64 <eoi> <assistant> caption <eos>
     answer   <bos> <user> <boi> v1..v64 <eoi> question <assistant> answer <eos> [<user> question ...]
+    think    <bos> <user> <boi> v1..v64 <eoi> question <assistant> <think> trace </think> answer <eos>
     draw     <bos> <user> prompt <assistant> <boi> v1..v64 <eoi> <eos>
     (the unconditional stream for guidance is a draw with an empty prompt)
 
@@ -82,6 +83,13 @@ def answer_example(v: Vocab, codes: Tensor, pairs: list[tuple[list[int], list[in
     for i, (question, answer) in enumerate(pairs):
         segments += [([v.user] * (i > 0) + [*question, v.assistant], False), (answer + [v.eos], True)]
     return _build(v, *segments)
+
+
+def think_example(v: Vocab, codes: Tensor, question: list[int], trace: list[int], answer: list[int],
+                  train_image: bool = False) -> Example:
+    """An answer after thinking: the trace between <think> and </think> is trained with the answer."""
+    return _build(v, ([v.bos, v.user, v.boi], False), (v.image_ids(codes)[1:], train_image),
+                  ([*question, v.assistant], False), ([v.think, *trace, v.end_think, *answer, v.eos], True))
 
 
 def draw_example(v: Vocab, text: list[int], codes: Tensor) -> Example:

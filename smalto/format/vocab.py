@@ -107,6 +107,10 @@ class Vocab:
         raise AttributeError(name)
 
     @property
+    def end_think(self) -> int:
+        return self.specials["/think"]
+
+    @property
     def image(self) -> Modality:
         return self.modalities["image"]
 

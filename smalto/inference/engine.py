@@ -7,7 +7,8 @@ step with several continuations of one prompt. Prompts are left-padded to a comm
 format (`FormatState`) says which ids are legal next and where each row's next token goes.
 
 Every emitted token comes with its log-probability under the model (log_softmax of its logits,
-before any processor), and each row may have its own token limit.
+before any processor), and each row may have its own token limit. Equal prompts in a batch (the
+candidates of best-of-N, the unconditional twins of guidance) are prefilled once.
 """
 
 from __future__ import annotations
@@ -130,14 +131,20 @@ class Engine:
         if forced is not None and len(forced) != n:
             raise ValueError("forced needs one list of tokens per prompt")
         rows = prompts + (unconditional if guided else [])
-        ids, valid, pos = left_pad(v, rows)
+        # Equal prompts (best-of-N, votes, the unconditional twins) are prefilled once, then copied.
+        unique = {tuple(p): i for i, p in enumerate(dict.fromkeys(map(tuple, rows)))}
+        ids, valid, pos = left_pad(v, [list(p) for p in unique])
         longest = int(limits.max())
         self._check_room(ids.shape[1], longest)
         if longest == 0:
             return
         device = self.device
-        cache = self._cache(len(rows), ids.shape[1] + longest)
+        cache = self._cache(len(unique), ids.shape[1] + longest)
         logits = self.model(ids.to(device), pos.to(device), cache, valid.to(device)).logits[:, -1].float()
+        if len(unique) < len(rows):
+            copies = torch.tensor([unique[tuple(p)] for p in rows], device=device)
+            cache.reorder(copies)
+            logits = logits[copies]
 
         state = FormatState(v, rows, allowed, device)
         processors: list[Processor] = [*([Guidance(sampling.guidance)] if guided else []), FormatMask(state),

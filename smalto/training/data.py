@@ -17,13 +17,14 @@ from torch import Tensor
 
 from smalto.data.folder import load_folder
 from smalto.data.images import MAX_PIXELS
-from smalto.data.shapes import ShapesConfig, ShapesWorld
+from smalto.data.shapes import Scene, ShapesConfig, ShapesWorld, premise_question
 from smalto.errors import SmaltoError
 from smalto.options import Range
-from smalto.format import Example, Vocab, answer_example, caption_example, draw_example
+from smalto.format import Example, Vocab, answer_example, caption_example, draw_example, think_example
 from smalto.tokenizers import Tokenizers
+from smalto.verify.spec import parse_question
 
-TASKS = ("caption", "draw", "qa")
+TASKS = ("caption", "draw", "qa", "think")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,12 @@ class TaskMix:
     caption: float = 0.3
     draw: float = 0.4
     qa: float = 0.3
+    # Answers after a thinking trace: the scene's description, then the facts the question needs
+    # (made from the scene graph, so correct by construction). ShapesWorld only.
+    think: float = 0.0
+    # Share of QA and thinking questions that name an object without its place, half of them one
+    # the scene lacks ("what color is the square?" -> "there is no square"). ShapesWorld only.
+    premises: float = 0.0
     # Share of draw examples whose prompt is dropped, teaching the unconditional stream that
     # classifier-free guidance contrasts with.
     cond_dropout: float = 0.1
@@ -42,7 +49,8 @@ class TaskMix:
 
     # Valid values, read by __post_init__ and by the command line's flags (the weights are checked
     # together, by `weights`).
-    RANGES: ClassVar[dict[str, Range]] = {"cond_dropout": Range(0, 1), "qa_turns": Range(1, integer=True)}
+    RANGES: ClassVar[dict[str, Range]] = {"cond_dropout": Range(0, 1), "premises": Range(0, 1),
+                                          "qa_turns": Range(1, integer=True)}
 
     def __post_init__(self) -> None:
         for name, valid in self.RANGES.items():
@@ -50,7 +58,7 @@ class TaskMix:
         self.weights()
 
     def weights(self) -> np.ndarray:
-        w = np.array([self.caption, self.draw, self.qa], dtype=np.float64)
+        w = np.array([getattr(self, task) for task in TASKS], dtype=np.float64)
         if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
             raise SmaltoError(f"task mix weights must be >= 0 and not all 0, got {w.tolist()}")
         return w / w.sum()
@@ -121,16 +129,25 @@ class ExampleStream:
                                     for i in range(0, len(self.folder), 256)])
 
     def _example(self, rng: np.random.Generator, codes: Tensor, captions: list[str], canonical: str,
-                 qa: list[dict]) -> tuple[int, Example]:
+                 qa: list[dict], scene: Scene | None = None) -> tuple[int, Example]:
         task = int(rng.choice(len(TASKS), p=self.weights))
+        if TASKS[task] == "think" and scene is None:  # a folder's records have no scene graph to reason from
+            task = TASKS.index("qa")
         if TASKS[task] == "qa" and not qa:
             task = TASKS.index("caption")
-        text = self.encode_text
+        text, v = self.encode_text, self.vocab
         if TASKS[task] == "caption":
-            return task, caption_example(self.vocab, codes, list(text(canonical)), self.mix.train_prompt_images)
+            return task, caption_example(v, codes, list(text(canonical)), self.mix.train_prompt_images)
         if TASKS[task] == "draw":
             prompt = [] if rng.random() < self.mix.cond_dropout else list(text(captions[rng.integers(len(captions))]))
-            return task, draw_example(self.vocab, prompt, codes)
+            return task, draw_example(v, prompt, codes)
+        if scene is not None and self.mix.premises and rng.random() < self.mix.premises:
+            qa = [premise_question(scene, self.world.cfg, rng, self.world.split)]
+        if TASKS[task] == "think":
+            pair = qa[rng.integers(len(qa))]
+            trace = f"{canonical}; {parse_question(pair['q']).facts(scene)}"
+            return task, think_example(v, codes, list(text(pair["q"])), list(text(trace)), list(text(pair["a"])),
+                                       self.mix.train_prompt_images)
         first = int(rng.integers(len(qa)))
         more = [int(k) for k in rng.permutation(len(qa)) if k != first] if self.mix.qa_turns > 1 else []
         picks = [first, *more[:self.mix.qa_turns - 1]]
@@ -145,7 +162,7 @@ class ExampleStream:
             codes = self.tok.image.encode(np.stack([s.image for s in samples]))
             for i, s, c in zip(range(start, start + count), samples, codes):
                 rng = np.random.default_rng([self.seed, 7, i])
-                out.append(self._example(rng, c, s.captions, s.captions[0], s.qa))
+                out.append(self._example(rng, c, s.captions, s.captions[0], s.qa, s.scene))
             return out
         n = len(self.folder)
         for i in range(start, start + count):

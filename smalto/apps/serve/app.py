@@ -38,6 +38,7 @@ from smalto.apps.serve.middleware import LimitBody, RequireKey
 from smalto.apps.serve.worker import Worker
 from smalto.errors import SmaltoError
 from smalto.inference import Sampling
+from smalto.effort import Drawing
 from smalto.pipeline import Message, Pipeline
 from smalto.plots import png_bytes
 
@@ -107,6 +108,9 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
         if max_new < 1:
             raise APIError(400, "the conversation fills the model's context; no room for a reply",
                            param="messages", code="context_length_exceeded")
+        effort = _effort(body.reasoning_effort)
+        if effort != "none" or body.best_of is not None:
+            return await reasoned_chat(body, messages, length, max_new, effort, stop, request)
         sampling = Sampling(body.temperature or 0.0, body.top_k or 0, 1.0 if body.top_p is None else body.top_p,
                             body.seed)
         # Until the worker encodes the images (`prepare`), stand-ins of the prompt's length.
@@ -118,29 +122,14 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
             return p.Usage(prompt_tokens=length, completion_tokens=sum(counts), total_tokens=length + sum(counts))
 
         if body.stream:
-            def chunk(choices: list[p.ChunkChoice], usage: p.Usage | None = None) -> str:
-                c = p.ChatCompletionChunk(id=reply_id, created=now, model=cfg.model_name, choices=choices, usage=usage)
-                return f"data: {c.model_dump_json(exclude_none=c.usage is None)}\n\n"
+            async def deltas() -> AsyncIterator[tuple[int, p.Delta, str | None]]:
+                async for i, text, finish, counts[i] in jobs.replies(job, events, stop, None):
+                    if text:
+                        yield i, p.Delta(content=text), None
+                    if finish:
+                        yield i, p.Delta(), finish
 
-            async def sse() -> AsyncIterator[str]:
-                try:
-                    for i in range(body.n):
-                        yield chunk([p.ChunkChoice(index=i, delta=p.Delta(role="assistant", content=""))])
-                    async for i, text, finish, counts[i] in jobs.replies(job, events, stop, None):
-                        if text:
-                            yield chunk([p.ChunkChoice(index=i, delta=p.Delta(content=text))])
-                        if finish:
-                            yield chunk([p.ChunkChoice(index=i, delta=p.Delta(), finish_reason=finish)])
-                    if body.stream_options and body.stream_options.include_usage:
-                        yield chunk([], usage())
-                    yield "data: [DONE]\n\n"
-                except APIError as e:
-                    yield f"data: {json.dumps(error_body(e.message, e.type, e.param, e.code))}\n\n"
-                finally:
-                    job.closed.set()
-
-            return StreamingResponse(sse(), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return stream(reply_id, now, body, deltas(), usage, job)
 
         texts, finishes = [""] * body.n, ["length"] * body.n
         try:
@@ -152,6 +141,75 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
         return p.ChatCompletion(id=reply_id, created=now, model=cfg.model_name, usage=usage(), choices=[
             p.Choice(index=i, message=p.AssistantMessage(content=t), finish_reason=f)
             for i, (t, f) in enumerate(zip(texts, finishes))])
+
+    async def reasoned_chat(body: p.ChatCompletionRequest, messages: list[Message], length: int, max_new: int,
+                      effort: str, stop: list[str], request: Request):
+        """A reply with test-time compute (`Pipeline.chat_events`): the thinking as
+        `reasoning_content`, then the answer; choices one after another on the worker."""
+        def work(job) -> None:
+            for i in range(body.n):
+                for kind, value in pipe.chat_events(messages, max_new, effort, body.best_of, seed=(body.seed or 0) + i):
+                    if job.closed.is_set():
+                        return
+                    job.emit((kind, i, _cut(value, stop) if kind == "content" else value))
+
+        job, events = jobs.submit("reply", [], max_new, Sampling(), work=work)
+        reply_id, now, replies = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), [None] * body.n
+
+        def usage() -> p.Usage:
+            done = [r for r in replies if r is not None]
+            completion = sum(r.tokens for r in done)
+            return p.Usage(prompt_tokens=length, completion_tokens=completion, total_tokens=length + completion,
+                           completion_tokens_details=p.CompletionTokensDetails(
+                               reasoning_tokens=sum(r.reasoning_tokens for r in done)))
+
+        if body.stream:
+            async def deltas() -> AsyncIterator[tuple[int, p.Delta, str | None]]:
+                async for kind, i, value in jobs.events(job, events, None):
+                    if kind == "reasoning" and value:
+                        yield i, p.Delta(reasoning_content=value), None
+                    elif kind == "content":
+                        yield i, p.Delta(content=value), None
+                    elif kind == "reply":
+                        replies[i] = value
+                        yield i, p.Delta(), "stop"
+
+            return stream(reply_id, now, body, deltas(), usage, job)
+
+        texts = [""] * body.n
+        async for kind, i, value in jobs.events(job, events, request):
+            if kind == "content":
+                texts[i] += value
+            elif kind == "reply":
+                replies[i] = value
+        return p.ChatCompletion(id=reply_id, created=now, model=cfg.model_name, usage=usage(), choices=[
+            p.Choice(index=i, message=p.AssistantMessage(content=t, reasoning_content=r.reasoning or None),
+                     finish_reason="stop") for i, (t, r) in enumerate(zip(texts, replies))])
+
+    def stream(reply_id: str, now: int, body: p.ChatCompletionRequest,
+               deltas: AsyncIterator[tuple[int, p.Delta, str | None]], usage, job) -> StreamingResponse:
+        """A reply as server-sent chunks: each choice's role, then its (delta, finish_reason) pieces,
+        the usage if asked for, and [DONE]; an error mid-stream is one last data line."""
+        def chunk(choices: list[p.ChunkChoice], usage: p.Usage | None = None) -> str:
+            c = p.ChatCompletionChunk(id=reply_id, created=now, model=cfg.model_name, choices=choices, usage=usage)
+            return f"data: {c.model_dump_json(exclude_none=c.usage is None)}\n\n"
+
+        async def sse() -> AsyncIterator[str]:
+            try:
+                for i in range(body.n):
+                    yield chunk([p.ChunkChoice(index=i, delta=p.Delta(role="assistant", content=""))])
+                async for i, delta, finish in deltas:
+                    yield chunk([p.ChunkChoice(index=i, delta=delta, finish_reason=finish)])
+                if body.stream_options and body.stream_options.include_usage:
+                    yield chunk([], usage())
+                yield "data: [DONE]\n\n"
+            except APIError as e:
+                yield f"data: {json.dumps(error_body(e.message, e.type, e.param, e.code))}\n\n"
+            finally:
+                job.closed.set()
+
+        return StreamingResponse(sse(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.post("/v1/images/generations", response_model=p.ImagesResponse, responses=errors,
               dependencies=[Depends(bearer)], tags=["images"])
@@ -169,10 +227,27 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
         except SmaltoError as e:
             raise APIError(400, str(e), param="prompt", code=context_code(e)) from None
         sampling = pipe.draw_sampling(body.seed, guidance=body.guidance_scale, temperature=body.temperature)
-        job, events = jobs.submit("draw", [ids] * body.n, pipe.vocab.image_tokens + 1, sampling)
-        images = await jobs.images(job, events, request)
-        encoded = await asyncio.to_thread(lambda: [base64.b64encode(png_bytes(a)).decode() for a in images])
-        return p.ImagesResponse(created=int(time.time()), data=[p.ImageData(b64_json=b) for b in encoded])
+        effort = _effort(body.reasoning_effort)
+        if effort == "none" and body.best_of is None:
+            job, events = jobs.submit("draw", [ids] * body.n, pipe.vocab.image_tokens + 1, sampling)
+            drawings = [Drawing(image, body.prompt) for image in await jobs.images(job, events, request)]
+        else:
+            try:  # words outside the grammar, a contradiction, too many candidates: the client's mistake
+                await off_the_loop(pipe.check_drawing_request, body.prompt, body.n, effort, body.best_of)
+            except SmaltoError as e:
+                raise APIError(400, str(e), param="prompt", code="invalid_prompt") from None
+
+            def work(job) -> None:
+                job.emit(("drawings", pipe.drawings(body.prompt, body.n, effort, body.best_of, body.seed,
+                                                    guidance=body.guidance_scale, temperature=body.temperature)))
+
+            job, events = jobs.submit("draw", [], 0, sampling, work=work)
+            drawings = await jobs.images(job, events, request)
+        encoded = await asyncio.to_thread(lambda: [base64.b64encode(png_bytes(d.image)).decode() for d in drawings])
+        return p.ImagesResponse(created=int(time.time()), data=[
+            p.ImageData(b64_json=b, revised_prompt=d.prompt if d.prompt != body.prompt else None,
+                        verdict=p.Verdict(**d.verdict.to_dict()) if d.verdict is not None else None)
+            for b, d in zip(encoded, drawings)])
 
     @app.get("/v1/models", response_model=p.ModelList, responses=errors, dependencies=[Depends(bearer)],
              tags=["models"])
@@ -205,6 +280,18 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.openapi = lambda: without_422(app)
     return app
+
+
+def _effort(value: str | None) -> str:
+    """OpenAI's reasoning_effort as smalto's effort level."""
+    return {None: "none", "minimal": "low"}.get(value, value)
+
+
+def _cut(text: str, stop: list[str]) -> str:
+    """The text before the first stop string."""
+    for s in stop:
+        text = text.split(s)[0]
+    return text
 
 
 @functools.lru_cache(maxsize=4)

@@ -25,7 +25,8 @@ class Jobs:
         self.pipe, self.cfg, self.worker = pipe, cfg, worker
 
     def submit(self, kind: str, prompts: list[list[int]], max_new: int, sampling: Sampling,
-               prepare: Callable[[], list[list[int]]] | None = None) -> tuple[Job, asyncio.Queue]:
+               prepare: Callable[[], list[list[int]]] | None = None, work: Callable[[Job], None] | None = None
+               ) -> tuple[Job, asyncio.Queue]:
         """Queue a job; its events arrive on the returned queue. 503 when the queue is full."""
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
 
@@ -35,7 +36,7 @@ class Jobs:
             except RuntimeError:  # the event loop is gone (server stopped)
                 pass
 
-        job = Job(kind, prompts, max_new, sampling, emit, prepare)
+        job = Job(kind, prompts, max_new, sampling, emit, prepare, work)
         try:
             self.worker().submit(job)
         except QueueFull:
@@ -83,12 +84,17 @@ class Jobs:
                         yield i, piece, r.finish_reason, r.count
         job.closed.set()  # every choice is complete; the worker may stop decoding for us
 
-    async def images(self, job: Job, events: asyncio.Queue, request: Request) -> list:
+    async def events(self, job: Job, events: asyncio.Queue, request: Request | None) -> AsyncIterator[tuple]:
+        """A job's events until it is done (the job is closed when the caller stops listening)."""
         deadline = time.monotonic() + self.cfg.timeout
-        images = None
         try:
             while (event := await self.next_event(events, deadline, request))[0] != "done":
-                images = event[1]
+                yield event
         finally:
             job.closed.set()
+
+    async def images(self, job: Job, events: asyncio.Queue, request: Request) -> list:
+        images = None
+        async for event in self.events(job, events, request):
+            images = event[1]
         return images

@@ -17,6 +17,10 @@ from smalto.errors import SmaltoError
 
 MAX_CHOICES = 8
 MAX_IMAGES = 10
+# OpenAI's reasoning_effort values; "minimal" is read as smalto's "low" (see smalto.effort).
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high"]
+EFFORT_HELP = ("Test-time compute: 'none' answers at once; 'low' thinks when unsure; 'medium' always thinks; "
+               "'high' votes over several thoughts. Drawings: planned by the solver, best of 2 / 4 / 16.")
 
 
 def sampling(name: str, description: str | None = None):
@@ -96,17 +100,25 @@ class ChatCompletionRequest(Strict):
     stop: str | list[str] | None = Field(None, description="Up to 4 strings; the reply ends before the first.")
     seed: sampling("seed") = None
     user: str | None = None
+    reasoning_effort: ReasoningEffort | None = Field(None, description=EFFORT_HELP)
+    best_of: sampling("best_of", "Extension: answers sampled and voted (self-consistency).") = None
+
+
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int
 
 
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    completion_tokens_details: CompletionTokensDetails | None = None
 
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
+    reasoning_content: str | None = Field(None, description="The thinking before the answer, when it thought.")
     refusal: None = None
 
 
@@ -130,6 +142,7 @@ class ChatCompletion(BaseModel):
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
 
 
 class ChunkChoice(BaseModel):
@@ -162,10 +175,20 @@ class ImageGenerationRequest(Strict):
     guidance_scale: sampling("guidance", "Extension: classifier-free guidance (None: the model's default).") = None
     temperature: sampling("temperature", "Extension: sampling temperature of the codes.") = None
     user: str | None = None
+    reasoning_effort: ReasoningEffort | None = Field(None, description="Extension: " + EFFORT_HELP)
+    best_of: sampling("best_of", "Extension: candidates per image, the verifier's best kept.") = None
+
+
+class Verdict(BaseModel):
+    satisfied: bool
+    score: float = Field(description="Share of the prompt's constraints the image satisfies.")
+    failed: list[str] = Field(description="The constraints it does not satisfy, in words.")
 
 
 class ImageData(BaseModel):
     b64_json: str
+    revised_prompt: str | None = Field(None, description="What was drawn, when the solver rewrote the prompt.")
+    verdict: Verdict | None = Field(None, description="Extension: the verifier's judgement of the image.")
 
 
 class ImagesResponse(BaseModel):

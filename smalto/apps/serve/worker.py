@@ -39,12 +39,15 @@ class Job:
     # Builds the real prompts on the worker's thread (torch work, e.g. encoding images) when
     # `prompts` holds placeholders of the right length.
     prepare: Callable[[], list[list[int]]] | None = None
+    # Work of its own, run alone on the worker's thread and emitting its own events (test-time
+    # compute: thinking, votes, best-of-N drawings).
+    work: Callable[[Job], None] | None = None
     closed: threading.Event = field(default_factory=threading.Event)
 
     def batch_key(self) -> tuple | None:
         """Jobs with equal keys can share a batch; None runs alone."""
         s = self.sampling
-        if s.temperature > 0 and s.seed is not None:
+        if self.work is not None or (s.temperature > 0 and s.seed is not None):
             return None
         return (self.kind, s.guidance, s.temperature, s.top_k, s.top_p) if s.temperature > 0 else \
             (self.kind, s.guidance, "greedy")
@@ -118,7 +121,10 @@ class Worker:
                 for job in batch:
                     if job.prepare is not None:
                         job.prompts, job.prepare = job.prepare(), None
-                self._draw(batch) if batch[0].kind == "draw" else self._chat(batch)
+                if batch[0].work is not None:
+                    batch[0].work(batch[0])
+                else:
+                    self._draw(batch) if batch[0].kind == "draw" else self._chat(batch)
                 for job in batch:
                     job.emit(("done",))
             except Exception as e:  # a bug must not kill the worker; the clients hear about it

@@ -128,9 +128,13 @@ async function send() {
   state.controller = new AbortController();
   setBusy(true);
   let reply = "";
+  let thought = "";
+  let thinking = null;  // a collapsed <details> holding the reasoning, made when the first piece arrives
+  const request = { model: state.model, messages: state.history, stream: true };
+  const effort = $("chat-effort").value;
+  if (effort !== "none") request.reasoning_effort = effort;
   try {
-    const response = await api("/v1/chat/completions",
-      { model: state.model, messages: state.history, stream: true }, state.controller.signal);
+    const response = await api("/v1/chat/completions", request, state.controller.signal);
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
     for (;;) {
@@ -144,7 +148,21 @@ async function send() {
         if (data === "[DONE]") continue;
         const chunk = JSON.parse(data);
         if (chunk.error) throw new Error(chunk.error.message);
-        for (const choice of chunk.choices) reply += choice.delta.content || "";
+        for (const choice of chunk.choices) {
+          reply += choice.delta.content || "";
+          if (choice.delta.reasoning_content) {
+            if (!thinking) {
+              thinking = document.createElement("details");
+              thinking.className = "thinking";
+              const summary = document.createElement("summary");
+              summary.textContent = "Thought";
+              thinking.append(summary, document.createElement("div"));
+              out.before(thinking);
+            }
+            thought += choice.delta.reasoning_content;
+            thinking.lastChild.textContent = thought;
+          }
+        }
         out.textContent = reply;
         out.parentElement.scrollIntoView({ block: "end" });
       }
@@ -194,6 +212,8 @@ async function draw() {
   if (!Number.isNaN(guidance)) body.guidance_scale = guidance;
   const seed = parseInt($("draw-seed").value, 10);
   if (!Number.isNaN(seed)) body.seed = seed;
+  const effort = $("draw-effort").value;
+  if (effort !== "none") body.reasoning_effort = effort;
 
   const results = $("results");
   const status = document.createElement("div");
@@ -221,6 +241,13 @@ async function draw() {
       link.textContent = "Download";
       caption.append(label, link);
       card.append(image(src), caption);
+      if (item.verdict) {  // the verifier's judgement of this drawing against the prompt
+        const verdict = document.createElement("div");
+        verdict.className = `verdict ${item.verdict.satisfied ? "ok" : "miss"}`;
+        verdict.textContent = item.verdict.satisfied ? "✓ matches the prompt" : `✗ ${item.verdict.failed.join("; ")}`;
+        card.append(verdict);
+      }
+      if (item.revised_prompt) card.title = `drawn as: ${item.revised_prompt}`;
       results.append(card);
     });
   } catch (e) {

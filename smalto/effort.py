@@ -1,0 +1,84 @@
+"""Test-time compute: what each effort level spends, and what a reply or a drawing reports.
+
+One knob everywhere (`effort=` in Python, `--effort` on the command line, `reasoning_effort` over
+HTTP), with `best_of` to set the number of candidates or votes explicitly:
+
+    none    instant: one greedy answer, one drawing (what the model does on its own)
+    low     adaptive: answer at once when the model is sure, else think; drawings planned by the
+            solver, best of 2
+    medium  think before every answer; best of 4
+    high    think, several sampled traces voted (self-consistency); best of 16
+
+Thinking: the model writes `<think>` a description of the scene and the facts the question needs
+`</think>`, then the answer; the solver reads the description back into a scene graph and
+computes the answer from it (see `Pipeline.reply_batch`). A drawing is planned by the solver
+(relations become absolute cells), drawn `best_of` times in one batch and judged by the pixel
+verifier against the specification (or, for a model without one, ranked by the model's own
+log p(prompt | image)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from smalto.errors import SmaltoError
+
+THINKING_BUDGET = 64  # the longest trace in training is ~45 tokens (a 3-object description + facts)
+VOTE_TEMPERATURE = 0.7  # sampled traces / answers / drawings for self-consistency and best-of-N
+# Adaptive: answers whose least likely token has at least this probability are given at once.
+# Calibrated on a development split (seed 30000, `smalto.eval.shapes_eval.calibrate_margin`).
+SURE = 0.9
+
+
+@dataclass(frozen=True)
+class Effort:
+    name: str
+    think: str  # "never", "unsure" (adaptive: when the instant answer is not sure), "always"
+    votes: int  # reading: answers sampled and voted (self-consistency; 1: greedy)
+    best_of: int  # drawing: candidates per image, judged by the verifier
+    plan: bool  # drawing prompts parsed, planned and checked by the solver
+
+
+EFFORTS = {e.name: e for e in (
+    Effort("none", "never", 1, 1, False),
+    Effort("low", "unsure", 1, 2, True),
+    Effort("medium", "always", 1, 4, True),
+    Effort("high", "always", 5, 16, True),
+)}
+
+
+def effort_level(name: str | None) -> Effort:
+    """The named level (None: "none"), or a SmaltoError listing the levels."""
+    if name is None:
+        return EFFORTS["none"]
+    if name not in EFFORTS:
+        raise SmaltoError(f"effort must be one of {', '.join(EFFORTS)}, got {name!r}")
+    return EFFORTS[name]
+
+
+@dataclass
+class Reply:
+    """An answer and what it cost: the thinking behind it ("" when given instantly), the tokens
+    decoded (thinking included, all votes), and what the solver made of it."""
+    text: str
+    reasoning: str = ""
+    tokens: int = 0
+    reasoning_tokens: int = 0
+    # "agrees": the answer follows from the model's own description; "corrected": it did not, and
+    # the description's answer replaced it; None: not checkable (free text, no description).
+    check: str | None = None
+    votes: dict[str, int] = field(default_factory=dict)  # answer -> votes, with best_of > 1
+    sure: float = 1.0  # the answer's least token probability, or its share of the votes
+
+
+@dataclass
+class Drawing:
+    """An image and how it was chosen: the prompt drawn (the solver's absolute rewrite when
+    planned), the verifier's verdict on it, and the number of candidates it was chosen from."""
+    image: np.ndarray
+    prompt: str
+    verdict: object | None = None  # a verify.smt.Verdict, when the prompt was checked
+    candidates: int = 1
+    score: float | None = None  # the self-verifier's mean log p(prompt | image), when ranked by it
