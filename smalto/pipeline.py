@@ -141,6 +141,7 @@ class Pipeline:
 
     def caption_batch(self, images: list, beams: int = 1, effort: str | None = None,
                       best_of: int | None = None) -> list[str]:
+        options.check("beams", beams)
         prompts = [caption_prompt(self.vocab, c) for c in self.image_codes(images)]
         if beams > 1:
             return self._beams(prompts, beams)
@@ -149,7 +150,7 @@ class Pipeline:
 
     def ask_batch(self, images: list, questions: list[str], beams: int = 1, effort: str | None = None,
                   best_of: int | None = None, thinking_budget: int | None = None) -> list[str]:
-        if beams > 1:
+        if options.check("beams", beams) > 1:
             return self._beams(self._answer_prompts(images, questions), beams)
         return [r.text for r in self.reply_batch(images, questions, effort, best_of, thinking_budget)]
 
@@ -163,7 +164,6 @@ class Pipeline:
         return prompts
 
     def _beams(self, prompts: list[list[int]], beams: int) -> list[str]:
-        options.check("beams", beams)
         limit = min(MAX_ANSWER_TOKENS, self.model.cfg.max_seq_len - max(len(p) for p in prompts))
         return [detokenize(self.tokenizers.text, self.engine.beam_search(p, beams, limit), self.vocab.eos)
                 for p in prompts]
@@ -172,8 +172,8 @@ class Pipeline:
                     thinking_budget: int | None = None, seed: int = 0) -> list[Reply]:
         """Answers with what they cost. effort (see `smalto.effort`): "none" answers greedily at once;
         "low" thinks only when the instant answer is unsure (its least likely token below
-        `effort.SURE`); "medium" always thinks; "high" votes over sampled thoughts. best_of sets
-        the number of votes. After thinking, the solver reads the model's own description of the
+        `effort.SURE`); "medium" and "high" always think. best_of > 1 votes over that many sampled
+        answers or thoughts (self-consistency). After thinking, the solver reads the model's own description of the
         scene and computes the answer from it (`Reply.check`). A model not trained to think only votes."""
         level = effort_level(effort)
         votes = options.check("best_of", best_of) or level.votes

@@ -11,7 +11,7 @@ import pytest
 
 from smalto.apps.cli import main
 from smalto.data.shapes import ShapesConfig, ShapesWorld, premise_question
-from smalto.effort import EFFORTS
+from smalto.effort import EFFORTS, SURE
 from smalto.errors import SmaltoError
 from smalto.verify.scene import parse_image
 from smalto.verify.smt import Contradiction, check
@@ -37,9 +37,9 @@ def test_effort_none_is_the_instant_answer(shipped):
     assert all(not r.reasoning and r.reasoning_tokens == 0 and r.check is None for r in instant)
 
 
-@pytest.mark.parametrize("budget", [1, 4, 12])
+@pytest.mark.parametrize("budget", [1, 7])
 def test_the_thinking_budget_is_never_exceeded(shipped, budget):
-    images, questions = [s.image for s in SCENES], [s.qa[2]["q"] for s in SCENES]
+    images, questions = [s.image for s in SCENES[:6]], [s.qa[2]["q"] for s in SCENES[:6]]
     one = shipped.reply_batch(images, questions, effort="medium", thinking_budget=budget)
     assert all(r.reasoning_tokens <= budget + 2 for r in one)  # <think>, at most `budget` tokens, </think>
     assert any(r.reasoning_tokens == budget + 2 for r in one)  # traces are longer: the budget binds
@@ -52,7 +52,7 @@ def test_adaptive_thinks_only_when_unsure(shipped):
     low = shipped.reply_batch(images, questions, effort="low")
     instant = shipped.reply_batch(images, questions, effort="none")
     for fast, adaptive in zip(instant, low):
-        if fast.sure >= 0.9:
+        if fast.sure >= SURE:
             assert adaptive.text == fast.text and not adaptive.reasoning
         else:
             assert adaptive.reasoning and adaptive.tokens > fast.tokens
@@ -133,7 +133,7 @@ def test_the_cli_thinks_on_stderr_and_answers_on_stdout(tmp_path, capsys):
     assert main(["generate", "a small red circle left of a large blue square", "--effort", "low", "--out",
                  str(tmp_path / "a.png")]) == 0
     out = capsys.readouterr().out
-    assert "image 1: drew 'a small red circle at the" in out and "of 2 candidates" in out
+    assert "image 1: drew 'a " in out and "small red circle at the " in out and "of 2 candidates" in out
 
 
 def test_the_cli_refuses_a_contradiction_in_one_line():

@@ -198,14 +198,15 @@ def test_the_format_state_gives_the_positions_of_the_full_sequence():
         assert torch.equal(torch.stack(seen).T, positions(V, prompt + out)[:, len(prompt):])
 
 
-def test_log_probabilities_equal_log_softmax_of_a_full_forward_pass():
+def test_log_probabilities_equal_log_softmax_of_a_full_forward_pass_over_the_legal_tokens():
     e = engine(4)
     prompts = [caption_prompt(V, CODES), [V.bos, V.user, 20, V.assistant]]
+    legal = V.text_mask() | V.one(V.eos)  # what a text row may emit
     for sampling in (Sampling(), Sampling(1.5, top_k=5, seed=1)):
         for prompt, g in zip(prompts, e.generate(prompts, 10, sampling)):
             full = prompt + g.tokens
             ids, pos = torch.tensor([full]), positions(V, full)[None]
-            logp = e.model(ids, pos).logits[0, len(prompt) - 1:-1].log_softmax(-1)
+            logp = e.model(ids, pos).logits[0, len(prompt) - 1:-1].masked_fill(~legal, float("-inf")).log_softmax(-1)
             expected = logp.gather(1, torch.tensor(g.tokens)[:, None]).squeeze(1)
             torch.testing.assert_close(torch.tensor(g.logprobs), expected, atol=1e-4, rtol=1e-4)
 

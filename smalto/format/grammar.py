@@ -113,6 +113,7 @@ class FormatState:
         self.index = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
         self.finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
         self.budget = allowed.thinking
+        self._mask: Tensor | None = None
         if self.budget:
             self.thought = torch.full((len(prompts),), -1, device=device)  # tokens thought; -1 not yet, -2 done
             self.closing, self.no_end = v.one(v.end_think).to(device), ~v.one(v.eos).to(device)
@@ -126,15 +127,18 @@ class FormatState:
         return phase
 
     def mask(self) -> Tensor:
-        """bool [B, V]: which ids each row may emit next."""
+        """bool [B, V]: which ids each row may emit next (made once per step)."""
+        if self._mask is not None:
+            return self._mask
         mask = self.masks[self.phase]
-        if not self.budget:
-            return mask
-        v, thinking = self.v, self.thought >= 0
-        mask[:, v.think] &= self.thought == -1
-        mask[:, v.end_think] &= thinking
-        mask &= torch.where(thinking[:, None], self.no_end, True)
-        return torch.where((self.thought >= self.budget)[:, None], self.closing, mask)
+        if self.budget:
+            v, thinking = self.v, self.thought >= 0
+            mask[:, v.think] &= self.thought == -1
+            mask[:, v.end_think] &= thinking
+            mask &= torch.where(thinking[:, None], self.no_end, True)
+            mask = torch.where((self.thought >= self.budget)[:, None], self.closing, mask)
+        self._mask = mask
+        return mask
 
     def positions(self) -> Tensor:
         """int64 [B, 3]: where each row's next token goes."""
@@ -143,11 +147,13 @@ class FormatState:
     def reorder(self, rows: Tensor) -> None:
         """Keep (and duplicate) rows, e.g. when beams are re-ranked."""
         self.phase, self.index, self.finished = self.phase[rows], self.index[rows], self.finished[rows]
+        self._mask = None
         if self.budget:
             self.thought = self.thought[rows]
 
     def advance(self, tokens: Tensor) -> None:
         """Record each row's emitted token [B]."""
+        self._mask = None
         outside = self.phase == 0
         if self.budget:
             opened, closed = (tokens == self.v.think) & outside, (tokens == self.v.end_think) & outside

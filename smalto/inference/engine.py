@@ -6,8 +6,9 @@ shape the logits and a strategy (greedy, sample) picks the tokens; beam search d
 step with several continuations of one prompt. Prompts are left-padded to a common length; the
 format (`FormatState`) says which ids are legal next and where each row's next token goes.
 
-Every emitted token comes with its log-probability under the model (log_softmax of its logits,
-before any processor), and each row may have its own token limit. Equal prompts in a batch (the
+Every emitted token comes with its log-probability under the model among the tokens the format
+allows (log_softmax of its masked logits, before guidance and sampling processors: the policy's
+own probability), and each row may have its own token limit. Equal prompts in a batch (the
 candidates of best-of-N, the unconditional twins of guidance) are prefilled once.
 """
 
@@ -152,7 +153,7 @@ class Engine:
         pick = sampling.strategy(device)
         limits, done = limits.to(device), limits.to(device) == 0
         for step in range(longest):
-            logprobs = logits[:n].log_softmax(-1)
+            logprobs = logits[:n].masked_fill(~state.mask()[:n], float("-inf")).log_softmax(-1)
             for processor in processors:
                 logits = processor(logits)
             token = torch.where(done, v.pad, pick(logits))

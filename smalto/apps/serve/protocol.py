@@ -20,7 +20,7 @@ MAX_IMAGES = 10
 # OpenAI's reasoning_effort values; "minimal" is read as smalto's "low" (see smalto.effort).
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high"]
 EFFORT_HELP = ("Test-time compute: 'none' answers at once; 'low' thinks when unsure; 'medium' always thinks; "
-               "'high' votes over several thoughts. Drawings: planned by the solver, best of 2 / 4 / 16.")
+               "'high' too. Drawings: planned by the solver, best of 2 / 4 / 16. See docs/test-time.md.")
 
 
 def sampling(name: str, description: str | None = None):
