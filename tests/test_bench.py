@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # twenty seconds of a loaded server
 def test_serve_load_quick(tmp_path):
     script = ROOT / "bench" / "serve_load.py"
     r = subprocess.run([sys.executable, str(script), "--quick", "--json", tmp_path / "b.json"], capture_output=True,

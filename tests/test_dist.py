@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from smalto.checkpoint import load_checkpoint
@@ -32,6 +33,7 @@ def weights(run) -> dict[str, torch.Tensor]:
     return load_checkpoint(run)[0].state_dict()
 
 
+@pytest.mark.slow  # half a minute of two processes; the Muon + accumulation test covers the same path in make test
 def test_two_processes_train_like_one_and_resume_with_another_number(tmp_path):
     one, two, mixed = tmp_path / "one", tmp_path / "two", tmp_path / "mixed"
     for out, n in ((one, 1), (two, 2)):
@@ -54,6 +56,7 @@ def test_two_processes_train_like_one_and_resume_with_another_number(tmp_path):
     assert check.returncode == 0, check.stderr[-2000:]
 
 
+@pytest.mark.slow  # FSDP2: twenty seconds of two processes
 def test_sharded_processes_train_like_one_and_resume_unsharded(tmp_path):
     one, sharded = tmp_path / "one", tmp_path / "sharded"
     assert smalto("train", "--out", str(one), "--steps", "4", *FLAGS).returncode == 0
