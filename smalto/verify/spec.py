@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from smalto.data.shapes import GRID, NUMBER_WORDS, PALETTE, PLURALS, POSITIONS, SHAPES, ShapesConfig, Obj, Scene
+from smalto.data.shapes import NUMBER_WORDS, PALETTE, PLURALS, POSITIONS, SHAPES, ShapesConfig, Obj, Scene
 from smalto.errors import SmaltoError
 
 
@@ -41,8 +41,6 @@ RELATIONS = {
     "above": "above", "over": "above", "below": "below", "under": "below", "beneath": "below",
     "in the same row as": "same row as", "in the same column as": "same column as",
 }
-INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above",
-           "same row as": "same row as", "same column as": "same column as"}
 
 
 def holds(relation: str, a: Obj, b: Obj) -> bool:
@@ -376,5 +374,5 @@ def parse_question(text: str) -> Question:
     r.fail("a question starting 'how many', 'what', 'where is', 'is there' or 'is the'")
 
 
-__all__ = ["CELLS", "GRID", "INVERSE", "Question", "Relation", "Spec", "SpecError", "Thing", "holds",
+__all__ = ["CELLS", "Question", "Relation", "Spec", "SpecError", "Thing", "holds",
            "parse_prompt", "parse_question"]
