@@ -31,7 +31,7 @@ import numpy as np
 from smalto.errors import SmaltoError
 
 THINKING_BUDGET = 64  # the longest trace in training is ~45 tokens (a 3-object description + facts)
-VOTE_TEMPERATURE = 0.7  # sampled traces / answers / drawings for self-consistency and best-of-N
+VOTE_TEMPERATURE = 0.7  # answers and traces sampled for self-consistency (drawings keep the model's own)
 # Adaptive: answers whose least likely token has at least this probability are given at once.
 # Calibrated on a development split (`python bench/test_time.py --calibrate`, seed 40000): the
 # lowest threshold keeping 95 % of thinking's accuracy (see docs/test-time.md).
