@@ -2,6 +2,7 @@
 
     python bench/test_time.py --out docs/test-time.json --png docs/test-time.png
     python bench/test_time.py --quick          # a smoke run: few items, N up to 4
+    python bench/test_time.py --speed          # only the speed figures
 
 Answers (ShapesEval's question mix plus false premises, seed 30000, never used for tuning):
 instant, thinking and adaptive, each with N = 1, 2, 4, 8, 16 votes (N = 1 greedy, else sampled at
@@ -141,10 +142,11 @@ def main() -> None:
     p.add_argument("--png", type=Path, default=None)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--calibrate", action="store_true", help="only print the adaptive threshold table")
+    p.add_argument("--speed", action="store_true", help="only print the speed figures")
     args = p.parse_args()
     pipe = load(args.model)
-    if args.calibrate:
-        print(json.dumps(calibrate(pipe), indent=1))
+    if args.calibrate or args.speed:
+        print(json.dumps(calibrate(pipe) if args.calibrate else speed(pipe), indent=1))
         return
     ns = (1, 2, 4) if args.quick else (1, 2, 4, 8, 16)
     n_q, n_d = (32, 4) if args.quick else (200, 24)

@@ -99,6 +99,7 @@ def check(spec: Spec, scene: Scene) -> Verdict:
     if solver.check(*[t for t, _ in tracked.values()]) == z3.sat:
         return Verdict(True, len(tracked))
     best = z3.Optimize()
+    best.set(maxsat_engine="wmax")  # exact weighted MaxSAT; here about twice as fast as the default (maxres)
     best.add(*solver.assertions())
     for tracker, weight in tracked.values():
         best.add_soft(tracker, weight)
