@@ -24,6 +24,7 @@ import numpy as np
 
 from smalto import atomic
 from smalto.data.shapes import ShapesConfig, ShapesWorld, captions, premise_question
+from smalto.eval.bench import best_time
 from smalto.pipeline import load
 from smalto.verify.judges import judge_drawing
 from smalto.verify.scene import parse_image
@@ -114,23 +115,14 @@ def drawing_point(pipe, items, best_of: int, verifier: str) -> dict:
 
 
 def speed(pipe) -> dict:
-    """Best of 3 wall times: one drawing, best-of-8 (planned, judged), and one SMT check."""
-    def best(fn, repeat=3):
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
+    """Best of 3 wall times: one drawing, best-of-8 (planned, judged); best of 20: one SMT check."""
     prompt = "a small red circle at the top left and a large blue square at the center"
-    pipe.generate_image(prompt)  # warm
-    one = best(lambda: pipe.generate_image(prompt))
-    eight = best(lambda: pipe.drawings(prompt, 1, "low", best_of=8))
+    one = best_time(lambda: pipe.generate_image(prompt), 3)
+    eight = best_time(lambda: pipe.drawings(prompt, 1, "low", best_of=8), 3)
     spec = parse_prompt(prompt)
     right, wrong = plan(spec), ShapesWorld(ShapesConfig(), SEED).scene(0)
-    satisfied = best(lambda: check(spec, right), 20)
-    failing = best(lambda: check(spec, wrong), 20)
+    satisfied = best_time(lambda: check(spec, right), 20)
+    failing = best_time(lambda: check(spec, wrong), 20)
     return {"one_drawing_s": round(one, 3), "best_of_8_s": round(eight, 3), "ratio": round(eight / one, 2),
             "smt_check_satisfied_ms": round(1000 * satisfied, 2), "smt_check_failing_ms": round(1000 * failing, 2)}
 
