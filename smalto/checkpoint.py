@@ -36,7 +36,7 @@ FORMAT = "smalto-checkpoint/2"
 FORMAT_1 = "smalto-checkpoint/1"
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     state = opt.state_dict()
     tensors, scalars = {}, {}
     for index, entry in state["state"].items():
@@ -63,7 +63,7 @@ def save_checkpoint(path: str | Path, model: Transformer, vocab: Vocab, tokenize
         atomic.write_bytes(tmp / "model.safetensors", save(weights))
         meta = {"format": FORMAT, "model": asdict(model.cfg), "vocab": vocab.to_json(), **(extra or {})}
         if optimizer is not None:
-            tensors, opt_meta = _optimizer_tensors(optimizer)
+            tensors, opt_meta = optimizer_tensors(optimizer)
             atomic.write_bytes(tmp / "optimizer.safetensors", save(tensors))
             meta["optimizer"] = opt_meta
         atomic.write_text(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
@@ -79,6 +79,10 @@ def read_meta(path: str | Path) -> dict:
     if not path.is_dir():
         raise SmaltoError(f"{path}: not a checkpoint directory")
     meta_file = inside(path, "meta.json", "file")
+    if not meta_file.exists() and inside(path, "adapter.json", "file").is_file():  # a fine-tuning run's adapter
+        from smalto.adapters import read_adapter
+
+        return read_adapter(path)
     try:
         meta = json.loads(meta_file.read_text())
     except FileNotFoundError:
@@ -121,6 +125,9 @@ def load_checkpoint(path: str | Path) -> tuple[Transformer, Vocab, Tokenizers, d
     """(model in float32, vocab, tokenizers, meta in format 2)."""
     path = Path(path)
     meta = read_meta(path)
+    if "adapter" in meta:
+        raise SmaltoError(f"{path}: is a {meta['adapter']['method']} adapter, not a model; load it on top of its base "
+                          f"({meta['base']['path']}): --model BASE --adapter {path}, or smalto.load(base, adapter=...)")
     weights_file = inside(path, "model.safetensors", "file")
     try:
         cfg = ModelConfig(**meta["model"])
@@ -167,15 +174,21 @@ def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> None:
 
 
 def pack(src: str | Path, dst: str | Path, dtype: torch.dtype | None = torch.bfloat16,
-         draw: dict | None = None) -> Path:
+         draw: dict | None = None, adapter: str | Path | None = None) -> Path:
     """An inference-only copy of a run: no optimizer state, weights in `dtype`, optional drawing
-    defaults (guidance, temperature, ...) stored for `smalto.load` to use."""
+    defaults (guidance, temperature, ...) stored for `smalto.load` to use; with a LoRA `adapter`
+    trained on it, merged into the weights (and its training config recorded as the model's)."""
     src, dst = Path(src), Path(dst)
     if dst.exists() and not (dst / "meta.json").is_file():
         raise SmaltoError(f"{dst}: exists and is not a checkpoint; refusing to replace it")
     for name, value in (draw or {}).items():
         options.check(name, value)
     model, vocab, tokenizers, meta = load_checkpoint(src)
+    if adapter is not None:
+        from smalto.adapters import load_adapter, merge
+
+        meta = {**meta, **{k: v for k, v in load_adapter(model, vocab, adapter).items() if k in ("step", "train")}}
+        merge(model)
     extra = {k: meta[k] for k in ("step", "train") if k in meta}
     extra["draw"] = {**meta.get("draw", {}), **(draw or {})}
     files = {}

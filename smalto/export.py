@@ -116,10 +116,16 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 
 
-def export_hf(model_dir: str | Path, out: str | Path, dtype: torch.dtype = torch.float32, force: bool = False
-              ) -> Path:
-    """Write `out/` (config.json, model.safetensors, tokenizer files, image_tokenizer/, README.md)."""
+def export_hf(model_dir: str | Path, out: str | Path, dtype: torch.dtype = torch.float32, force: bool = False,
+              adapter: str | Path | None = None) -> Path:
+    """Write `out/` (config.json, model.safetensors, tokenizer files, image_tokenizer/, README.md);
+    with a LoRA `adapter`, merged into the weights first."""
     model, vocab, tokenizers, meta = load_checkpoint(model_dir)
+    if adapter is not None:
+        from smalto.adapters import load_adapter, merge
+
+        load_adapter(model, vocab, adapter)
+        merge(model)
     config = hf_config(model, vocab, dtype)
     tok = unified_tokenizer(tokenizers, vocab)
     names = {name: tok.id_to_token(getattr(vocab, name)) for name in ("bos", "eos", "pad")}

@@ -30,7 +30,7 @@ from PIL import Image
 from smalto import options, precision
 from smalto.checkpoint import load_checkpoint
 from smalto.data.images import MAX_PIXELS, check_size, convert_image, load_image
-from smalto.data.shapes import ShapesConfig, parse_caption
+from smalto.data.shapes import ShapesConfig, parse_caption, world_config
 from smalto.effort import SURE, THINKING_BUDGET, VOTE_TEMPERATURE, Drawing, Reply, effort_level
 from smalto.inference.detok import Detokenizer, detokenize
 from smalto.inference import Engine, Sampling
@@ -74,9 +74,10 @@ class Pipeline:
     path: Path | None = None
     draw_defaults: dict = field(default_factory=lambda: dict(DRAW_DEFAULTS))
     max_image_pixels: int | None = MAX_PIXELS  # larger image files are refused before decoding
-    # Trained on ShapesWorld: prompts and questions in its phrasing can be parsed, planned and
-    # checked by program (else best-of-N ranks drawings by the model's own log p(prompt | image)).
-    world: bool = True
+    # The ShapesWorld it was trained on: prompts and questions in its phrasing can be parsed, planned
+    # and checked by program (None: a folder's model; best-of-N ranks drawings by the model's own
+    # log p(prompt | image)).
+    world: ShapesConfig | None = field(default_factory=ShapesConfig)
     thinks: bool = False  # trained to think (`<think>` traces); else thinking efforts only vote
 
     def __post_init__(self) -> None:
@@ -93,6 +94,11 @@ class Pipeline:
         if self.path is None:
             return "smalto"
         return DEFAULT_NAME if self.path.resolve() == DEFAULT_MODEL else self.path.resolve().name
+
+    @property
+    def context(self) -> int:
+        """Tokens a sequence may hold (a prompt-tuned model's learned embeddings take the first)."""
+        return self.model.cfg.max_seq_len - self.model.prompt_tokens
 
     @property
     def image_size(self) -> int:
@@ -122,7 +128,7 @@ class Pipeline:
         if not isinstance(text, str):
             raise SmaltoError(f"{what} must be a string, got {type(text).__name__}")
         ids = self.tokenizers.text.encode(text.strip())
-        room = self.model.cfg.max_seq_len - self.vocab.image_tokens - 8
+        room = self.context - self.vocab.image_tokens - 8
         if len(ids) > room:
             raise ContextLengthError(f"{what} is {len(ids)} tokens long; this model's context leaves room for {room}")
         return ids
@@ -164,7 +170,7 @@ class Pipeline:
         return prompts
 
     def _beams(self, prompts: list[list[int]], beams: int) -> list[str]:
-        limit = min(MAX_ANSWER_TOKENS, self.model.cfg.max_seq_len - max(len(p) for p in prompts))
+        limit = min(MAX_ANSWER_TOKENS, self.context - max(len(p) for p in prompts))
         return [detokenize(self.tokenizers.text, self.engine.beam_search(p, beams, limit), self.vocab.eos)
                 for p in prompts]
 
@@ -198,7 +204,7 @@ class Pipeline:
         greedy or sampled; per prompt, a Reply for each."""
         v = self.vocab
         rows = [p for p in prompts for _ in range(votes)]
-        room = self.model.cfg.max_seq_len - max(len(p) for p in rows)
+        room = self.context - max(len(p) for p in rows)
         limit = min(answer_tokens + (budget + 2 if budget else 0), room)
         sampling = Sampling(temperature=VOTE_TEMPERATURE, seed=seed) if sample else Sampling()
         outs = self.engine.generate(rows, limit, sampling, Allowed(thinking=budget),
@@ -271,9 +277,9 @@ class Pipeline:
 
     def check_context(self, length: int, what: str) -> int:
         """A prompt's length, if it leaves room for a reply."""
-        if length >= self.model.cfg.max_seq_len:
+        if length >= self.context:
             raise ContextLengthError(f"{what} is {length} tokens long; this model's context holds "
-                                     f"{self.model.cfg.max_seq_len} (start a new conversation)")
+                                     f"{self.context} (start a new conversation)")
         return length
 
     def chat_stream(self, messages: list[Message], max_tokens: int | None = None,
@@ -290,7 +296,7 @@ class Pipeline:
 
     def reply_budget(self, prompt_length: int, max_tokens: int | None = None) -> int:
         """How many tokens a reply to a prompt may take: max_tokens (or MAX_REPLY_TOKENS), within the context."""
-        room = self.model.cfg.max_seq_len - prompt_length
+        room = self.context - prompt_length
         return min(max_tokens or MAX_REPLY_TOKENS, room)
 
     def chat(self, messages: list[Message], max_tokens: int | None = None, sampling: Sampling = Sampling(),
@@ -328,7 +334,7 @@ class Pipeline:
             yield "reasoning", reply.reasoning
         else:
             v = self.vocab
-            limit = min(answer_tokens + budget + 2, self.model.cfg.max_seq_len - len(prompt))
+            limit = min(answer_tokens + budget + 2, self.context - len(prompt))
             trace = Detokenizer(self.tokenizers.text, eos=v.end_think)
             tokens, logprobs = [], []
             for step in self.engine.steps([prompt], limit, Sampling(), Allowed(thinking=budget), forced=[[v.think]]):
@@ -368,7 +374,7 @@ class Pipeline:
         from smalto.verify.scene import parse_image
 
         level, k, spec = self.check_drawing_request(prompt, n, effort, best_of)
-        world = ShapesConfig(image_size=self.image_size)
+        world = replace(self.world or ShapesConfig(), image_size=self.image_size)
         planned = [smt.absolute(spec, world, (seed or 0) + i) if spec and level.plan else prompt for i in range(n)]
         images = self.draw([p for p in planned for _ in range(k)], self.draw_sampling(seed, **sampling))
         out = []
@@ -403,7 +409,7 @@ class Pipeline:
             raise SmaltoError(f"n × best_of must be at most {MAX_DRAWN} candidates, got {n} × {k}")
         spec = specs.parse_prompt(prompt) if self.world and (level.plan or k > 1) else None
         if spec is not None:
-            smt.plan(spec, ShapesConfig(image_size=self.image_size))  # a Contradiction, if there is one
+            smt.plan(spec, replace(self.world, image_size=self.image_size))  # a Contradiction, if there is one
         return level, k, spec
 
     @torch.inference_mode()
@@ -444,20 +450,30 @@ def _draw_defaults(path: Path, meta: dict) -> dict:
         raise SmaltoError(f"{path / 'meta.json'}: draw.{e}") from None
 
 
-def load(path: str | Path | None = None, dtype: str | torch.dtype = "auto", compile: bool = False) -> Pipeline:
+def load(path: str | Path | None = None, dtype: str | torch.dtype = "auto", compile: bool = False,
+         adapter: str | Path | None = None) -> Pipeline:
     """A trained model directory (`smalto train --out`), or the shipped default when None.
 
+    adapter: a LoRA or prompt-tuning directory (`smalto finetune --method lora|prompt --out`)
+    trained on this model, applied on top of it (another base is an error).
     dtype: "auto" runs the decoder in bfloat16 where the hardware has it natively (several times
     faster matmuls, same ShapesEval within noise), else float32; or "fp32" / "bf16".
     compile: compile the decoding step (`Engine.compile`) now, which takes about
     20 s on 2 cores, for faster decoding afterwards."""
     path = Path(path) if path is not None else DEFAULT_MODEL
     model, vocab, tokenizers, meta = load_checkpoint(path)
+    trained = meta
+    if adapter is not None:
+        from smalto.adapters import load_adapter
+
+        trained = load_adapter(model, vocab, adapter)  # what it was trained on is what it knows now
     model.to(precision.resolve(dtype))
-    train = meta.get("train") if isinstance(meta.get("train"), dict) else {}
+    train = trained.get("train") if isinstance(trained.get("train"), dict) else {}
     mix = train.get("mix") if isinstance(train.get("mix"), dict) else {}
+    data = train.get("data", "shapes")
     pipe = Pipeline(model, vocab, tokenizers, path, {**DRAW_DEFAULTS, **_draw_defaults(path, meta)},
-                    world=train.get("data", "shapes") == "shapes", thinks=bool(mix.get("think", 0)))
+                    world=world_config(data, tokenizers.image.cfg.image_size) if isinstance(data, str) else None,
+                    thinks=bool(mix.get("think", 0)))
     if compile:
         pipe.engine.compile()
         pipe.engine.warm_up()

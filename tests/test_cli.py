@@ -321,8 +321,12 @@ def test_flag_defaults_are_the_config_defaults_and_every_field_has_a_flag():
     from smalto.training.data import TASKS, TaskMix
     from smalto.training.trainer import TrainConfig
 
+    from smalto.training.finetune import FinetuneConfig
+    from smalto.training.rl import RLConfig
+
     configs = {("data", "shapes"): [ShapesConfig], ("tokenizer", "train"): [TokenizerTrainConfig, ImageTokenizerConfig],
-               ("train",): [TrainConfig, TaskMix], ("serve",): [ServeConfig]}
+               ("train",): [TrainConfig, TaskMix], ("serve",): [ServeConfig], ("finetune",): [FinetuneConfig],
+               ("rl",): [RLConfig]}
     mix = TaskMix()
     special = {"mix": tuple(getattr(mix, t) for t in TASKS), "max_body_mb": ServeConfig.max_body_bytes / 2**20}
     dests: dict[tuple, set] = {}
@@ -338,7 +342,10 @@ def test_flag_defaults_are_the_config_defaults_and_every_field_has_a_flag():
             checked += 1
     assert checked >= 30
     # Generated, not hand-picked: each config field is a flag (the task weights are --mix).
-    assert {f.name for f in dataclasses.fields(TrainConfig)} <= dests[("train",)]
+    # (an adapter is trained by `smalto finetune`, whose flags make it)
+    assert {f.name for f in dataclasses.fields(TrainConfig)} - {"adapter"} <= dests[("train",)]
+    assert {f.name for f in dataclasses.fields(FinetuneConfig)} <= dests[("finetune",)]
+    assert {f.name for f in dataclasses.fields(RLConfig)} <= dests[("rl",)]
     assert {f.name for f in dataclasses.fields(TaskMix)} - set(TASKS) <= dests[("train",)]
     assert {f.name for f in dataclasses.fields(TokenizerTrainConfig)} - {"image"} <= dests[("tokenizer", "train")]
     assert {f.name for f in dataclasses.fields(ServeConfig)} - {"max_body_bytes"} <= dests[("serve",)]

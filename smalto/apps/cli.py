@@ -16,8 +16,9 @@ import numpy as np
 
 from smalto import __version__, atomic
 from smalto.apps.options_cli import (COUNT, PIXELS, SEED, SPLIT, Parser, add_config, flag, given, number, pick,
-                                     serve_flags, tokenizer_train_flags, train_flags)
+                                     finetune_flags, rl_flags, serve_flags, tokenizer_train_flags, train_flags)
 from smalto.data import ShapesConfig, ShapesWorld
+from smalto.data.shapes import WORLDS
 from smalto.data.images import MAX_PIXELS
 from smalto.errors import SmaltoError
 from smalto.effort import EFFORTS, THINKING_BUDGET
@@ -102,7 +103,7 @@ def _resumed_config(args: argparse.Namespace):
     # A folder named in meta.json is read only when the user names it too: a run directory
     # from someone else must not make smalto read the user's files.
     data = saved.get("data", "shapes")
-    if data != "shapes" and args.data != data:
+    if data not in WORLDS and args.data != data:
         raise SmaltoError(f"{args.out}: this run was trained on the folder {data!r}; to resume it, "
                           f"name that folder yourself: --data {data}")
     try:
@@ -125,7 +126,7 @@ def _train(args: argparse.Namespace) -> None:
 
     cfg = _resumed_config(args) if args.resume else _train_config(args)
     evaluate_fn = None
-    if cfg.eval_every and cfg.data == "shapes":
+    if cfg.eval_every and cfg.data in WORLDS:
         from smalto.eval.shapes_eval import training_probe
 
         evaluate_fn = training_probe
@@ -140,12 +141,41 @@ def _train(args: argparse.Namespace) -> None:
         print(f"step {last['step'] + 1} of {cfg.steps}: loss {last['loss']:.4f}; checkpoint in {args.out}/")
 
 
-def _pipeline(path, dtype: str = "auto", compile: bool = False):
+def _finetune(args: argparse.Namespace) -> None:
+    from smalto.training.finetune import FinetuneConfig, finetune
+
+    report = finetune(args.out, pick(FinetuneConfig, args), resume=args.resume)
+    if report["method"] == "probe":
+        print(f"probe accuracy {report['accuracy']:.1f} % on {report['test']} held-out images (pixel baseline "
+              f"{report['pixel_baseline']:.1f} %), {report['trainable']:,} weights; in {args.out}/")
+    else:
+        print(f"{report['method']}: trained {report['trainable']:,} of {report['params']:,} weights in "
+              f"{report['minutes']:.1f} min, loss {report['loss']:.4f}; in {args.out}/")
+
+
+def _rl(args: argparse.Namespace) -> None:
+    from smalto.checkpoint import read_meta
+    from smalto.training.rl import RLConfig, train_rl
+
+    cfg = pick(RLConfig, args)
+    if args.resume:  # the saved config, with --steps if given
+        saved = read_meta(args.out).get("rl")
+        if not isinstance(saved, dict):
+            raise SmaltoError(f"{args.out}/meta.json: no RL config to resume from")
+        named = given(build_parser(lazy=True), args.argv)
+        cfg = replace(RLConfig(**saved), **({"steps": args.steps} if "steps" in named else {}))
+    log = train_rl(args.out, cfg, resume=args.resume)
+    last = [r for r in log if "reward" in r][-1]
+    print(f"step {last['step'] + 1} of {cfg.steps}: mean reward {last['reward']:.3f}; checkpoint in {args.out}/")
+
+
+def _pipeline(args: argparse.Namespace, compile: bool = False):
+    """The model `--model`, `--dtype` and `--adapter` name."""
     from smalto.pipeline import load
 
     if compile:
         print("smalto: compiling the decoding step (about 20 s on 2 cores)", file=sys.stderr, flush=True)
-    return load(path, dtype, compile)
+    return load(args.model, args.dtype, compile, getattr(args, "adapter", None))
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -153,7 +183,7 @@ def _generate(args: argparse.Namespace) -> None:
 
     if Path(args.out).is_dir():
         raise SmaltoError(f"{args.out}: is a directory; give a .png file name")
-    pipe = _pipeline(args.model, args.dtype)
+    pipe = _pipeline(args)
     drawings = pipe.drawings(args.prompt, n=args.n, effort=args.effort, best_of=args.best_of, seed=args.seed,
                              guidance=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     images = [d.image for d in drawings]
@@ -172,7 +202,7 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _caption(args: argparse.Namespace) -> None:
-    pipe = _pipeline(args.model, args.dtype)
+    pipe = _pipeline(args)
     pipe.max_image_pixels = args.max_image_pixels
     for image in args.images:
         text = pipe.caption(image, beams=args.beams, effort=args.effort, best_of=args.best_of)
@@ -180,7 +210,7 @@ def _caption(args: argparse.Namespace) -> None:
 
 
 def _ask(args: argparse.Namespace) -> None:
-    pipe = _pipeline(args.model, args.dtype)
+    pipe = _pipeline(args)
     pipe.max_image_pixels = args.max_image_pixels
     if args.beams > 1:
         print(pipe.ask(args.image, args.question, beams=args.beams))
@@ -195,7 +225,7 @@ def _ask(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from smalto.eval.shapes_eval import EvalConfig, evaluate, summary_table
 
-    pipe = _pipeline(args.model, args.dtype)
+    pipe = _pipeline(args)
     given = {"efforts": tuple(e for e in args.effort if e != "none")} | ({} if args.seed is None else {"seed": args.seed})
     cfg = EvalConfig(**given) if not args.quick else EvalConfig(captions=40, questions=80, drawings=16,
                                                                 sweep_prompts=8, premises=40, relations=8, **given)
@@ -213,7 +243,7 @@ def _pack(args: argparse.Namespace) -> None:
     draw = {k: v for k, v in (("guidance", args.cfg), ("temperature", args.temperature),
                               ("top_k", args.top_k), ("top_p", args.top_p)) if v is not None}
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[args.dtype]
-    out = pack(args.model, args.out, dtype, draw)
+    out = pack(args.model, args.out, dtype, draw, args.adapter)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote {out}/ ({size / 1e6:.1f} MB)")
 
@@ -221,7 +251,7 @@ def _pack(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     from smalto.apps.serve import ServeConfig, run_server
 
-    pipe = _pipeline(args.model, args.dtype, args.compile)
+    pipe = _pipeline(args, args.compile)
     cfg = pick(ServeConfig, args, model_name=args.model_name or pipe.name, api_key=args.api_key or None,
                max_body_bytes=int(args.max_body_mb * 2**20))
     print(f"smalto: serving {cfg.model_name} on http://{args.host}:{args.port}/ (API at /v1, web UI at /)", flush=True)
@@ -232,7 +262,7 @@ def _chat(args: argparse.Namespace) -> None:
     from smalto.apps.terminal import run_terminal_chat
     from smalto.inference import Sampling
 
-    pipe = _pipeline(args.model, args.dtype, args.compile)
+    pipe = _pipeline(args, args.compile)
     pipe.max_image_pixels = args.max_image_pixels
     run_terminal_chat(pipe, args.out, Sampling(args.temperature, seed=args.seed), args.preview)
 
@@ -244,14 +274,14 @@ def _export(args: argparse.Namespace) -> None:
     from smalto.pipeline import DEFAULT_MODEL
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    out = export_hf(args.model or DEFAULT_MODEL, args.out, dtype, force=args.force)
+    out = export_hf(args.model or DEFAULT_MODEL, args.out, dtype, force=args.force, adapter=args.adapter)
     print(f"wrote {out}/ (transformers: AutoModelForCausalLM.from_pretrained('{out}'); images: {out}/image_tokenizer)")
 
 
 def _bench(args: argparse.Namespace) -> None:
     from smalto.eval.bench import BenchConfig, run, table
 
-    pipe = _pipeline(args.model, args.dtype)
+    pipe = _pipeline(args)
     report = run(pipe, BenchConfig(quick=args.quick), progress=lambda line: print(line, flush=True))
     print()
     print(table(report))
@@ -307,6 +337,13 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train the transformer on the task mix", later=train_flags)
     tr.set_defaults(run=_train)
+
+    ft = sub.add_parser("finetune", help="adapt a model to a new task: full, LoRA, prompt tuning or a linear probe",
+                        later=finetune_flags)
+    ft.set_defaults(run=_finetune)
+    r = sub.add_parser("rl", help="reinforcement learning from verifiable rewards (GRPO) on ShapesWorld prompts",
+                       later=rl_flags)
+    r.set_defaults(run=_rl)
 
     model = dict(type=Path, default=None, help="a trained or packed model directory (default: the shipped model)")
     g = sub.add_parser("generate", help="draw images for a prompt")
@@ -391,6 +428,11 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     d.set_defaults(run=_demo)
     for command in (g, c2, a, ev, sv, ch, ex, b):  # everything that reads a model
         command.add_argument("--model", **model)
+    for command in (g, c2, a, ev, sv, ch, ex, pk):  # everything a fine-tuned adapter may ride on
+        command.add_argument("--adapter", type=Path, default=None,
+                             help="a LoRA or prompt-tuning directory (smalto finetune) trained on --model, "
+                                  "applied on top of it" + (" (LoRA merged into the weights)" if command in (ex, pk)
+                                                            else ""))
     for command in (g, c2, a, ev, sv, ch, b):  # everything that runs a model for inference
         command.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",  # smalto.precision's
                              help="the decoder's float type (auto: bf16 where the hardware has it natively)")
@@ -401,7 +443,7 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
         command.add_argument("--compile", action="store_true",
                              help="compile the decoding step (seconds on first use, faster afterwards)")
     if not lazy:
-        for command in (t, tr, sv):
+        for command in (t, tr, ft, r, sv):
             command.ready()
     return p
 

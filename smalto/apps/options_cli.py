@@ -161,7 +161,8 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
     tr.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, log, plots)")
     add_config(tr, TrainConfig, {
         "preset": f"model size (default: {DEFAULT_PRESET}; with --init-from, the checkpoint's)",
-        "data": "'shapes' (ShapesWorld, endless) or a folder with images/ and data.jsonl",
+        "data": "'shapes' (ShapesWorld, endless), 'shapes-plus' (with a shape and a colour more: a task to "
+                "fine-tune on) or a folder with images/ and data.jsonl",
         "tokenizers": "tokenizer directory (default: the shipped one; with --init-from, the checkpoint's)",
         "init_from": "fine-tune: start from this checkpoint's weights, model and tokenizers (new optimizer, step 0)",
         "freeze": "do not train the parameters whose names match PATTERN, e.g. 'layers.0.*' or 'embed.*' "
@@ -200,6 +201,54 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
                          "may change)")
     tr.add_argument("--pause-at", type=COUNT, default=None,
                     help="stop with a checkpoint at this step; --resume continues the same schedule")
+
+
+def finetune_flags(f: argparse.ArgumentParser) -> None:
+    from smalto.training.finetune import LR, METHODS, FinetuneConfig
+
+    f.add_argument("--out", type=Path, required=True, help="the model, adapter or probe directory to write")
+    add_config(f, FinetuneConfig, {
+        "base": "the model to adapt (default: the shipped one)",
+        "method": "full: every weight; lora: low-rank adapters (peft); prompt: learned input embeddings; "
+                  "probe: a linear classifier on the frozen hidden states",
+        "data": "'shapes-plus' (ShapesWorld with a shape and a colour the shipped model never saw), 'shapes', or a "
+                "folder with images/ and data.jsonl (a probe reads its records' \"label\")",
+        "steps": "optimizer steps", "batch_size": "examples per step",
+        "lr": "learning rate (default: " + ", ".join(f"{m} {v:g}" for m, v in LR.items()) + ")",
+        "warmup": "learning-rate warm-up steps", "rank": "LoRA rank", "alpha": "LoRA scale (the update is alpha/rank "
+        "times B A)", "tokens": "prompt tuning: learned embeddings before every sequence",
+        "examples": "probe: labelled images, a fifth held out for the accuracy",
+        "seed": "seed of the data and the new weights",
+        "eval_every": "draw and caption a probe set every this many steps (0: never)",
+        "save_every": "write the checkpoint every this many steps"},
+        base=dict(flag="--from", metavar="MODEL"), method=dict(choices=METHODS),
+        rank=dict(type=number(Range(1, integer=True))), alpha=dict(type=POSITIVE),
+        tokens=dict(type=number(Range(1, 64, integer=True))))
+    f.add_argument("--resume", action="store_true", help="continue the run in --out with the same flags")
+
+
+def rl_flags(r: argparse.ArgumentParser) -> None:
+    from smalto.training.rl import RL_TASKS, RLConfig
+
+    r.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, log, plots)")
+    add_config(r, RLConfig, {
+        "init_from": "the model to start from (default: the shipped one)",
+        "tasks": "what the prompts ask for, in turn: drawings (rewarded by the share of the prompt's constraints "
+                 "the parsed pixels satisfy) and/or answers (1 when exact)",
+        "split": SPLIT.format("draw prompts from") + " (heldout: compositions the model never saw drawn)",
+        "min_objects": "fewest objects in a prompt's scene", "steps": "total updates", "prompts": "prompts per step", "group": "completions sampled per prompt",
+        "lr": "AdamW learning rate (constant)", "temperature": "sampling temperature of the rollouts",
+        "clip": "PPO's clip of the probability ratio (matters with --epochs above 1)",
+        "kl": "weight of the KL penalty to the starting model (0: none)",
+        "epochs": "updates per batch of rollouts (1: on-policy)", "grad_clip": "largest gradient norm",
+        "seed": "seed of the prompts and the sampling", "log_every": "log.jsonl gets a line every this many steps",
+        "eval_every": "a ShapesEval probe every this many steps (0: never)",
+        "save_every": "write the checkpoint every this many steps",
+        "precision": "matmuls in bf16 autocast (auto: where the hardware has native bf16)"},
+        init_from=dict(flag="--from", metavar="MODEL"), tasks=dict(flag="--task", action="store", nargs="+",
+                                                                   choices=RL_TASKS),
+        split=dict(choices=ShapesWorld.SPLITS), precision=dict(choices=("auto", "bf16", "fp32")))
+    r.add_argument("--resume", action="store_true", help="continue the run in --out (only --steps may change)")
 
 
 def serve_flags(sv: argparse.ArgumentParser) -> None:

@@ -4,8 +4,8 @@
     DIR/data.jsonl   {"image": "images/000001.png", "text": "...", "qa": [{"q": "...", "a": "..."}],
                       "scene": {...}}
 
-`image` and `text` are required; `qa` and `scene` (a ShapesWorld scene graph) are optional, and
-other fields are ignored. `smalto data shapes` writes this same format.
+`image` and `text` are required; `qa`, `scene` (a ShapesWorld scene graph) and `label` (a class,
+for linear probes) are optional, and other fields are ignored. `smalto data shapes` writes this same format.
 
 Images are converted as `smalto.data.images` says (any mode and size becomes RGB at the configured
 side). Everything else is a `SmaltoError` naming the file and line: a missing or unreadable file,
@@ -40,6 +40,7 @@ class Record:
     text: str
     qa: list[dict] = field(default_factory=list)
     scene: Scene | None = None
+    label: str | None = None  # a class, for linear probes (`smalto finetune --method probe`)
 
 
 @dataclass
@@ -83,7 +84,10 @@ def _parse_line(line: str, where: str) -> Record:
         except (KeyError, TypeError, ValueError, AttributeError):
             raise SmaltoError(f"{where}: field 'scene' is not a scene graph "
                               "({\"objects\": [{\"shape\", \"color\", \"size\", \"row\", \"col\"}]})") from None
-    return Record(obj["image"], obj["text"], qa, scene)
+    label = obj.get("label")
+    if label is not None and (not isinstance(label, str) or not label.strip()):
+        raise SmaltoError(f"{where}: field 'label' must be a non-empty string")
+    return Record(obj["image"], obj["text"], qa, scene, label)
 
 
 def load_folder(root: str | Path, image_size: int = 32, progress: bool = False,
@@ -129,6 +133,8 @@ def write_folder(out: str | Path, items: Iterable[tuple[np.ndarray, Record]], to
                 row["qa"] = record.qa
             if record.scene is not None:
                 row["scene"] = record.scene.to_dict()
+            if record.label is not None:
+                row["label"] = record.label
             lines.append(json.dumps(row, ensure_ascii=False))
         atomic.write_text(tmp / INDEX, "\n".join(lines) + "\n")
     return out

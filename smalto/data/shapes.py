@@ -12,7 +12,7 @@ generalisation to unseen compositions can be measured on the "heldout" split.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -60,12 +60,17 @@ def _triangle(dx: np.ndarray, dy: np.ndarray, side: float) -> np.ndarray:
     return (t >= 0) & (t <= 1) & (np.abs(dx) <= t * side / 2)
 
 
+def _diamond(dx: np.ndarray, dy: np.ndarray, side: float) -> np.ndarray:
+    return np.abs(dx) + np.abs(dy) <= side / 2
+
+
 SHAPES: dict[str, Callable[[np.ndarray, np.ndarray, float], np.ndarray]] = {
     "circle": _circle,
     "square": _square,
     "triangle": _triangle,
+    "diamond": _diamond,  # only in the "shapes-plus" world: what fine-tuning adapts to
 }
-PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles"}
+PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds"}
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,12 @@ class ShapesConfig:
         for color, shape in self.heldout:
             if color not in self.colors or shape not in self.shapes:
                 raise SmaltoError(f"ShapesConfig: held-out pair ({color}, {shape}) is not in the world")
+
+    @property
+    def new_words(self) -> set[str]:
+        """Shapes and colours beyond the default world's (what a fine-tuned model has to learn)."""
+        default = ShapesConfig()
+        return (set(self.shapes) - set(default.shapes)) | (set(self.colors) - set(default.colors))
 
     @property
     def cell(self) -> float:
@@ -346,6 +357,21 @@ def premise_question(scene: Scene, cfg: ShapesConfig, rng: np.random.Generator, 
         return {"q": f"what color is the {o.shape}?", "a": o.color, "type": "premise"}
     o = pick(unique)
     return {"q": f"what size is the {o.color} {o.shape}?", "a": o.size, "type": "premise"}
+
+
+# Named worlds: what `--data` accepts besides a folder. "shapes-plus" adds a shape and a colour the
+# shipped model never saw (a task to fine-tune on); the image tokenizer was not trained on them
+# either, so it reconstructs them less exactly (docs/post-training.md measures by how much).
+WORLDS: dict[str, ShapesConfig] = {
+    "shapes": ShapesConfig(),
+    "shapes-plus": ShapesConfig(shapes=("circle", "square", "triangle", "diamond"),
+                                colors=("red", "green", "blue", "yellow", "purple", "cyan", "orange")),
+}
+
+
+def world_config(data: str, image_size: int = 32) -> ShapesConfig | None:
+    """The ShapesWorld a training `data` value names, at this image size; None for a folder."""
+    return replace(WORLDS[data], image_size=image_size) if data in WORLDS else None
 
 
 # --- the world as an indexable, endless stream

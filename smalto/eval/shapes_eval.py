@@ -168,6 +168,31 @@ def eval_guidance_sweep(pipe: Pipeline, world: ShapesWorld, n: int, scales: tupl
     return {str(scale): _pct([c["exact"] for c in _draw(pipe, scenes, 0, scale, seed, world.cfg)]) for scale in scales}
 
 
+def eval_new_words(pipe: Pipeline, world_cfg: ShapesConfig, n: int, seed: int) -> dict:
+    """Scenes with a shape or colour beyond the default world's (`ShapesConfig.new_words`, e.g. the
+    "shapes-plus" world a model was fine-tuned on): caption exact, QA about the new words, one-object
+    drawings of them, and the image tokenizer's round trip of those same scenes, the ceiling on the
+    drawings (a tokenizer that cannot reconstruct a colour cannot have it drawn)."""
+    world, new = ShapesWorld(world_cfg, seed, "all"), world_cfg.new_words
+
+    def novel(scene: Scene) -> bool:
+        return any(o.shape in new or o.color in new for o in scene.objects)
+
+    samples = [s for s in (world[i] for i in range(40 * n)) if novel(s.scene)][:n]
+    checks = [judge_caption(text, s.scene).checks["exact"]
+              for chunk in _batches(samples) for s, text in zip(chunk, pipe.caption_batch([x.image for x in chunk]))]
+    items = [(s.image, p) for s in samples for p in s.qa if set(f"{p['q']} {p['a']}".split()) & new]
+    answers = _answer(pipe, items[:2 * n], "none")
+    single = [s for s in samples if len(s.scene.objects) == 1][:BATCH]
+    prompts = [captions(s.scene)[0] for s in single]
+    images = [im for k, chunk in enumerate(_batches(prompts)) for im in pipe.draw(chunk, pipe.draw_sampling(seed + k))]
+    round_trip = pipe.tokenizers.image.decode(pipe.tokenizers.image.encode(np.stack([s.image for s in single])))
+    return {"caption_exact": _pct(checks), "qa": answers["overall"],
+            "draw_single_object": _pct([judge_drawing(im, s.scene, world_cfg).score == 1.0 for im, s in zip(images, single)]),
+            "tokenizer_round_trip": _pct([judge_drawing(im, s.scene, world_cfg).score == 1.0
+                                          for im, s in zip(round_trip, single)])}
+
+
 def evaluate(pipe: Pipeline, cfg: EvalConfig = EvalConfig(), heldout: bool = True, sweep: bool = True) -> dict:
     shapes = ShapesConfig(image_size=pipe.image_size)
     splits = {"train": ShapesWorld(shapes, cfg.seed, "train")}
@@ -190,6 +215,8 @@ def evaluate(pipe: Pipeline, cfg: EvalConfig = EvalConfig(), heldout: bool = Tru
             report[name].setdefault("effort", {})[effort] = {
                 "qa": eval_questions(pipe, world, cfg.questions, effort),
                 "premises": eval_premises(pipe, world, cfg.premises, effort), "draw": draw}
+    if pipe.world is not None and pipe.world.new_words:
+        report["new_words"] = eval_new_words(pipe, pipe.world, cfg.captions // 2, cfg.seed)
     if sweep:
         report["guidance_sweep"] = eval_guidance_sweep(pipe, splits["train"], cfg.sweep_prompts, cfg.sweep, cfg.seed)
     return report

@@ -83,13 +83,14 @@ class Engine:
 
     def _cache(self, batch: int, length: int) -> KVCache:
         # Lengths rounded up to a multiple of 64: a compiled decoding step then sees few cache shapes.
-        length = min(-(-length // 64) * 64, self.model.cfg.max_seq_len)
+        length = min(-(-(length + self.model.prompt_tokens) // 64) * 64, self.model.cfg.max_seq_len)
         return KVCache(self.model.cfg, batch, length, torch.float32, self.device)
 
     def _check_room(self, prompt_len: int, max_new: int) -> None:
-        if prompt_len + max_new > self.model.cfg.max_seq_len:
+        # (a prompt-tuned model's learned embeddings take room before every prompt)
+        if prompt_len + max_new > self.model.cfg.max_seq_len - self.model.prompt_tokens:
             raise ValueError(f"prompt ({prompt_len} tokens) + {max_new} new tokens exceed the "
-                             f"context of {self.model.cfg.max_seq_len}")
+                             f"context of {self.model.cfg.max_seq_len - self.model.prompt_tokens}")
 
     def _step(self, tokens: Tensor, where: Tensor, cache: KVCache) -> Tensor:
         """Feed one new token per row at its position [B, 3]; the next logits [B, V]."""

@@ -147,6 +147,8 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
+        # Prompt tuning's learned embeddings (smalto.adapters.PromptTokens), put before every sequence.
+        self.prompt: nn.Module | None = None
         cos, sin = rope_tables(cfg)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -174,9 +176,18 @@ class Transformer(nn.Module):
             raise ValueError("pass either ids or embeds")
         x = self.embed(ids) if embeds is None else embeds
         b, t = x.shape[:2]
+        n = self.prompt_tokens
         if positions is None:
-            start = cache.length if cache is not None else 0
+            start = cache.length - n * (cache.length > 0) if cache is not None else 0
             positions = torch.arange(start, start + t, device=x.device).expand(b, 3, t)
+        first = cache is None or cache.length == 0
+        if n:  # the learned prompt takes positions 0..n-1 and shifts everything after it
+            positions = positions + n
+            if first:
+                x = torch.cat([self.prompt.embeds.to(x.dtype).expand(b, -1, -1), x], 1)
+                positions = torch.cat([torch.arange(n, device=x.device).expand(b, 3, n), positions], 2)
+                valid = None if valid is None else torch.cat([valid.new_ones(b, n), valid], 1)
+                t += n
         if positions.max() >= self.cfg.max_seq_len:
             raise ValueError(f"position {int(positions.max())} is past max_seq_len {self.cfg.max_seq_len}")
         run = network or self.network
@@ -185,12 +196,20 @@ class Transformer(nn.Module):
         else:
             slots, mask = cache.claim(t, valid)
             logits, aux = run(x, positions[:, 0], cache.k, cache.v, slots, mask)
+        if n and first:
+            logits = logits[:, n:]
         return Output(logits, logits.new_zeros(()) if aux is None else aux)
 
+    @property
+    def prompt_tokens(self) -> int:
+        """How many learned embeddings precede every sequence (0 without prompt tuning)."""
+        return 0 if self.prompt is None else self.prompt.embeds.shape[0]
+
     def network(self, x: Tensor, positions: Tensor, keys: list[Tensor] | None, values: list[Tensor] | None,
-                slots: Tensor | None, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+                slots: Tensor | None, mask: Tensor | None, head: bool = True) -> tuple[Tensor, Tensor | None]:
         """The layers on tensors only (what the engine compiles): embeddings [B, T, dim] and
-        rotary positions [B, T] -> logits and the summed auxiliary loss (None if dense)."""
+        rotary positions [B, T] -> logits and the summed auxiliary loss (None if dense).
+        head=False: the final normalised hidden states [B, T, dim] instead of logits (probes)."""
         cos = self.rope_cos[positions].unsqueeze(1)
         sin = self.rope_sin[positions].unsqueeze(1)
         total = None
@@ -198,7 +217,8 @@ class Transformer(nn.Module):
             x, aux = block(x, cos, sin, None if keys is None else (keys[i], values[i], slots), mask)
             if aux is not None:
                 total = aux if total is None else total + aux
-        return self.lm_head(self.norm(x)), total
+        x = self.norm(x)
+        return self.lm_head(x) if head else x, total
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from smalto.data.folder import load_folder
 from smalto.data.images import MAX_PIXELS
-from smalto.data.shapes import Scene, ShapesConfig, ShapesWorld, premise_question
+from smalto.data.shapes import Scene, ShapesWorld, premise_question, world_config
 from smalto.errors import SmaltoError
 from smalto.options import Range
 from smalto.format import Example, Vocab, answer_example, caption_example, draw_example, think_example
@@ -117,8 +117,8 @@ class ExampleStream:
             raise SmaltoError(f"a context of {max_len} tokens leaves no room for text beside an image")
         self.encode_text = lru_cache(maxsize=65536)(lambda s: tuple(tokenizers.text.encode(s)[:room // 2]))
         size = tokenizers.image.cfg.image_size
-        if data == "shapes":
-            self.world = ShapesWorld(ShapesConfig(image_size=size), seed, split)
+        if (world := world_config(data, size)) is not None:
+            self.world = ShapesWorld(world, seed, split)
             self.folder = None
         else:
             self.world = None

@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from smalto import atomic, precision
+from smalto.adapters import AdapterConfig, attach, load_adapter, save_adapter
 from smalto.checkpoint import load_checkpoint, load_optimizer, read_meta, save_checkpoint
 from smalto.data.images import MAX_PIXELS
 from smalto.errors import SmaltoError
@@ -58,12 +59,15 @@ LossFn = Callable[[Transformer, Batch, Output], dict[str, torch.Tensor]]
 @dataclass
 class TrainConfig:
     preset: str | None = None  # a name in smalto.model.PRESETS; None: DEFAULT_PRESET, or init_from's model
-    data: str = "shapes"  # "shapes" or a bring-your-own folder
+    data: str = "shapes"  # a ShapesWorld ("shapes", "shapes-plus": smalto.data.shapes.WORLDS) or a folder
     tokenizers: str | None = None  # a tokenizer directory; None: the shipped default, or init_from's
     # Fine-tuning: model config, tokenizers and weights come from this checkpoint; the optimizer
     # and the step start afresh.
     init_from: str | None = None
     freeze: tuple[str, ...] = ()  # parameter-name patterns (fnmatch: "layers.0.*", "embed.*") left untrained
+    # Train only an adapter (LoRA or prompt tuning, smalto.adapters) on init_from's frozen weights;
+    # the run directory then holds the adapter, not a model.
+    adapter: AdapterConfig | None = None
     steps: int = 2000
     batch_size: int = 32  # examples per micro-batch, over all processes
     grad_accum: int = 1
@@ -123,6 +127,12 @@ class TrainConfig:
             raise SmaltoError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if isinstance(self.mix, dict):
             self.mix = TaskMix(**self.mix)
+        if isinstance(self.adapter, dict):
+            self.adapter = AdapterConfig(**self.adapter)
+        if self.adapter is not None and (self.init_from is None or self.freeze or self.shard
+                                         or self.optimizer != "adamw"):
+            raise SmaltoError("an adapter trains on a base model (init_from) with adamw, alone: without freeze "
+                              "patterns and unsharded")
         # Paths are stored as strings, patterns as a tuple: the config goes into meta.json and back.
         self.data = str(self.data)
         self.tokenizers = None if self.tokenizers is None else str(self.tokenizers)
@@ -248,7 +258,11 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
             raise SmaltoError(f"{out}: was trained with a different config ({changed[0]} {then[changed[0]]!r}, "
                               f"not {now[changed[0]]!r}); resume with the same config (only "
                               f"{' and '.join(TrainConfig.MAY_CHANGE)} may change)")
-        model, vocab, tokenizers, meta = load_checkpoint(out)
+        if cfg.adapter is None:
+            model, vocab, tokenizers, meta = load_checkpoint(out)
+        else:
+            model, vocab, tokenizers, _ = load_checkpoint(cfg.init_from)
+            meta = load_adapter(model, vocab, out, trainable=True)
         start = meta["step"]
         log = [json.loads(line) for line in inside(out, "log.jsonl", "file").read_text().splitlines() if line]
         log = [r for r in log if r["step"] < start]
@@ -259,6 +273,8 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
                 raise SmaltoError(f"{out}: already exists; pass --resume to continue it or choose another --out")
         model, vocab, tokenizers = _new_model(cfg)
         start = 0
+    if cfg.adapter is not None and not resume:
+        attach(model, cfg.adapter, cfg.seed)
     trainable = freeze_parameters(model, cfg.freeze)
     total = sum(p.numel() for p in model.parameters())
     log.append({"step": start, "params": total, "trainable": trainable})
@@ -321,9 +337,12 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
     def checkpoint(step: int, model: Transformer, opt: torch.optim.Optimizer) -> None:
         files["log.jsonl"] = "".join(json.dumps(r) + "\n" for r in log).encode()
         files["loss.png"] = loss_curve([r for r in log if "loss" in r], ["loss", *TASKS], "training loss")
-        save_checkpoint(out, model, vocab, tokenizers, opt, files=files,
-                        extra={"step": step, "train": asdict(cfg),
-                               "data_position": step * cfg.batch_size * cfg.grad_accum, "processes": made_by})
+        extra = {"step": step, "train": asdict(cfg), "data_position": step * cfg.batch_size * cfg.grad_accum,
+                 "processes": made_by}
+        if cfg.adapter is not None:
+            save_adapter(out, model, vocab, cfg.adapter, cfg.init_from, opt, extra, files)
+        else:
+            save_checkpoint(out, model, vocab, tokenizers, opt, files=files, extra=extra)
 
     bar = tqdm(range(start, cfg.steps), desc="train", initial=start, total=cfg.steps,
                disable=None if progress and writer else True, unit="step")

@@ -52,7 +52,7 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
     state: dict = {}
     jobs = Jobs(pipe, cfg, lambda: state["worker"])
     # An image takes its codes plus <boi> and <eoi>: more than this many cannot fit the context.
-    max_images = pipe.model.cfg.max_seq_len // (pipe.vocab.image_tokens + 2)
+    max_images = pipe.context // (pipe.vocab.image_tokens + 2)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -140,7 +140,7 @@ class Worker:
             return batch
         rows = len(first.prompts)
         longest, new = max(map(len, first.prompts)), first.max_new_tokens
-        context = self.pipe.model.cfg.max_seq_len
+        context = self.pipe.context
         for job in list(self._pending):
             job_longest = max(longest, *map(len, job.prompts))
             job_new = max(new, job.max_new_tokens)

@@ -1,0 +1,121 @@
+"""GRPO from verifiable rewards (issue 13): advantages, the policy's log-probabilities, one step's
+direction, rewards from the checker, and runs that resume exactly."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from smalto.checkpoint import load_checkpoint
+from smalto.data.shapes import Obj, Scene, ShapesConfig, ShapesWorld, captions, render
+from smalto.errors import SmaltoError
+from smalto.format import DRAWING, Allowed, answer_prompt, draw_prompt
+from smalto.inference import Engine, Sampling
+from smalto.training.rl import RLConfig, advantages, draw_reward, policy_loss, token_logprobs, train_rl
+from smalto.training.trainer import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rl") / "base"
+    train(out, TrainConfig(preset="shapes-micro", steps=4, batch_size=8, warmup=1, eval_every=0, save_every=4,
+                           precision="fp32"), progress=False)
+    return out
+
+
+def test_advantages_are_zero_sum_in_every_group():
+    rewards = np.random.default_rng(0).random(24)
+    adv = advantages(rewards, 8).reshape(3, 8)
+    np.testing.assert_allclose(adv.sum(1), 0, atol=1e-12)
+    assert (np.argsort(adv, 1) == np.argsort(rewards.reshape(3, 8), 1)).all()  # order within a group is kept
+    assert (advantages(np.ones(8), 4) == 0).all()  # all alike: no signal
+
+
+@pytest.mark.parametrize("task", ["draw", "qa"])
+def test_recomputed_logprobs_are_the_ones_the_engine_sampled_with(micro, task):
+    model, v, tok, _ = load_checkpoint(micro)
+    engine = Engine(model, v)
+    if task == "draw":
+        prompts, allowed, limit = [draw_prompt(v, tok.text.encode("a small red circle")), draw_prompt(v, [])], DRAWING, 65
+    else:
+        codes = tok.image.encode(ShapesWorld(ShapesConfig(), 0).images(0, 2))
+        prompts = [answer_prompt(v, c, tok.text.encode(q)) for c, q in zip(codes, ["how many?", "what color is it?"])]
+        allowed, limit = Allowed(), 6
+    rows = engine.generate(prompts, limit, Sampling(temperature=1.0, seed=1), allowed)
+    with torch.no_grad():
+        logp, valid = token_logprobs(model, v, prompts, [r.tokens for r in rows], allowed)
+    for i, r in enumerate(rows):
+        assert valid[i].sum() == len(r.tokens)
+        np.testing.assert_allclose(logp[i, :len(r.tokens)].numpy(), r.logprobs, atol=1e-4)
+
+
+def test_one_step_moves_the_policy_toward_the_rewarded_completion(micro):
+    model, v, tok, _ = load_checkpoint(micro)
+    prompt = answer_prompt(v, torch.zeros(8, 8, dtype=torch.long), tok.text.encode("what color is it?"))
+    good, bad = tok.text.encode("red") + [v.eos], tok.text.encode("blue") + [v.eos]
+    prompts, tokens = [prompt] * 4, [good, bad, bad, bad]
+    adv = torch.tensor(advantages(np.array([1.0, 0.0, 0.0, 0.0]), 4), dtype=torch.float32)
+    assert float(adv.sum()) == pytest.approx(0.0)
+    with torch.no_grad():
+        before = token_logprobs(model, v, prompts[:2], tokens[:2], Allowed())[0].sum(1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    logp, valid = token_logprobs(model, v, prompts, tokens, Allowed())
+    loss, _ = policy_loss(logp, logp.detach(), valid, adv, clip=0.2)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        after = token_logprobs(model, v, prompts[:2], tokens[:2], Allowed())[0].sum(1)
+    assert after[0] > before[0] and after[1] < before[1]
+
+
+def test_the_clipped_ratio_stops_pushing_past_the_clip():
+    logp = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    old = torch.tensor([[-1.0, 0.0]])  # the first token's ratio is e, far past 1 + 0.2
+    loss, stats = policy_loss(logp, old, torch.ones(1, 2, dtype=torch.bool), torch.tensor([1.0]), clip=0.2)
+    loss.backward()
+    assert logp.grad[0, 0] == 0 and logp.grad[0, 1] < 0 and stats["clipped"] == 0.5
+
+
+def test_a_drawing_earns_the_share_of_constraints_its_pixels_satisfy():
+    cfg = ShapesConfig()
+    scene = Scene((Obj(0, 0, "circle", "red", "small"), Obj(2, 2, "square", "blue", "large")))
+    prompt = captions(scene)[0]
+    assert draw_reward(prompt, render(scene, cfg), cfg) == 1.0
+    wrong = Scene((Obj(0, 0, "circle", "green", "small"), Obj(2, 2, "square", "blue", "large")))
+    assert 0.5 < draw_reward(prompt, render(wrong, cfg), cfg) < 1.0
+    assert draw_reward(prompt, np.zeros((32, 32, 3), np.uint8), cfg) < draw_reward(prompt, render(wrong, cfg), cfg)
+
+
+def test_an_rl_run_logs_rewards_and_resumes_exactly(micro, tmp_path):
+    cfg = RLConfig(init_from=str(micro), tasks=("draw", "qa"), steps=3, prompts=4, group=4, lr=1e-3,
+                   eval_every=0, save_every=1, precision="fp32")
+    log = train_rl(tmp_path / "whole", cfg, progress=False)
+    rows = [r for r in log if "reward" in r]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert all(0 <= r["reward"] <= 1 and {"reward_draw", "reward_qa", "flat_groups"} <= set(r) for r in rows)
+    train_rl(tmp_path / "split", RLConfig(**{**cfg.__dict__, "steps": 2}), progress=False)
+    train_rl(tmp_path / "split", cfg, resume=True, progress=False)
+    a, b = (load_file(tmp_path / run / "model.safetensors") for run in ("whole", "split"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    base = load_file(micro / "model.safetensors")
+    assert min(r["flat_groups"] for r in rows) < 1  # some group had something to learn
+    assert any(not torch.equal(a[k], base[k]) for k in a), "three steps changed nothing"
+    meta = json.loads((tmp_path / "whole" / "meta.json").read_text())
+    assert meta["step"] == 3 and meta["rl"]["tasks"] == ["draw", "qa"] and meta["train"]["data"] == "shapes"
+    assert (tmp_path / "whole" / "reward.png").stat().st_size > 0
+    load_checkpoint(tmp_path / "whole")  # a model like any other
+    with pytest.raises(SmaltoError, match="different config"):
+        train_rl(tmp_path / "whole", RLConfig(**{**cfg.__dict__, "lr": 1e-2}), resume=True, progress=False)
+    with pytest.raises(SmaltoError, match="already exists"):
+        train_rl(tmp_path / "whole", cfg, progress=False)
+
+
+def test_bad_rl_settings_are_clear_errors():
+    with pytest.raises(SmaltoError, match="tasks must be some of"):
+        RLConfig(tasks=("caption",))
+    with pytest.raises(SmaltoError, match="group"):
+        RLConfig(group=1)
+    with pytest.raises(SmaltoError, match="split"):
+        RLConfig(split="test")
