@@ -134,7 +134,7 @@ def save_adapter(path: str | Path, model: Transformer, vocab: Vocab, cfg: Adapte
     """Write (or replace) an adapter directory as a whole: adapter.json (method, settings, the
     base's fingerprint and where it was), adapter.safetensors, and for training runs the
     optimizer's state, `extra` (step, training config) and `files` (logs, plots)."""
-    from smalto.checkpoint import optimizer_tensors
+    from smalto.checkpoint import write_run_files
 
     path = Path(path)
     with atomic.directory(path, overwrite=True) as tmp:
@@ -142,13 +142,7 @@ def save_adapter(path: str | Path, model: Transformer, vocab: Vocab, cfg: Adapte
         atomic.write_bytes(tmp / "adapter.safetensors", save(tensors))
         meta = {"format": FORMAT, "adapter": asdict(cfg), "base": {"path": str(base), "fingerprint": fingerprint(model)},
                 "vocab": vocab.to_json(), **(extra or {})}
-        if optimizer is not None:
-            tensors, opt_meta = optimizer_tensors(optimizer)
-            atomic.write_bytes(tmp / "optimizer.safetensors", save(tensors))
-            meta["optimizer"] = opt_meta
-        atomic.write_text(tmp / "adapter.json", json.dumps(meta, indent=2) + "\n")
-        for name, content in (files or {}).items():
-            atomic.write_bytes(tmp / name, content)
+        write_run_files(tmp, "adapter.json", meta, optimizer, files)
     return path
 
 

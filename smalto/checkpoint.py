@@ -36,7 +36,7 @@ FORMAT = "smalto-checkpoint/2"
 FORMAT_1 = "smalto-checkpoint/1"
 
 
-def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     state = opt.state_dict()
     tensors, scalars = {}, {}
     for index, entry in state["state"].items():
@@ -62,15 +62,21 @@ def save_checkpoint(path: str | Path, model: Transformer, vocab: Vocab, tokenize
                    for k, v in model.state_dict().items() if k not in _untied_head(model.cfg)}
         atomic.write_bytes(tmp / "model.safetensors", save(weights))
         meta = {"format": FORMAT, "model": asdict(model.cfg), "vocab": vocab.to_json(), **(extra or {})}
-        if optimizer is not None:
-            tensors, opt_meta = optimizer_tensors(optimizer)
-            atomic.write_bytes(tmp / "optimizer.safetensors", save(tensors))
-            meta["optimizer"] = opt_meta
-        atomic.write_text(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
-        for name, content in (files or {}).items():
-            atomic.write_bytes(tmp / name, content)
+        write_run_files(tmp, "meta.json", meta, optimizer, files)
         tokenizers.copy_to(tmp / "tokenizers")
     return path
+
+
+def write_run_files(tmp: Path, meta_name: str, meta: dict, optimizer: torch.optim.Optimizer | None,
+                    files: dict[str, bytes] | None) -> None:
+    """Into a directory being written: the optimizer's state (recorded in `meta`), `meta` as JSON
+    and the extra `files`."""
+    if optimizer is not None:
+        tensors, meta["optimizer"] = _optimizer_tensors(optimizer)
+        atomic.write_bytes(tmp / "optimizer.safetensors", save(tensors))
+    atomic.write_text(tmp / meta_name, json.dumps(meta, indent=2) + "\n")
+    for name, content in (files or {}).items():
+        atomic.write_bytes(tmp / name, content)
 
 
 def read_meta(path: str | Path) -> dict:

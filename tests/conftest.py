@@ -1,4 +1,5 @@
-"""Shared fixtures: the shipped model, loaded once, and real HTTP servers on loopback."""
+"""Shared fixtures: the shipped model, loaded once, a micro model trained for seconds, and real
+HTTP servers on loopback."""
 
 from __future__ import annotations
 
@@ -20,6 +21,18 @@ from smalto.apps.serve import ServeConfig, create_app
 @pytest.fixture(scope="session")
 def shipped():
     return smalto.load()
+
+
+@pytest.fixture(scope="session")
+def micro_base(tmp_path_factory):
+    """A shapes-micro checkpoint trained for 8 steps on ShapesWorld: a base to fine-tune or train
+    by RL in seconds (tests must not change it)."""
+    from smalto.training.trainer import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("micro") / "base"
+    train(out, TrainConfig(preset="shapes-micro", steps=8, batch_size=8, warmup=2, eval_every=0, save_every=8,
+                           precision="fp32"), progress=False)
+    return out
 
 
 def free_port() -> int:

@@ -375,7 +375,7 @@ def test_choices_are_listed_and_are_what_the_code_accepts(capsys):
 
 
 def test_lazy_and_eager_parsers_agree_and_data_commands_do_not_import_torch():
-    argv = ["train", "--out", "x", "--freeze", "embed.*", "--freeze", "norm.*", "--mix", "1", "0", "2", "0", "--lr", "0.01",
+    argv = ["train", "--out", "x", "--freeze", "embed.*", "--freeze", "norm.*", "--mix", "1", "0", "2", "0", "0", "--lr", "0.01",
             "--no-train-prompt-images"]
     lazy, eager = build_parser(lazy=True).parse_args(argv), build_parser().parse_args(argv)
     assert vars(lazy) == vars(eager) and lazy.freeze == ["embed.*", "norm.*"] and lazy.train_prompt_images is False
@@ -398,7 +398,7 @@ def small_run(tmp_path_factory) -> tuple[Path, list[str]]:
     (["--lr", "0.003"], ["--lr 0.003 contradicts", "trained with --lr 0.004"]),  # the default, but given
     (["--batch-size", "8"], ["--batch-size 8 contradicts", "--batch-size 4"]),
     (["--freeze", "embed.*", "--freeze", "norm.*"], ["--freeze embed.* norm.* contradicts", "--freeze embed.*;"]),
-    (["--mix", "1", "1", "1", "0"], ["--mix 1.0 1.0 1.0 0.0 contradicts", "--mix 0.3 0.4 0.3 0.0"]),
+    (["--mix", "1", "1", "1", "0", "0"], ["--mix 1.0 1.0 1.0 0.0 0.0 contradicts", "--mix 0.3 0.4 0.3 0.0 0.0"]),
     (["--no-train-prompt-images"], ["--train-prompt-images False contradicts"]),
     (["--preset", "shapes-tiny"], ["--preset shapes-tiny contradicts", "--preset shapes-micro"]),
     (["--data", "shapes", "--seed", "3"], ["--seed 3 contradicts", "--seed 0"]),

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from smalto.adapters import AdapterConfig, attach, fingerprint, load_adapter, merge
+from smalto.adapters import AdapterConfig, attach, fingerprint, merge
 from smalto.checkpoint import load_checkpoint, pack
 from smalto.data.shapes import WORLDS, ShapesWorld, world_config
 from smalto.errors import SmaltoError
@@ -20,12 +20,8 @@ from smalto.training.trainer import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    """A micro model trained for a few steps on the default world."""
-    out = tmp_path_factory.mktemp("base") / "run"
-    train(out, TrainConfig(preset="shapes-micro", steps=8, batch_size=8, warmup=2, eval_every=0, save_every=8,
-                           precision="fp32"), progress=False)
-    return out
+def base(micro_base):
+    return micro_base
 
 
 def tuned(base, out, method: str, steps: int = 12, **kw) -> dict:

@@ -14,15 +14,11 @@ from smalto.errors import SmaltoError
 from smalto.format import DRAWING, Allowed, answer_prompt, draw_prompt
 from smalto.inference import Engine, Sampling
 from smalto.training.rl import RLConfig, advantages, draw_reward, policy_loss, token_logprobs, train_rl
-from smalto.training.trainer import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
-def micro(tmp_path_factory):
-    out = tmp_path_factory.mktemp("rl") / "base"
-    train(out, TrainConfig(preset="shapes-micro", steps=4, batch_size=8, warmup=1, eval_every=0, save_every=4,
-                           precision="fp32"), progress=False)
-    return out
+def micro(micro_base):
+    return micro_base
 
 
 def test_advantages_are_zero_sum_in_every_group():
@@ -88,7 +84,10 @@ def test_a_drawing_earns_the_share_of_constraints_its_pixels_satisfy():
     assert draw_reward(prompt, np.zeros((32, 32, 3), np.uint8), cfg) < draw_reward(prompt, render(wrong, cfg), cfg)
 
 
-def test_an_rl_run_logs_rewards_and_resumes_exactly(micro, tmp_path):
+def test_an_rl_run_logs_rewards_and_resumes_exactly(micro, tmp_path, monkeypatch):
+    # A micro model's drawings all fail the checker alike; a reward that tells them apart (their
+    # brightness) gives the loop something to learn.
+    monkeypatch.setattr("smalto.training.rl.draw_reward", lambda prompt, image, world: float(image.mean()) / 255)
     cfg = RLConfig(init_from=str(micro), tasks=("draw", "qa"), steps=3, prompts=4, group=4, lr=1e-3,
                    eval_every=0, save_every=1, precision="fp32")
     log = train_rl(tmp_path / "whole", cfg, progress=False)
@@ -100,7 +99,6 @@ def test_an_rl_run_logs_rewards_and_resumes_exactly(micro, tmp_path):
     a, b = (load_file(tmp_path / run / "model.safetensors") for run in ("whole", "split"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     base = load_file(micro / "model.safetensors")
-    assert min(r["flat_groups"] for r in rows) < 1  # some group had something to learn
     assert any(not torch.equal(a[k], base[k]) for k in a), "three steps changed nothing"
     meta = json.loads((tmp_path / "whole" / "meta.json").read_text())
     assert meta["step"] == 3 and meta["rl"]["tasks"] == ["draw", "qa"] and meta["train"]["data"] == "shapes"

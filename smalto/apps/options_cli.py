@@ -189,8 +189,8 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
     mix = defaults(TaskMix)
     tr.add_argument("--mix", type=WEIGHT, nargs=len(TASKS), default=tuple(mix[t] for t in TASKS),
                     metavar=tuple(t.upper() for t in TASKS),
-                    help="relative weights of the tasks: captions, drawings, answers, answers after thinking "
-                         "(default: %(default)s)")
+                    help="relative weights of the tasks: captions, drawings, answers, answers after thinking, "
+                         "conversations (default: %(default)s)")
     add_config(tr, TaskMix, {
         "premises": "share of questions naming an object without its place, half of them one the scene lacks",
         "cond_dropout": "share of drawings whose prompt is dropped (what classifier-free guidance contrasts)",

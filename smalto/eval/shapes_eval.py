@@ -14,6 +14,11 @@ checks use too.
   (colour, shape) pairs of two objects that differ in both), relations (a relational prompt, "a
   small red circle left of a large blue square", checked by the solver against the parsed
   pixels); plus a guidance-scale sweep.
+- conversation: questions about a picture whose follow-ups say only "it" (after the model's own
+  replies), questions about a scene given in words, greetings and off-topic requests answered with
+  the model's stated repertoire (in phrasings training never used);
+- new words: for a model tuned on a world with more shapes and colours ("shapes-plus"), captions,
+  answers and drawings of scenes that have them, against the image tokenizer's round trip;
 - effort: the same QA, premise and drawing metrics at each test-time effort level asked for
   (`smalto.effort`), with the tokens and seconds they cost.
 
@@ -29,8 +34,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from smalto.data.shapes import Scene, ShapesConfig, ShapesWorld, captions, premise_question, render
-from smalto.pipeline import DRAW_DEFAULTS, Pipeline
+from smalto.data.shapes import (EVAL_GREETINGS, EVAL_OFF_TOPIC, HELLO_REPLY, OFF_TOPIC_REPLY, Scene, ShapesConfig,
+                                ShapesWorld, captions, follow_ups, premise_question, render)
+from smalto.pipeline import DRAW_DEFAULTS, Message, Pipeline
 from smalto.verify.judges import ATTRIBUTES, judge_answer, judge_caption, judge_drawing
 
 EVAL_SEED = 10_000  # far from training seeds; fixed so numbers are reproducible
@@ -49,6 +55,7 @@ class EvalConfig:
     seed: int = EVAL_SEED
     premises: int = 200
     relations: int = 48
+    conversations: int = 100
     efforts: tuple[str, ...] = ()  # test-time effort levels to report besides "none"
 
 
@@ -168,6 +175,47 @@ def eval_guidance_sweep(pipe: Pipeline, world: ShapesWorld, n: int, scales: tupl
     return {str(scale): _pct([c["exact"] for c in _draw(pipe, scenes, 0, scale, seed, world.cfg)]) for scale in scales}
 
 
+def _replies(pipe: Pipeline, conversations: list[list[Message]]) -> list[str]:
+    """The greedy next reply to each conversation, decoded in batches."""
+    from smalto.format import Allowed
+    from smalto.inference.detok import detokenize
+
+    out = []
+    for chunk in _batches(conversations):
+        prompts = [pipe.chat_prompt(m) for m in chunk]
+        rows = pipe.engine.generate(prompts, pipe.reply_budget(max(map(len, prompts))), allowed=Allowed())
+        out += [detokenize(pipe.tokenizers.text, r.tokens, pipe.vocab.eos) for r in rows]
+    return out
+
+
+def eval_conversation(pipe: Pipeline, world: ShapesWorld, n: int) -> dict:
+    """Conversations: questions about a picture whose follow-ups say only "it" (each turn after the
+    model's own previous replies; "follow_up" scores the turns that refer back), questions about a
+    scene given in words ("text_scene"), and greetings and off-topic requests in phrasings no
+    training conversation used, answered with the model's stated repertoire ("greeting", "off_topic")."""
+    rng = np.random.default_rng([world.seed, 21])
+    samples = [world[i] for i in range(n)]
+    talks = [(s, follow_ups(s.scene, rng, 3)) for s in samples]
+    talks = [(s, pairs) for s, pairs in talks if pairs]
+    history = [[Message("user", pairs[0]["q"], images=[s.image])] for s, pairs in talks]
+    first, later = [], []
+    for turn in range(3):
+        live = [k for k, (_, pairs) in enumerate(talks) if turn < len(pairs)]
+        for k, reply in zip(live, _replies(pipe, [history[k] for k in live])):
+            pair = talks[k][1][turn]
+            (first if turn == 0 else later).append(judge_answer(reply, pair["a"]).score == 1.0)
+            history[k].append(Message("assistant", reply))
+            if turn + 1 < len(talks[k][1]):
+                history[k].append(Message("user", talks[k][1][turn + 1]["q"]))
+    scene_qa = [(s, s.qa[int(rng.integers(len(s.qa)))], captions(s.scene)[int(rng.integers(3))]) for s in samples]
+    said = _replies(pipe, [[Message("user", f"{text}. {pair['q']}")] for _, pair, text in scene_qa])
+    greet = _replies(pipe, [[Message("user", g)] for g in EVAL_GREETINGS])
+    off = _replies(pipe, [[Message("user", q)] for q in EVAL_OFF_TOPIC])
+    return {"first_question": _pct(first), "follow_up": _pct(later),
+            "text_scene": _pct([judge_answer(r, p["a"]).score == 1.0 for r, (_, p, _) in zip(said, scene_qa)]),
+            "greeting": _pct([r == HELLO_REPLY for r in greet]), "off_topic": _pct([r == OFF_TOPIC_REPLY for r in off])}
+
+
 def eval_new_words(pipe: Pipeline, world_cfg: ShapesConfig, n: int, seed: int) -> dict:
     """Scenes with a shape or colour beyond the default world's (`ShapesConfig.new_words`, e.g. the
     "shapes-plus" world a model was fine-tuned on): caption exact, QA about the new words, one-object
@@ -205,6 +253,7 @@ def evaluate(pipe: Pipeline, cfg: EvalConfig = EvalConfig(), heldout: bool = Tru
             "qa": eval_questions(pipe, world, cfg.questions),
             "premises": eval_premises(pipe, world, cfg.premises),
             "draw": eval_drawing(pipe, world, cfg.drawings, cfg.guidance, cfg.seed),
+            "conversation": eval_conversation(pipe, world, cfg.conversations),
         }
         report[name]["draw"]["relations"] = eval_relations(pipe, world, cfg.relations, cfg.seed)
         for effort in cfg.efforts:
@@ -232,6 +281,7 @@ def summary_table(report: dict) -> str:
     rows += [(f"QA {t}", "qa", t) for t in qa_types]
     rows += [("QA false premise", "premises", "false_premise"), ("QA premise", "premises", "premise")]
     rows += [(f"draw {k.replace('_', ' ')}", "draw", k) for k in DRAW_ROWS]
+    rows += [(f"chat {k.replace('_', ' ')}", "conversation", k) for k in CHAT_ROWS]
     header = "| metric (%) | " + " | ".join(f"{s} compositions" for s in splits) + " |"
     lines = [header, "|---" * (len(splits) + 1) + "|"]
     for label, group, key in rows:
@@ -240,6 +290,10 @@ def summary_table(report: dict) -> str:
     for s in splits:
         if "effort" in report[s]:
             lines += ["", effort_table(report[s], s)]
+    if "new_words" in report:
+        lines += ["", "| new words (%) | " + " | ".join(k.replace("_", " ") for k in report["new_words"]) + " |",
+                  "|---" * (len(report["new_words"]) + 1) + "|",
+                  "| scenes with them | " + " | ".join(f"{v:.1f}" for v in report["new_words"].values()) + " |"]
     if "guidance_sweep" in report:
         lines.append("")
         lines.append("| guidance scale | " + " | ".join(report["guidance_sweep"]) + " |")
@@ -250,6 +304,7 @@ def summary_table(report: dict) -> str:
 
 
 COSTS = ("tokens", "seconds")
+CHAT_ROWS = ("first_question", "follow_up", "text_scene", "greeting", "off_topic")
 DRAW_ROWS = ("overall", "single_object", "two_objects", "counting", "colors", "position", "attribute_binding",
              "relations")
 

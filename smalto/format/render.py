@@ -3,6 +3,7 @@
     caption  <bos> <user> <boi> v1..v64 <eoi> <assistant> caption <eos>
     answer   <bos> <user> <boi> v1..v64 <eoi> question <assistant> answer <eos> [<user> question ...]
     think    <bos> <user> <boi> v1..v64 <eoi> question <assistant> <think> trace </think> answer <eos>
+    chat     <bos> <user> [image] text <assistant> reply <eos> <user> text <assistant> reply <eos> ...
     draw     <bos> <user> prompt <assistant> <boi> v1..v64 <eoi> <eos>
     (the unconditional stream for guidance is a draw with an empty prompt)
 
@@ -90,6 +91,18 @@ def think_example(v: Vocab, codes: Tensor, question: list[int], trace: list[int]
     """An answer after thinking: the trace between <think> and </think> is trained with the answer."""
     return _build(v, ([v.bos, v.user, v.boi], False), (v.image_ids(codes)[1:], train_image),
                   ([*question, v.assistant], False), ([v.think, *trace, v.end_think, *answer, v.eos], True))
+
+
+def chat_example(v: Vocab, turns: list[tuple[str, list[int]]]) -> Example:
+    """A conversation (`chat_prompt`'s turns, ending with an assistant's) whose every assistant
+    reply is trained."""
+    segments = [([v.bos], False)]
+    for role, content in turns:
+        if role == "user":
+            segments.append(([v.user, *content], False))
+        else:
+            segments += [([v.assistant], False), ([*content, v.eos], True)]
+    return _build(v, *segments)
 
 
 def draw_example(v: Vocab, text: list[int], codes: Tensor) -> Example:

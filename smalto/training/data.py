@@ -17,14 +17,15 @@ from torch import Tensor
 
 from smalto.data.folder import load_folder
 from smalto.data.images import MAX_PIXELS
-from smalto.data.shapes import Scene, ShapesWorld, premise_question, world_config
+from smalto.data.shapes import (GREETINGS, HELLO_REPLY, OFF_TOPIC, OFF_TOPIC_REPLY, Scene, ShapesWorld, follow_ups,
+                                premise_question, world_config)
 from smalto.errors import SmaltoError
 from smalto.options import Range
-from smalto.format import Example, Vocab, answer_example, caption_example, draw_example, think_example
+from smalto.format import Example, Vocab, answer_example, caption_example, chat_example, draw_example, think_example
 from smalto.tokenizers import Tokenizers
 from smalto.verify.spec import parse_question
 
-TASKS = ("caption", "draw", "qa", "think")
+TASKS = ("caption", "draw", "qa", "think", "chat")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,10 @@ class TaskMix:
     # Answers after a thinking trace: the scene's description, then the facts the question needs
     # (made from the scene graph, so correct by construction). ShapesWorld only.
     think: float = 0.0
+    # Conversations: follow-up questions that refer back to an object ("where is it?"), questions
+    # about a scene given in words, and greetings or requests outside ShapesWorld answered with
+    # what the model can do (smalto.data.shapes: HELLO_REPLY, OFF_TOPIC_REPLY).
+    chat: float = 0.0
     # Share of QA and thinking questions that name an object without its place, half of them one
     # the scene lacks ("what color is the square?" -> "there is no square"). ShapesWorld only.
     premises: float = 0.0
@@ -113,6 +118,7 @@ class ExampleStream:
         self.weights = mix.weights()
         # Long texts (a user's captions) are cut so that an image always fits whole.
         room = max_len - vocab.image_tokens - 8
+        self.room = max_len - 16  # a text-only conversation's longest message
         if room < 8:
             raise SmaltoError(f"a context of {max_len} tokens leaves no room for text beside an image")
         self.encode_text = lru_cache(maxsize=65536)(lambda s: tuple(tokenizers.text.encode(s)[:room // 2]))
@@ -148,11 +154,44 @@ class ExampleStream:
             trace = f"{canonical}; {parse_question(pair['q']).facts(scene)}"
             return task, think_example(v, codes, list(text(pair["q"])), list(text(trace)), list(text(pair["a"])),
                                        self.mix.train_prompt_images)
+        if TASKS[task] == "chat":
+            return task, self._chat(rng, codes, captions, qa, scene)
         first = int(rng.integers(len(qa)))
         more = [int(k) for k in rng.permutation(len(qa)) if k != first] if self.mix.qa_turns > 1 else []
         picks = [first, *more[:self.mix.qa_turns - 1]]
         pairs = [(list(text(qa[k]["q"])), list(text(qa[k]["a"]))) for k in picks]
         return task, answer_example(self.vocab, codes, pairs, self.mix.train_prompt_images)
+
+    def _chat(self, rng: np.random.Generator, codes: Tensor, captions: list[str], qa: list[dict],
+              scene: Scene | None) -> Example:
+        """One conversation: a tenth social (a greeting or an off-topic request, then perhaps a
+        question about the picture), three tenths a scene described in words then a question about
+        it (ShapesWorld), else questions about the picture where later ones say only "it"."""
+        def pick(seq):
+            return seq[int(rng.integers(len(seq)))]
+
+        text, image = self.encode_text, self.vocab.image_ids(codes)
+        kind = rng.random()
+        if kind < 0.1 or not qa:
+            greeting = rng.random() < 0.5
+            turns = [("user", list(text(pick(GREETINGS if greeting else OFF_TOPIC)))),
+                     ("assistant", self.tok.text.encode(HELLO_REPLY if greeting else OFF_TOPIC_REPLY))]
+            if qa and rng.random() < 0.5:  # and back to work
+                pair = pick(qa)
+                turns += [("user", image + list(text(pair["q"]))), ("assistant", list(text(pair["a"])))]
+            return chat_example(self.vocab, turns)
+        if kind < 0.4 and scene is not None:
+            pair = pick(qa)
+            # (the phrasings that place every object: a relation alone leaves "where?" open)
+            words = self.tok.text.encode(f"{pick(captions[:3])}. {pair['q']}")
+            if len(words) < self.room:  # (the longest descriptions of four objects do not fit)
+                return chat_example(self.vocab, [("user", words), ("assistant", list(text(pair["a"])))])
+        pairs = follow_ups(scene, rng, int(rng.integers(2, 4))) if scene is not None else []
+        pairs = pairs or [pick(qa)]
+        turns = []
+        for k, pair in enumerate(pairs):
+            turns += [("user", (image if k == 0 else []) + list(text(pair["q"]))), ("assistant", list(text(pair["a"])))]
+        return chat_example(self.vocab, turns)
 
     def examples(self, start: int, count: int) -> list[tuple[int, Example]]:
         """Examples start .. start+count-1 as (task index, example)."""
