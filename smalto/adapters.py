@@ -140,8 +140,8 @@ def save_adapter(path: str | Path, model: Transformer, vocab: Vocab, cfg: Adapte
     with atomic.directory(path, overwrite=True) as tmp:
         tensors = {k: v.float().contiguous() for k, v in adapter_state(model).items()}
         atomic.write_bytes(tmp / "adapter.safetensors", save(tensors))
-        meta = {"format": FORMAT, "adapter": asdict(cfg), "base": {"path": str(base), "fingerprint": fingerprint(model)},
-                "vocab": vocab.to_json(), **(extra or {})}
+        base_id = {"path": str(base), "fingerprint": fingerprint(model)}
+        meta = {"format": FORMAT, "adapter": asdict(cfg), "base": base_id, "vocab": vocab.to_json(), **(extra or {})}
         write_run_files(tmp, "adapter.json", meta, optimizer, files)
     return path
 

@@ -375,8 +375,8 @@ def test_choices_are_listed_and_are_what_the_code_accepts(capsys):
 
 
 def test_lazy_and_eager_parsers_agree_and_data_commands_do_not_import_torch():
-    argv = ["train", "--out", "x", "--freeze", "embed.*", "--freeze", "norm.*", "--mix", "1", "0", "2", "0", "0", "--lr", "0.01",
-            "--no-train-prompt-images"]
+    argv = ["train", "--out", "x", "--freeze", "embed.*", "--freeze", "norm.*", "--mix", "1", "0", "2", "0", "0",
+            "--lr", "0.01", "--no-train-prompt-images"]
     lazy, eager = build_parser(lazy=True).parse_args(argv), build_parser().parse_args(argv)
     assert vars(lazy) == vars(eager) and lazy.freeze == ["embed.*", "norm.*"] and lazy.train_prompt_images is False
     code = ("import sys; from smalto.apps.cli import build_parser; "

@@ -170,7 +170,8 @@ def test_a_probe_reads_labels_from_frozen_states_and_round_trips(base, tmp_path)
     model, vocab, tok, _ = load_checkpoint(base)
     images, labels = probe_data("shapes-plus", 32, 300, 0)
     x = hidden_features(model, vocab, tok.image.encode(images[240:]))
-    assert 100 * np.mean([a == b for a, b in zip(probe.predict(x), labels[240:])]) == pytest.approx(report["accuracy"], abs=0.05)
+    right = [a == b for a, b in zip(probe.predict(x), labels[240:])]
+    assert 100 * np.mean(right) == pytest.approx(report["accuracy"], abs=0.05)
     assert meta["base"]["fingerprint"] == fingerprint(model)
 
 
@@ -193,3 +194,21 @@ def test_a_folder_probe_needs_labels(tmp_path):
     (folder / "data.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     images, labels = probe_data(str(folder), 32, 6)
     assert images.shape == (6, 32, 32, 3) and sorted(labels) == ["x"] * 3 + ["y"] * 3
+
+
+def test_the_command_line_fine_tunes_and_applies_an_adapter(base, tmp_path, capsys):
+    from smalto.apps.cli import main
+
+    assert main(["finetune", "--from", str(base), "--method", "lora", "--steps", "2", "--batch-size", "4",
+                 "--out", str(tmp_path / "lora")]) == 0
+    assert "lora: trained" in capsys.readouterr().out
+    image = tmp_path / "scene.png"
+    from PIL import Image
+
+    Image.fromarray(ShapesWorld(world_config("shapes-plus", 32), 0)[0].image).save(image)
+    assert main(["caption", str(image), "--model", str(base), "--adapter", str(tmp_path / "lora")]) == 0
+    assert main(["caption", str(image), "--model", str(tmp_path / "lora")]) == 2
+    assert "is a lora adapter, not a model" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["finetune", "--method", "probe", "--steps", "0", "--out", str(tmp_path / "p")])
+    assert exit_.value.code == 2 and "--steps: must be an integer >= 1" in capsys.readouterr().err

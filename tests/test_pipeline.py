@@ -74,8 +74,8 @@ def test_shipped_model_stays_above_its_floor():
 
     pipe = smalto.load()
     assert pipe.model.cfg.n_layers == 6 and pipe.draw_defaults["guidance"] > 0
-    report = evaluate(pipe, EvalConfig(captions=48, questions=96, drawings=16, premises=48, relations=8),
-                      heldout=False, sweep=False)["train"]
+    small = EvalConfig(captions=48, questions=96, drawings=16, premises=48, relations=8, conversations=24)
+    report = evaluate(pipe, small, heldout=False, sweep=False)["train"]
     assert report["caption"]["exact"] >= 80
     assert report["qa"]["overall"] >= 55
     assert report["draw"]["single_object"] >= 65

@@ -34,7 +34,8 @@ def test_recomputed_logprobs_are_the_ones_the_engine_sampled_with(micro, task):
     model, v, tok, _ = load_checkpoint(micro)
     engine = Engine(model, v)
     if task == "draw":
-        prompts, allowed, limit = [draw_prompt(v, tok.text.encode("a small red circle")), draw_prompt(v, [])], DRAWING, 65
+        prompts = [draw_prompt(v, tok.text.encode("a small red circle")), draw_prompt(v, [])]
+        allowed, limit = DRAWING, 65
     else:
         codes = tok.image.encode(ShapesWorld(ShapesConfig(), 0).images(0, 2))
         prompts = [answer_prompt(v, c, tok.text.encode(q)) for c, q in zip(codes, ["how many?", "what color is it?"])]
@@ -117,3 +118,16 @@ def test_bad_rl_settings_are_clear_errors():
         RLConfig(group=1)
     with pytest.raises(SmaltoError, match="split"):
         RLConfig(split="test")
+
+
+def test_the_command_line_runs_and_resumes_rl(micro, tmp_path, capsys):
+    from smalto.apps.cli import main
+
+    args = ["rl", "--from", str(micro), "--out", str(tmp_path / "rl"), "--prompts", "2", "--group", "2",
+            "--eval-every", "0", "--precision", "fp32"]
+    assert main([*args, "--steps", "1"]) == 0
+    assert "step 1 of 1: mean reward" in capsys.readouterr().out
+    assert main(["rl", "--out", str(tmp_path / "rl"), "--resume", "--steps", "2"]) == 0
+    assert "step 2 of 2" in capsys.readouterr().out
+    assert main([*args, "--steps", "1"]) == 2  # the directory exists: an error, not a second run into it
+    assert "already exists" in capsys.readouterr().err

@@ -16,8 +16,9 @@ import numpy as np
 
 from smalto import atomic
 from smalto.data import Scene, ShapesConfig, ShapesWorld, parse_caption, parse_image, scene_diff
+from smalto.data.shapes import GREETINGS, HELLO_REPLY, follow_ups
 from smalto.eval.shapes_eval import EvalConfig, evaluate, summary_table
-from smalto.pipeline import load
+from smalto.pipeline import Message, load
 from smalto.plots import image_grid, png_bytes
 
 PROMPTS = [
@@ -39,6 +40,21 @@ def _img(image: np.ndarray, scale: int = 4) -> str:
 
 def _mark(ok: bool) -> str:
     return '<span class="ok">&#10003;</span>' if ok else '<span class="bad">&#10007;</span>'
+
+
+def _conversation(pipe, sample, rng: np.random.Generator) -> str:
+    """A greeting, then questions about a picture whose follow-ups refer back, each reply marked
+    against the truth (the greeting against the model's stated repertoire)."""
+    messages, items = [], []
+    turns = [(GREETINGS[int(rng.integers(len(GREETINGS)))], HELLO_REPLY, [])]
+    pairs = follow_ups(sample.scene, rng, 3)
+    turns += [(p["q"], p["a"], [sample.image] if k == 0 else []) for k, p in enumerate(pairs)]
+    for question, truth, images in turns:
+        messages.append(Message("user", question, images=images))
+        reply = pipe.chat(messages)
+        messages.append(Message("assistant", reply))
+        items.append(f"<li>{html.escape(question)} <b>{html.escape(reply)}</b> {_mark(reply == truth)}</li>")
+    return f'<div class="card">{_img(sample.image)}<ul>{"".join(items)}</ul></div>'
 
 
 def run_demo(out: str | Path, model: str | Path | None = None, samples: int = 4) -> dict:
@@ -71,6 +87,8 @@ def run_demo(out: str | Path, model: str | Path | None = None, samples: int = 4)
         read_cards.append(f'<div class="card">{_img(s.image)}<p class="caption">{html.escape(caption)} '
                           f'{_mark(not diff)}</p><ul>{items}</ul></div>')
 
+    talk_cards = [_conversation(pipe, world[i], np.random.default_rng(i)) for i in range(6, 9)]
+
     report = evaluate(pipe, EvalConfig())
     settings = ", ".join(f"{k} {v}" for k, v in pipe.draw_defaults.items())
     table = summary_table(report)
@@ -89,6 +107,8 @@ codes). Every verdict below is computed: drawings by the verifier, captions by p
 a scene graph, answers against the truth.</p>
 <h2>Text &rarr; image ({html.escape(settings)}, seed 0)</h2><div class="grid">{''.join(draw_cards)}</div>
 <h2>Image &rarr; text (scenes it never saw)</h2><div class="grid">{''.join(read_cards)}</div>
+<h2>Conversations (follow-ups say only "it"; the first message is a greeting)</h2>
+<div class="grid">{''.join(talk_cards)}</div>
 <h2>ShapesEval</h2><pre>{html.escape(table)}</pre></body></html>"""
 
     with atomic.directory(out, overwrite=True) as tmp:

@@ -236,7 +236,8 @@ def rl_flags(r: argparse.ArgumentParser) -> None:
         "tasks": "what the prompts ask for, in turn: drawings (rewarded by the share of the prompt's constraints "
                  "the parsed pixels satisfy) and/or answers (1 when exact)",
         "split": SPLIT.format("draw prompts from") + " (heldout: compositions the model never saw drawn)",
-        "min_objects": "fewest objects in a prompt's scene", "steps": "total updates", "prompts": "prompts per step", "group": "completions sampled per prompt",
+        "min_objects": "fewest objects in a prompt's scene", "steps": "total updates", "prompts": "prompts per step",
+        "group": "completions sampled per prompt",
         "lr": "AdamW learning rate (constant)", "temperature": "sampling temperature of the rollouts",
         "clip": "PPO's clip of the probability ratio (matters with --epochs above 1)",
         "kl": "weight of the KL penalty to the starting model (0: none)",

@@ -362,13 +362,18 @@ def premise_question(scene: Scene, cfg: ShapesConfig, rng: np.random.Generator, 
 # --- conversations: follow-ups that refer back, scenes given in words, and what is not about shapes
 
 # The model's whole repertoire, said briefly and honestly when a message is not about a picture.
-HELLO_REPLY = "hello! i can describe pictures of shapes, answer questions about them, and draw them."
-OFF_TOPIC_REPLY = "sorry, i only know pictures of shapes: i can describe them, answer questions about them, or draw them."
-GREETINGS = ("hello", "hi", "hey", "hi there", "good morning", "hello! what can you do?", "who are you?",
-             "what can you do?", "hey, what are you?", "good afternoon")
+# (Short: this byte-level BPE spends a token on every few letters of words outside ShapesWorld.)
+HELLO_REPLY = "hi! i describe, answer questions about and draw shapes."
+OFF_TOPIC_REPLY = "sorry, i only know shapes. i describe, answer questions about and draw them."
+GREETINGS = ("hello", "hi", "hey", "hi there", "hello there", "good morning", "good afternoon", "hey there!",
+             "hello! what can you do?", "who are you?", "what can you do?", "hey, what are you?", "what are you?",
+             "hi, what do you do?", "greetings", "howdy", "yo", "hello?", "hi! how can you help me?", "what is this?")
 OFF_TOPIC = ("what is the weather like today?", "write me a poem", "what is the capital of france?",
              "tell me a joke", "how do i cook rice?", "what is 17 times 23?", "translate good night into spanish",
-             "who will win the next election?", "can you book me a flight?", "what is the meaning of life?")
+             "who will win the next election?", "can you book me a flight?", "what is the meaning of life?",
+             "what is your favourite food?", "tell me about the roman empire", "how do i fix my car?",
+             "write some python code", "what day is it today?", "sing me a song", "who is the president?",
+             "how far away is the moon?", "give me a recipe for cake", "what music do you like?")
 # Phrasings no training conversation uses: ShapesEval asks these.
 EVAL_GREETINGS = ("good evening", "hey, how are you?", "hello, anyone there?", "hi, who am i talking to?")
 EVAL_OFF_TOPIC = ("what should i eat for dinner?", "explain quantum physics", "recommend a good movie",

@@ -235,10 +235,12 @@ def eval_new_words(pipe: Pipeline, world_cfg: ShapesConfig, n: int, seed: int) -
     prompts = [captions(s.scene)[0] for s in single]
     images = [im for k, chunk in enumerate(_batches(prompts)) for im in pipe.draw(chunk, pipe.draw_sampling(seed + k))]
     round_trip = pipe.tokenizers.image.decode(pipe.tokenizers.image.encode(np.stack([s.image for s in single])))
-    return {"caption_exact": _pct(checks), "qa": answers["overall"],
-            "draw_single_object": _pct([judge_drawing(im, s.scene, world_cfg).score == 1.0 for im, s in zip(images, single)]),
-            "tokenizer_round_trip": _pct([judge_drawing(im, s.scene, world_cfg).score == 1.0
-                                          for im, s in zip(round_trip, single)])}
+
+    def exact(drawn) -> float:
+        return _pct([judge_drawing(im, s.scene, world_cfg).score == 1.0 for im, s in zip(drawn, single)])
+
+    return {"caption_exact": _pct(checks), "qa": answers["overall"], "draw_single_object": exact(images),
+            "tokenizer_round_trip": exact(round_trip)}
 
 
 def evaluate(pipe: Pipeline, cfg: EvalConfig = EvalConfig(), heldout: bool = True, sweep: bool = True) -> dict:

@@ -7,5 +7,5 @@ from smalto.format.render import (Example, answer_example, answer_prompt, captio
 from smalto.format.vocab import Modality, Span, Vocab
 
 __all__ = ["DRAWING", "Allowed", "Example", "FormatState", "Modality", "Span", "Vocab", "answer_example",
-           "answer_prompt", "caption_example", "caption_prompt", "chat_example", "chat_prompt", "draw_example", "draw_prompt",
-           "positions", "think_example"]
+           "answer_prompt", "caption_example", "caption_prompt", "chat_example", "chat_prompt", "draw_example",
+           "draw_prompt", "positions", "think_example"]

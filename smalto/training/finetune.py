@@ -66,7 +66,8 @@ class FinetuneConfig:
         base = str(self.base or DEFAULT_MODEL)
         saved = read_meta(base).get("train", {})
         mix = TaskMix(**saved["mix"]) if isinstance(saved.get("mix"), dict) else TaskMix()
-        adapter = None if self.method == "full" else AdapterConfig(self.method, self.rank, self.alpha, tokens=self.tokens)
+        adapter = None if self.method == "full" else \
+            AdapterConfig(self.method, self.rank, self.alpha, tokens=self.tokens)
         return TrainConfig(init_from=base, data=self.data, steps=self.steps, batch_size=self.batch_size,
                            lr=self.lr or LR[self.method], warmup=self.warmup, weight_decay=0.0, optimizer="adamw",
                            seed=self.seed, mix=mix, eval_every=self.eval_every, save_every=self.save_every,

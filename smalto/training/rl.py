@@ -85,8 +85,8 @@ class RLConfig:
     RANGES: ClassVar[dict[str, Range]] = {
         "steps": COUNT, "prompts": COUNT, "group": Range(2, integer=True), "lr": Range(0, low_open=True),
         "temperature": Range(0, 10, low_open=True), "clip": Range(0, 1, low_open=True), "kl": Range(0),
-        "min_objects": Range(1, 3, integer=True), "epochs": COUNT, "grad_clip": Range(0, low_open=True), "seed": SAMPLING["seed"], "log_every": COUNT,
-        "eval_every": Range(0, integer=True), "save_every": COUNT}
+        "min_objects": Range(1, 3, integer=True), "epochs": COUNT, "grad_clip": Range(0, low_open=True),
+        "seed": SAMPLING["seed"], "log_every": COUNT, "eval_every": Range(0, integer=True), "save_every": COUNT}
     MAY_CHANGE: ClassVar[tuple[str, ...]] = ("steps",)
 
     def __post_init__(self) -> None:
@@ -242,8 +242,9 @@ def train_rl(out: str | Path, cfg: RLConfig, resume: bool = False, progress: boo
         except (KeyError, TypeError) as e:
             raise SmaltoError(f"{out / 'meta.json'}: no RL config to resume from ({e})") from None
         if changed := [k for k, x in asdict(then).items() if k not in RLConfig.MAY_CHANGE and x != getattr(cfg, k)]:
-            raise SmaltoError(f"{out}: was trained with a different config ({changed[0]} {getattr(then, changed[0])!r}, "
-                              f"not {getattr(cfg, changed[0])!r}); only steps may change")
+            name = changed[0]
+            raise SmaltoError(f"{out}: was trained with a different config ({name} {getattr(then, name)!r}, "
+                              f"not {getattr(cfg, name)!r}); only steps may change")
         model, vocab, tokenizers, meta = load_checkpoint(out)
         start = meta["step"]
         log = [json.loads(line) for line in inside(out, "log.jsonl", "file").read_text().splitlines() if line]
@@ -314,11 +315,12 @@ def train_rl(out: str | Path, cfg: RLConfig, resume: bool = False, progress: boo
         model.eval()
         done = step + 1
         rewards = np.concatenate([b.rewards for b in batches])
+        groups = np.concatenate([b.rewards.reshape(-1, cfg.group) for b in batches])
         row = {"step": step, "reward": float(rewards.mean()),
                **{f"reward_{b.task}": float(b.rewards.mean()) for b in batches},
-               # groups whose completions all scored alike: no advantage, no signal
-               "flat_groups": float(np.mean([np.ptp(g) == 0 for b in batches for g in b.rewards.reshape(-1, cfg.group)])),
-               **stats, "rollout_s": rolled, "step_s": time.perf_counter() - tick, "seconds": time.perf_counter() - began}
+               "flat_groups": float(np.mean(np.ptp(groups, 1) == 0)),  # all alike: no advantage, no signal
+               **stats, "rollout_s": rolled, "step_s": time.perf_counter() - tick,
+               "seconds": time.perf_counter() - began}
         if step % cfg.log_every == 0 or done == cfg.steps:
             log.append(row)
         bar.set_postfix(reward=f"{row['reward']:.3f}")
