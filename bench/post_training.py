@@ -10,7 +10,7 @@ against the same classifier on pixels. Then, per method:
     forgetting   the old task (default world, evaluation seed): caption exact, QA, drawing overall,
                  before and after
 
-    python bench/post_training.py --json docs/post-training.json      # ~25 min on 2 cores
+    python bench/post_training.py --json docs/post-training.json      # ~12 min on 2 cores
     python bench/post_training.py --quick                              # a minute: a smoke run
 """
 
@@ -43,26 +43,29 @@ def new_task(pipe, quick: bool) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=400, help="fine-tuning steps per method (default: %(default)s)")
+    p.add_argument("--base", type=Path, default=None, help="the model to adapt (default: the shipped one)")
+    p.add_argument("--steps", type=int, default=120, help="fine-tuning steps per method (default: %(default)s)")
     p.add_argument("--runs", type=Path, default=Path("runs/post-training"), help="where the runs go")
     p.add_argument("--json", type=Path, help="write the figures here")
     p.add_argument("--quick", action="store_true", help="a few steps and small evaluations: a smoke run")
     args = p.parse_args()
     steps = 3 if args.quick else args.steps
     shutil.rmtree(args.runs, ignore_errors=True)
-    base = smalto.load()
-    report = {"steps": steps, "base": {"new": new_task(base, args.quick), "old": old_task(base, args.quick),
-                                       "params": base.model.num_params()}}
+    base = smalto.load(args.base)
+    report = {"steps": steps, "base_model": str(base.path),
+              "base": {"new": new_task(base, args.quick), "old": old_task(base, args.quick),
+                       "params": base.model.num_params()}}
     print(f"base: {report['base']}", file=sys.stderr, flush=True)
     for method in ("full", "lora", "prompt", "probe"):
         out = args.runs / method
-        cost = finetune(out, FinetuneConfig(method=method, steps=steps if method != "probe" else 500,
-                                            examples=200 if args.quick else 2000), progress=not args.quick)
+        cfg = FinetuneConfig(base=None if args.base is None else str(args.base), method=method,
+                             steps=steps if method != "probe" else 500, examples=200 if args.quick else 2000)
+        cost = finetune(out, cfg, progress=not args.quick)
         row = dict(cost)
         if method == "full":
             pipe = smalto.load(out)
         elif method in ("lora", "prompt"):
-            pipe = smalto.load(None, adapter=out)
+            pipe = smalto.load(args.base, adapter=out)
         else:
             pipe = None  # the backbone did not change: nothing to forget
         if pipe is not None:

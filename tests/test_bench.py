@@ -33,3 +33,15 @@ def test_smalto_bench_quick(tmp_path):
     for batch in report["generate"].values():  # every figure is a positive rate
         assert all(v["decode_tok_s"] > 0 and v["prefill_tok_s"] > 0 for v in batch.values())
     assert report["train"]["smalto"] > 0 and report["train"]["hf_fp32"] > 0
+
+
+@pytest.mark.slow  # a minute and a half: four fine-tunings of three steps, each evaluated
+def test_post_training_quick(tmp_path):
+    script = ROOT / "bench" / "post_training.py"
+    r = subprocess.run([sys.executable, str(script), "--quick", "--runs", tmp_path / "runs", "--json",
+                        tmp_path / "p.json"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "| method | trained weights |" in r.stdout and "probe (which shape is at the center" in r.stdout
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert report["full"]["trainable"] > report["lora"]["trainable"] > report["prompt"]["trainable"] > 0
+    assert {"new", "old"} <= set(report["lora"]) and "pixel_baseline" in report["probe"]

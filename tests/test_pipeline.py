@@ -80,3 +80,13 @@ def test_shipped_model_stays_above_its_floor():
     assert report["qa"]["overall"] >= 55
     assert report["draw"]["single_object"] >= 65
     assert report["draw"]["overall"] >= 45
+    talk = report["conversation"]  # v2 learned to converse: held-out greetings and requests, follow-ups
+    assert talk["follow_up"] >= 50 and talk["greeting"] >= 50 and talk["off_topic"] >= 50
+
+
+def test_the_shipped_model_answers_a_greeting_with_what_it_can_do(shipped):
+    from smalto.data.shapes import HELLO_REPLY, OFF_TOPIC_REPLY
+    from smalto.pipeline import Message
+
+    assert shipped.chat([Message("user", "hello")]) == HELLO_REPLY
+    assert shipped.chat([Message("user", "tell me a joke")]) == OFF_TOPIC_REPLY

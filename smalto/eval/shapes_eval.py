@@ -176,15 +176,26 @@ def eval_guidance_sweep(pipe: Pipeline, world: ShapesWorld, n: int, scales: tupl
 
 
 def _replies(pipe: Pipeline, conversations: list[list[Message]]) -> list[str]:
-    """The greedy next reply to each conversation, decoded in batches."""
+    """The greedy next reply to each conversation, decoded in batches ("" for one whose own earlier
+    replies left no room in the context: a wrong answer, not an error)."""
+    from smalto.errors import ContextLengthError
     from smalto.format import Allowed
     from smalto.inference.detok import detokenize
 
+    def prompt(messages: list[Message]) -> list[int] | None:
+        try:
+            ids = pipe.chat_prompt(messages)
+        except ContextLengthError:
+            return None
+        return ids if pipe.reply_budget(len(ids)) >= 8 else None
+
     out = []
     for chunk in _batches(conversations):
-        prompts = [pipe.chat_prompt(m) for m in chunk]
-        rows = pipe.engine.generate(prompts, pipe.reply_budget(max(map(len, prompts))), allowed=Allowed())
-        out += [detokenize(pipe.tokenizers.text, r.tokens, pipe.vocab.eos) for r in rows]
+        prompts = [prompt(m) for m in chunk]
+        fit = [p for p in prompts if p is not None]
+        rows = iter(pipe.engine.generate(fit, pipe.reply_budget(max(map(len, fit))), allowed=Allowed()) if fit else [])
+        out += ["" if p is None else detokenize(pipe.tokenizers.text, next(rows).tokens, pipe.vocab.eos)
+                for p in prompts]
     return out
 
 

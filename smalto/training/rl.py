@@ -34,7 +34,7 @@ import copy
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from smalto import atomic, precision
 from smalto.checkpoint import load_checkpoint, load_optimizer, read_meta, save_checkpoint
-from smalto.data.shapes import ShapesConfig, ShapesWorld, captions
+from smalto.data.shapes import ShapesConfig, ShapesWorld, captions, world_config
 from smalto.errors import SmaltoError
 from smalto.format import DRAWING, Allowed, FormatState, Vocab, answer_prompt, draw_prompt, positions
 from smalto.inference import Engine, Sampling
@@ -217,10 +217,12 @@ def policy_loss(logp: torch.Tensor, old: torch.Tensor, valid: torch.Tensor, adv:
 def _probe(model: Transformer, vocab: Vocab, tokenizers: Tokenizers, draw: dict, split: str) -> dict:
     """A minute's ShapesEval subset on the evaluation seed: drawing categories at the model's own
     drawing settings, relations, and QA."""
-    from smalto.eval.shapes_eval import EVAL_SEED, eval_drawing, eval_questions, eval_relations
+    from smalto.eval.shapes_eval import EVAL_SEED, PROBE_DRAWING, eval_drawing, eval_questions, eval_relations
     from smalto.pipeline import DRAW_DEFAULTS, Pipeline
 
-    pipe = Pipeline(model, vocab, tokenizers, draw_defaults={**DRAW_DEFAULTS, **draw})
+    # (a training run's directory has no drawing defaults of its own: the probe then draws as the
+    # shipped model does, like `smalto train`'s)
+    pipe = Pipeline(model, vocab, tokenizers, draw_defaults={**DRAW_DEFAULTS, **(draw or PROBE_DRAWING)})
     world = ShapesWorld(ShapesConfig(image_size=pipe.image_size), EVAL_SEED, split)
     drawn = eval_drawing(pipe, world, 24, None, EVAL_SEED)
     return {"two_objects": drawn["two_objects"], "attribute_binding": drawn["attribute_binding"],
@@ -255,7 +257,8 @@ def train_rl(out: str | Path, cfg: RLConfig, resume: bool = False, progress: boo
             raise SmaltoError(f"{out}: already exists; pass --resume to continue it or choose another --out")
         model, vocab, tokenizers, meta = load_checkpoint(base)
         start, log = 0, []
-    if meta.get("train", {}).get("data", "shapes") != "shapes":
+    shapes = world_config(meta.get("train", {}).get("data", "shapes"), tokenizers.image.cfg.image_size)
+    if shapes is None:
         raise SmaltoError(f"{base}: RL's rewards check ShapesWorld prompts; this model was trained on a folder")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
@@ -267,8 +270,7 @@ def train_rl(out: str | Path, cfg: RLConfig, resume: bool = False, progress: boo
     # Rollouts decode with a copy in the inference dtype, refreshed after every update.
     actor = copy.deepcopy(model).to(torch.bfloat16 if bf16 else torch.float32).eval()
     engine = Engine(actor, vocab)
-    world = ShapesWorld(ShapesConfig(image_size=tokenizers.image.cfg.image_size, min_objects=cfg.min_objects),
-                        cfg.seed, cfg.split)
+    world = ShapesWorld(replace(shapes, min_objects=cfg.min_objects), cfg.seed, cfg.split)
     kept = {k: meta[k] for k in ("train", "draw") if k in meta}
     files: dict[str, bytes] = {}
 
