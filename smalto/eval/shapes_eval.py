@@ -29,6 +29,7 @@ Every number is reported for the training compositions and, separately, for the 
 from __future__ import annotations
 
 import time
+from itertools import count, islice
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -237,7 +238,7 @@ def eval_new_words(pipe: Pipeline, world_cfg: ShapesConfig, n: int, seed: int) -
     def novel(scene: Scene) -> bool:
         return any(o.shape in new or o.color in new for o in scene.objects)
 
-    samples = [s for s in (world[i] for i in range(40 * n)) if novel(s.scene)][:n]
+    samples = list(islice((s for s in map(world.__getitem__, count()) if novel(s.scene)), n))
     checks = [judge_caption(text, s.scene).checks["exact"]
               for chunk in _batches(samples) for s, text in zip(chunk, pipe.caption_batch([x.image for x in chunk]))]
     items = [(s.image, p) for s in samples for p in s.qa if set(f"{p['q']} {p['a']}".split()) & new]
