@@ -134,8 +134,10 @@ def _train(args: argparse.Namespace) -> None:
     try:
         log = train(args.out, cfg, resume=args.resume, evaluate_fn=evaluate_fn, pause_at=args.pause_at,
                     processes=processes)
-    finally:
-        dist.teardown(processes)
+    except BaseException:
+        dist.teardown(processes, finished=False)
+        raise
+    dist.teardown(processes)
     last = [r for r in log if "loss" in r][-1]
     if processes.main:
         print(f"step {last['step'] + 1} of {cfg.steps}: loss {last['loss']:.4f}; checkpoint in {args.out}/")

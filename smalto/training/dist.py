@@ -56,8 +56,14 @@ def setup() -> Processes:
     return Processes(rank, world_size, local_rank, backend)
 
 
-def teardown(processes: Processes) -> None:
+def teardown(processes: Processes, finished: bool = True) -> None:
+    """Leave the process group; after a finished run, all processes leave together."""
     if processes.backend is not None and dist.is_initialized():
+        if finished:
+            # a rank that exits while another still has gloo work in flight can abort it at exit
+            # (SIGABRT, "terminate called without an active exception"); after a failure a barrier
+            # would only wait for the timeout
+            dist.barrier()
         dist.destroy_process_group()
 
 
