@@ -44,6 +44,7 @@ class Detection:
     obj: Obj
     mass: float  # summed coverage, in pixels
     fit_error: float  # L1(coverage - template) / template area; lower is better
+    centre: tuple[float, float] = (0.0, 0.0)  # the fitted template's centre (x, y), in pixels
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def inspect(image: np.ndarray, cfg: ShapesConfig | None = None, max_fit_error: f
                 shape = "unknown"
             row = min(max(int(ty // cfg.cell), 0), GRID - 1)
             col = min(max(int(tx // cfg.cell), 0), GRID - 1)
-            detections.append(Detection(Obj(row, col, shape, color, size), mass, err))
+            detections.append(Detection(Obj(row, col, shape, color, size), mass, err, (float(tx), float(ty))))
     scene = Scene(tuple(d.obj for d in detections))
     return Parse(scene, tuple(detections), float(1.0 - explained.mean()))
 
