@@ -1,13 +1,21 @@
 """Positions and legal next tokens: what the format says about a sequence, token by token.
 
-Positions are three numbers per token, (time, row, column), for multi-axis rotary embeddings:
+Positions are three numbers per token, (time, row, column), for rotary embeddings. A text token
+(special tokens included) sits at (p, p, p); an item's tokens are numbered from s, the position
+after its opening token; after an item, text continues from its largest position + 1 (Qwen2-VL's
+rule). How an item's tokens are numbered is the vocabulary's `position_rule`:
 
-- a text token (special tokens included) at running index i is at (i, i, i);
-- the k-th code of an image whose first code is at running index s is at (s + k, s + r, s + c),
-  (r, c) being the code's cell in the grid;
-- after an item, text continues from the largest position so far + 1 (Qwen2-VL's rule).
+- "index" (1-D rotary models): the k-th token after the opening one is at (s + k, s + r, s + c),
+  (r, c) being a code's cell. Row 0 is then the running index everywhere, which is what a 1-D
+  rotary model reads (rows 1 and 2 are informative only).
+- "grid" (3-axis rotary models, M-RoPE): a code of latent frame f at cell (r, c) is at
+  (s + f, s + r, s + c), so an image's 64 codes share one time and span 8 rows and 8 columns,
+  and a clip's frames follow each other in time; a frame separator <eof> sits just past its
+  frame's grid, at (s + f, s + rows, s + cols). Text after a clip of 3 latent frames of 8x8
+  continues from s + 9, not s + 195: positions grow with the extent of an item, not its size.
 
-Row 0 is then the running index everywhere, which is what a 1-D rotary model reads.
+Both rules are one table (`Phases`): per phase of the format, where its token goes relative to
+the row's base position, and how far the base moves once it is emitted.
 
 `FormatState` follows a batch of rows as they are decoded: it says which ids each row may emit
 next (`mask`), at which position the next token goes (`positions`), and when a row is finished.
@@ -24,27 +32,64 @@ from torch import Tensor
 from smalto.format.vocab import Modality, Vocab
 
 
-def _code_position(m: Modality, start: int, k: int) -> tuple[int, int, int]:
-    r, c = divmod(k, m.grid[-1])
-    return start + k, start + r, start + c
+@dataclass(frozen=True)
+class Phases:
+    """The format as a state machine. Phase 0 is outside items; each item has a phase per token
+    of its body (a code of a frame, or a separator) and one for its closing token."""
+    step: tuple[int, ...]  # the phase after this phase's token (phase 0: `opens` decides)
+    offset: tuple[tuple[int, int, int], ...]  # where this phase's token goes, from the row's base
+    bump: tuple[int, ...]  # how far the base moves once this phase's token is emitted
+    legal: tuple[tuple[str, int | str], ...]  # ("range", name) or ("token", id); phase 0's is `Allowed`'s
+    closes: tuple[bool, ...]
+    opens: dict[int, int]  # an item's opening id -> the phase of its first body token
+
+
+def _body_offsets(m: Modality, rule: str) -> list[tuple[int, int, int]]:
+    rows, cols = (m.grid[-2], m.grid[-1]) if len(m.grid) > 1 else (1, m.grid[0])
+    out, frame = [], 0
+    for k, where in enumerate(m.body()):
+        if where is not None:
+            frame = where[0]
+            out.append((k, where[1], where[2]) if rule == "index" else where)
+        else:  # a separator, after frame `frame`
+            out.append((k, k, k) if rule == "index" else (frame, rows, cols))
+    return out
+
+
+def phases(v: Vocab) -> Phases:
+    """The table for a vocabulary (made once and kept on it)."""
+    if (cached := v.__dict__.get("_phases")) is not None:
+        return cached
+    step, offset, bump, legal, closes, opens = [-1], [(0, 0, 0)], [1], [("outside", 0)], [False], {}
+    for m in v.modalities.values():
+        first = len(step)
+        opens[v.specials[m.open]] = first
+        body = _body_offsets(m, v.position_rule)
+        for k, (where, at) in enumerate(zip(m.body(), body)):
+            step.append(first + k + 1), offset.append(at), bump.append(0), closes.append(False)
+            legal.append(("range", m.range) if where is not None else ("token", v.specials[m.sep]))
+        extent = 1 + max(max(at) for at in body)
+        step.append(0), offset.append((extent,) * 3), bump.append(extent + 1), closes.append(True)
+        legal.append(("token", v.specials[m.close]))
+    table = Phases(tuple(step), tuple(offset), tuple(bump), tuple(legal), tuple(closes), opens)
+    v.__dict__["_phases"] = table  # Vocab is frozen; the table is derived from it and never changes
+    return table
+
+
+def walk(v: Vocab, ids: list[int], phase: int = 0, base: int = 0) -> tuple[list[tuple[int, int, int]], int, int]:
+    """Each token's position, and the (phase, base) after the last one."""
+    table, out = phases(v), []
+    for token in ids:
+        at = table.offset[phase]
+        out.append((base + at[0], base + at[1], base + at[2]))
+        base += table.bump[phase]
+        phase = table.step[phase] if phase else table.opens.get(token, 0)
+    return out, phase, base
 
 
 def positions(v: Vocab, ids: list[int]) -> Tensor:
     """int64 [3, len(ids)]: the (time, row, column) position of each token."""
-    opens = {v.specials[m.open]: m for m in v.modalities.values()}
-    out, next_pos = [], 0
-    item, start, k = None, 0, 0
-    for token in ids:
-        if item is not None and k < item.tokens:
-            out.append(_code_position(item, start, k))
-            k += 1
-        else:
-            item = None
-            out.append((next_pos,) * 3)
-            if token in opens:
-                item, start, k = opens[token], next_pos + 1, 0
-        next_pos = max(out[-1]) + 1
-    return torch.tensor(out, dtype=torch.long).T.reshape(3, len(ids))
+    return torch.tensor(walk(v, ids)[0], dtype=torch.long).T.reshape(3, len(ids))
 
 
 @dataclass(frozen=True)
@@ -74,9 +119,10 @@ class FormatState:
     from its range, then its closing token. A drawing row's prompt ends inside an item (after
     <boi>), and the row is finished when that item closes; a text row when it emits <eos>.
 
-    Each row is in one of a few phases: 0 outside items, or (item, codes written so far). Every
-    per-phase fact (the legal ids, the next phase, the next token's offset in the grid) is a
-    table made once, so a decoding step costs a handful of lookups whatever the batch.
+    Each row is in one of a few phases (`Phases`: 0 outside items, or an item's next token) and
+    has a base position. Every per-phase fact (the legal ids, the next phase, where the token goes
+    from the base) is a table made once, so a decoding step costs a handful of lookups whatever
+    the batch.
 
     Thinking (with a budget): a row may open <think> once; inside, it may not end, and after
     `budget` thinking tokens only </think> is legal, so a trace never exceeds its budget (as
@@ -91,26 +137,19 @@ class FormatState:
             outside = v.one(v.eos)
         for name in allowed.items:
             outside |= v.one(v.specials[v.modalities[name].open])
-        masks, step, offset, closes = [outside], [-1], [(0, 0, 0)], [False]
-        self._opens: dict[int, int] = {}  # an item's opening id -> the phase of its first code
-        for m in v.modalities.values():
-            first = len(masks)
-            self._opens[v.specials[m.open]] = first
-            for k in range(m.tokens):  # expecting code k, at (s + k, s + r, s + c) with s + k the running index
-                r, c = divmod(k, m.grid[-1])
-                masks.append(v.mask(m.range)), step.append(first + k + 1), offset.append((0, r - k, c - k))
-                closes.append(False)
-            masks.append(v.one(v.specials[m.close])), step.append(0), offset.append((0, 0, 0)), closes.append(True)
+        table = phases(v)
+        masks = [outside] + [v.mask(what) if kind == "range" else v.one(what) for kind, what in table.legal[1:]]
         self.masks = torch.stack(masks).to(device)
-        self.step = torch.tensor(step, device=device)
-        self.offset = torch.tensor(offset, device=device)
-        self.closes = torch.tensor(closes, device=device)
+        self.step = torch.tensor(table.step, device=device)
+        self.offset = torch.tensor(table.offset, device=device)
+        self.bump = torch.tensor(table.bump, device=device)
+        self.closes = torch.tensor(table.closes, device=device)
         self.open_phase = torch.zeros(v.size, dtype=torch.long, device=device)
-        for token, phase in self._opens.items():
+        for token, phase in table.opens.items():
             self.open_phase[token] = phase
-        self.phase = torch.tensor([self._scan(p, step) for p in prompts], dtype=torch.long, device=device)
-        # Row 0 of a position is the running index (see `positions`): the next one is the length.
-        self.index = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
+        ends = [walk(v, p)[1:] for p in prompts]
+        self.phase = torch.tensor([phase for phase, _ in ends], dtype=torch.long, device=device)
+        self.base = torch.tensor([base for _, base in ends], dtype=torch.long, device=device)
         self.finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
         self.budget = allowed.thinking
         self._mask: Tensor | None = None
@@ -118,13 +157,6 @@ class FormatState:
             self.thought = torch.full((len(prompts),), -1, device=device)  # tokens thought; -1 not yet, -2 done
             self.closing, self.no_end = v.one(v.end_think).to(device), ~v.one(v.eos).to(device)
             self.masks[0] |= v.one(v.think, v.end_think).to(device)
-
-    def _scan(self, prompt: list[int], step: list[int]) -> int:
-        """The phase at the end of a prompt."""
-        phase = 0
-        for token in prompt:
-            phase = step[phase] if phase else self._opens.get(token, 0)
-        return phase
 
     def mask(self) -> Tensor:
         """bool [B, V]: which ids each row may emit next (made once per step)."""
@@ -142,11 +174,11 @@ class FormatState:
 
     def positions(self) -> Tensor:
         """int64 [B, 3]: where each row's next token goes."""
-        return self.index[:, None] + self.offset[self.phase]
+        return self.base[:, None] + self.offset[self.phase]
 
     def reorder(self, rows: Tensor) -> None:
         """Keep (and duplicate) rows, e.g. when beams are re-ranked."""
-        self.phase, self.index, self.finished = self.phase[rows], self.index[rows], self.finished[rows]
+        self.phase, self.base, self.finished = self.phase[rows], self.base[rows], self.finished[rows]
         self._mask = None
         if self.budget:
             self.thought = self.thought[rows]
@@ -161,5 +193,5 @@ class FormatState:
         self.finished |= (tokens == self.v.eos) & outside
         if not self.text:
             self.finished |= self.closes[self.phase]
+        self.base = self.base + self.bump[self.phase]
         self.phase = torch.where(outside, self.open_phase[tokens], self.step[self.phase])
-        self.index = self.index + 1

@@ -4,9 +4,13 @@
     image  [T, T + K)   the image tokenizer's K codes
 
 A new code vocabulary (audio, say) appends a range; video shares the image range by design (a
-clip is frames of image codes). A `Modality` says how one kind of item is written into the
-stream: which range its codes come from, their grid, and the special tokens around them. The
-legal-token masks of the format (`format.grammar`) are built from these ranges.
+clip's latent frames are grids of image codes, its first frame exactly an image's). A `Modality`
+says how one kind of item is written into the stream: which range its codes come from, their
+grid, how many frames and the special tokens around and between them. The legal-token masks of
+the format (`format.grammar`) are built from these ranges.
+
+`position_rule` says how the format numbers positions (`format.grammar.positions`): "index"
+for a 1-D rotary model, "grid" for a 3-axis one (M-RoPE).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import torch
 from torch import Tensor
 
 from smalto.tokenizers.text import SPECIAL_TOKENS
+
+
+POSITION_RULES = ("index", "grid")
 
 
 @dataclass(frozen=True)
@@ -32,15 +39,33 @@ class Span:
 
 @dataclass(frozen=True)
 class Modality:
-    """An item of codes in the stream: <open> codes (row-major over `grid`) <close>."""
+    """An item of codes in the stream: <open> frame [<sep> frame ...] <close>, each frame's codes
+    row-major over `grid`; an image is one frame, a clip `frames` latent frames split by <eof>."""
     range: str  # the id range its codes come from
-    grid: tuple[int, ...]  # codes per item: (rows, cols) for an image
+    grid: tuple[int, ...]  # codes per frame: (rows, cols)
     open: str  # special token names, e.g. "boi" for <|boi|>
     close: str
+    frames: int = 1
+    sep: str = ""  # the token between frames ("eof"), if any
+
+    @property
+    def frame_tokens(self) -> int:
+        return math.prod(self.grid)
 
     @property
     def tokens(self) -> int:
-        return math.prod(self.grid)
+        """Tokens between <open> and <close>: every frame's codes and the separators."""
+        return self.frames * self.frame_tokens + (self.frames - 1) * bool(self.sep)
+
+    def body(self) -> list[tuple[int, int, int] | None]:
+        """Each token between <open> and <close>: a code's (frame, row, column), None for a separator."""
+        rows, cols = self.grid[-2:] if len(self.grid) > 1 else (1, self.grid[0])
+        out: list[tuple[int, int, int] | None] = []
+        for f in range(self.frames):
+            if f and self.sep:
+                out.append(None)
+            out += [(f, r, c) for r in range(rows) for c in range(cols)]
+        return out
 
 
 def _name(token: str) -> str:
@@ -52,6 +77,7 @@ class Vocab:
     ranges: dict[str, Span]  # "text" first, from 0; then each code vocabulary, contiguous
     specials: dict[str, int]  # special token name ("bos", "eoi", ...) -> id, all inside "text"
     modalities: dict[str, Modality] = field(default_factory=dict)
+    position_rule: str = "index"  # "index" (1-D rotary) or "grid" (3-axis rotary), see format.grammar
 
     def __post_init__(self) -> None:
         stop = 0
@@ -65,29 +91,43 @@ class Vocab:
         if any(not text.start <= i < text.stop for i in self.specials.values()):
             raise ValueError("special tokens must lie inside the text range")
         for name, m in self.modalities.items():
-            if m.range not in self.ranges or {m.open, m.close} - set(self.specials):
+            if m.range not in self.ranges or {m.open, m.close, *([m.sep] if m.sep else [])} - set(self.specials):
                 raise ValueError(f"modality {name!r} names an unknown range or special token")
+            if not 1 <= m.frames <= 64 or not 1 <= len(m.grid) <= 2 or min(m.grid) < 1:
+                raise ValueError(f"modality {name!r}: 1 to 64 frames of a 1- or 2-axis grid, got {m}")
+        if self.position_rule not in POSITION_RULES:
+            raise ValueError(f"position_rule must be one of {', '.join(POSITION_RULES)}, got {self.position_rule!r}")
 
     @classmethod
-    def from_tokenizers(cls, tok) -> "Vocab":
+    def from_tokenizers(cls, tok, position_rule: str = "index") -> "Vocab":
+        """The image tokenizer's codes as the "image" modality; with a video tokenizer, clips of
+        its latent frames as the "video" modality, from the same range."""
         text_size, codebook = tok.text.vocab_size, tok.image.codebook_size
         grid = tok.image.cfg.grid
+        modalities = {"image": Modality("image", (grid, grid), "boi", "eoi")}
+        if getattr(tok, "video", None) is not None:
+            frames = tok.video.cfg.latent_frames(tok.video.cfg.frames)
+            modalities["video"] = Modality("image", (grid, grid), "bov", "eov", frames, "eof")
         return cls({"text": Span(0, text_size), "image": Span(text_size, codebook)},
-                   {_name(t): tok.text.special[t] for t in SPECIAL_TOKENS},
-                   {"image": Modality("image", (grid, grid), "boi", "eoi")})
+                   {_name(t): tok.text.special[t] for t in SPECIAL_TOKENS}, modalities, position_rule)
 
     # --- stored in a checkpoint's meta.json
 
     def to_json(self) -> dict:
-        return {"ranges": {k: [s.start, s.size] for k, s in self.ranges.items()}, "specials": dict(self.specials),
-                "modalities": {k: {"range": m.range, "grid": list(m.grid), "open": m.open, "close": m.close}
-                               for k, m in self.modalities.items()}}
+        def item(m: Modality) -> dict:
+            extra = {"frames": m.frames, "sep": m.sep} if m.frames > 1 else {}
+            return {"range": m.range, "grid": list(m.grid), "open": m.open, "close": m.close, **extra}
+
+        out = {"ranges": {k: [s.start, s.size] for k, s in self.ranges.items()}, "specials": dict(self.specials),
+               "modalities": {k: item(m) for k, m in self.modalities.items()}}
+        return out | ({"position_rule": self.position_rule} if self.position_rule != "index" else {})
 
     @classmethod
     def from_json(cls, data: dict) -> "Vocab":
         return cls({k: Span(*v) for k, v in data["ranges"].items()}, dict(data["specials"]),
-                   {k: Modality(m["range"], tuple(m["grid"]), m["open"], m["close"])
-                    for k, m in data.get("modalities", {}).items()})
+                   {k: Modality(m["range"], tuple(m["grid"]), m["open"], m["close"], int(m.get("frames", 1)),
+                                str(m.get("sep", ""))) for k, m in data.get("modalities", {}).items()},
+                   str(data.get("position_rule", "index")))
 
     # --- sizes and ids
 
@@ -121,17 +161,32 @@ class Vocab:
     # --- items <-> ids
 
     def item_ids(self, modality: str, codes: Tensor) -> list[int]:
-        """<open> + codes (flattened row-major, offset into their range) + <close>."""
+        """<open> + each frame's codes (row-major, offset into their range), split by <sep> + <close>.
+        codes: [*grid] for one frame, or [frames, *grid]."""
         m = self.modalities[modality]
-        return [self.specials[m.open], *(codes.flatten() + self.ranges[m.range].start).tolist(),
-                self.specials[m.close]]
+        if codes.numel() != m.frames * m.frame_tokens:
+            raise ValueError(f"a {modality} item holds {m.frames} x {m.grid} codes, got {tuple(codes.shape)}")
+        ids, offset = [self.specials[m.open]], self.ranges[m.range].start
+        for f, frame in enumerate(codes.reshape(m.frames, -1)):
+            ids += ([self.specials[m.sep]] if f and m.sep else []) + (frame + offset).tolist()
+        return ids + [self.specials[m.close]]
 
     def image_ids(self, codes: Tensor) -> list[int]:
         return self.item_ids("image", codes)
 
+    def video_ids(self, codes: Tensor) -> list[int]:
+        """<bov> latent frame <eof> latent frame ... <eov> for codes [frames, h, w]."""
+        return self.item_ids("video", codes)
+
     def codes(self, ids: Tensor, modality: str = "image") -> Tensor:
-        """Unified ids of an item -> its codebook indices."""
+        """Unified ids of an item's codes (separators left out) -> its codebook indices."""
         return ids - self.ranges[self.modalities[modality].range].start
+
+    def item_codes(self, body: list[int], modality: str) -> Tensor:
+        """The tokens between an item's <open> and <close> -> codes [frames, *grid]."""
+        m = self.modalities[modality]
+        kept = [t for t, where in zip(body, m.body()) if where is not None]
+        return self.codes(torch.tensor(kept), modality).view(m.frames, *m.grid)
 
     # --- masks: bool [V]
 

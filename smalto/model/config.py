@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 
 MAX_LAYERS, MAX_CONTEXT = 1024, 2**20
+ROPES = ("1d", "mrope", "interleaved")
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,10 @@ class ModelConfig:
     mlp_hidden: int = 704  # SwiGLU width; ~8/3 dim, rounded to a multiple of 64
     max_seq_len: int = 160
     rope_theta: float = 10000.0
+    # Rotary positions: "1d" reads the running index; "mrope" (Qwen2-VL) gives contiguous
+    # sections of the frequencies to time, row and column; "interleaved" (Qwen3-VL) alternates
+    # the three axes across frequencies. 3-axis models need the format's "grid" position rule.
+    rope: str = "1d"
     norm_eps: float = 1e-6
     qk_norm: bool = True
     tie_embeddings: bool = True
@@ -41,6 +46,8 @@ class ModelConfig:
         if self.experts and not 1 <= self.active_experts <= self.experts or self.experts == 1 or self.experts < 0:
             raise ValueError(f"experts must be 0 (dense) or at least 2, and active_experts between 1 and experts, "
                              f"got {self.experts} and {self.active_experts}")
+        if self.rope not in ROPES:
+            raise ValueError(f"rope must be one of {', '.join(ROPES)}, got {self.rope!r}")
         if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
             raise ValueError(f"dim ({self.dim}) must divide by n_heads ({self.n_heads}), "
                              f"and n_heads by n_kv_heads ({self.n_kv_heads})")
@@ -48,6 +55,11 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.dim // self.n_heads
+
+    @property
+    def position_rule(self) -> str:
+        """The format's position rule this model reads (`smalto.format.grammar`)."""
+        return "index" if self.rope == "1d" else "grid"
 
 
 # Named sizes. shapes-micro is for smoke tests, shapes-tiny trains on a laptop CPU in half an

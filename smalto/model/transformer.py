@@ -50,6 +50,21 @@ def rope_tables(cfg: ModelConfig) -> tuple[Tensor, Tensor]:
     return angles.cos(), angles.sin()
 
 
+def rope_axes(cfg: ModelConfig) -> Tensor | None:
+    """Which position axis (0 time, 1 row, 2 column) each rotary frequency reads; None for 1-D.
+
+    mrope: contiguous sections, time taking a quarter of the frequencies (the fastest) and rows and
+    columns three eighths each (Qwen2-VL's 16/24/24 of 64); interleaved: time, row, column, time,
+    ... (Qwen3-VL), so every axis gets fast and slow frequencies alike."""
+    n = cfg.head_dim // 2
+    if cfg.rope == "1d":
+        return None
+    if cfg.rope == "interleaved":
+        return torch.arange(n) % 3
+    spatial = 3 * n // 8
+    return torch.repeat_interleave(torch.arange(3), torch.tensor([n - 2 * spatial, spatial, spatial]))
+
+
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """x [B, H, T, D]; cos, sin [B, 1, T, D/2]. Rotates the two halves (the HF convention)."""
     a, b = x.chunk(2, dim=-1)
@@ -152,6 +167,7 @@ class Transformer(nn.Module):
         cos, sin = rope_tables(cfg)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("rope_axes", rope_axes(cfg), persistent=False)
         self.apply(self._init)
         for block in self.layers:  # residual projections scaled down with depth (GPT-2; MoE does its own)
             for proj in (block.attn.o_proj, *([] if cfg.experts else [block.mlp.down_proj])):
@@ -168,7 +184,7 @@ class Transformer(nn.Module):
         """ids [B, T] (or embeds [B, T, dim]) -> logits [B, T, V] and the auxiliary loss.
 
         positions: [B, 3, T], (time, row, column) per token as the format assigns them (default:
-        the running index on all three); the 1-D rotary embedding reads row 0. With a cache, the
+        the running index on all three); a 1-D rotary model reads row 0. With a cache, the
         tokens continue what it holds and `valid` [B, T] marks real ones (False for left padding).
         network: what runs the layers (default `self.network`; the engine passes a compiled copy).
         """
@@ -192,13 +208,17 @@ class Transformer(nn.Module):
             raise ValueError(f"position {int(positions.max())} is past max_seq_len {self.cfg.max_seq_len}")
         run = network or self.network
         if cache is None:
-            logits, aux = run(x, positions[:, 0], None, None, None, None)
+            logits, aux = run(x, self.rotary(positions), None, None, None, None)
         else:
             slots, mask = cache.claim(t, valid)
-            logits, aux = run(x, positions[:, 0], cache.k, cache.v, slots, mask)
+            logits, aux = run(x, self.rotary(positions), cache.k, cache.v, slots, mask)
         if n and first:
             logits = logits[:, n:]
         return Output(logits, logits.new_zeros(()) if aux is None else aux)
+
+    def rotary(self, positions: Tensor) -> Tensor:
+        """What `network` reads of positions [B, 3, T]: row 0 for a 1-D model, all three otherwise."""
+        return positions[:, 0] if self.rope_axes is None else positions
 
     @property
     def prompt_tokens(self) -> int:
@@ -208,10 +228,15 @@ class Transformer(nn.Module):
     def network(self, x: Tensor, positions: Tensor, keys: list[Tensor] | None, values: list[Tensor] | None,
                 slots: Tensor | None, mask: Tensor | None, head: bool = True) -> tuple[Tensor, Tensor | None]:
         """The layers on tensors only (what the engine compiles): embeddings [B, T, dim] and
-        rotary positions [B, T] -> logits and the summed auxiliary loss (None if dense).
+        rotary positions ([B, T] for a 1-D model, [B, 3, T] for a 3-axis one) -> logits and the
+        summed auxiliary loss (None if dense).
         head=False: the final normalised hidden states [B, T, dim] instead of logits (probes)."""
-        cos = self.rope_cos[positions].unsqueeze(1)
-        sin = self.rope_sin[positions].unsqueeze(1)
+        if positions.dim() == 3:  # each frequency reads its own axis
+            where = positions[:, self.rope_axes].transpose(1, 2)  # [B, T, head_dim / 2]
+            freq = torch.arange(where.shape[-1], device=where.device)
+            cos, sin = self.rope_cos[where, freq].unsqueeze(1), self.rope_sin[where, freq].unsqueeze(1)
+        else:
+            cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
         total = None
         for i, block in enumerate(self.layers):
             x, aux = block(x, cos, sin, None if keys is None else (keys[i], values[i], slots), mask)

@@ -18,7 +18,7 @@ __all__ = ["DEFAULT_TOKENIZERS", "FILES", "SPECIAL_TOKENS", "ImageTokenizer", "I
 
 
 # What a tokenizer directory holds that matters (train.json: how it was made, optional).
-FILES = ("text.json", "image.json", "image.safetensors", "train.json")
+FILES = ("text.json", "image.json", "image.safetensors", "train.json", "video.json", "video.safetensors")
 
 
 @dataclass

@@ -90,7 +90,7 @@ def hidden_features(model: Transformer, vocab: Vocab, codes: Tensor, batch: int 
         rows = [caption_prompt(vocab, c) for c in codes[i:i + batch]]
         ids = torch.tensor(rows, device=device)
         where = torch.stack([positions(vocab, r) for r in rows]).to(device)
-        h, _ = model.network(model.embed(ids), where[:, 0], None, None, None, None, head=False)
+        h, _ = model.network(model.embed(ids), model.rotary(where), None, None, None, None, head=False)
         span = vocab.ranges[vocab.image.range]
         image = (ids >= span.start) & (ids < span.stop)
         pooled = (h * image[..., None]).sum(1) / image.sum(1, keepdim=True)
