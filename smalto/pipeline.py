@@ -7,6 +7,13 @@
     pipe.ask("scene.png", "what color is the square?", effort="medium")   # thinks first
     pipe.chat([Message("user", "what colour is the circle?", images=["scene.png"])])
 
+A model trained on clips (a video tokenizer beside the image one) reads and draws them too:
+
+    clips = pipe.generate_clip("a small red circle moves right slowly from the top left")
+    pipe.caption_clip("clip.gif")              # clips: GIF/WebP files, frame folders, uint8 [T, H, W, 3]
+    pipe.ask_clip("clip.gif", "which way does the red circle move?")
+    pipe.continue_clip("clip.gif", given=1)    # the rest of a clip from its first latent frame
+
 `effort` ("none", "low", "medium", "high"; see `smalto.effort`) spends more compute for better
 answers and drawings: thinking, votes, solver-planned prompts and best-of-N drawings checked by
 the verifier.
@@ -30,13 +37,15 @@ from PIL import Image
 from smalto import options, precision
 from smalto.checkpoint import load_checkpoint
 from smalto.data.images import MAX_PIXELS, check_size, convert_image, load_image
+from smalto.data.video import as_clip
 from smalto.data.shapes import ShapesConfig, parse_caption, world_config
 from smalto.effort import SURE, THINKING_BUDGET, VOTE_TEMPERATURE, Drawing, Reply, effort_level
 from smalto.inference.detok import Detokenizer, detokenize
 from smalto.inference import Engine, Sampling
 from smalto.errors import ContextLengthError, SmaltoError
 from smalto.model import Transformer
-from smalto.format import DRAWING, Allowed, Vocab, answer_prompt, caption_prompt, chat_prompt, draw_prompt, positions
+from smalto.format import (DRAWING, Allowed, Vocab, answer_prompt, caption_prompt, chat_prompt, continue_prompt,
+                           draw_prompt, positions)
 from smalto.tokenizers import Tokenizers
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "model"
@@ -124,11 +133,39 @@ class Pipeline:
                 arrays.append(convert_image(Image.fromarray(array), self.image_size))
         return self.tokenizers.image.encode(np.stack(arrays))
 
+    @property
+    def reads_clips(self) -> bool:
+        """Trained with a video tokenizer: clips are in its vocabulary."""
+        return "video" in self.vocab.modalities and self.tokenizers.video is not None
+
+    @property
+    def clip_frames(self) -> int:
+        """How many frames this model's clips hold (its video tokenizer's)."""
+        self._need_clips()
+        return self.tokenizers.video.cfg.frames
+
+    def _need_clips(self) -> None:
+        if not self.reads_clips:
+            raise SmaltoError(f"{self.name} was not trained on clips (its tokenizers have no video tokenizer)")
+
+    def clip_codes(self, clips) -> torch.Tensor:
+        """Clips (GIF/WebP paths or bytes, frame folders, uint8 arrays [T, H, W, 3]) -> codes [B, F, h, w]."""
+        self._need_clips()
+        if isinstance(clips, (str, Path, bytes)) or (isinstance(clips, np.ndarray) and clips.ndim == 4):
+            clips = [clips]
+        arrays = []
+        for clip in clips:
+            frames = as_clip(clip, self.image_size, self.max_image_pixels)
+            if len(frames) != self.clip_frames:
+                raise SmaltoError(f"this model reads clips of {self.clip_frames} frames, got {len(frames)}")
+            arrays.append(frames)
+        return self.tokenizers.video.encode(np.stack(arrays))
+
     def text_ids(self, text: str, what: str = "prompt") -> list[int]:
         if not isinstance(text, str):
             raise SmaltoError(f"{what} must be a string, got {type(text).__name__}")
         ids = self.tokenizers.text.encode(text.strip())
-        room = self.context - self.vocab.image_tokens - 8
+        room = self.context - max(m.tokens for m in self.vocab.modalities.values()) - 8
         if len(ids) > room:
             raise ContextLengthError(f"{what} is {len(ids)} tokens long; this model's context leaves room for {room}")
         return ids
@@ -251,6 +288,19 @@ class Pipeline:
         return replace(winner, tokens=sum(c.tokens for c in candidates),
                        reasoning_tokens=sum(c.reasoning_tokens for c in candidates), votes=dict(counts),
                        sure=counts[best] / len(candidates))
+
+    def caption_clip(self, clip) -> str:
+        """Describe a clip's motion (greedy)."""
+        prompt = caption_prompt(self.vocab, self.clip_codes(clip)[0], "video")
+        return self._decode([prompt], 1, 0, False)[0][0].text
+
+    def ask_clip(self, clip, question: str) -> str:
+        """Answer a question about a clip (greedy)."""
+        q = self.text_ids(question, "question")
+        if not q:
+            raise SmaltoError("the question is empty")
+        prompt = answer_prompt(self.vocab, self.clip_codes(clip)[0], q, "video")
+        return self._decode([prompt], 1, 0, False)[0][0].text
 
     # --- chat
 
@@ -424,19 +474,53 @@ class Pipeline:
         logits = self.model(ids[:, :-1], where[:, :, :-1]).logits.float()[:, -len(target):]
         return logits.log_softmax(-1).gather(-1, ids[:, -len(target):, None]).squeeze(-1).mean(1).tolist()
 
-    def draw(self, prompts: list[str | list[int]], sampling: Sampling | None = None) -> list[np.ndarray]:
-        """One image per prompt (text, or its token ids), all decoded in one batch (sampling: the
-        model's defaults with seed 0 when None)."""
+    def draw(self, prompts: list[str | list[int]], sampling: Sampling | None = None,
+             modality: str = "image") -> list[np.ndarray]:
+        """One image (or clip) per prompt (text, or its token ids), all decoded in one batch
+        (sampling: the model's defaults with seed 0 when None)."""
         sampling = sampling or self.draw_sampling(0)
         v = self.vocab
-        cond = [draw_prompt(v, self.text_ids(p) if isinstance(p, str) else p) for p in prompts]
-        uncond = [draw_prompt(v, []) for _ in prompts]
+        cond = [draw_prompt(v, self.text_ids(p) if isinstance(p, str) else p, modality) for p in prompts]
+        uncond = [draw_prompt(v, [], modality) for _ in prompts]
         if sampling.guidance in (0.0, 1.0):  # one stream alone: no need to decode the other
             cond = uncond if sampling.guidance == 0.0 else cond
             sampling, uncond = replace(sampling, guidance=None), None
-        rows = self.engine.generate(cond, v.image_tokens + 1, sampling, DRAWING, unconditional=uncond)
-        codes = v.codes(torch.tensor([r.tokens[:v.image_tokens] for r in rows])).view(-1, *v.image.grid)
-        return list(self.tokenizers.image.decode(codes))
+        return self._items(cond, sampling, modality, uncond)
+
+    def _items(self, prompts: list[list[int]], sampling: Sampling, modality: str,
+               unconditional: list[list[int]] | None = None) -> list[np.ndarray]:
+        """Decode the rest of an item after each prompt (which ends inside it) into pixels."""
+        v, m = self.vocab, self.vocab.modalities[modality]
+        heads = [p[len(p) - 1 - p[::-1].index(v.specials[m.open]) + 1:] for p in prompts]  # the item so far
+        rows = self.engine.generate(prompts, [m.tokens + 1 - len(h) for h in heads], sampling, DRAWING,
+                                    unconditional=unconditional)
+        codes = torch.stack([v.item_codes(h + r.tokens[:m.tokens - len(h)], modality) for h, r in zip(heads, rows)])
+        if modality == "image":
+            return list(self.tokenizers.image.decode(codes[:, 0]))
+        return list(self.tokenizers.video.decode(codes)[:, :self.clip_frames])
+
+    def generate_clip(self, prompt: str, n: int = 1, guidance: float | None = None, seed: int | None = 0,
+                      temperature: float | None = None, top_k: int | None = None,
+                      top_p: float | None = None) -> list[np.ndarray]:
+        """Draw n clips of a description (classifier-free guidance as `generate_image`); uint8 [T, H, W, 3] each."""
+        self._need_clips()
+        self.check_drawing_request(prompt, n)
+        sampling = self.draw_sampling(seed, guidance=guidance, temperature=temperature, top_k=top_k, top_p=top_p)
+        return self.draw([prompt] * n, sampling, "video")
+
+    def continue_clip(self, clip, given: int = 1, n: int = 1, seed: int | None = 0,
+                      temperature: float = 0.0) -> list[np.ndarray]:
+        """The rest of a clip after its first `given` latent frames (given=1: the first frame;
+        each later latent frame holds 4 frames), n times (greedy when temperature is 0: the
+        world's physics is deterministic). The returned clips start with the given frames."""
+        from smalto.training.data import CONTINUE
+
+        codes = self.clip_codes(clip)[0]
+        try:
+            prompt = continue_prompt(self.vocab, self.text_ids(CONTINUE), codes, given)
+        except ValueError as e:
+            raise SmaltoError(str(e)) from None
+        return self._items([prompt] * n, Sampling(temperature=temperature, seed=seed), "video")
 
 
 def _draw_defaults(path: Path, meta: dict) -> dict:

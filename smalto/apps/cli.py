@@ -16,7 +16,8 @@ import numpy as np
 
 from smalto import __version__, atomic
 from smalto.apps.options_cli import (COUNT, PIXELS, SEED, SPLIT, Parser, add_config, flag, given, number, pick,
-                                     finetune_flags, rl_flags, serve_flags, tokenizer_train_flags, train_flags)
+                                     finetune_flags, rl_flags, serve_flags, tokenizer_train_flags, train_flags,
+                                     video_tokenizer_flags)
 from smalto.data import ShapesConfig, ShapesWorld
 from smalto.data.shapes import WORLDS
 from smalto.data.images import MAX_PIXELS
@@ -52,6 +53,16 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}/ (text.json, image.safetensors, image.json, loss.png, reconstructions.png)")
 
 
+def _tokenizer_train_video(args: argparse.Namespace) -> None:
+    from smalto.tokenizers.train_video import VideoTrainConfig, train_video
+    from smalto.tokenizers.video import VideoTokenizerConfig
+
+    cfg = pick(VideoTrainConfig, args, video=pick(VideoTokenizerConfig, args))
+    metrics = train_video(args.out, cfg, args.tokenizer, force=args.force)
+    print(metrics.table())
+    print(f"wrote {args.out}/ (video.safetensors, video.json, video_loss.png, video_reconstructions.png)")
+
+
 def _tokenizer_eval(args: argparse.Namespace) -> None:
     from smalto.tokenizers import load_tokenizers
     from smalto.tokenizers.evaluate import evaluate_image_tokenizer
@@ -73,7 +84,10 @@ def _train_config(args: argparse.Namespace):
     from smalto.training.data import TASKS, TaskMix
     from smalto.training.trainer import TrainConfig
 
-    return pick(TrainConfig, args, mix=pick(TaskMix, args, **dict(zip(TASKS, args.mix))))
+    if len(args.mix) > len(TASKS):
+        raise SmaltoError(f"--mix takes at most {len(TASKS)} weights ({', '.join(TASKS)}), got {len(args.mix)}")
+    weights = [*args.mix, *[0.0] * (len(TASKS) - len(args.mix))]  # tasks left out get none
+    return pick(TrainConfig, args, mix=pick(TaskMix, args, **dict(zip(TASKS, weights))))
 
 
 def _as_flags(cfg) -> dict:
@@ -180,11 +194,38 @@ def _pipeline(args: argparse.Namespace, compile: bool = False):
     return load(args.model, args.dtype, compile, getattr(args, "adapter", None))
 
 
+def _is_clip(path: Path) -> bool:
+    from smalto.data.video import frame_count
+
+    return path.is_dir() or frame_count(path) > 1
+
+
+def _save_clips(clips: list, out: Path, scale: int) -> None:
+    """One clip, or several side by side, as an animated GIF or WebP."""
+    from smalto.data.video import save_clip
+
+    save_clip(np.concatenate(clips, axis=2), out, scale=scale)
+    print(f"wrote {out} ({len(clips)} clip{'s' if len(clips) > 1 else ''} of {len(clips[0])} frames)")
+
+
+def _clip_out(out: Path) -> Path:
+    from smalto.data.video import FORMATS
+
+    if out.suffix.lower() not in FORMATS:
+        raise SmaltoError(f"{out}: a clip is written as .gif or .webp (--out clip.gif)")
+    return out
+
+
 def _generate(args: argparse.Namespace) -> None:
     from smalto.plots import image_grid, save_png
 
     if Path(args.out).is_dir():
         raise SmaltoError(f"{args.out}: is a directory; give a .png file name")
+    if args.video:
+        out = _clip_out(args.out if args.out != Path("out.png") else Path("out.gif"))
+        clips = _pipeline(args).generate_clip(args.prompt, args.n, args.cfg, args.seed, args.temperature, args.top_k,
+                                              args.top_p)
+        return _save_clips(clips, out, args.scale)
     pipe = _pipeline(args)
     drawings = pipe.drawings(args.prompt, n=args.n, effort=args.effort, best_of=args.best_of, seed=args.seed,
                              guidance=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
@@ -207,13 +248,26 @@ def _caption(args: argparse.Namespace) -> None:
     pipe = _pipeline(args)
     pipe.max_image_pixels = args.max_image_pixels
     for image in args.images:
-        text = pipe.caption(image, beams=args.beams, effort=args.effort, best_of=args.best_of)
+        if _is_clip(image):
+            text = pipe.caption_clip(image)
+        else:
+            text = pipe.caption(image, beams=args.beams, effort=args.effort, best_of=args.best_of)
         print(f"{image}: {text}" if len(args.images) > 1 else text)
+
+
+def _continue(args: argparse.Namespace) -> None:
+    out = _clip_out(args.out)
+    pipe = _pipeline(args)
+    pipe.max_image_pixels = args.max_image_pixels
+    _save_clips(pipe.continue_clip(args.clip, args.given, args.n, args.seed, args.temperature), out, args.scale)
 
 
 def _ask(args: argparse.Namespace) -> None:
     pipe = _pipeline(args)
     pipe.max_image_pixels = args.max_image_pixels
+    if _is_clip(args.image):
+        print(pipe.ask_clip(args.image, args.question))
+        return
     if args.beams > 1:
         print(pipe.ask(args.image, args.question, beams=args.beams))
         return
@@ -329,6 +383,9 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
         dest="tok_cmd", required=True, metavar="WHAT", help="train or eval")
     t = tok.add_parser("train", help="train the text BPE and the image tokenizer", later=tokenizer_train_flags)
     t.set_defaults(run=_tokenizer_train)
+    tv = tok.add_parser("train-video", help="train a causal video tokenizer on an image tokenizer's codebook",
+                        later=video_tokenizer_flags)
+    tv.set_defaults(run=_tokenizer_train_video)
     e = tok.add_parser("eval", help="PSNR, codebook usage, perplexity and verifier agreement")
     e.add_argument("--tokenizer", type=Path, default=None, help="a trained directory (default: the shipped one)")
     e.add_argument("--data", default="shapes", help="'shapes' or a folder with images/ and data.jsonl")
@@ -349,9 +406,12 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     r.set_defaults(run=_rl)
 
     model = dict(type=Path, default=None, help="a trained or packed model directory (default: the shipped model)")
-    g = sub.add_parser("generate", help="draw images for a prompt")
+    g = sub.add_parser("generate", help="draw images (or clips) for a prompt")
     g.add_argument("prompt", help="what to draw, e.g. 'a small red circle at the top left'")
-    g.add_argument("--out", type=Path, default=Path("out.png"), help="PNG to write (default: %(default)s)")
+    g.add_argument("--out", type=Path, default=Path("out.png"),
+                   help="PNG to write; a .gif or .webp with --video (default: %(default)s, out.gif)")
+    g.add_argument("--video", action="store_true",
+                   help="draw a clip, e.g. 'a small red circle moves right slowly from the top left'")
     g.add_argument("--n", type=number(Range(1, 64, integer=True)), default=1,
                    help="images to draw; more than one are saved as a grid (default: %(default)s)")
     g.add_argument("--cfg", type=number("guidance"), default=None,
@@ -366,11 +426,11 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--best-of", type=number("best_of"), default=None,
                    help="candidates per image, the best by the verifier kept (default: the effort's)")
     g.set_defaults(run=_generate)
-    c2 = sub.add_parser("caption", help="describe images")
-    c2.add_argument("images", nargs="+", type=Path, help="image files")
+    c2 = sub.add_parser("caption", help="describe images or clips")
+    c2.add_argument("images", nargs="+", type=Path, help="image files, animated GIF/WebP clips or folders of frames")
     c2.set_defaults(run=_caption)
-    a = sub.add_parser("ask", help="answer a question about an image")
-    a.add_argument("image", type=Path, help="an image file")
+    a = sub.add_parser("ask", help="answer a question about an image or a clip")
+    a.add_argument("image", type=Path, help="an image file, an animated GIF/WebP clip or a folder of frames")
     a.add_argument("question", help="e.g. 'how many circles are there?'")
     a.set_defaults(run=_ask)
     a.add_argument("--thinking-budget", type=number("thinking_budget"), default=None,
@@ -379,6 +439,19 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
         command.add_argument("--beams", type=number("beams"), default=1, help="beam width; 1 is greedy (default: 1)")
         command.add_argument("--best-of", type=number("best_of"), default=None,
                              help="answers sampled and voted (default: the effort's)")
+    nx = sub.add_parser("continue", help="continue a clip from its first frames (a small world model)")
+    nx.add_argument("clip", type=Path, help="an animated GIF/WebP or a folder of frames, as long as the model's clips")
+    nx.add_argument("--given", type=number(Range(1, 63, integer=True)), default=1,
+                    help="latent frames given: 1 is the first frame alone, each more adds 4 frames (default: 1)")
+    nx.add_argument("--out", type=Path, default=Path("next.gif"), help="GIF or WebP to write (default: %(default)s)")
+    nx.add_argument("--n", type=number(Range(1, 64, integer=True)), default=1,
+                    help="continuations, saved side by side (default: %(default)s)")
+    nx.add_argument("--seed", type=SEED, default=0, help="sampling seed (default: %(default)s)")
+    nx.add_argument("--temperature", type=number("temperature"), default=0.0,
+                    help="sampling temperature; 0 is greedy (default: %(default)s)")
+    nx.add_argument("--scale", type=number(Range(1, 64, integer=True)), default=4,
+                    help="upscaling of the saved frames (default: %(default)s)")
+    nx.set_defaults(run=_continue)
     for command in (g, c2, a):
         command.add_argument("--effort", choices=tuple(EFFORTS), default="none",
                              help="test-time compute: thinking, votes, planned and verified drawings "
@@ -429,24 +502,24 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the main job on the shipped default")
     d.add_argument("--out", type=Path, default=Path("demo"), help="where the gallery goes (default: %(default)s)")
     d.set_defaults(run=_demo)
-    for command in (g, c2, a, ev, sv, ch, ex, b):  # everything that reads a model
+    for command in (g, c2, a, nx, ev, sv, ch, ex, b):  # everything that reads a model
         command.add_argument("--model", **model)
-    for command in (g, c2, a, ev, sv, ch, ex, pk):  # everything a fine-tuned adapter may ride on
+    for command in (g, c2, a, nx, ev, sv, ch, ex, pk):  # everything a fine-tuned adapter may ride on
         command.add_argument("--adapter", type=Path, default=None,
                              help="a LoRA or prompt-tuning directory (smalto finetune) trained on --model, "
                                   "applied on top of it" + (" (LoRA merged into the weights)" if command in (ex, pk)
                                                             else ""))
-    for command in (g, c2, a, ev, sv, ch, b):  # everything that runs a model for inference
+    for command in (g, c2, a, nx, ev, sv, ch, b):  # everything that runs a model for inference
         command.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",  # smalto.precision's
                              help="the decoder's float type (auto: bf16 where the hardware has it natively)")
-    for command in (c, e, c2, a, ch):  # what else reads a user's image files (train, serve: from their configs)
+    for command in (c, e, c2, a, nx, ch):  # what else reads a user's image files (train, serve: from their configs)
         command.add_argument("--max-image-pixels", type=COUNT, default=MAX_PIXELS,
                              help=f"{PIXELS} (default {MAX_PIXELS:,} = 4096×4096)")
     for command in (sv, ch):  # long-running: compiling once pays
         command.add_argument("--compile", action="store_true",
                              help="compile the decoding step (seconds on first use, faster afterwards)")
     if not lazy:
-        for command in (t, tr, ft, r, sv):
+        for command in (t, tv, tr, ft, r, sv):
             command.ready()
     return p
 

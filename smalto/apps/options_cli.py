@@ -152,8 +152,29 @@ def tokenizer_train_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
+def video_tokenizer_flags(t: argparse.ArgumentParser) -> None:
+    from smalto.tokenizers.train_video import VideoTrainConfig
+    from smalto.tokenizers.video import VideoTokenizerConfig
+
+    t.add_argument("--out", type=Path, required=True, help="the tokenizer directory to write (--tokenizer's files "
+                                                           "with the video tokenizer beside them)")
+    t.add_argument("--tokenizer", type=Path, default=None,
+                   help="the tokenizer directory whose image tokenizer it builds on (default: the shipped one)")
+    add_config(t, VideoTrainConfig, {
+        "steps": "training steps", "batch_size": "clips per step", "lr": "peak learning rate",
+        "warmup": "learning-rate warm-up steps", "seed": "seed of the weights and the clips (evaluation: seed + 1)",
+        "log_every": "video_log.jsonl gets a line every this many steps",
+        "eval_clips": "clips of another seed the metrics are measured on"})
+    add_config(t, VideoTokenizerConfig, {
+        "frames": "frames per clip it is trained on (odd: ShapesWorld in motion ends its objects on cells)",
+        "temporal": "frames folded into each latent frame after the first", "width": "channels of the 3-D layers",
+        "blocks": "causal residual blocks in the encoder and in the decoder"})
+    t.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+
 def train_flags(tr: argparse.ArgumentParser) -> None:
     from smalto.model import PRESETS
+    from smalto.model.config import ROPES
     from smalto.training.data import TASKS, TaskMix
     from smalto.training.optim import OPTIMIZERS
     from smalto.training.trainer import COMPILE_FROM, DEFAULT_PRESET, PRECISIONS, TrainConfig
@@ -184,13 +205,17 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
         "experts": "mixture of experts: this many experts in place of each MLP (0: dense), as many active "
                    "parameters as the dense preset",
         "active_experts": "experts each token is routed to (with --experts)",
-    }, preset=dict(choices=tuple(PRESETS)), precision=dict(choices=PRECISIONS), optimizer=dict(choices=OPTIMIZERS),
+        "rope": "rotary positions: 1d (the running index), mrope (Qwen2-VL: time, row and column in sections of "
+                "the frequencies) or interleaved (Qwen3-VL) (default: the preset's 1d, or --init-from's)",
+        "context": "tokens a sequence may hold (default: the preset's 160, or --init-from's; a clip task needs "
+                   "about 320)",
+    }, preset=dict(choices=tuple(PRESETS)), rope=dict(choices=ROPES), precision=dict(choices=PRECISIONS), optimizer=dict(choices=OPTIMIZERS),
        compile=dict(action=argparse.BooleanOptionalAction), freeze=dict(metavar="PATTERN"))
     mix = defaults(TaskMix)
-    tr.add_argument("--mix", type=WEIGHT, nargs=len(TASKS), default=tuple(mix[t] for t in TASKS),
-                    metavar=tuple(t.upper() for t in TASKS),
-                    help="relative weights of the tasks: captions, drawings, answers, answers after thinking, "
-                         "conversations (default: %(default)s)")
+    tr.add_argument("--mix", type=WEIGHT, nargs="+", default=tuple(mix[t] for t in TASKS), metavar="WEIGHT",
+                    help="relative weights of the tasks, in this order (those left out get 0): captions, drawings, "
+                         "answers, answers after thinking, conversations, then clips: captions, drawings, answers, "
+                         "continuations (default: %(default)s)")
     add_config(tr, TaskMix, {
         "premises": "share of questions naming an object without its place, half of them one the scene lacks",
         "cond_dropout": "share of drawings whose prompt is dropped (what classifier-free guidance contrasts)",

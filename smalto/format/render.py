@@ -7,6 +7,13 @@
     draw     <bos> <user> prompt <assistant> <boi> v1..v64 <eoi> <eos>
     (the unconditional stream for guidance is a draw with an empty prompt)
 
+A clip takes an image's place in caption, answer and draw (`modality="video"`): <bov> frame
+<eof> frame ... <eov>. One task is a clip's own:
+
+    continue <bos> <user> prompt <assistant> <bov> [given frames <eof>] | the rest <eov> <eos>
+
+(the given latent frames are context, the rest is trained: a small world model).
+
 The assistant's part is trained (loss_mask is True for tokens the model must predict); the
 user's text is context. The user's image codes may be trained too (`train_image`): the image is
 processed anyway, so predicting it is free signal for learning what images look like.
@@ -58,29 +65,44 @@ def chat_prompt(v: Vocab, turns: list[tuple[str, list[int]]]) -> list[int]:
     return ids + [v.assistant]
 
 
-def caption_prompt(v: Vocab, codes: Tensor) -> list[int]:
-    return chat_prompt(v, [("user", v.image_ids(codes))])
+def caption_prompt(v: Vocab, codes: Tensor, modality: str = "image") -> list[int]:
+    return chat_prompt(v, [("user", v.item_ids(modality, codes))])
 
 
-def answer_prompt(v: Vocab, codes: Tensor, question: list[int]) -> list[int]:
-    return chat_prompt(v, [("user", v.image_ids(codes) + question)])
+def answer_prompt(v: Vocab, codes: Tensor, question: list[int], modality: str = "image") -> list[int]:
+    return chat_prompt(v, [("user", v.item_ids(modality, codes) + question)])
 
 
-def draw_prompt(v: Vocab, text: list[int]) -> list[int]:
-    """Ends with <boi>: what follows must be the image's codes."""
-    return [v.bos, v.user, *text, v.assistant, v.boi]
+def draw_prompt(v: Vocab, text: list[int], modality: str = "image") -> list[int]:
+    """Ends with <boi> (<bov>): what follows must be the item's codes."""
+    return [v.bos, v.user, *text, v.assistant, v.specials[v.modalities[modality].open]]
 
 
-def caption_example(v: Vocab, codes: Tensor, caption: list[int], train_image: bool = False) -> Example:
+def continue_prompt(v: Vocab, text: list[int], codes: Tensor, given: int) -> list[int]:
+    """A clip's first `given` latent frames, each with its <eof>: what follows is the rest of the clip."""
+    return draw_prompt(v, text, "video") + v.video_ids(codes)[1:_given_end(v, given)]
+
+
+def _given_end(v: Vocab, given: int) -> int:
+    m = v.modalities["video"]
+    if not 1 <= given < m.frames:
+        raise ValueError(f"a continuation is given 1 to {m.frames - 1} latent frames, got {given}")
+    return 1 + given * (m.frame_tokens + 1)  # <bov>, then each frame and its <eof>
+
+
+def caption_example(v: Vocab, codes: Tensor, caption: list[int], train_image: bool = False,
+                    modality: str = "image") -> Example:
     """train_image: also predict the user's image codes (free image-modelling signal)."""
-    return _build(v, ([v.bos, v.user, v.boi], False), (v.image_ids(codes)[1:], train_image),
+    item = v.item_ids(modality, codes)
+    return _build(v, ([v.bos, v.user, item[0]], False), (item[1:], train_image),
                   ([v.assistant], False), (caption + [v.eos], True))
 
 
 def answer_example(v: Vocab, codes: Tensor, pairs: list[tuple[list[int], list[int]]],
-                   train_image: bool = False) -> Example:
-    """One image, then one or more question/answer turns (later turns start with <user>)."""
-    segments = [([v.bos, v.user, v.boi], False), (v.image_ids(codes)[1:], train_image)]
+                   train_image: bool = False, modality: str = "image") -> Example:
+    """One image (or clip), then one or more question/answer turns (later turns start with <user>)."""
+    item = v.item_ids(modality, codes)
+    segments = [([v.bos, v.user, item[0]], False), (item[1:], train_image)]
     for i, (question, answer) in enumerate(pairs):
         segments += [([v.user] * (i > 0) + [*question, v.assistant], False), (answer + [v.eos], True)]
     return _build(v, *segments)
@@ -105,7 +127,13 @@ def chat_example(v: Vocab, turns: list[tuple[str, list[int]]]) -> Example:
     return _build(v, *segments)
 
 
-def draw_example(v: Vocab, text: list[int], codes: Tensor) -> Example:
-    prompt = draw_prompt(v, text)
+def draw_example(v: Vocab, text: list[int], codes: Tensor, modality: str = "image") -> Example:
+    prompt = draw_prompt(v, text, modality)
     # <boi> is part of the answer: the model learns that a drawing request is answered by an image.
-    return _build(v, (prompt[:-1], False), (v.image_ids(codes) + [v.eos], True))
+    return _build(v, (prompt[:-1], False), (v.item_ids(modality, codes) + [v.eos], True))
+
+
+def continue_example(v: Vocab, text: list[int], codes: Tensor, given: int) -> Example:
+    """Given a clip's first latent frames, predict the rest of it."""
+    end = _given_end(v, given)
+    return _build(v, (continue_prompt(v, text, codes, given), False), (v.video_ids(codes)[end:] + [v.eos], True))

@@ -1,4 +1,5 @@
-"""Tokenizers: byte-level BPE for text, a learned quantizing autoencoder for images."""
+"""Tokenizers: byte-level BPE for text, a learned quantizing autoencoder for images, and (when a
+directory has one) a causal video tokenizer on the image codebook."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from smalto.errors import SmaltoError
 from smalto.paths import inside
 from smalto.tokenizers.image import ImageTokenizer, ImageTokenizerConfig
 from smalto.tokenizers.text import SPECIAL_TOKENS, TextTokenizer
+from smalto.tokenizers.video import VideoTokenizer
 
 DEFAULT_TOKENIZERS = Path(__file__).resolve().parent.parent / "assets" / "tokenizers"
 
 __all__ = ["DEFAULT_TOKENIZERS", "FILES", "SPECIAL_TOKENS", "ImageTokenizer", "ImageTokenizerConfig", "TextTokenizer",
-           "Tokenizers", "load_tokenizers"]
+           "Tokenizers", "VideoTokenizer", "load_tokenizers"]
 
 
 # What a tokenizer directory holds that matters (train.json: how it was made, optional).
@@ -26,6 +28,7 @@ class Tokenizers:
     text: TextTokenizer
     image: ImageTokenizer
     path: Path
+    video: VideoTokenizer | None = None
 
     def copy_to(self, directory: Path) -> None:
         """Copy the files that make these tokenizers into `directory`, and nothing else: no logs or
@@ -42,4 +45,6 @@ def load_tokenizers(path: str | Path | None = None) -> Tokenizers:
     path = Path(path) if path is not None else DEFAULT_TOKENIZERS
     if not path.is_dir():
         raise SmaltoError(f"{path}: not a tokenizer directory (expected text.json, image.json, image.safetensors)")
-    return Tokenizers(TextTokenizer.load(inside(path, "text.json", "file")), ImageTokenizer.load(path), path)
+    image = ImageTokenizer.load(path)
+    video = VideoTokenizer.load(path, image) if inside(path, "video.json", "file").exists() else None
+    return Tokenizers(TextTokenizer.load(inside(path, "text.json", "file")), image, path, video)

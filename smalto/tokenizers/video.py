@@ -11,11 +11,14 @@ a frame never changes the codes of a group that ends before it, nor the frames d
 
 It is built on the image tokenizer and leaves it untouched (frozen): frames go through the image
 encoder, a causal 3-D network folds each group of 4 frame latents into one latent frame, and the
-image quantizer turns it into codes. The decoder unfolds latent frames back into per-frame
-*image codes* (a classifier over the codebook at every cell of every frame), which the image
-decoder draws. Training is then cheap (8x8 latents, a cross-entropy) and exact where it
-matters: frames come out as sharp as the image tokenizer makes them, and the image tokenizer's
-own metrics cannot move. A last group with fewer than 4 frames is padded by repeating its last
+image quantizer turns it into codes. The decoder draws the frames one after another as latent
+vectors, each from the frame before it and its latent frame (motion is a small displacement
+from one frame to the next, which a few 3x3 convolutions can make, where drawing 4 frames at
+once from one grid would need the whole image in view), and the image decoder draws their
+pixels; the loss is on those pixels. (Not on the image codes of each frame: the image
+tokenizer's codes depend on their neighbours, a blank image alone uses a dozen, so many code
+grids draw the same frame and an exact-code target punishes right answers.) The image
+tokenizer's weights are frozen, so its own metrics cannot move. A last group with fewer than 4 frames is padded by repeating its last
 frame (`decode` returns 1 + 4G frames; callers keep the first T).
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -33,8 +37,9 @@ from torch import Tensor, nn
 
 from smalto import atomic
 from smalto.errors import SmaltoError
+from smalto.options import Range
 from smalto.paths import inside
-from smalto.tokenizers.image import ImageTokenizer, to_tensor, to_uint8
+from smalto.tokenizers.image import ImageTokenizer, ResBlock, to_tensor, to_uint8
 from smalto.weights import check_fits
 
 MAX_FRAMES = 64
@@ -47,11 +52,13 @@ class VideoTokenizerConfig:
     width: int = 64  # channels of the 3-D layers
     blocks: int = 2  # causal residual blocks on each side
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "frames": Range(1, MAX_FRAMES, integer=True), "temporal": Range(1, 16, integer=True),
+        "width": Range(8, 1024, integer=True), "blocks": Range(1, 16, integer=True)}
+
     def __post_init__(self) -> None:
-        for name in ("frames", "temporal", "width", "blocks"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
-                raise SmaltoError(f"video tokenizer: {name} must be an integer from 1 to 1024, got {value!r}")
+        for name, valid in self.RANGES.items():
+            valid.check(getattr(self, name), f"video tokenizer: {name}")
         if self.width % 8:
             raise SmaltoError(f"video tokenizer: width must be a multiple of 8 (group norm), got {self.width}")
 
@@ -75,11 +82,21 @@ class CausalConv3d(nn.Module):
         return self.conv(x)
 
 
+class FrameNorm(nn.GroupNorm):
+    """Group norm over each frame on its own: statistics over time would let a later frame
+    change an earlier one's features."""
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, C, T, h, w]
+        b, c, t, h, w = x.shape
+        y = super().forward(x.transpose(1, 2).reshape(b * t, c, h, w))
+        return y.view(b, t, c, h, w).transpose(1, 2)
+
+
 class CausalBlock(nn.Module):
     def __init__(self, width: int):
         super().__init__()
-        self.block = nn.Sequential(nn.GroupNorm(8, width), nn.SiLU(), CausalConv3d(width, width),
-                                   nn.GroupNorm(8, width), nn.SiLU(), CausalConv3d(width, width))
+        self.block = nn.Sequential(FrameNorm(8, width), nn.SiLU(), CausalConv3d(width, width),
+                                   FrameNorm(8, width), nn.SiLU(), CausalConv3d(width, width))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.block(x)
@@ -94,11 +111,11 @@ class VideoTokenizer(nn.Module):
         self.encode_blocks = nn.Sequential(*(CausalBlock(w) for _ in range(cfg.blocks)))
         # a group's k frames side by side in channels -> one latent frame
         self.fold = nn.Sequential(nn.Conv3d(w * k, w, (1, 3, 3), padding=(0, 1, 1)), nn.SiLU(), nn.Conv3d(w, d, 1))
-        self.decode_in = CausalConv3d(d, w, kt=2)  # a latent frame and the one before it
-        self.unfold = nn.Conv3d(w, w * k, 1)  # one latent frame -> k frames' features
-        self.first = nn.Conv3d(d, w, 1)  # the first frame's features, from its image codes
-        self.decode_blocks = nn.Sequential(*(CausalBlock(w) for _ in range(cfg.blocks)))
-        self.head = nn.Sequential(nn.GroupNorm(8, w), nn.SiLU(), nn.Conv3d(w, image.codebook_size, 1))
+        # the decoder draws each later frame from the one before it (its image codes) and its latent frame
+        self.unfold = nn.Conv3d(d, w * k, 1)  # one latent frame -> each of its k frames' features
+        self.step_in = nn.Conv2d(d + w, w, 3, padding=1)
+        self.step_blocks = nn.Sequential(*(ResBlock(w) for _ in range(cfg.blocks)))
+        self.head = nn.Sequential(nn.GroupNorm(8, w), nn.SiLU(), nn.Conv2d(w, d, 1))
 
     def train(self, mode: bool = True) -> "VideoTokenizer":
         super().train(mode)
@@ -148,26 +165,47 @@ class VideoTokenizer(nn.Module):
         """[B, D, G, h, w] -> the image quantizer's output on it (channels last)."""
         return self.image.quantizer(z.permute(0, 2, 3, 4, 1))
 
-    def code_logits(self, codes: Tensor) -> Tensor:
-        """Codes [B, 1 + G, h, w] -> logits over image codes [B, K, 1 + G * temporal, h, w] for every frame."""
-        q = self.image.quantizer.codes_to_z(codes).permute(0, 4, 1, 2, 3)  # [B, D, 1 + G, h, w]
-        return self._logits(q)
-
-    def _logits(self, q: Tensor) -> Tensor:
-        h = self.unfold(F.silu(self.decode_in(q)))[:, :, 1:]  # [B, W k, G, h, w]
+    def frame_features(self, latents: Tensor) -> Tensor:
+        """Latent frames after the first, as vectors [B, D, G, h, w] -> per-frame features [B, W, G k, h, w]."""
+        h = self.unfold(latents)
         b, wk, g, hh, ww = h.shape
         k = self.cfg.temporal
-        h = h.reshape(b, wk // k, k, g, hh, ww).transpose(2, 3).reshape(b, wk // k, g * k, hh, ww)
-        h = torch.cat([self.first(q[:, :, :1]), h], dim=2)
-        return self.head(self.decode_blocks(h))
+        return h.reshape(b, wk // k, k, g, hh, ww).transpose(2, 3).reshape(b, wk // k, g * k, hh, ww)
+
+    def step(self, previous: Tensor, features: Tensor) -> Tensor:
+        """One frame's latent vectors [N, D, h, w] from the previous frame's and its features [N, W, h, w]:
+        the previous frame moved (a residual, zero where nothing moves)."""
+        return previous + self.head(self.step_blocks(self.step_in(torch.cat([previous, features], 1))))
+
+    def frame_vectors(self, codes: Tensor, latents: Tensor | None = None) -> Tensor:
+        """Every frame's latent vectors [B, D, 1 + G k, h, w], the first from its codes, each later one
+        from the one before (`latents`: the latent frames' quantized vectors [B, D, G, h, w], by default
+        looked up from codes[:, 1:])."""
+        q = self.image.quantizer.codes_to_z
+        if latents is None:
+            latents = q(codes[:, 1:]).permute(0, 4, 1, 2, 3)
+        features = self.frame_features(latents)
+        frames = [q(codes[:, 0]).permute(0, 3, 1, 2)]
+        for t in range(features.shape[2]):
+            frames.append(self.step(frames[-1], features[:, :, t]))
+        return torch.stack(frames, 2)
+
+    def draw(self, vectors: Tensor) -> Tensor:
+        """Frame vectors [B, D, T, h, w] -> pixels [B, T, 3, H, W] in [-1, 1] (the image decoder's)."""
+        b, d, t, h, w = vectors.shape
+        x = self.image.decoder(vectors.transpose(1, 2).reshape(b * t, d, h, w))
+        return x.view(b, t, *x.shape[1:])
 
     def forward(self, frames: np.ndarray | Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Training: uint8 clips -> (logits [B, K, T', h, w], per-frame image codes [B, T, h, w], aux loss)."""
-        z, image_codes = self.frame_latents(frames)
+        """Training: uint8 clips [B, T, ...] -> (frames 1.. drawn [B, T - 1, 3, H, W], the same frames
+        as they are [B, T - 1, 3, H, W], both in [-1, 1], and the quantizer's aux loss)."""
+        z, codes = self.frame_latents(frames)
         out = self.quantize(self.encode_latents(z))
-        first = self.image.quantizer.codes_to_z(image_codes[:, :1])  # frame 0 as its codes say
-        q = torch.cat([first, out.z_q], dim=1).permute(0, 4, 1, 2, 3)
-        return self._logits(q), image_codes, out.aux_loss
+        t = codes.shape[1]
+        vectors = self.frame_vectors(codes[:, :1], out.z_q.permute(0, 4, 1, 2, 3))[:, :, 1:t]
+        truth = to_tensor(torch.as_tensor(frames[:, 1:]).flatten(0, 1)).view(len(frames), t - 1, 3,
+                                                                             *frames.shape[2:4]).to(self.device)
+        return self.draw(vectors), truth, out.aux_loss
 
     # --- the interface
 
@@ -182,22 +220,14 @@ class VideoTokenizer(nn.Module):
         return torch.cat([image_codes[:, :1], self.quantize(self.encode_latents(z)).codes], dim=1)
 
     @torch.inference_mode()
-    def frame_codes(self, codes: Tensor) -> Tensor:
-        """Codes [B, 1 + G, h, w] -> each frame's image codes [B, 1 + G * temporal, h, w]."""
-        codes = codes.to(self.device)
-        if codes.shape[1] == 1:
-            return codes
-        per_frame = self.code_logits(codes).argmax(1)
-        return torch.cat([codes[:, :1], per_frame[:, 1:]], dim=1)  # the first frame is its own codes
-
-    @torch.inference_mode()
     def decode(self, codes: Tensor) -> np.ndarray:
         """Codes [B, 1 + G, h, w] -> uint8 frames [B, 1 + G * temporal, H, W, 3]."""
-        per_frame = self.frame_codes(codes)
-        b, t = per_frame.shape[:2]
-        z = self.image.quantizer.codes_to_z(per_frame.reshape(b * t, *per_frame.shape[2:])).permute(0, 3, 1, 2)
-        images = to_uint8(self.image.decoder(z))
-        return images.reshape(b, t, *images.shape[1:])
+        codes = codes.to(self.device)
+        if codes.shape[1] == 1:
+            return self.image.decode(codes[:, 0])[:, None]
+        pixels = self.draw(self.frame_vectors(codes))
+        b, t = pixels.shape[:2]
+        return to_uint8(pixels.flatten(0, 1)).reshape(b, t, *pixels.shape[3:], 3)
 
     # --- persistence: its own weights (the image tokenizer's are beside them) and config
 

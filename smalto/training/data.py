@@ -17,15 +17,19 @@ from torch import Tensor
 
 from smalto.data.folder import load_folder
 from smalto.data.images import MAX_PIXELS
+from smalto.data.motion import ClipSample, MotionConfig, MotionWorld
 from smalto.data.shapes import (GREETINGS, HELLO_REPLY, OFF_TOPIC, OFF_TOPIC_REPLY, Scene, ShapesWorld, follow_ups,
                                 premise_question, world_config)
 from smalto.errors import SmaltoError
 from smalto.options import Range
-from smalto.format import Example, Vocab, answer_example, caption_example, chat_example, draw_example, think_example
+from smalto.format import (Example, Vocab, answer_example, caption_example, chat_example, continue_example,
+                           draw_example, think_example)
 from smalto.tokenizers import Tokenizers
 from smalto.verify.spec import parse_question
 
-TASKS = ("caption", "draw", "qa", "think", "chat")
+TASKS = ("caption", "draw", "qa", "think", "chat", "clip_caption", "clip_draw", "clip_qa", "clip_next")
+CLIP_TASKS = TASKS[5:]
+CONTINUE = "continue the clip"  # what the user says to have a clip's first frames continued
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,13 @@ class TaskMix:
     # about a scene given in words, and greetings or requests outside ShapesWorld answered with
     # what the model can do (smalto.data.shapes: HELLO_REPLY, OFF_TOPIC_REPLY).
     chat: float = 0.0
+    # Clips of ShapesWorld in motion (smalto.data.motion; the tokenizers need a video tokenizer):
+    # describe a clip, draw one from its description, answer about one, continue one from its
+    # first latent frame or two (the rest is trained).
+    clip_caption: float = 0.0
+    clip_draw: float = 0.0
+    clip_qa: float = 0.0
+    clip_next: float = 0.0
     # Share of QA and thinking questions that name an object without its place, half of them one
     # the scene lacks ("what color is the square?" -> "there is no square"). ShapesWorld only.
     premises: float = 0.0
@@ -61,6 +72,10 @@ class TaskMix:
         for name, valid in self.RANGES.items():
             valid.check(getattr(self, name), name)
         self.weights()
+
+    @property
+    def clips(self) -> bool:
+        return any(getattr(self, task) for task in CLIP_TASKS)
 
     def weights(self) -> np.ndarray:
         w = np.array([getattr(self, task) for task in TASKS], dtype=np.float64)
@@ -116,16 +131,26 @@ class ExampleStream:
                  seed: int = 0, split: str = "train", max_len: int = 160, max_pixels: int | None = MAX_PIXELS):
         self.tok, self.vocab, self.mix, self.seed = tokenizers, vocab, mix, seed
         self.weights = mix.weights()
-        # Long texts (a user's captions) are cut so that an image always fits whole.
-        room = max_len - vocab.image_tokens - 8
+        # Long texts (a user's captions) are cut so that an image (a clip) always fits whole.
+        item = max(m.tokens for m in vocab.modalities.values()) if mix.clips else vocab.image_tokens
+        room = max_len - item - 8
         self.room = max_len - 16  # a text-only conversation's longest message
         if room < 8:
-            raise SmaltoError(f"a context of {max_len} tokens leaves no room for text beside an image")
+            raise SmaltoError(f"a context of {max_len} tokens leaves no room for text beside "
+                              f"{'a clip' if mix.clips else 'an image'} ({item} tokens)")
         self.encode_text = lru_cache(maxsize=65536)(lambda s: tuple(tokenizers.text.encode(s)[:room // 2]))
         size = tokenizers.image.cfg.image_size
+        self.motion = None
         if (world := world_config(data, size)) is not None:
             self.world = ShapesWorld(world, seed, split)
             self.folder = None
+            if mix.clips:
+                if tokenizers.video is None or "video" not in vocab.modalities:
+                    raise SmaltoError(f"clip tasks need a video tokenizer beside the image one ({tokenizers.path} "
+                                      f"has no video.json; `smalto tokenizer train-video` makes one)")
+                self.motion = MotionWorld(MotionConfig(tokenizers.video.cfg.frames, world), seed, split)
+        elif mix.clips:
+            raise SmaltoError("clip tasks need ShapesWorld in motion: --data shapes or shapes-plus, not a folder")
         else:
             self.world = None
             self.folder = load_folder(data, size, progress=True, max_pixels=max_pixels)
@@ -134,9 +159,8 @@ class ExampleStream:
             self.codes = torch.cat([tokenizers.image.encode(self.folder.images[i:i + 256])
                                     for i in range(0, len(self.folder), 256)])
 
-    def _example(self, rng: np.random.Generator, codes: Tensor, captions: list[str], canonical: str,
+    def _example(self, rng: np.random.Generator, task: int, codes: Tensor, captions: list[str], canonical: str,
                  qa: list[dict], scene: Scene | None = None) -> tuple[int, Example]:
-        task = int(rng.choice(len(TASKS), p=self.weights))
         if TASKS[task] == "think" and scene is None:  # a folder's records have no scene graph to reason from
             task = TASKS.index("qa")
         if TASKS[task] == "qa" and not qa:
@@ -193,24 +217,45 @@ class ExampleStream:
             turns += [("user", (image if k == 0 else []) + list(text(pair["q"]))), ("assistant", list(text(pair["a"])))]
         return chat_example(self.vocab, turns)
 
+    def _clip_example(self, rng: np.random.Generator, task: int, codes: Tensor, sample: ClipSample) -> Example:
+        text, v, name = self.encode_text, self.vocab, TASKS[task]
+        if name == "clip_caption":
+            return caption_example(v, codes, list(text(sample.captions[0])), self.mix.train_prompt_images, "video")
+        if name == "clip_draw":  # from the canonical caption or the one that says where each object ends
+            prompt = [] if rng.random() < self.mix.cond_dropout else list(text(sample.captions[rng.integers(2)]))
+            return draw_example(v, prompt, codes, "video")
+        if name == "clip_qa":
+            pair = sample.qa[rng.integers(len(sample.qa))]
+            return answer_example(v, codes, [(list(text(pair["q"])), list(text(pair["a"])))],
+                                  self.mix.train_prompt_images, "video")
+        given = int(rng.integers(1, v.modalities["video"].frames))
+        return continue_example(v, list(text(CONTINUE)), codes, given)
+
     def examples(self, start: int, count: int) -> list[tuple[int, Example]]:
         """Examples start .. start+count-1 as (task index, example)."""
-        out = []
+        rngs = {i: np.random.default_rng([self.seed, 7, i]) for i in range(start, start + count)}
+        tasks = {i: int(rng.choice(len(TASKS), p=self.weights)) for i, rng in rngs.items()}
+        out: dict[int, tuple[int, Example]] = {}
         if self.world is not None:
-            samples = [self.world[i] for i in range(start, start + count)]
-            codes = self.tok.image.encode(np.stack([s.image for s in samples]))
-            for i, s, c in zip(range(start, start + count), samples, codes):
-                rng = np.random.default_rng([self.seed, 7, i])
-                out.append(self._example(rng, c, s.captions, s.captions[0], s.qa, s.scene))
-            return out
+            pictures = [i for i in rngs if TASKS[tasks[i]] not in CLIP_TASKS]
+            if pictures:
+                samples = [self.world[i] for i in pictures]
+                codes = self.tok.image.encode(np.stack([s.image for s in samples]))
+                for i, s, c in zip(pictures, samples, codes):
+                    out[i] = self._example(rngs[i], tasks[i], c, s.captions, s.captions[0], s.qa, s.scene)
+            if clips := [i for i in rngs if TASKS[tasks[i]] in CLIP_TASKS]:
+                samples = [self.motion[i] for i in clips]
+                codes = self.tok.video.encode(np.stack([s.frames for s in samples]))
+                for i, s, c in zip(clips, samples, codes):
+                    out[i] = tasks[i], self._clip_example(rngs[i], tasks[i], c, s)
+            return [out[i] for i in rngs]
         n = len(self.folder)
-        for i in range(start, start + count):
+        for i, rng in rngs.items():
             epoch, k = divmod(i, n)
             record = int(self._order(epoch)[k])
             r = self.folder.records[record]
-            rng = np.random.default_rng([self.seed, 7, i])
-            out.append(self._example(rng, self.codes[record], [r.text], r.text, r.qa))
-        return out
+            out[i] = self._example(rng, tasks[i], self.codes[record], [r.text], r.text, r.qa)
+        return [out[i] for i in rngs]
 
     def batch(self, start: int, count: int, max_len: int) -> Batch:
         return collate(self.examples(start, count), self.vocab.pad, max_len)

@@ -18,7 +18,7 @@ import fnmatch
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, ClassVar, Iterable, Sequence
 
@@ -35,6 +35,7 @@ from smalto.data.images import MAX_PIXELS
 from smalto.errors import SmaltoError
 from smalto.format import Vocab
 from smalto.model import PRESETS, Output, Transformer, preset
+from smalto.model.config import MAX_CONTEXT, ROPES
 from smalto.options import SAMPLING, Range
 from smalto.paths import inside
 from smalto.plots import loss_curve
@@ -94,13 +95,18 @@ class TrainConfig:
     # uses `active_experts`, with as many active parameters as the dense preset.
     experts: int = 0
     active_experts: int = 2
+    # Rotary positions ("1d", "mrope", "interleaved"; smalto.model.config) and the context in
+    # tokens; None: the preset's (1d, its max_seq_len), or init_from's. Both may change from
+    # init_from's: the weights do not depend on them (clips need about 320 tokens of context).
+    rope: str | None = None
+    context: int | None = None
 
     # Valid values, read by __post_init__ and by the command line's flags.
     RANGES: ClassVar[dict[str, Range]] = {
         "steps": COUNT, "batch_size": COUNT, "grad_accum": COUNT, "lr": POSITIVE, "warmup": AT_LEAST_0,
         "weight_decay": Range(0), "grad_clip": POSITIVE, "seed": SAMPLING["seed"], "log_every": COUNT,
         "eval_every": AT_LEAST_0, "save_every": COUNT, "max_image_pixels": COUNT, "experts": AT_LEAST_0,
-        "active_experts": COUNT}
+        "active_experts": COUNT, "context": Range(16, MAX_CONTEXT, integer=True)}
     # What a resumed run may change: how long it runs and how, not what it computes.
     MAY_CHANGE: ClassVar[tuple[str, ...]] = ("steps", "compile")
     # Fields added after runs were saved without them, with the value those runs were trained with.
@@ -117,7 +123,10 @@ class TrainConfig:
         if self.preset is not None and self.preset not in PRESETS:
             raise SmaltoError(f"unknown preset {self.preset!r} (known: {', '.join(PRESETS)})")
         for name, valid in self.RANGES.items():
-            valid.check(getattr(self, name), name)
+            if getattr(self, name) is not None:
+                valid.check(getattr(self, name), name)
+        if self.rope is not None and self.rope not in ROPES:
+            raise SmaltoError(f"rope must be one of {', '.join(ROPES)}, got {self.rope!r}")
         if self.experts == 1 or self.experts and self.active_experts > self.experts:
             raise SmaltoError(f"experts must be 0 (dense) or at least 2, and active_experts at most experts, got "
                               f"{self.experts} and {self.active_experts}")
@@ -175,10 +184,12 @@ def _new_model(cfg: TrainConfig):
     """(model, vocab, tokenizers) for a new run: fresh weights, or init_from's (checked against what
     the config names)."""
     torch.manual_seed(cfg.seed)
+    shape = {k: v for k, v in (("rope", cfg.rope), ("max_seq_len", cfg.context)) if v is not None}
     if cfg.init_from is None:
         tokenizers = load_tokenizers(cfg.tokenizers)
-        vocab = Vocab.from_tokenizers(tokenizers)
-        return Transformer(preset(cfg.preset, vocab.size, cfg.experts, cfg.active_experts)), vocab, tokenizers
+        model_cfg = preset(cfg.preset, 1, cfg.experts, cfg.active_experts, **shape)
+        vocab = Vocab.from_tokenizers(tokenizers, model_cfg.position_rule)
+        return Transformer(replace(model_cfg, vocab_size=vocab.size)), vocab, tokenizers
     model, vocab, tokenizers, _ = load_checkpoint(cfg.init_from)
     if cfg.preset is not None and preset(cfg.preset, vocab.size, cfg.experts, cfg.active_experts) != model.cfg:
         raise SmaltoError(f"preset {cfg.preset!r} contradicts init_from {cfg.init_from} (a {model.cfg.n_layers}-layer, "
@@ -186,6 +197,12 @@ def _new_model(cfg: TrainConfig):
     if cfg.tokenizers is not None and not _same_tokenizers(load_tokenizers(cfg.tokenizers).path, tokenizers.path):
         raise SmaltoError(f"tokenizers {cfg.tokenizers} are not the ones init_from {cfg.init_from} was trained with; "
                           f"leave them out to use the checkpoint's")
+    if cfg.tokenizers is not None:  # the same text and image tokenizers, perhaps with a video tokenizer added
+        tokenizers = load_tokenizers(cfg.tokenizers)
+    if shape or cfg.tokenizers is not None:
+        reshaped = Transformer(replace(model.cfg, **shape))
+        reshaped.load_state_dict(model.state_dict())
+        model, vocab = reshaped, Vocab.from_tokenizers(tokenizers, reshaped.cfg.position_rule)
     return model, vocab, tokenizers
 
 

@@ -1,0 +1,122 @@
+"""Reading and writing clips: animated GIF or WebP through Pillow, or a folder of frame images.
+
+A clip is uint8 [T, H, W, 3]. Reading distrusts the file as `smalto.data.images` does: the
+declared size is checked before a pixel is decoded, the number of frames before any frame is
+(at most `MAX_FRAMES`), and every frame is converted like an image (RGB, centre-crop, resize).
+Frames of one clip must share a size (a folder whose frames differ is refused, naming the frame).
+MP4 is not read: it would need PyAV and a codec for no gain on clips of a few 32x32 frames.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from smalto import atomic
+from smalto.data.images import MAX_PIXELS, check_size, convert_image, load_image
+from smalto.errors import SmaltoError
+
+MAX_FRAMES = 64
+FORMATS = {".gif": "GIF", ".webp": "WEBP"}
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
+
+
+def frame_count(source: str | Path | bytes) -> int:
+    """How many frames an image file holds (1 for a still image), read from its header."""
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source)) as img:
+            return int(getattr(img, "n_frames", 1))
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return 1  # not an animation we can read: the image reader says what is wrong with it
+
+
+def load_clip(source: str | Path | bytes, size: int, max_pixels: int | None = MAX_PIXELS,
+              name: str | None = None, max_frames: int = MAX_FRAMES) -> np.ndarray:
+    """An animated GIF/WebP (path or bytes) or a folder of frames as uint8 [T, size, size, 3]."""
+    name = name or (str(source) if isinstance(source, (str, Path)) else "clip")
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        return _load_folder(Path(source), size, max_pixels, max_frames)
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source)) as img:
+            check_size(img, max_pixels, name)
+            n = int(getattr(img, "n_frames", 1))
+            if n > max_frames:
+                raise SmaltoError(f"{name}: the clip has {n} frames, over the limit of {max_frames}")
+            frames = []
+            for i in range(n):
+                img.seek(i)
+                frames.append(convert_image(img.convert("RGBA") if img.mode == "P" else img, size))
+            return np.stack(frames)
+    except FileNotFoundError:
+        raise SmaltoError(f"{name}: clip file not found") from None
+    except UnidentifiedImageError:
+        raise SmaltoError(f"{name}: not an animation Pillow can read (animated GIF or WebP)") from None
+    except Image.DecompressionBombError as e:
+        raise SmaltoError(f"{name}: clip too large to open safely ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated or corrupt data
+        raise SmaltoError(f"{name}: corrupt animation ({e})") from None
+
+
+def _load_folder(folder: Path, size: int, max_pixels: int | None, max_frames: int) -> np.ndarray:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file())
+    if not files:
+        raise SmaltoError(f"{folder}: no frames ({', '.join(FRAME_SUFFIXES)} files, in name order)")
+    if len(files) > max_frames:
+        raise SmaltoError(f"{folder}: the clip has {len(files)} frames, over the limit of {max_frames}")
+    first = None
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                if first is None:
+                    first = img.size
+                elif img.size != first:
+                    raise SmaltoError(f"{f}: the frame is {img.size[0]}×{img.size[1]}, the first is "
+                                      f"{first[0]}×{first[1]}: a clip's frames share one size")
+        except (OSError, UnidentifiedImageError):
+            pass  # load_image names the problem
+    return np.stack([load_image(f, size, max_pixels) for f in files])
+
+
+def as_clip(frames, size: int, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """A clip given as a path, bytes, uint8 array [T, H, W, 3] or a list of frames -> [T, size, size, 3]."""
+    if isinstance(frames, (str, Path, bytes)):
+        return load_clip(frames, size, max_pixels)
+    if isinstance(frames, np.ndarray) and frames.ndim == 4:
+        frames = list(frames)
+    if not isinstance(frames, (list, tuple)) or not frames:
+        raise SmaltoError("a clip is a GIF/WebP file, a folder of frames, or a non-empty list of frames")
+    if len(frames) > MAX_FRAMES:
+        raise SmaltoError(f"the clip has {len(frames)} frames, over the limit of {MAX_FRAMES}")
+    arrays = [np.asarray(f) for f in frames]
+    for i, a in enumerate(arrays):
+        if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] not in (3, 4):
+            raise SmaltoError(f"frame {i}: expected uint8 [H, W, 3], got {a.dtype} {a.shape}")
+        if a.shape[:2] != arrays[0].shape[:2]:
+            raise SmaltoError(f"frame {i} is {a.shape[1]}×{a.shape[0]}, the first is {arrays[0].shape[1]}×"
+                              f"{arrays[0].shape[0]}: a clip's frames share one size")
+    return np.stack([convert_image(Image.fromarray(a), size) for a in arrays])
+
+
+def clip_bytes(frames: np.ndarray, fmt: str = "GIF", fps: float = 4.0, scale: int = 1) -> bytes:
+    """An animated GIF or (lossless) WebP of uint8 frames [T, H, W, 3], looping; `scale` enlarges
+    each frame (nearest neighbour) for viewing."""
+    images = [Image.fromarray(f) for f in frames]
+    if scale > 1:
+        images = [i.resize((i.width * scale, i.height * scale), Image.Resampling.NEAREST) for i in images]
+    buf = io.BytesIO()
+    extra = {"lossless": True} if fmt == "WEBP" else {"optimize": False}
+    images[0].save(buf, format=fmt, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0,
+                   **extra)
+    return buf.getvalue()
+
+
+def save_clip(frames: np.ndarray, path: str | Path, fps: float = 4.0, scale: int = 1) -> None:
+    """Write a clip atomically as .gif or .webp (by the suffix)."""
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise SmaltoError(f"{path}: a clip is written as .gif or .webp")
+    atomic.write_bytes(path, clip_bytes(frames, fmt, fps, scale))
