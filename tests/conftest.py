@@ -84,3 +84,33 @@ def bomb_png(width: int, height: int, rgba: bool = False) -> bytes:
 @pytest.fixture(scope="session")
 def bomb() -> bytes:
     return bomb_png(12000, 12000)
+
+
+@pytest.fixture(scope="session")
+def video_tokenizers(tmp_path_factory):
+    """The shipped text and image tokenizers with an untrained (seeded) small video tokenizer beside them."""
+    import torch
+
+    from smalto.tokenizers import load_tokenizers
+    from smalto.tokenizers.video import VideoTokenizer, VideoTokenizerConfig
+
+    out = tmp_path_factory.mktemp("tokenizers") / "video"
+    shipped = load_tokenizers()
+    shipped.copy_to(out)
+    torch.manual_seed(0)
+    VideoTokenizer(shipped.image, VideoTokenizerConfig(width=16, blocks=1)).save(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def micro_clips(tmp_path_factory, video_tokenizers):
+    """A shapes-micro checkpoint with M-RoPE trained for 6 steps on pictures and clips."""
+    from smalto.training.data import TaskMix
+    from smalto.training.trainer import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("micro") / "clips"
+    mix = TaskMix(caption=1, draw=1, qa=1, clip_caption=1, clip_draw=1, clip_qa=1, clip_next=1)
+    train(out, TrainConfig(preset="shapes-micro", tokenizers=str(video_tokenizers), steps=6, batch_size=8, warmup=2,
+                           eval_every=0, save_every=6, precision="fp32", rope="mrope", context=320, mix=mix),
+          progress=False)
+    return out

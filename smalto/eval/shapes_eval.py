@@ -19,6 +19,8 @@ checks use too.
   the model's stated repertoire (in phrasings training never used);
 - new words: for a model tuned on a world with more shapes and colours ("shapes-plus"), captions,
   answers and drawings of scenes that have them, against the image tokenizer's round trip;
+- video (a model trained on clips): clip captions, questions about motion, clips drawn from
+  captions and clips continued, read back by the clip verifier (`smalto.eval.video_eval`);
 - effort: the same QA, premise and drawing metrics at each test-time effort level asked for
   (`smalto.effort`), with the tokens and seconds they cost.
 
@@ -57,6 +59,8 @@ class EvalConfig:
     premises: int = 200
     relations: int = 48
     conversations: int = 100
+    clips: int = 100  # clips captioned and asked about (a model trained on clips)
+    clip_drawings: int = 32  # clips drawn, and continued
     efforts: tuple[str, ...] = ()  # test-time effort levels to report besides "none"
 
 
@@ -270,6 +274,11 @@ def evaluate(pipe: Pipeline, cfg: EvalConfig = EvalConfig(), heldout: bool = Tru
             "conversation": eval_conversation(pipe, world, cfg.conversations),
         }
         report[name]["draw"]["relations"] = eval_relations(pipe, world, cfg.relations, cfg.seed)
+        if pipe.reads_clips:
+            from smalto.eval.video_eval import eval_video, motion_world
+
+            report[name]["video"] = eval_video(pipe, motion_world(pipe, cfg.seed, name), cfg.clips,
+                                               cfg.clip_drawings, cfg.seed)
         for effort in cfg.efforts:
             start = time.perf_counter()
             draw = eval_drawing(pipe, world, cfg.drawings, cfg.guidance, cfg.seed, effort)
@@ -296,6 +305,10 @@ def summary_table(report: dict) -> str:
     rows += [("QA false premise", "premises", "false_premise"), ("QA premise", "premises", "premise")]
     rows += [(f"draw {k.replace('_', ' ')}", "draw", k) for k in DRAW_ROWS]
     rows += [(f"chat {k.replace('_', ' ')}", "conversation", k) for k in CHAT_ROWS]
+    if any("video" in report[s] for s in splits):
+        from smalto.eval.video_eval import VIDEO_ROWS
+
+        rows += [(f"clip {k.replace('_', ' ')}", "video", k) for k in VIDEO_ROWS]
     header = "| metric (%) | " + " | ".join(f"{s} compositions" for s in splits) + " |"
     lines = [header, "|---" * (len(splits) + 1) + "|"]
     for label, group, key in rows:

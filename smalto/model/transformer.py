@@ -62,7 +62,7 @@ def rope_axes(cfg: ModelConfig) -> Tensor | None:
     if cfg.rope == "interleaved":
         return torch.arange(n) % 3
     spatial = 3 * n // 8
-    return torch.repeat_interleave(torch.arange(3), torch.tensor([n - 2 * spatial, spatial, spatial]))
+    return torch.tensor([0] * (n - 2 * spatial) + [1] * spatial + [2] * spatial)
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

@@ -1,0 +1,85 @@
+"""Clips end to end: the training stream's clip tasks, a model trained on them, and the pipeline,
+command line and errors around it."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import smalto
+from smalto.data.motion import MotionWorld
+from smalto.data.video import load_clip, save_clip
+from smalto.errors import SmaltoError
+from smalto.format import Vocab, positions
+from smalto.tokenizers import load_tokenizers
+from smalto.training.data import CLIP_TASKS, TASKS, ExampleStream, TaskMix
+
+CLIP = MotionWorld(seed=7)[0].frames
+
+
+def test_clip_examples_are_well_formed_and_train_what_they_should(video_tokenizers):
+    tok = load_tokenizers(video_tokenizers)
+    v = Vocab.from_tokenizers(tok, "grid")
+    m = v.modalities["video"]
+    assert (m.frames, m.grid, m.tokens) == (3, (8, 8), 3 * 64 + 2)
+    for task in CLIP_TASKS:
+        stream = ExampleStream(tok, v, "shapes", TaskMix(**{"caption": 0, "draw": 0, "qa": 0, task: 1}), max_len=320)
+        for k, e in stream.examples(0, 4):
+            assert TASKS[k] == task
+            start, end = e.ids.index(v.bov), e.ids.index(v.eov)
+            assert end - start - 1 == m.tokens and e.ids[start + 1:end].count(v.eof) == 2
+            assert torch.equal(e.positions, positions(v, e.ids))
+            trained = [i for i, t in enumerate(e.loss_mask) if t]
+            if task == "clip_next":  # the given latent frames are context, the rest is trained
+                assert trained[0] in (start + 1 + 65, start + 1 + 130) and trained[-1] == len(e.ids) - 1
+            if task == "clip_draw":
+                assert trained[0] == start and e.ids[-1] == v.eos
+    with pytest.raises(SmaltoError, match="video tokenizer"):
+        ExampleStream(load_tokenizers(), Vocab.from_tokenizers(load_tokenizers()), "shapes", TaskMix(clip_qa=1),
+                      max_len=320)
+    with pytest.raises(SmaltoError, match="no room"):
+        ExampleStream(tok, v, "shapes", TaskMix(clip_qa=1), max_len=160)
+
+
+def test_a_model_trained_on_clips_reads_draws_and_continues_them(micro_clips):
+    pipe = smalto.load(micro_clips)
+    assert pipe.reads_clips and pipe.clip_frames == 7 and pipe.vocab.position_rule == "grid"
+    assert pipe.model.cfg.rope == "mrope"
+    clips = pipe.generate_clip("a small red circle moves right slowly from the top left", n=2, seed=1)
+    assert len(clips) == 2 and clips[0].shape == (7, 32, 32, 3) and clips[0].dtype == np.uint8
+    given = pipe.continue_clip(CLIP, given=1)[0]
+    first = pipe.tokenizers.image.decode(pipe.tokenizers.image.encode(CLIP[:1]))[0]
+    np.testing.assert_array_equal(given[0], first)  # the given frame is kept
+    assert isinstance(pipe.caption_clip(CLIP), str) and isinstance(pipe.ask_clip(CLIP, "how many objects move?"), str)
+    assert isinstance(pipe.caption(CLIP[0]), str)  # and pictures as before
+    with pytest.raises(SmaltoError, match="clips of 7 frames, got 3"):
+        pipe.caption_clip(CLIP[:3])
+    with pytest.raises(SmaltoError, match="1 to 2 latent frames"):
+        pipe.continue_clip(CLIP, given=3)
+
+
+def test_a_model_without_clips_says_so(shipped):
+    assert not shipped.reads_clips
+    with pytest.raises(SmaltoError, match="not trained on clips"):
+        shipped.caption_clip(CLIP)
+
+
+def test_the_command_line_draws_captions_and_answers_clips(micro_clips, tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "smalto", *map(str, args), "--model", micro_clips],
+                              capture_output=True, text=True, timeout=300)
+
+    out = tmp_path / "clip.gif"
+    r = run("generate", "--video", "a large blue square stays at the center", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert load_clip(out, 32).shape == (7, 32, 32, 3)
+    save_clip(CLIP, tmp_path / "given.webp")
+    for args in (("caption", out), ("ask", tmp_path / "given.webp", "how many objects move?"),
+                 ("continue", tmp_path / "given.webp", "--out", tmp_path / "next.gif")):
+        r = run(*args)
+        assert r.returncode == 0, r.stderr
+    assert load_clip(tmp_path / "next.gif", 32).shape == (7, 32, 32, 3)
+    r = run("generate", "--video", "a clip", "--out", tmp_path / "clip.png")
+    assert r.returncode == 2 and ".gif or .webp" in r.stderr and "Traceback" not in r.stderr
