@@ -68,7 +68,9 @@ ROLES = ("system", "developer", "user", "assistant")
 class Message:
     role: str  # one of ROLES
     text: str = ""
-    images: list = field(default_factory=list)  # paths, PIL images or uint8 arrays (user turns only)
+    # paths, PIL images or uint8 arrays [H, W, 3] (user turns only); clips too: arrays [T, H, W, 3],
+    # animated GIF/WebP paths, folders of frames (a model trained on clips)
+    images: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -148,18 +150,32 @@ class Pipeline:
         if not self.reads_clips:
             raise SmaltoError(f"{self.name} was not trained on clips (its tokenizers have no video tokenizer)")
 
-    def clip_codes(self, clips) -> torch.Tensor:
-        """Clips (GIF/WebP paths or bytes, frame folders, uint8 arrays [T, H, W, 3]) -> codes [B, F, h, w]."""
+    def check_clips(self, clips: list) -> list[np.ndarray]:
+        """Clips (GIF/WebP paths or bytes, frame folders, uint8 arrays [T, H, W, 3]) as frames at the
+        model's size, or a SmaltoError saying why this model cannot read them."""
         self._need_clips()
-        if isinstance(clips, (str, Path, bytes)) or (isinstance(clips, np.ndarray) and clips.ndim == 4):
-            clips = [clips]
         arrays = []
         for clip in clips:
             frames = as_clip(clip, self.image_size, self.max_image_pixels)
             if len(frames) != self.clip_frames:
                 raise SmaltoError(f"this model reads clips of {self.clip_frames} frames, got {len(frames)}")
             arrays.append(frames)
-        return self.tokenizers.video.encode(np.stack(arrays))
+        return arrays
+
+    def clip_codes(self, clips) -> torch.Tensor:
+        """Clips (one, or a list) -> codes [B, F, h, w]."""
+        if isinstance(clips, (str, Path, bytes)) or (isinstance(clips, np.ndarray) and clips.ndim == 4):
+            clips = [clips]
+        return self.tokenizers.video.encode(np.stack(self.check_clips(clips)))
+
+    def item_ids(self, item) -> list[int]:
+        """An image or a clip (an array [T, H, W, 3], an animated GIF/WebP, a folder of frames) as tokens."""
+        from smalto.data.video import frame_count
+
+        if isinstance(item, np.ndarray) and item.ndim == 4 or isinstance(item, (list, tuple)) or \
+                isinstance(item, (str, Path)) and (Path(item).is_dir() or frame_count(item) > 1):
+            return self.vocab.video_ids(self.clip_codes([item])[0])
+        return self.vocab.image_ids(self.image_codes([item])[0])
 
     def text_ids(self, text: str, what: str = "prompt") -> list[int]:
         if not isinstance(text, str):
@@ -309,8 +325,7 @@ class Pipeline:
         turns = []
         for m in self.check_messages(messages):
             if m.role in ("user", "assistant"):
-                images = [i for codes in self.image_codes(m.images) for i in self.vocab.image_ids(codes)] \
-                    if m.images else []
+                images = [i for item in m.images for i in self.item_ids(item)]
                 turns.append((m.role, images + self.text_ids(m.text, f"a {m.role} message")))
         prompt = chat_prompt(self.vocab, turns)
         self.check_context(len(prompt), "the conversation")

@@ -40,6 +40,7 @@ from smalto.errors import SmaltoError
 from smalto.inference import Sampling
 from smalto.effort import Drawing
 from smalto.pipeline import Message, Pipeline
+from smalto.data.video import clip_bytes
 from smalto.plots import png_bytes
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -228,7 +229,19 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
             raise APIError(400, str(e), param="prompt", code=context_code(e)) from None
         sampling = pipe.draw_sampling(body.seed, guidance=body.guidance_scale, temperature=body.temperature)
         effort = _effort(body.reasoning_effort)
-        if effort == "none" and body.best_of is None:
+        if body.video:
+            if not pipe.reads_clips:
+                raise APIError(400, f"{cfg.model_name} was not trained on clips", param="video")
+            if effort != "none" or body.best_of is not None:
+                raise APIError(400, "clips are drawn without test-time effort", param="reasoning_effort")
+
+            def work(job) -> None:
+                job.emit(("drawings", [Drawing(clip, body.prompt) for clip in pipe.generate_clip(
+                    body.prompt, body.n, body.guidance_scale, body.seed, body.temperature)]))
+
+            job, events = jobs.submit("draw", [], 0, sampling, work=work)
+            drawings = await jobs.images(job, events, request)
+        elif effort == "none" and body.best_of is None:
             job, events = jobs.submit("draw", [ids] * body.n, pipe.vocab.image_tokens + 1, sampling)
             drawings = [Drawing(image, body.prompt) for image in await jobs.images(job, events, request)]
         else:
@@ -243,9 +256,11 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
 
             job, events = jobs.submit("draw", [], 0, sampling, work=work)
             drawings = await jobs.images(job, events, request)
-        encoded = await asyncio.to_thread(lambda: [base64.b64encode(png_bytes(d.image)).decode() for d in drawings])
+        encode = (lambda x: clip_bytes(x, "GIF")) if body.video else png_bytes
+        encoded = await asyncio.to_thread(lambda: [base64.b64encode(encode(d.image)).decode() for d in drawings])
         return p.ImagesResponse(created=int(time.time()), data=[
-            p.ImageData(b64_json=b, revised_prompt=d.prompt if d.prompt != body.prompt else None,
+            p.ImageData(b64_json=b, mime_type="image/gif" if body.video else "image/png",
+                        revised_prompt=d.prompt if d.prompt != body.prompt else None,
                         verdict=p.Verdict(**d.verdict.to_dict()) if d.verdict is not None else None)
             for b, d in zip(encoded, drawings)])
 
@@ -275,7 +290,7 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
     @app.get("/ui/config", include_in_schema=False)
     async def ui_config():
         return {"model": cfg.model_name, "image_size": pipe.image_size, "needs_key": cfg.api_key is not None,
-                "draw": pipe.draw_defaults, "examples": _examples(pipe.image_size)}
+                "draw": pipe.draw_defaults, "examples": _examples(pipe.image_size), "clips": pipe.reads_clips}
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.openapi = lambda: without_422(app)

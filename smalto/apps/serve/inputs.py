@@ -1,4 +1,4 @@
-"""Reading a request: data-URL images (size checked before decoding), messages, stop strings."""
+"""Reading a request: data-URL images and clips (size checked before decoding), messages, stop strings."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import numpy as np
 from smalto.apps.serve import protocol as p
 from smalto.apps.serve.errors import APIError
 from smalto.data.images import ImageTooLarge, load_image
+from smalto.data.video import MAX_FRAMES, frame_count, load_clip
 from smalto.errors import SmaltoError
 from smalto.pipeline import Message
 
 
-def decode_image(url: str, param: str, size: int, max_pixels: int | None) -> np.ndarray:
-    """A data URL's image as uint8 [size, size, 3]; its declared size is checked before decoding."""
+def decode_image(url: str, param: str, size: int, max_pixels: int | None, clip: bool = False) -> np.ndarray:
+    """A data URL's image as uint8 [size, size, 3], or an animation's frames [T, size, size, 3] (always,
+    with `clip`); its declared size and frame count are checked before decoding."""
     if url.startswith(("http://", "https://")):
         raise APIError(400, "image URLs are not fetched (this server makes no outbound requests); send the image "
                             "inline as a data URL: data:image/png;base64,...", param=param,
@@ -28,17 +30,24 @@ def decode_image(url: str, param: str, size: int, max_pixels: int | None) -> np.
     except (binascii.Error, ValueError):
         raise APIError(400, "the image's data URL is not valid base64", param=param, code="invalid_base64") from None
     try:
+        if clip or frame_count(raw) > 1:
+            return load_clip(raw, size, max_pixels, name="the clip")
         return load_image(raw, size, max_pixels, name="the image")
     except ImageTooLarge as e:
         raise APIError(400, f"the image is {e.width}×{e.height} pixels, over this server's limit of "
                             f"{e.limit:,} pixels", param=param, code="invalid_image") from None
-    except SmaltoError:
-        raise APIError(400, "the data URL does not hold an image we can read (PNG, JPEG, WebP, GIF, BMP, ...)",
-                       param=param, code="invalid_image") from None
+    except SmaltoError as e:
+        if "over the limit" in str(e):
+            raise APIError(400, f"{e} (a clip has at most {MAX_FRAMES} frames)", param=param,
+                           code="invalid_image") from None
+        raise APIError(400, "the data URL does not hold an image or clip we can read (PNG, JPEG, WebP, GIF, BMP, "
+                            "animated GIF or WebP)", param=param, code="invalid_image") from None
 
 
 def count_images(messages: list[p.ChatMessage]) -> int:
-    return sum(isinstance(part, p.ImagePart) for m in messages if isinstance(m.content, list) for part in m.content)
+    """Images and clips."""
+    return sum(isinstance(part, (p.ImagePart, p.VideoPart)) for m in messages if isinstance(m.content, list)
+               for part in m.content)
 
 
 def to_messages(messages: list[p.ChatMessage], size: int, max_pixels: int | None) -> list[Message]:
@@ -53,10 +62,12 @@ def to_messages(messages: list[p.ChatMessage], size: int, max_pixels: int | None
             if isinstance(part, p.TextPart):
                 texts.append(part.text)
             else:
-                where = f"messages.{i}.content.{j}.image_url"
+                video = isinstance(part, p.VideoPart)
+                where = f"messages.{i}.content.{j}.{'video_url' if video else 'image_url'}"
                 if m.role != "user":
                     raise APIError(400, f"images are only accepted in user messages, not {m.role}", param=where)
-                images.append(decode_image(part.image_url.url, where, size, max_pixels))
+                url = part.video_url.url if video else part.image_url.url
+                images.append(decode_image(url, where, size, max_pixels, clip=video))
         out.append(Message(m.role, " ".join(t.strip() for t in texts if t.strip()), images))
     return out
 
@@ -72,6 +83,10 @@ def prompt_length(pipe, messages: list[Message]) -> int:
     """The length of the prompt `pipe.chat_prompt(messages)` will make, checked the same way but
     without encoding the images: torch stays on the model's thread, where they are encoded."""
     pipe.check_messages(messages)
-    images = sum(len(m.images) for m in messages)
+    items = [np.asarray(item).ndim for m in messages for item in m.images]
+    if 4 in items:
+        pipe.check_clips([np.asarray(item) for m in messages for item in m.images if np.asarray(item).ndim == 4])
+    clip = pipe.vocab.modalities["video"].tokens if 4 in items else 0
     text = pipe.chat_prompt([Message(m.role, m.text) for m in messages])
-    return pipe.check_context(len(text) + images * (pipe.vocab.image_tokens + 2), "the conversation")
+    tokens = sum(clip + 2 if ndim == 4 else pipe.vocab.image_tokens + 2 for ndim in items)
+    return pipe.check_context(len(text) + tokens, "the conversation")

@@ -73,7 +73,17 @@ class ImagePart(Strict):
     image_url: ImageURL
 
 
-ContentPart = Annotated[Union[TextPart, ImagePart], Field(discriminator="type")]
+class VideoURL(Strict):
+    url: str = Field(description="A data URL of an animated GIF or WebP (data:image/gif;base64,...).")
+
+
+class VideoPart(Strict):
+    """Extension: a clip. An animated GIF or WebP in an image_url part is read as a clip too."""
+    type: Literal["video_url"]
+    video_url: VideoURL
+
+
+ContentPart = Annotated[Union[TextPart, ImagePart, VideoPart], Field(discriminator="type")]
 
 
 class ChatMessage(Strict):
@@ -177,6 +187,8 @@ class ImageGenerationRequest(Strict):
     user: str | None = None
     reasoning_effort: ReasoningEffort | None = Field(None, description="Extension: " + EFFORT_HELP)
     best_of: sampling("best_of", "Extension: candidates per image, the verifier's best kept.") = None
+    video: bool = Field(False, description="Extension: draw clips (a model trained on clips); b64_json then "
+                                           "holds an animated GIF.")
 
 
 class Verdict(BaseModel):
@@ -187,6 +199,7 @@ class Verdict(BaseModel):
 
 class ImageData(BaseModel):
     b64_json: str
+    mime_type: str = Field("image/png", description="Extension: image/png, or image/gif for a clip.")
     revised_prompt: str | None = Field(None, description="What was drawn, when the solver rewrote the prompt.")
     verdict: Verdict | None = Field(None, description="Extension: the verifier's judgement of the image.")
 

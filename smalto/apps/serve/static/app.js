@@ -213,12 +213,14 @@ async function draw() {
   const seed = parseInt($("draw-seed").value, 10);
   if (!Number.isNaN(seed)) body.seed = seed;
   const effort = $("draw-effort").value;
-  if (effort !== "none") body.reasoning_effort = effort;
+  const clip = $("draw-clip").checked;
+  if (clip) body.video = true;  // an animated GIF comes back, and plays in an <img>
+  else if (effort !== "none") body.reasoning_effort = effort;
 
   const results = $("results");
   const status = document.createElement("div");
   status.className = "status";
-  status.textContent = `Drawing ${n} image${n > 1 ? "s" : ""}…`;
+  status.textContent = `Drawing ${n} ${clip ? "clip" : "image"}${n > 1 ? "s" : ""}…`;
   results.replaceChildren(status);
   $("draw-go").disabled = true;
   try {
@@ -227,7 +229,7 @@ async function draw() {
     const slug = prompt.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 40) || "image";
     status.textContent = `${prompt} — ${((performance.now() - started) / 1000).toFixed(1)} s`;
     data.forEach((item, i) => {
-      const src = `data:image/png;base64,${item.b64_json}`;
+      const src = `data:${item.mime_type || "image/png"};base64,${item.b64_json}`;
       const card = document.createElement("figure");
       card.className = "result";
       card.style.margin = "0";
@@ -237,7 +239,7 @@ async function draw() {
       label.textContent = `#${i + 1}`;
       const link = document.createElement("a");
       link.href = src;
-      link.download = `smalto-${slug}${Number.isNaN(seed) ? "" : `-seed${seed}`}-${i + 1}.png`;
+      link.download = `smalto-${slug}${Number.isNaN(seed) ? "" : `-seed${seed}`}-${i + 1}.${clip ? "gif" : "png"}`;
       link.textContent = "Download";
       caption.append(label, link);
       card.append(image(src), caption);
@@ -307,6 +309,7 @@ async function init() {
   state.model = config.model;
   $("model-name").textContent = `${config.model} · ${config.image_size}×${config.image_size} images`;
   $("draw-guidance").placeholder = String(config.draw.guidance);
+  $("draw-clip-label").hidden = !config.clips;
   $("examples").replaceChildren(...config.examples.map((src, i) => {
     const b = document.createElement("button");
     b.type = "button";
