@@ -2,7 +2,6 @@
 images endpoint, and the errors around them, with the official openai client."""
 
 import base64
-import io
 
 import httpx
 import numpy as np

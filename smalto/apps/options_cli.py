@@ -209,7 +209,8 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
                 "the frequencies) or interleaved (Qwen3-VL) (default: the preset's 1d, or --init-from's)",
         "context": "tokens a sequence may hold (default: the preset's 160, or --init-from's; a clip task needs "
                    "about 320)",
-    }, preset=dict(choices=tuple(PRESETS)), rope=dict(choices=ROPES), precision=dict(choices=PRECISIONS), optimizer=dict(choices=OPTIMIZERS),
+    }, preset=dict(choices=tuple(PRESETS)), rope=dict(choices=ROPES), precision=dict(choices=PRECISIONS),
+       optimizer=dict(choices=OPTIMIZERS),
        compile=dict(action=argparse.BooleanOptionalAction), freeze=dict(metavar="PATTERN"))
     mix = defaults(TaskMix)
     tr.add_argument("--mix", type=WEIGHT, nargs="+", default=tuple(mix[t] for t in TASKS), metavar="WEIGHT",

@@ -8,9 +8,10 @@ unchanged) plus:
     video_log.jsonl                 one line per logged step
     video_reconstructions.png       clips (odd rows, frame by frame) above their reconstructions
 
-Metrics (`evaluate_video_tokenizer`), on clips of another seed: per-frame PSNR, codebook usage of the latent frames' codes, and verifier
-agreement: the share of frames whose scene graph is the original's, and of clips read back
-exactly (every frame's objects, tracked, with the motion recovered) by `smalto.verify.motion`.
+Metrics (`evaluate_video_tokenizer`), on clips of another seed: per-frame PSNR, codebook usage
+of the latent frames' codes, and verifier agreement: the share of frames whose scene graph is
+the original's, and of clips read back exactly (every frame's objects, tracked, with the motion
+recovered) by `smalto.verify.motion`.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ def evaluate_video_tokenizer(tok: VideoTokenizer, world: MotionWorld, n: int, ba
                   for a, b in zip(clips, recon) for o, r in zip(a, b)]
     clip_same = [parse_clip(r, world.cfg).clip == world.clip(i) for i, r in enumerate(recon)]
     flat = (-1, *clips.shape[2:])
-    metrics = VideoMetrics(n, t, float(psnr(clips.reshape(flat), recon.reshape(flat)).mean()), usage, perplexity, 100 * float(np.mean(frame_same)), 100 * float(np.mean(clip_same)))
+    metrics = VideoMetrics(n, t, float(psnr(clips.reshape(flat), recon.reshape(flat)).mean()), usage, perplexity,
+                           100 * float(np.mean(frame_same)), 100 * float(np.mean(clip_same)))
     return metrics, clips, recon
 
 

@@ -18,8 +18,9 @@ once from one grid would need the whole image in view), and the image decoder dr
 pixels; the loss is on those pixels. (Not on the image codes of each frame: the image
 tokenizer's codes depend on their neighbours, a blank image alone uses a dozen, so many code
 grids draw the same frame and an exact-code target punishes right answers.) The image
-tokenizer's weights are frozen, so its own metrics cannot move. A last group with fewer than 4 frames is padded by repeating its last
-frame (`decode` returns 1 + 4G frames; callers keep the first T).
+tokenizer's weights are frozen, so its own metrics cannot move. A last group with fewer than 4
+frames is padded by repeating its last frame (`decode` returns 1 + 4G frames; callers keep the
+first T).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
