@@ -121,6 +121,12 @@ def export_hf(model_dir: str | Path, out: str | Path, dtype: torch.dtype = torch
     """Write `out/` (config.json, model.safetensors, tokenizer files, image_tokenizer/, README.md);
     with a LoRA `adapter`, merged into the weights first."""
     model, vocab, tokenizers, meta = load_checkpoint(model_dir)
+    if model.cfg.rope != "1d":
+        raise SmaltoError(f"{model_dir}: a {model.cfg.rope} model does not export to transformers: the text-only "
+                          f"architectures smalto maps onto (Qwen3) take one position per token, and the ones with "
+                          f"M-RoPE (Qwen2-VL, Qwen3-VL) build positions from their own vision inputs, not from "
+                          f"smalto's token stream; a loader would silently number this model's positions in 1-D "
+                          f"(docs/video.md). Serve it with `smalto serve`, or train a --rope 1d model to export.")
     if adapter is not None:
         from smalto.adapters import load_adapter, merge
 

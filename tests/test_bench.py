@@ -45,3 +45,14 @@ def test_post_training_quick(tmp_path):
     report = json.loads((tmp_path / "p.json").read_text())
     assert report["full"]["trainable"] > report["lora"]["trainable"] > report["prompt"]["trainable"] > 0
     assert {"new", "old"} <= set(report["lora"]) and "pixel_baseline" in report["probe"]
+
+
+@pytest.mark.slow  # a minute: three micro models of four steps, each evaluated on pictures and clips
+def test_rope_ablation_quick(tmp_path, video_tokenizers):
+    script = ROOT / "bench" / "rope_ablation.py"
+    r = subprocess.run([sys.executable, str(script), "--quick", "--tokenizers", video_tokenizers, "--runs",
+                        tmp_path / "runs", "--json", tmp_path / "r.json"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert "| metric (%) | 1d | mrope | interleaved |" in r.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert all(0 <= report[rope]["clip_draw_faithful"] <= 100 for rope in ("1d", "mrope", "interleaved"))

@@ -83,3 +83,11 @@ def test_the_command_line_draws_captions_and_answers_clips(micro_clips, tmp_path
     assert load_clip(tmp_path / "next.gif", 32).shape == (7, 32, 32, 3)
     r = run("generate", "--video", "a clip", "--out", tmp_path / "clip.png")
     assert r.returncode == 2 and ".gif or .webp" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_three_axis_model_is_not_exported_and_says_why(micro_clips, tmp_path):
+    from smalto.export import export_hf
+
+    with pytest.raises(SmaltoError, match="mrope model does not export to transformers"):
+        export_hf(micro_clips, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
