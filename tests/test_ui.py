@@ -146,3 +146,31 @@ def test_effort_shows_the_thinking_collapsed_and_verdicts_under_drawings(page, s
     assert verdicts and all(v.text.startswith(("✓", "✗")) for v in verdicts)
     Select(page.find_element(By.ID, "draw-effort")).select_by_value("none")
     page.find_element(By.ID, "mode-chat").click()
+
+
+def test_a_model_that_reads_clips_draws_them_and_the_page_plays_them(browser, micro_clips, tmp_path):
+    import smalto
+    from smalto.data.motion import MotionWorld
+    from smalto.data.video import save_clip
+
+    with running_server(smalto.load(micro_clips), ServeConfig(model_name="clip-test")) as url:
+        browser.get(url)
+        wait(browser).until(EC.text_to_be_present_in_element((By.ID, "model-name"), "clip-test"))
+        clip = tmp_path / "clip.gif"
+        save_clip(MotionWorld(seed=3)[0].frames, clip)
+        browser.find_element(By.ID, "file-input").send_keys(str(clip))  # a clip attaches like an image
+        wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#attachments .chip img"))
+        browser.find_element(By.ID, "chat-input").send_keys("how many objects move?", Keys.ENTER)
+        wait(browser, 60).until(lambda d: [m for m in d.find_elements(By.CSS_SELECTOR, ".msg.assistant")
+                                           if "pending" not in m.get_attribute("class")])
+        browser.find_element(By.ID, "mode-draw").click()
+        assert browser.find_element(By.ID, "draw-clip-label").is_displayed()
+        browser.find_element(By.ID, "draw-clip").click()
+        n = browser.find_element(By.ID, "draw-n")
+        n.clear()
+        n.send_keys("2")
+        browser.find_element(By.ID, "draw-prompt").send_keys("a large blue square stays at the center", Keys.ENTER)
+        cards = wait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".result"))
+        assert len(cards) == 2
+        link = cards[0].find_element(By.TAG_NAME, "a")
+        assert link.get_attribute("href").startswith("data:image/gif") and link.get_attribute("download").endswith(".gif")
