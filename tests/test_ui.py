@@ -173,4 +173,5 @@ def test_a_model_that_reads_clips_draws_them_and_the_page_plays_them(browser, mi
         cards = wait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".result"))
         assert len(cards) == 2
         link = cards[0].find_element(By.TAG_NAME, "a")
-        assert link.get_attribute("href").startswith("data:image/gif") and link.get_attribute("download").endswith(".gif")
+        assert link.get_attribute("href").startswith("data:image/gif")
+        assert link.get_attribute("download").endswith(".gif")
