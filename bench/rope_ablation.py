@@ -62,7 +62,7 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
         train(out, TrainConfig(preset=preset, tokenizers=None if args.tokenizers is None else str(args.tokenizers),
-                               steps=steps, batch_size=8 if args.quick else 32, rope=rope, context=320, mix=MIX,
+                               steps=steps, batch_size=8 if args.quick else 32, rope=rope, context=384, mix=MIX,
                                eval_every=0, save_every=steps, warmup=min(100, steps // 4)), progress=False)
         minutes = (time.perf_counter() - start) / 60
         report[rope] = {"minutes": round(minutes, 1), **evaluate(smalto.load(out), args.quick)}

@@ -111,6 +111,6 @@ def micro_clips(tmp_path_factory, video_tokenizers):
     out = tmp_path_factory.mktemp("micro") / "clips"
     mix = TaskMix(caption=1, draw=1, qa=1, clip_caption=1, clip_draw=1, clip_qa=1, clip_next=1)
     train(out, TrainConfig(preset="shapes-micro", tokenizers=str(video_tokenizers), steps=6, batch_size=8, warmup=2,
-                           eval_every=0, save_every=6, precision="fp32", rope="mrope", context=320, mix=mix),
+                           eval_every=0, save_every=6, precision="fp32", rope="mrope", context=384, mix=mix),
           progress=False)
     return out

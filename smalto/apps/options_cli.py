@@ -208,7 +208,7 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
         "rope": "rotary positions: 1d (the running index), mrope (Qwen2-VL: time, row and column in sections of "
                 "the frequencies) or interleaved (Qwen3-VL) (default: the preset's 1d, or --init-from's)",
         "context": "tokens a sequence may hold (default: the preset's 160, or --init-from's; a clip task needs "
-                   "about 320)",
+                   "384: the longest clip captions are 82 tokens)",
     }, preset=dict(choices=tuple(PRESETS)), rope=dict(choices=ROPES), precision=dict(choices=PRECISIONS),
        optimizer=dict(choices=OPTIMIZERS),
        compile=dict(action=argparse.BooleanOptionalAction), freeze=dict(metavar="PATTERN"))

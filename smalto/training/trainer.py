@@ -97,7 +97,7 @@ class TrainConfig:
     active_experts: int = 2
     # Rotary positions ("1d", "mrope", "interleaved"; smalto.model.config) and the context in
     # tokens; None: the preset's (1d, its max_seq_len), or init_from's. Both may change from
-    # init_from's: the weights do not depend on them (clips need about 320 tokens of context).
+    # init_from's: the weights do not depend on them (clips need 384 tokens of context).
     rope: str | None = None
     context: int | None = None
 
