@@ -37,7 +37,7 @@ from PIL import Image
 from smalto import options, precision
 from smalto.checkpoint import load_checkpoint
 from smalto.data.images import MAX_PIXELS, check_size, convert_image, load_image
-from smalto.data.video import as_clip
+from smalto.data.video import as_clip, is_clip
 from smalto.data.shapes import ShapesConfig, parse_caption, world_config
 from smalto.effort import SURE, THINKING_BUDGET, VOTE_TEMPERATURE, Drawing, Reply, effort_level
 from smalto.inference.detok import Detokenizer, detokenize
@@ -170,10 +170,7 @@ class Pipeline:
 
     def item_ids(self, item) -> list[int]:
         """An image or a clip (an array [T, H, W, 3], an animated GIF/WebP, a folder of frames) as tokens."""
-        from smalto.data.video import frame_count
-
-        if isinstance(item, np.ndarray) and item.ndim == 4 or isinstance(item, (list, tuple)) or \
-                isinstance(item, (str, Path)) and (Path(item).is_dir() or frame_count(item) > 1):
+        if is_clip(item):
             return self.vocab.video_ids(self.clip_codes([item])[0])
         return self.vocab.image_ids(self.image_codes([item])[0])
 

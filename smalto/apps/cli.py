@@ -21,6 +21,7 @@ from smalto.apps.options_cli import (COUNT, PIXELS, SEED, SPLIT, Parser, add_con
 from smalto.data import ShapesConfig, ShapesWorld
 from smalto.data.shapes import WORLDS
 from smalto.data.images import MAX_PIXELS
+from smalto.data.video import is_clip
 from smalto.errors import SmaltoError
 from smalto.effort import EFFORTS, THINKING_BUDGET
 from smalto.options import Range
@@ -194,12 +195,6 @@ def _pipeline(args: argparse.Namespace, compile: bool = False):
     return load(args.model, args.dtype, compile, getattr(args, "adapter", None))
 
 
-def _is_clip(path: Path) -> bool:
-    from smalto.data.video import frame_count
-
-    return path.is_dir() or frame_count(path) > 1
-
-
 def _save_clips(clips: list, out: Path, scale: int) -> None:
     """One clip, or several side by side, as an animated GIF or WebP."""
     from smalto.data.video import save_clip
@@ -248,7 +243,7 @@ def _caption(args: argparse.Namespace) -> None:
     pipe = _pipeline(args)
     pipe.max_image_pixels = args.max_image_pixels
     for image in args.images:
-        if _is_clip(image):
+        if is_clip(image):
             text = pipe.caption_clip(image)
         else:
             text = pipe.caption(image, beams=args.beams, effort=args.effort, best_of=args.best_of)
@@ -265,7 +260,7 @@ def _continue(args: argparse.Namespace) -> None:
 def _ask(args: argparse.Namespace) -> None:
     pipe = _pipeline(args)
     pipe.max_image_pixels = args.max_image_pixels
-    if _is_clip(args.image):
+    if is_clip(args.image):
         print(pipe.ask_clip(args.image, args.question))
         return
     if args.beams > 1:

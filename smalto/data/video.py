@@ -33,6 +33,18 @@ def frame_count(source: str | Path | bytes) -> int:
         return 1  # not an animation we can read: the image reader says what is wrong with it
 
 
+def is_clip(item) -> bool:
+    """Whether an image-or-clip is a clip: an array [T, H, W, 3], a list of frames, a folder of
+    frames, or a file or bytes holding more than one frame."""
+    if isinstance(item, np.ndarray):
+        return item.ndim == 4
+    if isinstance(item, (list, tuple)):
+        return True
+    if isinstance(item, (str, Path)):
+        return Path(item).is_dir() or frame_count(item) > 1
+    return isinstance(item, bytes) and frame_count(item) > 1
+
+
 def load_clip(source: str | Path | bytes, size: int, max_pixels: int | None = MAX_PIXELS,
               name: str | None = None, max_frames: int = MAX_FRAMES) -> np.ndarray:
     """An animated GIF/WebP (path or bytes) or a folder of frames as uint8 [T, size, size, 3]."""

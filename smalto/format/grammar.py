@@ -11,8 +11,8 @@ rule). How an item's tokens are numbered is the vocabulary's `position_rule`:
 - "grid" (3-axis rotary models, M-RoPE): a code of latent frame f at cell (r, c) is at
   (s + f, s + r, s + c), so an image's 64 codes share one time and span 8 rows and 8 columns,
   and a clip's frames follow each other in time; a frame separator <eof> sits just past its
-  frame's grid, at (s + f, s + rows, s + cols). Text after a clip of 3 latent frames of 8x8
-  continues from s + 9, not s + 195: positions grow with the extent of an item, not its size.
+  frame's grid, at (s + f, s + rows, s + cols). The <eov> closing a clip of 3 latent frames of
+  8x8 sits at s + 9, not s + 194: positions grow with the extent of an item, not its size.
 
 Both rules are one table (`Phases`): per phase of the format, where its token goes relative to
 the row's base position, and how far the base moves once it is emitted.
@@ -76,9 +76,9 @@ def phases(v: Vocab) -> Phases:
     return table
 
 
-def walk(v: Vocab, ids: list[int], phase: int = 0, base: int = 0) -> tuple[list[tuple[int, int, int]], int, int]:
+def walk(v: Vocab, ids: list[int]) -> tuple[list[tuple[int, int, int]], int, int]:
     """Each token's position, and the (phase, base) after the last one."""
-    table, out = phases(v), []
+    table, out, phase, base = phases(v), [], 0, 0
     for token in ids:
         at = table.offset[phase]
         out.append((base + at[0], base + at[1], base + at[2]))
