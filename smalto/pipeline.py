@@ -304,16 +304,23 @@ class Pipeline:
 
     def caption_clip(self, clip) -> str:
         """Describe a clip's motion (greedy)."""
-        prompt = caption_prompt(self.vocab, self.clip_codes(clip)[0], "video")
-        return self._decode([prompt], 1, 0, False)[0][0].text
+        return self.caption_clips([clip])[0]
 
     def ask_clip(self, clip, question: str) -> str:
         """Answer a question about a clip (greedy)."""
-        q = self.text_ids(question, "question")
-        if not q:
-            raise SmaltoError("the question is empty")
-        prompt = answer_prompt(self.vocab, self.clip_codes(clip)[0], q, "video")
-        return self._decode([prompt], 1, 0, False)[0][0].text
+        return self.ask_clips([clip], [question])[0]
+
+    def caption_clips(self, clips: list) -> list[str]:
+        prompts = [caption_prompt(self.vocab, codes, "video") for codes in self.clip_codes(clips)]
+        return [replies[0].text for replies in self._decode(prompts, 1, 0, False)]
+
+    def ask_clips(self, clips: list, questions: list[str]) -> list[str]:
+        prompts = []
+        for codes, question in zip(self.clip_codes(clips), questions, strict=True):
+            if not (q := self.text_ids(question, "question")):
+                raise SmaltoError("the question is empty")
+            prompts.append(answer_prompt(self.vocab, codes, q, "video"))
+        return [replies[0].text for replies in self._decode(prompts, 1, 0, False)]
 
     # --- chat
 
@@ -525,14 +532,18 @@ class Pipeline:
         """The rest of a clip after its first `given` latent frames (given=1: the first frame;
         each later latent frame holds 4 frames), n times (greedy when temperature is 0: the
         world's physics is deterministic). The returned clips start with the given frames."""
+        return self.continue_clips([clip] * n, given, seed, temperature)
+
+    def continue_clips(self, clips: list, given: int = 1, seed: int | None = 0,
+                       temperature: float = 0.0) -> list[np.ndarray]:
         from smalto.training.data import CONTINUE
 
-        codes = self.clip_codes(clip)[0]
+        text = self.text_ids(CONTINUE)
         try:
-            prompt = continue_prompt(self.vocab, self.text_ids(CONTINUE), codes, given)
+            prompts = [continue_prompt(self.vocab, text, codes, given) for codes in self.clip_codes(clips)]
         except ValueError as e:
             raise SmaltoError(str(e)) from None
-        return self._items([prompt] * n, Sampling(temperature=temperature, seed=seed), "video")
+        return self._items(prompts, Sampling(temperature=temperature, seed=seed), "video")
 
 
 def _draw_defaults(path: Path, meta: dict) -> dict:

@@ -29,29 +29,35 @@ def motion_world(pipe: Pipeline, seed: int, split: str) -> MotionWorld:
     return MotionWorld(MotionConfig(pipe.clip_frames, world), seed, split)
 
 
-def eval_video(pipe: Pipeline, world: MotionWorld, n: int, drawings: int, seed: int) -> dict:
+def eval_video(pipe: Pipeline, world: MotionWorld, n: int, drawings: int, seed: int, batch: int = 16) -> dict:
     """The video section for one split (`world`): n clips to read, `drawings` to draw and continue."""
     samples = [world[i] for i in range(n)]
     frames = world.cfg.frames
+    rng = np.random.default_rng(seed)
+    pairs = [s.qa[int(rng.integers(len(s.qa)))] for s in samples]
     captions, qa = [], {}
-    for i, s in enumerate(samples):
-        captions.append(parse_clip_caption(pipe.caption_clip(s.frames), frames) == s.clip)
-        pair = s.qa[int(np.random.default_rng([seed, i]).integers(len(s.qa)))]
-        qa.setdefault(pair["type"], []).append(pipe.ask_clip(s.frames, pair["q"]) == pair["a"])
+    for i in range(0, n, batch):
+        chunk, asked = samples[i:i + batch], pairs[i:i + batch]
+        clips = [s.frames for s in chunk]
+        for s, text in zip(chunk, pipe.caption_clips(clips)):
+            captions.append(parse_clip_caption(text, frames) == s.clip)
+        for pair, answer in zip(asked, pipe.ask_clips(clips, [p["q"] for p in asked])):
+            qa.setdefault(pair["type"], []).append(answer == pair["a"])
     report = {"caption_exact": _pct(captions), "qa_overall": _pct([x for v in qa.values() for x in v]),
               **{f"qa_{kind}": _pct(v) for kind, v in sorted(qa.items())}}
-    drawn = samples[:drawings]
-    faithful = [parse_clip(pipe.generate_clip(clip_captions(s.clip)[0], seed=seed)[0], world.cfg).clip == s.clip
-                for s in drawn]
-    consistent, exact, ceiling = [], [], []
-    for s in drawn:
-        first = pipe.continue_clip(s.frames, given=1)[0]
-        parsed = parse_clip(first, world.cfg)
-        consistent.append(parsed.clip is not None and parsed.clip.scene(0) == s.clip.scene(0))
-        exact.append(parse_clip(pipe.continue_clip(s.frames, given=2)[0], world.cfg).clip == s.clip)
-    codes = pipe.clip_codes([s.frames for s in drawn])
-    for s, clip in zip(drawn, pipe.tokenizers.video.decode(codes)[:, :frames]):
-        ceiling.append(parse_clip(clip, world.cfg).clip == s.clip)
+    faithful, consistent, exact, ceiling = [], [], [], []
+    sampling = pipe.draw_sampling(seed)
+    for i in range(0, drawings, batch):
+        chunk = samples[i:min(i + batch, drawings)]
+        clips = [s.frames for s in chunk]
+        drawn = pipe.draw([clip_captions(s.clip)[0] for s in chunk], sampling, "video")
+        faithful += [parse_clip(c, world.cfg).clip == s.clip for s, c in zip(chunk, drawn)]
+        for s, c in zip(chunk, pipe.continue_clips(clips, given=1)):
+            parsed = parse_clip(c, world.cfg).clip
+            consistent.append(parsed is not None and parsed.scene(0) == s.clip.scene(0))
+        exact += [parse_clip(c, world.cfg).clip == s.clip for s, c in zip(chunk, pipe.continue_clips(clips, given=2))]
+        round_trip = pipe.tokenizers.video.decode(pipe.clip_codes(clips))[:, :frames]
+        ceiling += [parse_clip(c, world.cfg).clip == s.clip for s, c in zip(chunk, round_trip)]
     return report | {"draw_faithful": _pct(faithful), "continue_consistent": _pct(consistent),
                      "continue_exact": _pct(exact), "tokenizer_round_trip": _pct(ceiling)}
 
