@@ -90,3 +90,20 @@ def test_effort_shows_the_thinking_then_the_answer_and_judges_drawings(shipped, 
     assert reply.startswith(f"(thinking) {expected.reasoning}") and f"\n  {expected.text}\n" in reply
     assert "effort must be one of none, low, medium, high" in r.stdout  # a bad level keeps the old one
     assert "#1: " in r.stdout and ("matches the prompt" in r.stdout or "still fails" in r.stdout)
+
+
+def test_a_clip_starts_a_conversation_with_a_model_that_reads_clips(micro_clips, tmp_path):
+    import smalto
+    from smalto.data.motion import MotionWorld
+    from smalto.data.video import load_clip, save_clip
+    from smalto.pipeline import Message
+
+    frames = MotionWorld(seed=5)[2].frames
+    save_clip(frames, tmp_path / "clip.gif")
+    r = chat(["/image clip.gif", "how many objects move?"], tmp_path, "--preview", "never", "--model", micro_clips)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    pipe = smalto.load(micro_clips)
+    clip = load_clip(tmp_path / "clip.gif", 32)
+    assert replies(r.stdout)[0] == pipe.chat([Message("user", "how many objects move?", [clip])])
+    r = chat(["/image clip.gif"], tmp_path, "--preview", "never")  # the shipped model reads no clips
+    assert "error: smalto-shapes-tiny was not trained on clips" in r.stdout

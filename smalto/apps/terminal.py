@@ -18,6 +18,7 @@ import numpy as np
 
 from smalto.pipeline import Message
 from smalto.data.images import load_image
+from smalto.data.video import is_clip
 from smalto.effort import effort_level
 from smalto.inference import Sampling
 from smalto.errors import ContextLengthError, SmaltoError
@@ -27,7 +28,7 @@ from smalto.plots import save_png
 
 HELP = """\
   any text         ask (about the attached image, if any); Enter alone captions it
-  /image PATH      start a new conversation about an image
+  /image PATH      start a new conversation about an image (or a clip: an animated GIF/WebP)
   /draw PROMPT     draw and save images; options: --n N (1-16), --seed S, --guidance G
   /effort LEVEL    none, low, medium or high: thinking and votes for answers, best-of-N for drawings
   /new             start a new conversation
@@ -104,12 +105,15 @@ class TerminalChat:
     def attach(self, path: str) -> None:
         if not path:
             raise SmaltoError("give an image file: /image PATH")
-        path = path.strip("'\"")
-        self.image = load_image(Path(path).expanduser(), self.pipe.image_size, self.pipe.max_image_pixels)
-        self.image_name = Path(path).name
+        path = Path(path.strip("'\"")).expanduser()
+        if is_clip(path):  # an animated GIF/WebP or a folder of frames (a model trained on clips)
+            self.image = self.pipe.check_clips([path])[0]
+        else:
+            self.image = load_image(path, self.pipe.image_size, self.pipe.max_image_pixels)
+        self.image_name = path.name
         self.messages = []
         if self.show_images:
-            self.say(preview([self.image]))
+            self.say(preview(list(self.image) if self.image.ndim == 4 else [self.image]))
         self.note(f"new conversation about {self.image_name}: ask a question, or press Enter for a caption")
 
     def turn(self, text: str) -> None:
