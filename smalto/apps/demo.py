@@ -16,10 +16,14 @@ import numpy as np
 
 from smalto import atomic
 from smalto.data import Scene, ShapesConfig, ShapesWorld, parse_caption, parse_image, scene_diff
+from smalto.data.motion import clip_captions, parse_clip_caption
 from smalto.data.shapes import GREETINGS, HELLO_REPLY, follow_ups
+from smalto.data.video import clip_bytes
 from smalto.eval.shapes_eval import EvalConfig, evaluate, summary_table
+from smalto.eval.video_eval import motion_world
 from smalto.pipeline import Message, load
 from smalto.plots import image_grid, png_bytes
+from smalto.verify.motion import parse_clip
 
 PROMPTS = [
     "a large red circle at the center",
@@ -36,6 +40,36 @@ PROMPTS = [
 def _img(image: np.ndarray, scale: int = 4) -> str:
     data = base64.b64encode(png_bytes(image.repeat(scale, 0).repeat(scale, 1))).decode()
     return f'<img src="data:image/png;base64,{data}" alt="">'
+
+
+def _gif(frames: np.ndarray, scale: int = 4) -> str:
+    data = base64.b64encode(clip_bytes(frames, scale=scale)).decode()
+    return f'<img src="data:image/gif;base64,{data}" alt="">'
+
+
+def _clips(pipe) -> str:
+    """Clips drawn from captions and continued from their first frame, judged by the clip verifier,
+    and clips it never saw captioned and asked about (a model trained on clips)."""
+    world = motion_world(pipe, 2024, "train")
+    cards = []
+    for i in range(3):
+        s = world[i]
+        caption = clip_captions(s.clip)[0]
+        drawn = pipe.generate_clip(caption, seed=0)[0]
+        following = pipe.continue_clip(s.frames, given=1)[0]
+        parsed = parse_clip(following, world.cfg).clip
+        said = pipe.caption_clip(s.frames)
+        pair = s.qa[1]
+        answer = pipe.ask_clip(s.frames, pair["q"])
+        cards.append(f'<div class="card"><p class="caption">{html.escape(caption)}</p>'
+                     f'<span>{_gif(drawn)}{_mark(parse_clip(drawn, world.cfg).clip == s.clip)}</span>'
+                     f'<p>the clip, then continued from its first frame '
+                     f'{_mark(parsed is not None and parsed.scene(0) == s.clip.scene(0))}</p>'
+                     f'<span>{_gif(s.frames)}</span><span>{_gif(following)}</span>'
+                     f'<p>{html.escape(said)} {_mark(parse_clip_caption(said, s.clip.frames) == s.clip)}</p>'
+                     f'<ul><li>{html.escape(pair["q"])} <b>{html.escape(answer)}</b> {_mark(answer == pair["a"])}'
+                     f'</li></ul></div>')
+    return f'<h2>Clips (drawn, continued, described)</h2><div class="grid">{"".join(cards)}</div>'
 
 
 def _mark(ok: bool) -> str:
@@ -88,6 +122,7 @@ def run_demo(out: str | Path, model: str | Path | None = None, samples: int = 4)
                           f'{_mark(not diff)}</p><ul>{items}</ul></div>')
 
     talk_cards = [_conversation(pipe, world[i], np.random.default_rng(i)) for i in range(6, 9)]
+    clips = _clips(pipe) if pipe.reads_clips else ""
 
     report = evaluate(pipe, EvalConfig())
     settings = ", ".join(f"{k} {v}" for k, v in pipe.draw_defaults.items())
@@ -109,6 +144,7 @@ a scene graph, answers against the truth.</p>
 <h2>Image &rarr; text (scenes it never saw)</h2><div class="grid">{''.join(read_cards)}</div>
 <h2>Conversations (follow-ups say only "it"; the first message is a greeting)</h2>
 <div class="grid">{''.join(talk_cards)}</div>
+{clips}
 <h2>ShapesEval</h2><pre>{html.escape(table)}</pre></body></html>"""
 
     with atomic.directory(out, overwrite=True) as tmp:
