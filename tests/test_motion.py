@@ -95,3 +95,30 @@ def test_configs_refuse_what_the_world_cannot_make():
     still = MotionWorld(MotionConfig(motion="still"))
     assert not any(m.moves for i in range(20) for m in still.clip(i).movers)
     assert set(DIRECTIONS.values()) >= {d for _, d in MotionConfig().heldout}
+
+
+def test_clip_folders_round_trip_with_their_motion_and_bad_records_name_their_line(tmp_path):
+    import json
+
+    from smalto.data import load_clip_folder, load_folder, write_clips
+    from smalto.verify.motion import parse_clip
+
+    out = write_clips(tmp_path / "clips", 4, seed=3)
+    folder = load_clip_folder(out)
+    world = MotionWorld(seed=3)
+    for i, (record, frames) in enumerate(zip(folder.records, folder.clips)):
+        assert record.motion == world.clip(i) == parse_clip(frames).clip
+        assert record.frames == [world.clip(i).scene(t) for t in range(7)] and record.text == world[i].captions[0]
+    with pytest.raises(SmaltoError, match="holds clips"):
+        load_folder(out)
+    lines = (out / "data.jsonl").read_text().splitlines()
+    bad = json.loads(lines[1])
+    bad["frames"] = bad["frames"][:3]
+    lines[1] = json.dumps(bad)
+    (out / "data.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SmaltoError, match=r"data.jsonl:2: the clip has 7 frames, its 'frames' says 3"):
+        load_clip_folder(out)
+    lines[1] = lines[1].replace("clips/000002.gif", "../outside.gif")
+    (out / "data.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SmaltoError, match="data.jsonl:2"):
+        load_clip_folder(out)

@@ -91,3 +91,13 @@ def test_clip_files_round_trip_and_bad_clips_are_refused(tmp_path):
         load_clip(frames, 32)
     with pytest.raises(SmaltoError, match="video tokenizer expects"):
         fresh().encode(CLIPS[:, :, :16])
+
+
+def test_a_still_clip_keeps_its_frames_though_writers_merge_identical_ones(tmp_path):
+    from smalto.data.motion import MotionConfig
+
+    still = MotionWorld(MotionConfig(motion="still"))[0].frames
+    for fmt in ("GIF", "WEBP"):
+        np.testing.assert_array_equal(load_clip(clip_bytes(still, fmt), 32), still)
+    half = np.concatenate([still[:3], CLIPS[0, 3:]])  # three identical frames, then motion
+    np.testing.assert_array_equal(load_clip(clip_bytes(half, "GIF"), 32), half)

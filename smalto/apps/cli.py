@@ -35,9 +35,24 @@ def _data_shapes(args: argparse.Namespace) -> None:
     print(f"wrote {args.n} scenes to {out}/ (images/ + data.jsonl)")
 
 
-def _data_check(args: argparse.Namespace) -> None:
-    from smalto.data import load_folder
+def _data_clips(args: argparse.Namespace) -> None:
+    from smalto.data import MotionConfig, write_clips
 
+    out = write_clips(args.out, args.n, seed=args.seed, split=args.split, cfg=MotionConfig(args.frames),
+                      force=args.force)
+    print(f"wrote {args.n} clips to {out}/ (clips/*.gif + data.jsonl)")
+
+
+def _data_check(args: argparse.Namespace) -> None:
+    from smalto.data import load_clip_folder, load_folder
+    from smalto.data.folder import is_clip_folder
+
+    if is_clip_folder(args.dir):
+        clips = load_clip_folder(args.dir, args.size, progress=True, max_pixels=args.max_image_pixels)
+        moving = sum(r.motion is not None for r in clips.records)
+        qa = sum(len(r.qa) for r in clips.records)
+        print(f"{args.dir}: {len(clips)} clips, {qa} question-answer pairs, {moving} with their motion: OK")
+        return
     folder = load_folder(args.dir, args.size, progress=True, max_pixels=args.max_image_pixels)
     scenes = sum(r.scene is not None for r in folder.records)
     qa = sum(len(r.qa) for r in folder.records)
@@ -59,7 +74,7 @@ def _tokenizer_train_video(args: argparse.Namespace) -> None:
     from smalto.tokenizers.video import VideoTokenizerConfig
 
     cfg = pick(VideoTrainConfig, args, video=pick(VideoTokenizerConfig, args))
-    metrics = train_video(args.out, cfg, args.tokenizer, force=args.force)
+    metrics = train_video(args.out, cfg, args.tokenizer, force=args.force, init_from=args.init_from)
     print(metrics.table())
     print(f"wrote {args.out}/ (video.safetensors, video.json, video_loss.png, video_reconstructions.png)")
 
@@ -368,7 +383,17 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
                max_objects=dict(type=int, choices=(1, 2, 3, 4)))
     s.add_argument("--force", action="store_true", help="replace --out if it exists")
     s.set_defaults(run=_data_shapes)
-    c = data.add_parser("check", help="validate a bring-your-own folder")
+    dc = data.add_parser("clips", help="materialise clips of ShapesWorld in motion as a folder")
+    dc.add_argument("--out", type=Path, required=True, help="the folder to write")
+    dc.add_argument("--n", type=COUNT, default=100, help="clips (default: %(default)s)")
+    dc.add_argument("--seed", type=SEED, default=0, help="(default: %(default)s)")
+    dc.add_argument("--split", **splits, help="train: no held-out motion; heldout: one in every clip (default: "
+                                               "%(default)s)")
+    dc.add_argument("--frames", type=number(Range(1, 63, integer=True)), default=7,
+                    help="frames per clip, odd (default: %(default)s)")
+    dc.add_argument("--force", action="store_true", help="replace --out if it exists")
+    dc.set_defaults(run=_data_clips)
+    c = data.add_parser("check", help="validate a bring-your-own folder (of images or of clips)")
     c.add_argument("dir", type=Path, help="a folder with images/ and data.jsonl")
     c.add_argument("--size", type=number(Range(1, 1024, integer=True)), default=32,
                    help="image side the images are converted to (default: %(default)s)")

@@ -160,6 +160,8 @@ def video_tokenizer_flags(t: argparse.ArgumentParser) -> None:
                                                            "with the video tokenizer beside them)")
     t.add_argument("--tokenizer", type=Path, default=None,
                    help="the tokenizer directory whose image tokenizer it builds on (default: the shipped one)")
+    t.add_argument("--init-from", type=Path, default=None,
+                   help="continue training this directory's video tokenizer (a new schedule; its config is kept)")
     add_config(t, VideoTrainConfig, {
         "steps": "training steps", "batch_size": "clips per step", "lr": "peak learning rate",
         "warmup": "learning-rate warm-up steps", "seed": "seed of the weights and the clips (evaluation: seed + 1)",

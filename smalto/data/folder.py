@@ -7,6 +7,13 @@
 `image` and `text` are required; `qa`, `scene` (a ShapesWorld scene graph) and `label` (a class,
 for linear probes) are optional, and other fields are ignored. `smalto data shapes` writes this same format.
 
+A folder of clips has a `clip` in place of `image` (an animated GIF/WebP, or a folder of frames),
+and optionally `motion` (its objects and their motion, `smalto.data.motion.Clip.to_dict`) and
+`frames` (each frame's scene graph); `smalto data clips` writes one from ShapesWorld in motion:
+
+    DIR/clips/000001.gif
+    DIR/data.jsonl   {"clip": "clips/000001.gif", "text": "...", "qa": [...], "motion": {...}, "frames": [...]}
+
 Images are converted as `smalto.data.images` says (any mode and size becomes RGB at the configured
 side). Everything else is a `SmaltoError` naming the file and line: a missing or unreadable file,
 an image over the pixel limit, a path that leads outside the folder (`..`, absolute, or a symlink
@@ -27,7 +34,9 @@ from tqdm import tqdm
 
 from smalto import atomic
 from smalto.data.images import MAX_PIXELS, load_image
+from smalto.data.motion import Clip
 from smalto.data.shapes import Scene
+from smalto.data.video import clip_bytes, load_clip
 from smalto.errors import SmaltoError
 from smalto.paths import inside
 
@@ -41,6 +50,25 @@ class Record:
     qa: list[dict] = field(default_factory=list)
     scene: Scene | None = None
     label: str | None = None  # a class, for linear probes (`smalto finetune --method probe`)
+
+
+@dataclass
+class ClipRecord:
+    clip: str  # path relative to the folder, as written in data.jsonl
+    text: str
+    qa: list[dict] = field(default_factory=list)
+    motion: Clip | None = None
+    frames: list[Scene] | None = None  # each frame's scene graph
+
+
+@dataclass
+class ClipFolder:
+    root: Path
+    records: list[ClipRecord]
+    clips: list[np.ndarray]  # uint8 [T, S, S, 3] each
+
+    def __len__(self) -> int:
+        return len(self.records)
 
 
 @dataclass
@@ -61,14 +89,21 @@ class Folder:
                 yield pair["a"]
 
 
-def _parse_line(line: str, where: str) -> Record:
+def _object(line: str, where: str) -> dict:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         raise SmaltoError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(obj, dict):
         raise SmaltoError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    for name in ("image", "text"):
+    return obj
+
+
+def _parse_line(line: str, where: str, item: str = "image") -> Record:
+    obj = _object(line, where)
+    if item == "image" and "image" not in obj and "clip" in obj:
+        raise SmaltoError(f"{where}: a clip where an image was expected (this folder holds clips)")
+    for name in (item, "text"):
         if name not in obj:
             raise SmaltoError(f"{where}: missing field {name!r}")
         if not isinstance(obj[name], str) or not obj[name].strip():
@@ -87,24 +122,82 @@ def _parse_line(line: str, where: str) -> Record:
     label = obj.get("label")
     if label is not None and (not isinstance(label, str) or not label.strip()):
         raise SmaltoError(f"{where}: field 'label' must be a non-empty string")
-    return Record(obj["image"], obj["text"], qa, scene, label)
+    return Record(obj[item], obj["text"], qa, scene, label)
+
+
+def _parse_clip_line(line: str, where: str) -> ClipRecord:
+    base, obj = _parse_line(line, where, "clip"), _object(line, where)
+    motion = frames = None
+    if obj.get("motion") is not None:
+        try:
+            motion = Clip.from_dict(obj["motion"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise SmaltoError(f"{where}: field 'motion' is not a clip ({{\"frames\": T, \"objects\": [{{\"shape\", "
+                              f"\"color\", \"size\", \"x\", \"y\", \"dx\", \"dy\"}}]}})") from None
+    if obj.get("frames") is not None:
+        try:
+            frames = [Scene.from_dict(s) for s in obj["frames"]]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise SmaltoError(f"{where}: field 'frames' must list one scene graph per frame") from None
+    return ClipRecord(base.image, base.text, base.qa, motion, frames)
+
+
+def is_clip_folder(root: str | Path) -> bool:
+    """Whether a folder's first record is a clip."""
+    try:
+        first = next(line for line in inside(root, INDEX, "file").read_text(encoding="utf-8").splitlines()
+                     if line.strip())
+        return "clip" in json.loads(first)
+    except (OSError, StopIteration, UnicodeDecodeError, json.JSONDecodeError, TypeError):
+        return False  # load_folder says what is wrong
+
+
+def load_clip_folder(root: str | Path, image_size: int = 32, progress: bool = False,
+                     max_pixels: int | None = MAX_PIXELS) -> ClipFolder:
+    """Read and validate a folder of clips; the first problem raises a SmaltoError naming its line.
+    A record's frame count must match its `motion` and `frames` when it gives them."""
+    root = Path(root)
+    lines = _index(root)
+    records, clips = [], []
+    for n, line in tqdm(lines, desc=f"reading {root}", disable=None if progress else True, unit="clip"):
+        where = f"{root / INDEX}:{n}"
+        record = _parse_clip_line(line, where)
+        try:
+            frames = load_clip(inside(root, record.clip, "clip"), image_size, max_pixels, name=record.clip)
+        except SmaltoError as e:
+            raise SmaltoError(f"{where}: {e}") from None
+        counts = {"motion": record.motion.frames if record.motion else None,
+                  "frames": len(record.frames) if record.frames else None}
+        for name, count in counts.items():
+            if count is not None and count != len(frames):
+                raise SmaltoError(f"{where}: the clip has {len(frames)} frames, its {name!r} says {count}")
+        records.append(record)
+        clips.append(frames)
+    if not records:
+        raise SmaltoError(f"{root / INDEX}: no records (the dataset is empty)")
+    return ClipFolder(root, records, clips)
+
+
+def _index(root: Path) -> list[tuple[int, str]]:
+    """data.jsonl's non-empty lines, numbered from 1."""
+    if not root.is_dir():
+        raise SmaltoError(f"{root}: not a directory")
+    if not inside(root, INDEX, "file").is_file():
+        raise SmaltoError(f"{root}: no {INDEX} (expected {root}/images/*.png and {root / INDEX})")
+    try:
+        lines = inside(root, INDEX, "file").read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise SmaltoError(f"{root / INDEX}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
 
 
 def load_folder(root: str | Path, image_size: int = 32, progress: bool = False,
                 max_pixels: int | None = MAX_PIXELS) -> Folder:
     """Read and validate a whole folder; the first problem raises a SmaltoError."""
     root = Path(root)
-    if not root.is_dir():
-        raise SmaltoError(f"{root}: not a directory")
     index = root / INDEX  # as the user named it, for messages
-    if not inside(root, INDEX, "file").is_file():
-        raise SmaltoError(f"{root}: no {INDEX} (expected {root}/images/*.png and {index})")
-    try:
-        lines = inside(root, INDEX, "file").read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise SmaltoError(f"{index}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    numbered = _index(root)
     records, images = [], []
-    numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
     for n, line in tqdm(numbered, desc=f"reading {root}", disable=None if progress else True, unit="img"):
         where = f"{index}:{n}"
         record = _parse_line(line, where)
@@ -135,6 +228,27 @@ def write_folder(out: str | Path, items: Iterable[tuple[np.ndarray, Record]], to
                 row["scene"] = record.scene.to_dict()
             if record.label is not None:
                 row["label"] = record.label
+            lines.append(json.dumps(row, ensure_ascii=False))
+        atomic.write_text(tmp / INDEX, "\n".join(lines) + "\n")
+    return out
+
+
+def write_clip_folder(out: str | Path, items: Iterable[tuple[np.ndarray, ClipRecord]], total: int | None = None,
+                      force: bool = False) -> Path:
+    """Write (frames, record) pairs as a folder of animated GIFs, atomically."""
+    out = Path(out)
+    with atomic.directory(out, overwrite=force) as tmp:
+        (tmp / "clips").mkdir()
+        lines = []
+        for frames, record in tqdm(items, total=total, desc=f"writing {out}", unit="clip", disable=None):
+            (tmp / record.clip).write_bytes(clip_bytes(frames, "GIF"))
+            row = {"clip": record.clip, "text": record.text}
+            if record.qa:
+                row["qa"] = record.qa
+            if record.motion is not None:
+                row["motion"] = record.motion.to_dict()
+            if record.frames is not None:
+                row["frames"] = [s.to_dict() for s in record.frames]
             lines.append(json.dumps(row, ensure_ascii=False))
         atomic.write_text(tmp / INDEX, "\n".join(lines) + "\n")
     return out

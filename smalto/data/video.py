@@ -4,6 +4,12 @@ A clip is uint8 [T, H, W, 3]. Reading distrusts the file as `smalto.data.images`
 declared size is checked before a pixel is decoded, the number of frames before any frame is
 (at most `MAX_FRAMES`), and every frame is converted like an image (RGB, centre-crop, resize).
 Frames of one clip must share a size (a folder whose frames differ is refused, naming the frame).
+
+GIF and WebP writers (Pillow's, and most others) merge identical consecutive frames into one
+shown longer, so a frame's duration says how many frames it stands for: reading expands it by its
+duration over the frame time, which a clip written here records (`smalto fps=4 frames=7`, in the
+GIF's comment or the WebP's XMP; WebP keeps no duration for a clip merged into one frame, hence
+the count) and a foreign one is taken to be its shortest frame's.
 MP4 is not read: it would need PyAV and a codec for no gain on clips of a few 32x32 frames.
 """
 
@@ -22,6 +28,7 @@ from smalto.errors import SmaltoError
 MAX_FRAMES = 64
 FORMATS = {".gif": "GIF", ".webp": "WEBP"}
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
+TAG = "smalto "  # how a clip written here records its frame time and count
 
 
 def frame_count(source: str | Path | bytes) -> int:
@@ -57,19 +64,46 @@ def load_clip(source: str | Path | bytes, size: int, max_pixels: int | None = MA
             n = int(getattr(img, "n_frames", 1))
             if n > max_frames:
                 raise SmaltoError(f"{name}: the clip has {n} frames, over the limit of {max_frames}")
-            frames = []
+            frames, durations = [], []
             for i in range(n):
                 img.seek(i)
+                img.load()
+                durations.append(int(img.info.get("duration") or 0))
                 frames.append(convert_image(img.convert("RGBA") if img.mode == "P" else img, size))
-            return np.stack(frames)
+            repeats = _repeats(durations, img.info)
+            if sum(repeats) > max_frames:
+                raise SmaltoError(f"{name}: the clip has {sum(repeats)} frames, over the limit of {max_frames}")
+            return np.stack([f for f, k in zip(frames, repeats) for _ in range(k)])
     except FileNotFoundError:
         raise SmaltoError(f"{name}: clip file not found") from None
     except UnidentifiedImageError:
         raise SmaltoError(f"{name}: not an animation Pillow can read (animated GIF or WebP)") from None
     except Image.DecompressionBombError as e:
         raise SmaltoError(f"{name}: clip too large to open safely ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated or corrupt data
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:  # truncated or corrupt data
         raise SmaltoError(f"{name}: corrupt animation ({e})") from None
+
+
+def _tag(info: dict) -> dict[str, str]:
+    """The `smalto fps=4 frames=7` tag of a clip written here ({} for another's)."""
+    raw = info.get("comment") or info.get("xmp") or b""
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+    if not text.startswith(TAG):
+        return {}
+    return dict(word.split("=", 1) for word in text[len(TAG):].split() if "=" in word)
+
+
+def _repeats(durations: list[int], info: dict) -> list[int]:
+    """How many frames each stored frame stands for (see the module's docstring)."""
+    tag = _tag(info)
+    try:
+        fps, frames = float(tag.get("fps", 0)), int(tag.get("frames", 0))
+    except ValueError:
+        fps = frames = 0
+    if len(durations) == 1 and 1 < frames <= MAX_FRAMES:  # a still clip, merged whole (WebP keeps no duration)
+        return [frames]
+    base = 1000 / fps if fps > 0 else min((d for d in durations if d > 0), default=0)
+    return [max(1, round(d / base)) if base and d else 1 for d in durations]
 
 
 def _load_folder(folder: Path, size: int, max_pixels: int | None, max_frames: int) -> np.ndarray:
@@ -119,8 +153,9 @@ def clip_bytes(frames: np.ndarray, fmt: str = "GIF", fps: float = 4.0, scale: in
     if scale > 1:
         images = [i.resize((i.width * scale, i.height * scale), Image.Resampling.NEAREST) for i in images]
     buf = io.BytesIO()
-    extra = {"lossless": True} if fmt == "WEBP" else {"optimize": False}
-    images[0].save(buf, format=fmt, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0,
+    tag = f"{TAG}fps={fps:g} frames={len(frames)}".encode()  # identical frames get merged: see the docstring
+    extra = {"lossless": True, "xmp": tag} if fmt == "WEBP" else {"optimize": False, "comment": tag}
+    images[0].save(buf, format=fmt, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0,
                    **extra)
     return buf.getvalue()
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Iterator
 
@@ -142,15 +142,23 @@ def train_video_tokenizer(tok: VideoTokenizer, batches: Iterator[np.ndarray], cf
 
 
 def train_video(out: str | Path, cfg: VideoTrainConfig, tokenizers: str | Path | None = None, force: bool = False,
-                progress: bool = True) -> VideoMetrics:
+                progress: bool = True, init_from: str | Path | None = None) -> VideoMetrics:
     """Train a video tokenizer on the image tokenizer in `tokenizers` (default: the shipped one)
-    and write both, with metrics and figures, to `out`."""
+    and write both, with metrics and figures, to `out`. `init_from`: a tokenizer directory whose
+    video tokenizer training continues (with a new schedule; its image tokenizer and its video
+    config are kept, `tokenizers` and `cfg.video` are not read)."""
     out = Path(out)
     if out.exists() and not force:
         raise SmaltoError(f"{out}: already exists (pass --force to replace it)")
-    base: Tokenizers = load_tokenizers(tokenizers)
+    base: Tokenizers = load_tokenizers(init_from if init_from is not None else tokenizers)
     torch.manual_seed(cfg.seed)
-    tok = VideoTokenizer(base.image, cfg.video)
+    if init_from is not None:
+        if base.video is None:
+            raise SmaltoError(f"{init_from}: has no video tokenizer to continue (video.json)")
+        tok = base.video
+        cfg = replace(cfg, video=tok.cfg)
+    else:
+        tok = VideoTokenizer(base.image, cfg.video)
     train_world, eval_world = motion_world(tok, cfg.seed), motion_world(tok, cfg.seed + 1)
     batches = (train_world.clips(i, cfg.batch_size) for i in itertools.count(0, cfg.batch_size))
     started = time.perf_counter()
