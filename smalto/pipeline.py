@@ -166,7 +166,8 @@ class Pipeline:
         """Clips (one, or a list) -> codes [B, F, h, w]."""
         if isinstance(clips, (str, Path, bytes)) or (isinstance(clips, np.ndarray) and clips.ndim == 4):
             clips = [clips]
-        return self.tokenizers.video.encode(np.stack(self.check_clips(clips)))
+        frames = np.stack(self.check_clips(clips))  # first: it says why a model cannot read clips
+        return self.tokenizers.video.encode(frames)
 
     def item_ids(self, item) -> list[int]:
         """An image or a clip (an array [T, H, W, 3], an animated GIF/WebP, a folder of frames) as tokens."""

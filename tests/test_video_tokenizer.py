@@ -55,8 +55,8 @@ def test_a_frame_never_changes_the_codes_or_frames_before_it():
 def test_training_lowers_the_loss_and_the_weights_round_trip(tmp_path):
     tok = fresh(2)
     world = motion_world(tok, 0)
-    batches = (world.clips(i, 8) for i in itertools.count(0, 8))
-    log = train_video_tokenizer(tok, batches, VideoTrainConfig(steps=30, batch_size=8, lr=3e-3, warmup=2,
+    batches = (world.clips(i, 4) for i in itertools.count(0, 4))
+    log = train_video_tokenizer(tok, batches, VideoTrainConfig(steps=16, batch_size=4, lr=3e-3, warmup=2,
                                                                log_every=5), progress=False)
     assert log[-1]["mse"] < log[0]["mse"] / 2
     metrics, clips, recon = evaluate_video_tokenizer(tok, motion_world(tok, 1), 4)
