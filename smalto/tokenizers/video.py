@@ -111,7 +111,7 @@ class VideoTokenizer(nn.Module):
         self.encode_blocks = nn.Sequential(*(CausalBlock(w) for _ in range(cfg.blocks)))
         # a group's k frames side by side in channels -> one latent frame
         self.fold = nn.Sequential(nn.Conv3d(w * k, w, (1, 3, 3), padding=(0, 1, 1)), nn.SiLU(), nn.Conv3d(w, d, 1))
-        # the decoder draws each later frame from the one before it (its image codes) and its latent frame
+        # the decoder draws each later frame's latent vectors from the previous frame's and its latent frame
         self.unfold = nn.Conv3d(d, w * k, 1)  # one latent frame -> each of its k frames' features
         self.step_in = nn.Conv2d(d + w, w, 3, padding=1)
         self.step_blocks = nn.Sequential(*(ResBlock(w) for _ in range(cfg.blocks)))
