@@ -175,11 +175,12 @@ class Pipeline:
             return self.vocab.video_ids(self.clip_codes([item])[0])
         return self.vocab.image_ids(self.image_codes([item])[0])
 
-    def text_ids(self, text: str, what: str = "prompt") -> list[int]:
+    def text_ids(self, text: str, what: str = "prompt", beside: str = "image") -> list[int]:
+        """A text's ids, if it leaves room for an item (`beside`: "image" or "video") in the context."""
         if not isinstance(text, str):
             raise SmaltoError(f"{what} must be a string, got {type(text).__name__}")
         ids = self.tokenizers.text.encode(text.strip())
-        room = self.context - max(m.tokens for m in self.vocab.modalities.values()) - 8
+        room = self.context - self.vocab.modalities[beside].tokens - 8
         if len(ids) > room:
             raise ContextLengthError(f"{what} is {len(ids)} tokens long; this model's context leaves room for {room}")
         return ids
@@ -318,7 +319,7 @@ class Pipeline:
     def ask_clips(self, clips: list, questions: list[str]) -> list[str]:
         prompts = []
         for codes, question in zip(self.clip_codes(clips), questions, strict=True):
-            if not (q := self.text_ids(question, "question")):
+            if not (q := self.text_ids(question, "question", "video")):
                 raise SmaltoError("the question is empty")
             prompts.append(answer_prompt(self.vocab, codes, q, "video"))
         return [replies[0].text for replies in self._decode(prompts, 1, 0, False)]
@@ -500,7 +501,8 @@ class Pipeline:
         (sampling: the model's defaults with seed 0 when None)."""
         sampling = sampling or self.draw_sampling(0)
         v = self.vocab
-        cond = [draw_prompt(v, self.text_ids(p) if isinstance(p, str) else p, modality) for p in prompts]
+        cond = [draw_prompt(v, self.text_ids(p, beside=modality) if isinstance(p, str) else p, modality)
+                for p in prompts]
         uncond = [draw_prompt(v, [], modality) for _ in prompts]
         if sampling.guidance in (0.0, 1.0):  # one stream alone: no need to decode the other
             cond = uncond if sampling.guidance == 0.0 else cond
@@ -539,7 +541,7 @@ class Pipeline:
                        temperature: float = 0.0) -> list[np.ndarray]:
         from smalto.training.data import CONTINUE
 
-        text = self.text_ids(CONTINUE)
+        text = self.text_ids(CONTINUE, beside="video")
         try:
             prompts = [continue_prompt(self.vocab, text, codes, given) for codes in self.clip_codes(clips)]
         except ValueError as e:

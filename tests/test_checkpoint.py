@@ -2,6 +2,7 @@
 vocabulary as fixed fields) loads through `migrate` and gives the same logits."""
 
 import json
+from dataclasses import replace
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -12,7 +13,7 @@ from smalto.model import Transformer, preset
 from smalto.pipeline import DEFAULT_MODEL
 from smalto.tokenizers import SPECIAL_TOKENS, load_tokenizers
 
-TOK = load_tokenizers()
+TOK = replace(load_tokenizers(), video=None)  # smalto 0.1 had no video tokenizer
 V = Vocab.from_tokenizers(TOK)
 
 

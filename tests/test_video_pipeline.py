@@ -3,6 +3,7 @@ command line and errors around it."""
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -36,9 +37,9 @@ def test_clip_examples_are_well_formed_and_train_what_they_should(video_tokenize
                 assert trained[0] in (start + 1 + 65, start + 1 + 130) and trained[-1] == len(e.ids) - 1
             if task == "clip_draw":
                 assert trained[0] == start and e.ids[-1] == v.eos
+    pictures = replace(tok, video=None)
     with pytest.raises(SmaltoError, match="video tokenizer"):
-        ExampleStream(load_tokenizers(), Vocab.from_tokenizers(load_tokenizers()), "shapes", TaskMix(clip_qa=1),
-                      max_len=320)
+        ExampleStream(pictures, Vocab.from_tokenizers(pictures), "shapes", TaskMix(clip_qa=1), max_len=320)
     with pytest.raises(SmaltoError, match="no room"):
         ExampleStream(tok, v, "shapes", TaskMix(clip_qa=1), max_len=160)
 

@@ -169,7 +169,8 @@ def train_video(out: str | Path, cfg: VideoTrainConfig, tokenizers: str | Path |
         base.copy_to(tmp)
         tok.save(tmp)
         atomic.write_text(tmp / "video_log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
-        summary = {"config": asdict(cfg), "train_seconds": round(seconds, 1), "metrics": asdict(metrics)}
+        summary = {"config": asdict(cfg), "train_seconds": round(seconds, 1), "metrics": asdict(metrics),
+                   **({"init_from": str(init_from)} if init_from is not None else {})}
         atomic.write_text(tmp / "video_train.json", json.dumps(summary, indent=2) + "\n")
         atomic.write_bytes(tmp / "video_loss.png", loss_curve(log, ["mse", "aux"], "video tokenizer"))
         rows = list(itertools.chain.from_iterable((clips[i], recon[i]) for i in range(min(6, len(clips)))))
