@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from smalto.data import ShapesWorld
@@ -92,6 +93,7 @@ def test_effort_shows_the_thinking_then_the_answer_and_judges_drawings(shipped, 
     assert "#1: " in r.stdout and ("matches the prompt" in r.stdout or "still fails" in r.stdout)
 
 
+@pytest.mark.slow  # two more chat processes; the pipeline's chat with clips is tested in test_video_serve.py
 def test_a_clip_starts_a_conversation_with_a_model_that_reads_clips(micro_clips, tmp_path):
     import smalto
     from smalto.data.motion import MotionWorld
