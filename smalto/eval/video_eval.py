@@ -31,13 +31,13 @@ def motion_world(pipe: Pipeline, seed: int, split: str) -> MotionWorld:
 
 def eval_video(pipe: Pipeline, world: MotionWorld, n: int, drawings: int, seed: int, batch: int = 16) -> dict:
     """The video section for one split (`world`): n clips to read, `drawings` to draw and continue."""
-    samples = [world[i] for i in range(n)]
+    samples = [world[i] for i in range(max(n, drawings))]
     frames = world.cfg.frames
     rng = np.random.default_rng(seed)
     pairs = [s.qa[int(rng.integers(len(s.qa)))] for s in samples]
     captions, qa = [], {}
     for i in range(0, n, batch):
-        chunk, asked = samples[i:i + batch], pairs[i:i + batch]
+        chunk, asked = samples[i:min(i + batch, n)], pairs[i:min(i + batch, n)]
         clips = [s.frames for s in chunk]
         for s, text in zip(chunk, pipe.caption_clips(clips)):
             captions.append(parse_clip_caption(text, frames) == s.clip)
