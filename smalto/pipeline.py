@@ -90,6 +90,7 @@ class Pipeline:
     # log p(prompt | image)).
     world: ShapesConfig | None = field(default_factory=ShapesConfig)
     thinks: bool = False  # trained to think (`<think>` traces); else thinking efforts only vote
+    clips: bool = False  # trained on clips (its tokenizers may hold a video tokenizer it never learned)
 
     def __post_init__(self) -> None:
         self.engine = Engine(self.model, self.vocab)
@@ -137,8 +138,8 @@ class Pipeline:
 
     @property
     def reads_clips(self) -> bool:
-        """Trained with a video tokenizer: clips are in its vocabulary."""
-        return "video" in self.vocab.modalities and self.tokenizers.video is not None
+        """Trained on clips: they are in its vocabulary, and it learned them."""
+        return self.clips and "video" in self.vocab.modalities and self.tokenizers.video is not None
 
     @property
     def clip_frames(self) -> int:
@@ -148,7 +149,7 @@ class Pipeline:
 
     def _need_clips(self) -> None:
         if not self.reads_clips:
-            raise SmaltoError(f"{self.name} was not trained on clips (its tokenizers have no video tokenizer)")
+            raise SmaltoError(f"{self.name} was not trained on clips")
 
     def check_clips(self, clips: list) -> list[np.ndarray]:
         """Clips (GIF/WebP paths or bytes, frame folders, uint8 arrays [T, H, W, 3]) as frames at the
@@ -570,6 +571,8 @@ def load(path: str | Path | None = None, dtype: str | torch.dtype = "auto", comp
     faster matmuls, same ShapesEval within noise), else float32; or "fp32" / "bf16".
     compile: compile the decoding step (`Engine.compile`) now, which takes about
     20 s on 2 cores, for faster decoding afterwards."""
+    from smalto.training.data import CLIP_TASKS
+
     path = Path(path) if path is not None else DEFAULT_MODEL
     model, vocab, tokenizers, meta = load_checkpoint(path)
     trained = meta
@@ -583,7 +586,7 @@ def load(path: str | Path | None = None, dtype: str | torch.dtype = "auto", comp
     data = train.get("data", "shapes")
     pipe = Pipeline(model, vocab, tokenizers, path, {**DRAW_DEFAULTS, **_draw_defaults(path, meta)},
                     world=world_config(data, tokenizers.image.cfg.image_size) if isinstance(data, str) else None,
-                    thinks=bool(mix.get("think", 0)))
+                    thinks=bool(mix.get("think", 0)), clips=any(mix.get(task, 0) for task in CLIP_TASKS))
     if compile:
         pipe.engine.compile()
         pipe.engine.warm_up()

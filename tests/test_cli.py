@@ -399,7 +399,8 @@ def small_run(tmp_path_factory) -> tuple[Path, list[str]]:
     (["--lr", "0.003"], ["--lr 0.003 contradicts", "trained with --lr 0.004"]),  # the default, but given
     (["--batch-size", "8"], ["--batch-size 8 contradicts", "--batch-size 4"]),
     (["--freeze", "embed.*", "--freeze", "norm.*"], ["--freeze embed.* norm.* contradicts", "--freeze embed.*;"]),
-    (["--mix", "1", "1", "1", "0", "0"], ["--mix 1.0 1.0 1.0 0.0 0.0 contradicts", "--mix 0.3 0.4 0.3 0.0 0.0"]),
+    (["--mix", "1", "1", "1", "0", "0"], ["--mix 1.0 1.0 1.0 0.0 0.0 0.0 0.0 0.0 0.0 contradicts",
+                                          "--mix 0.3 0.4 0.3 0.0 0.0 0.0 0.0 0.0 0.0"]),
     (["--no-train-prompt-images"], ["--train-prompt-images False contradicts"]),
     (["--preset", "shapes-tiny"], ["--preset shapes-tiny contradicts", "--preset shapes-micro"]),
     (["--data", "shapes", "--seed", "3"], ["--seed 3 contradicts", "--seed 0"]),
