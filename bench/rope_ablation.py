@@ -51,18 +51,19 @@ def main() -> None:
     p.add_argument("--tokenizers", type=Path, default=None, help="with a video tokenizer (default: the shipped)")
     p.add_argument("--preset", default="shapes-tiny")
     p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--runs", type=Path, default=Path("runs/rope-ablation"))
     p.add_argument("--json", type=Path)
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     preset, steps = ("shapes-micro", 4) if args.quick else (args.preset, args.steps)
-    report = {"preset": preset, "steps": steps, "mix": asdict(MIX)}
+    report = {"preset": preset, "steps": steps, "batch_size": args.batch_size, "mix": asdict(MIX)}
     for rope in ROPES:
         out = args.runs / rope
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
         train(out, TrainConfig(preset=preset, tokenizers=None if args.tokenizers is None else str(args.tokenizers),
-                               steps=steps, batch_size=8 if args.quick else 32, rope=rope, context=384, mix=MIX,
+                               steps=steps, batch_size=8 if args.quick else args.batch_size, rope=rope, context=384, mix=MIX,
                                eval_every=0, save_every=steps, warmup=min(100, steps // 4)), progress=False)
         minutes = (time.perf_counter() - start) / 60
         report[rope] = {"minutes": round(minutes, 1), **evaluate(smalto.load(out), args.quick)}

@@ -62,7 +62,7 @@ def test_clips_are_drawn_as_animated_gifs(client, clip_pipe):
 
 
 @pytest.mark.parametrize("frames, words", [(SAMPLE.frames[:3], "clips of 7 frames, got 3"),
-                                           (np.concatenate([SAMPLE.frames] * 10), "over the limit of 64")])
+                                           (np.concatenate([SAMPLE.frames] * 10), "over this server's limit of 64")])
 def test_a_clip_the_model_cannot_read_is_400(server, frames, words):
     body = {"model": NAME, "messages": [{"role": "user", "content": [
         {"type": "video_url", "video_url": {"url": clip_url(frames)}}]}]}

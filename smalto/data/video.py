@@ -26,6 +26,12 @@ from smalto.data.images import MAX_PIXELS, check_size, convert_image, load_image
 from smalto.errors import SmaltoError
 
 MAX_FRAMES = 64
+
+
+class ClipTooLong(SmaltoError):
+    def __init__(self, name: str, frames: int, limit: int):
+        super().__init__(f"{name}: the clip has {frames} frames, over the limit of {limit}")
+        self.frames, self.limit = frames, limit
 FORMATS = {".gif": "GIF", ".webp": "WEBP"}
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 TAG = "smalto "  # how a clip written here records its frame time and count
@@ -63,7 +69,7 @@ def load_clip(source: str | Path | bytes, size: int, max_pixels: int | None = MA
             check_size(img, max_pixels, name)
             n = int(getattr(img, "n_frames", 1))
             if n > max_frames:
-                raise SmaltoError(f"{name}: the clip has {n} frames, over the limit of {max_frames}")
+                raise ClipTooLong(name, n, max_frames)
             frames, durations = [], []
             for i in range(n):
                 img.seek(i)
@@ -72,7 +78,7 @@ def load_clip(source: str | Path | bytes, size: int, max_pixels: int | None = MA
                 frames.append(convert_image(img.convert("RGBA") if img.mode == "P" else img, size))
             repeats = _repeats(durations, img.info)
             if sum(repeats) > max_frames:
-                raise SmaltoError(f"{name}: the clip has {sum(repeats)} frames, over the limit of {max_frames}")
+                raise ClipTooLong(name, sum(repeats), max_frames)
             return np.stack([f for f, k in zip(frames, repeats) for _ in range(k)])
     except FileNotFoundError:
         raise SmaltoError(f"{name}: clip file not found") from None
@@ -111,7 +117,7 @@ def _load_folder(folder: Path, size: int, max_pixels: int | None, max_frames: in
     if not files:
         raise SmaltoError(f"{folder}: no frames ({', '.join(FRAME_SUFFIXES)} files, in name order)")
     if len(files) > max_frames:
-        raise SmaltoError(f"{folder}: the clip has {len(files)} frames, over the limit of {max_frames}")
+        raise ClipTooLong(str(folder), len(files), max_frames)
     first = None
     for f in files:
         try:
@@ -135,7 +141,7 @@ def as_clip(frames, size: int, max_pixels: int | None = MAX_PIXELS) -> np.ndarra
     if not isinstance(frames, (list, tuple)) or not frames:
         raise SmaltoError("a clip is a GIF/WebP file, a folder of frames, or a non-empty list of frames")
     if len(frames) > MAX_FRAMES:
-        raise SmaltoError(f"the clip has {len(frames)} frames, over the limit of {MAX_FRAMES}")
+        raise ClipTooLong("the clip", len(frames), MAX_FRAMES)
     arrays = [np.asarray(f) for f in frames]
     for i, a in enumerate(arrays):
         if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] not in (3, 4):

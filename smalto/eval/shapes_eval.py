@@ -17,6 +17,9 @@ checks use too.
 - conversation: questions about a picture whose follow-ups say only "it" (after the model's own
   replies), questions about a scene given in words, greetings and off-topic requests answered with
   the model's stated repertoire (in phrasings training never used);
+- hallucination: POPE-style yes/no questions about present and absent objects (random, popular
+  and near-miss negatives), CHAIR-style rates of absent objects named in captions, and absent
+  objects named after the conversation primes them (`smalto.eval.hallucination`);
 - new words: for a model tuned on a world with more shapes and colours ("shapes-plus"), captions,
   answers and drawings of scenes that have them, against the image tokenizer's round trip;
 - video (a model trained on clips): clip captions, questions about motion, clips drawn from
@@ -59,6 +62,7 @@ class EvalConfig:
     premises: int = 200
     relations: int = 48
     conversations: int = 100
+    hallucination: int = 200  # scenes asked about (POPE: twice per setting), captioned (CHAIR) and primed
     clips: int = 100  # clips captioned and asked about (a model trained on clips)
     clip_drawings: int = 32  # clips drawn, and continued
     efforts: tuple[str, ...] = ()  # test-time effort levels to report besides "none"
@@ -180,7 +184,7 @@ def eval_guidance_sweep(pipe: Pipeline, world: ShapesWorld, n: int, scales: tupl
     return {str(scale): _pct([c["exact"] for c in _draw(pipe, scenes, 0, scale, seed, world.cfg)]) for scale in scales}
 
 
-def _replies(pipe: Pipeline, conversations: list[list[Message]]) -> list[str]:
+def chat_replies(pipe: Pipeline, conversations: list[list[Message]]) -> list[str]:
     """The greedy next reply to each conversation, decoded in batches ("" for one whose own earlier
     replies left no room in the context: a wrong answer, not an error)."""
     from smalto.errors import ContextLengthError
@@ -217,16 +221,16 @@ def eval_conversation(pipe: Pipeline, world: ShapesWorld, n: int) -> dict:
     first, later = [], []
     for turn in range(3):
         live = [k for k, (_, pairs) in enumerate(talks) if turn < len(pairs)]
-        for k, reply in zip(live, _replies(pipe, [history[k] for k in live])):
+        for k, reply in zip(live, chat_replies(pipe, [history[k] for k in live])):
             pair = talks[k][1][turn]
             (first if turn == 0 else later).append(judge_answer(reply, pair["a"]).score == 1.0)
             history[k].append(Message("assistant", reply))
             if turn + 1 < len(talks[k][1]):
                 history[k].append(Message("user", talks[k][1][turn + 1]["q"]))
     scene_qa = [(s, s.qa[int(rng.integers(len(s.qa)))], captions(s.scene)[int(rng.integers(3))]) for s in samples]
-    said = _replies(pipe, [[Message("user", f"{text}. {pair['q']}")] for _, pair, text in scene_qa])
-    greet = _replies(pipe, [[Message("user", g)] for g in EVAL_GREETINGS])
-    off = _replies(pipe, [[Message("user", q)] for q in EVAL_OFF_TOPIC])
+    said = chat_replies(pipe, [[Message("user", f"{text}. {pair['q']}")] for _, pair, text in scene_qa])
+    greet = chat_replies(pipe, [[Message("user", g)] for g in EVAL_GREETINGS])
+    off = chat_replies(pipe, [[Message("user", q)] for q in EVAL_OFF_TOPIC])
     return {"first_question": _pct(first), "follow_up": _pct(later),
             "text_scene": _pct([judge_answer(r, p["a"]).score == 1.0 for r, (_, p, _) in zip(said, scene_qa)]),
             "greeting": _pct([r == HELLO_REPLY for r in greet]), "off_topic": _pct([r == OFF_TOPIC_REPLY for r in off])}
@@ -260,6 +264,8 @@ def eval_new_words(pipe: Pipeline, world_cfg: ShapesConfig, n: int, seed: int) -
 
 
 def evaluate(pipe: Pipeline, cfg: EvalConfig = EvalConfig(), heldout: bool = True, sweep: bool = True) -> dict:
+    from smalto.eval.hallucination import eval_hallucination
+
     shapes = ShapesConfig(image_size=pipe.image_size)
     splits = {"train": ShapesWorld(shapes, cfg.seed, "train")}
     if heldout:
@@ -272,6 +278,7 @@ def evaluate(pipe: Pipeline, cfg: EvalConfig = EvalConfig(), heldout: bool = Tru
             "premises": eval_premises(pipe, world, cfg.premises),
             "draw": eval_drawing(pipe, world, cfg.drawings, cfg.guidance, cfg.seed),
             "conversation": eval_conversation(pipe, world, cfg.conversations),
+            "hallucination": eval_hallucination(pipe, world, cfg.hallucination),
         }
         report[name]["draw"]["relations"] = eval_relations(pipe, world, cfg.relations, cfg.seed)
         if pipe.reads_clips:
@@ -305,6 +312,13 @@ def summary_table(report: dict) -> str:
     rows += [("QA false premise", "premises", "false_premise"), ("QA premise", "premises", "premise")]
     rows += [(f"draw {k.replace('_', ' ')}", "draw", k) for k in DRAW_ROWS]
     rows += [(f"chat {k.replace('_', ' ')}", "conversation", k) for k in CHAT_ROWS]
+    views = {s: dict(report[s]) for s in splits}  # nested sections flattened to one number per row
+    if any("hallucination" in report[s] for s in splits):
+        from smalto.eval.hallucination import ROWS, flat
+
+        for s in splits:
+            views[s]["hallucination"] = flat(report[s]["hallucination"]) if "hallucination" in report[s] else {}
+        rows += [(HALLUCINATION_LABELS[k], "hallucination", k) for k in ROWS]
     if any("video" in report[s] for s in splits):
         from smalto.eval.video_eval import VIDEO_ROWS
 
@@ -312,7 +326,7 @@ def summary_table(report: dict) -> str:
     header = "| metric (%) | " + " | ".join(f"{s} compositions" for s in splits) + " |"
     lines = [header, "|---" * (len(splits) + 1) + "|"]
     for label, group, key in rows:
-        cells = [report[s].get(group, {}).get(key, float("nan")) for s in splits]
+        cells = [views[s].get(group, {}).get(key, float("nan")) for s in splits]
         lines.append(f"| {label} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
     for s in splits:
         if "effort" in report[s]:
@@ -331,6 +345,13 @@ def summary_table(report: dict) -> str:
 
 
 COSTS = ("tokens", "seconds")
+HALLUCINATION_LABELS = {**{f"pope_{s}_f1": f"POPE {s} F1" for s in ("random", "popular", "adversarial")},
+                        **{f"pope_{s}_yes": f"POPE {s} yes-ratio" for s in ("random", "popular", "adversarial")},
+                        "chair_i": "CHAIR_i (lower is better)", "chair_s": "CHAIR_s (lower is better)",
+                        "primed_caption": "names a primed absent object: caption",
+                        "unprimed_caption": "... the same object, unprimed caption",
+                        "primed_question": "names a primed absent object: question",
+                        "primed_refuted": "refutes a presumed absent object"}
 CHAT_ROWS = ("first_question", "follow_up", "text_scene", "greeting", "off_topic")
 DRAW_ROWS = ("overall", "single_object", "two_objects", "counting", "colors", "position", "attribute_binding",
              "relations")

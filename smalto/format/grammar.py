@@ -44,10 +44,10 @@ class Phases:
     opens: dict[int, int]  # an item's opening id -> the phase of its first body token
 
 
-def _body_offsets(m: Modality, rule: str) -> list[tuple[int, int, int]]:
+def _body_offsets(m: Modality, body: list, rule: str) -> list[tuple[int, int, int]]:
     rows, cols = (m.grid[-2], m.grid[-1]) if len(m.grid) > 1 else (1, m.grid[0])
     out, frame = [], 0
-    for k, where in enumerate(m.body()):
+    for k, where in enumerate(body):
         if where is not None:
             frame = where[0]
             out.append((k, where[1], where[2]) if rule == "index" else where)
@@ -64,8 +64,9 @@ def phases(v: Vocab) -> Phases:
     for m in v.modalities.values():
         first = len(step)
         opens[v.specials[m.open]] = first
-        body = _body_offsets(m, v.position_rule)
-        for k, (where, at) in enumerate(zip(m.body(), body)):
+        cells = m.body()
+        body = _body_offsets(m, cells, v.position_rule)
+        for k, (where, at) in enumerate(zip(cells, body)):
             step.append(first + k + 1), offset.append(at), bump.append(0), closes.append(False)
             legal.append(("range", m.range) if where is not None else ("token", v.specials[m.sep]))
         extent = 1 + max(max(at) for at in body)

@@ -10,7 +10,7 @@ import numpy as np
 from smalto.apps.serve import protocol as p
 from smalto.apps.serve.errors import APIError
 from smalto.data.images import ImageTooLarge, load_image
-from smalto.data.video import MAX_FRAMES, frame_count, load_clip
+from smalto.data.video import ClipTooLong, frame_count, load_clip
 from smalto.errors import SmaltoError
 from smalto.pipeline import Message
 
@@ -36,10 +36,10 @@ def decode_image(url: str, param: str, size: int, max_pixels: int | None, clip: 
     except ImageTooLarge as e:
         raise APIError(400, f"the image is {e.width}×{e.height} pixels, over this server's limit of "
                             f"{e.limit:,} pixels", param=param, code="invalid_image") from None
-    except SmaltoError as e:
-        if "over the limit" in str(e):
-            raise APIError(400, f"{e} (a clip has at most {MAX_FRAMES} frames)", param=param,
-                           code="invalid_image") from None
+    except ClipTooLong as e:
+        raise APIError(400, f"the clip has {e.frames} frames, over this server's limit of {e.limit}", param=param,
+                       code="invalid_image") from None
+    except SmaltoError:
         raise APIError(400, "the data URL does not hold an image or clip we can read (PNG, JPEG, WebP, GIF, BMP, "
                             "animated GIF or WebP)", param=param, code="invalid_image") from None
 
