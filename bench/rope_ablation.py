@@ -2,12 +2,15 @@
 
 Three models of one preset are trained from scratch with the same seed, data, steps and task mix
 (pictures and clips), differing only in `--rope` (and so in the format's position rule: "index"
-for 1-D, "grid" for the 3-axis ones). A step costs the same in all three (the rotary tables are
+for 1-D, "grid" for the 3-axis ones). With `--init-from`, all three start from one checkpoint's
+weights instead (a picture model learning clips: the 3-axis arms also relearn where a picture's
+codes sit, so their picture metrics start lower) and train at a fine-tuning learning rate. A step costs the same in all three (the rotary tables are
 looked up differently, nothing more), so equal steps are equal minutes; the minutes are measured
 and printed. Then each is evaluated on pictures (caption exact, QA, one-object drawings) and on
 clips (ShapesEval's video section), on the evaluation seed.
 
     python bench/rope_ablation.py --tokenizers smalto/assets/tokenizers --steps 1500 --json docs/rope-ablation.json
+    python bench/rope_ablation.py --init-from smalto/assets/model --steps 400 --json docs/rope-ablation.json
     python bench/rope_ablation.py --quick        # a smoke run: a few steps of shapes-micro
 """
 
@@ -52,19 +55,24 @@ def main() -> None:
     p.add_argument("--preset", default="shapes-tiny")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--init-from", type=Path, default=None, help="start every arm from this checkpoint's weights")
     p.add_argument("--runs", type=Path, default=Path("runs/rope-ablation"))
     p.add_argument("--json", type=Path)
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     preset, steps = ("shapes-micro", 4) if args.quick else (args.preset, args.steps)
-    report = {"preset": preset, "steps": steps, "batch_size": args.batch_size, "mix": asdict(MIX)}
+    report = {"preset": preset, "steps": steps, "batch_size": args.batch_size, "mix": asdict(MIX),
+              "init_from": None if args.init_from is None else str(args.init_from)}
+    start_from = {} if args.init_from is None else {"init_from": str(args.init_from), "lr": 5e-4, "optimizer": "adamw",
+                                                    "warmup": min(50, steps // 4)}
     for rope in ROPES:
         out = args.runs / rope
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
-        train(out, TrainConfig(preset=preset, tokenizers=None if args.tokenizers is None else str(args.tokenizers),
+        train(out, TrainConfig(preset=None if args.init_from else preset, tokenizers=None if args.tokenizers is None else str(args.tokenizers),
                                steps=steps, batch_size=8 if args.quick else args.batch_size, rope=rope, context=384, mix=MIX,
-                               eval_every=0, save_every=steps, warmup=min(100, steps // 4)), progress=False)
+                               eval_every=0, save_every=steps, **{"warmup": min(100, steps // 4), **start_from}),
+              progress=False)
         minutes = (time.perf_counter() - start) / 60
         report[rope] = {"minutes": round(minutes, 1), **evaluate(smalto.load(out), args.quick)}
         print(f"{rope}: {report[rope]}", flush=True)

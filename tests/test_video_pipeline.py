@@ -44,6 +44,33 @@ def test_clip_examples_are_well_formed_and_train_what_they_should(video_tokenize
         ExampleStream(tok, v, "shapes", TaskMix(clip_qa=1), max_len=160)
 
 
+def test_a_folder_of_clips_trains_the_clip_tasks(video_tokenizers, tmp_path):
+    from smalto.data import write_clips, write_shapes
+    from smalto.data.folder import load_clip_folder
+
+    tok = load_tokenizers(video_tokenizers)
+    v = Vocab.from_tokenizers(tok, "grid")
+    folder = write_clips(tmp_path / "clips", 6, seed=3)
+    clips = load_clip_folder(folder).clips
+    codes = tok.video.encode(np.stack(clips))
+    stream = ExampleStream(tok, v, str(folder), TaskMix(caption=0, draw=0, qa=0, clip_caption=1, clip_draw=1,
+                                                        clip_qa=1, clip_next=1), max_len=384)
+    seen = set()
+    for k, e in stream.examples(0, 12):  # two epochs: every clip, tokenized as the video tokenizer encodes it
+        start = e.ids.index(v.bov)
+        body = e.ids[start:start + v.modalities["video"].tokens + 2]
+        if TASKS[k] != "clip_next":
+            seen |= {i for i in range(6) if v.video_ids(codes[i]) == body}
+        assert torch.equal(e.positions, positions(v, e.ids))
+    assert seen == set(range(6))
+    assert stream.examples(3, 2)[1][1].ids == stream.examples(4, 1)[0][1].ids  # a pure function of the index
+    with pytest.raises(SmaltoError, match="trains the clip tasks only"):
+        ExampleStream(tok, v, str(folder), TaskMix(caption=1, clip_qa=1), max_len=384)
+    pictures = write_shapes(tmp_path / "pictures", 4)
+    with pytest.raises(SmaltoError, match="is a folder of pictures"):
+        ExampleStream(tok, v, str(pictures), TaskMix(clip_qa=1), max_len=384)
+
+
 def test_a_model_trained_on_clips_reads_draws_and_continues_them(micro_clips):
     pipe = smalto.load(micro_clips)
     assert pipe.reads_clips and pipe.clip_frames == 7 and pipe.vocab.position_rule == "grid"

@@ -1,4 +1,4 @@
-"""The training stream: scenes (or folder records) -> tokenized examples of the task mix.
+"""The training stream: scenes (or folder records, or clips) -> tokenized examples of the task mix.
 
 Example i of a stream is a pure function of (seed, i): a run resumed at step k reads exactly
 what an uninterrupted run would have, and the data position is just an integer, derived from
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from smalto.data.folder import load_folder
+from smalto.data.folder import is_clip_folder, load_clip_folder, load_folder
 from smalto.data.images import MAX_PIXELS
 from smalto.data.motion import ClipSample, MotionConfig, MotionWorld
 from smalto.data.shapes import (GREETINGS, HELLO_REPLY, OFF_TOPIC, OFF_TOPIC_REPLY, Scene, ShapesWorld, follow_ups,
@@ -140,24 +140,40 @@ class ExampleStream:
                               f"{'a clip' if mix.clips else 'an image'} ({item} tokens)")
         self.encode_text = lru_cache(maxsize=65536)(lambda s: tuple(tokenizers.text.encode(s)[:room // 2]))
         size = tokenizers.image.cfg.image_size
-        self.motion = None
+        self.motion = self.folder = self.clip_folder = None
         if (world := world_config(data, size)) is not None:
             self.world = ShapesWorld(world, seed, split)
-            self.folder = None
             if mix.clips:
-                if tokenizers.video is None or "video" not in vocab.modalities:
-                    raise SmaltoError(f"clip tasks need a video tokenizer beside the image one ({tokenizers.path} "
-                                      f"has no video.json; `smalto tokenizer train-video` makes one)")
+                self._need_video()
                 self.motion = MotionWorld(MotionConfig(tokenizers.video.cfg.frames, world), seed, split)
+            return
+        self.world = None
+        if is_clip_folder(data):
+            self._need_video()
+            if self.weights[:len(TASKS) - len(CLIP_TASKS)].any():
+                raise SmaltoError(f"{data} is a folder of clips: it trains the clip tasks only (--mix 0 0 0 0 0 "
+                                  f"CLIP_CAPTION CLIP_DRAW CLIP_QA CLIP_NEXT)")
+            self.clip_folder = load_clip_folder(data, size, progress=True, max_pixels=max_pixels)
+            frames = tokenizers.video.cfg.frames
+            for r, clip in zip(self.clip_folder.records, self.clip_folder.clips):
+                if len(clip) != frames:
+                    raise SmaltoError(f"{data}/{r.clip}: {len(clip)} frames; the video tokenizer takes {frames}")
+            items = np.stack(self.clip_folder.clips)
+            encode = tokenizers.video.encode
         elif mix.clips:
-            raise SmaltoError("clip tasks need ShapesWorld in motion: --data shapes or shapes-plus, not a folder")
+            raise SmaltoError(f"clip tasks need clips: ShapesWorld in motion (--data shapes or shapes-plus) or a "
+                              f"folder of clips (`smalto data clips`), and {data} is a folder of pictures")
         else:
-            self.world = None
             self.folder = load_folder(data, size, progress=True, max_pixels=max_pixels)
-            n = len(self.folder)
-            self._order = lru_cache(maxsize=2)(lambda epoch: np.random.default_rng([seed, 5, epoch]).permutation(n))
-            self.codes = torch.cat([tokenizers.image.encode(self.folder.images[i:i + 256])
-                                    for i in range(0, len(self.folder), 256)])
+            items, encode = self.folder.images, tokenizers.image.encode
+        n = len(items)
+        self._order = lru_cache(maxsize=2)(lambda epoch: np.random.default_rng([seed, 5, epoch]).permutation(n))
+        self.codes = torch.cat([encode(items[i:i + 256]) for i in range(0, n, 256)])
+
+    def _need_video(self) -> None:
+        if self.tok.video is None or "video" not in self.vocab.modalities:
+            raise SmaltoError(f"clip tasks need a video tokenizer beside the image one ({self.tok.path} has no "
+                              f"video.json; `smalto tokenizer train-video` makes one)")
 
     def _example(self, rng: np.random.Generator, task: int, codes: Tensor, captions: list[str], canonical: str,
                  qa: list[dict], scene: Scene | None = None) -> tuple[int, Example]:
@@ -224,10 +240,12 @@ class ExampleStream:
         if name == "clip_draw":  # from the canonical caption or the one that says where each object ends
             prompt = [] if rng.random() < self.mix.cond_dropout else list(text(sample.captions[rng.integers(2)]))
             return draw_example(v, prompt, codes, "video")
-        if name == "clip_qa":
+        if name == "clip_qa" and sample.qa:  # (a folder's clip may come without questions: described instead)
             pair = sample.qa[rng.integers(len(sample.qa))]
             return answer_example(v, codes, [(list(text(pair["q"])), list(text(pair["a"])))],
                                   self.mix.train_prompt_images, "video")
+        if name == "clip_qa":
+            return caption_example(v, codes, list(text(sample.captions[0])), self.mix.train_prompt_images, "video")
         given = int(rng.integers(1, v.modalities["video"].frames))
         return continue_example(v, list(text(CONTINUE)), codes, given)
 
@@ -249,12 +267,17 @@ class ExampleStream:
                 for i, s, c in zip(clips, samples, codes):
                     out[i] = tasks[i], self._clip_example(rngs[i], tasks[i], c, s)
             return [out[i] for i in rngs]
-        n = len(self.folder)
+        n = len(self.codes)
         for i, rng in rngs.items():
             epoch, k = divmod(i, n)
             record = int(self._order(epoch)[k])
-            r = self.folder.records[record]
-            out[i] = self._example(rng, tasks[i], self.codes[record], [r.text], r.text, r.qa)
+            if self.clip_folder is not None:
+                r = self.clip_folder.records[record]
+                sample = ClipSample(self.clip_folder.clips[record], r.motion, [r.text, r.text], r.qa)
+                out[i] = tasks[i], self._clip_example(rng, tasks[i], self.codes[record], sample)
+            else:
+                r = self.folder.records[record]
+                out[i] = self._example(rng, tasks[i], self.codes[record], [r.text], r.text, r.qa)
         return [out[i] for i in rngs]
 
     def batch(self, start: int, count: int, max_len: int) -> Batch:
