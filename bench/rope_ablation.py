@@ -2,14 +2,16 @@
 
 Three models of one preset are trained from scratch with the same seed, data, steps and task mix
 (pictures and clips), differing only in `--rope` (and so in the format's position rule: "index"
-for 1-D, "grid" for the 3-axis ones). With `--init-from`, all three start from one checkpoint's
-weights instead (a picture model learning clips: the 3-axis arms also relearn where a picture's
-codes sit, so their picture metrics start lower) and train at a fine-tuning learning rate. A step costs the same in all three (the rotary tables are
+for 1-D, "grid" for the 3-axis ones). A step costs the same in all three (the rotary tables are
 looked up differently, nothing more), so equal steps are equal minutes; the minutes are measured
-and printed. Then each is evaluated on pictures (caption exact, QA, one-object drawings) and on
-clips (ShapesEval's video section), on the evaluation seed.
+and printed. Reported: each task's training loss at the end, then pictures (caption exact, QA,
+one-object drawings) and clips (ShapesEval's video section) on the evaluation seed.
 
-    python bench/rope_ablation.py --tokenizers smalto/assets/tokenizers --steps 1500 --json docs/rope-ablation.json
+With `--init-from`, all three start from one checkpoint's weights instead, at a fine-tuning
+learning rate (a picture model learning clips; the 3-axis arms also relearn where a picture's
+codes sit, so their picture metrics start lower).
+
+    python bench/rope_ablation.py --steps 900 --batch-size 16 --json docs/rope-ablation.json
     python bench/rope_ablation.py --init-from smalto/assets/model --steps 400 --json docs/rope-ablation.json
     python bench/rope_ablation.py --quick        # a smoke run: a few steps of shapes-micro
 """
@@ -29,10 +31,12 @@ from smalto.data.shapes import ShapesConfig, ShapesWorld
 from smalto.eval.shapes_eval import EVAL_SEED, eval_captions, eval_drawing, eval_questions
 from smalto.eval.video_eval import eval_video, motion_world
 from smalto.model.config import ROPES
+from smalto.tokenizers import DEFAULT_TOKENIZERS
 from smalto.training.data import TaskMix
 from smalto.training.trainer import TrainConfig, train
 
 MIX = TaskMix(caption=0.2, draw=0.25, qa=0.2, clip_caption=0.1, clip_draw=0.1, clip_qa=0.1, clip_next=0.1)
+LOSSES = ("caption", "draw", "qa", "clip_caption", "clip_draw", "clip_qa", "clip_next")
 ROWS = ("caption_exact", "qa", "draw_single", "clip_caption_exact", "clip_qa", "clip_draw_faithful",
         "clip_continue_consistent", "clip_continue_exact")
 
@@ -49,9 +53,19 @@ def evaluate(pipe, quick: bool) -> dict:
             "clip_continue_exact": video["continue_exact"]}
 
 
+def final_losses(run: Path, share: float = 0.1) -> dict:
+    """Each task's training loss averaged over the last `share` of the logged steps: at equal
+    steps, a less noisy comparison than sampled metrics while quality is still low."""
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    tail = lines[-max(1, round(len(lines) * share)):]
+    seen = {task: [x[task] for x in tail if task in x] for task in LOSSES}
+    return {f"loss_{task}": round(sum(v) / len(v), 3) if v else float("nan") for task, v in seen.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tokenizers", type=Path, default=None, help="with a video tokenizer (default: the shipped)")
+    p.add_argument("--tokenizers", type=Path, default=DEFAULT_TOKENIZERS,
+                   help="with a video tokenizer (default: the shipped)")
     p.add_argument("--preset", default="shapes-tiny")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=32)
@@ -69,16 +83,17 @@ def main() -> None:
         out = args.runs / rope
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
-        train(out, TrainConfig(preset=None if args.init_from else preset, tokenizers=None if args.tokenizers is None else str(args.tokenizers),
-                               steps=steps, batch_size=8 if args.quick else args.batch_size, rope=rope, context=384, mix=MIX,
-                               eval_every=0, save_every=steps, **{"warmup": min(100, steps // 4), **start_from}),
-              progress=False)
+        cfg = TrainConfig(preset=None if args.init_from else preset, tokenizers=str(args.tokenizers), steps=steps,
+                          batch_size=8 if args.quick else args.batch_size, rope=rope, context=384, mix=MIX,
+                          eval_every=0, save_every=steps, **{"warmup": min(100, steps // 4), **start_from})
+        train(out, cfg, progress=False)
         minutes = (time.perf_counter() - start) / 60
-        report[rope] = {"minutes": round(minutes, 1), **evaluate(smalto.load(out), args.quick)}
+        scores = evaluate(smalto.load(out), args.quick)
+        report[rope] = {"minutes": round(minutes, 1), **final_losses(out), **scores}
         print(f"{rope}: {report[rope]}", flush=True)
-    print(f"\n| metric (%) | {' | '.join(ROPES)} |\n|---" + "|---" * len(ROPES) + "|")
-    for row in ("minutes", *ROWS):
-        print(f"| {row.replace('_', ' ')} | " + " | ".join(f"{report[r][row]:.1f}" for r in ROPES) + " |")
+    print(f"\n| metric (losses in nats per token, the rest %) | {' | '.join(ROPES)} |\n|---" + "|---" * len(ROPES) + "|")
+    for row in ("minutes", *(f"loss_{t}" for t in LOSSES), *ROWS):
+        print(f"| {row.replace('_', ' ')} | " + " | ".join(f"{report[r][row]:.3g}" for r in ROPES) + " |")
     if args.json:
         atomic.write_text(args.json, json.dumps(report, indent=2) + "\n")
 
