@@ -91,7 +91,8 @@ def main() -> None:
         scores = evaluate(smalto.load(out), args.quick)
         report[rope] = {"minutes": round(minutes, 1), **final_losses(out), **scores}
         print(f"{rope}: {report[rope]}", flush=True)
-    print(f"\n| metric (losses in nats per token, the rest %) | {' | '.join(ROPES)} |\n|---" + "|---" * len(ROPES) + "|")
+    print(f"\n| metric (losses in nats per token, the rest %) | {' | '.join(ROPES)} |")
+    print("|---" * (len(ROPES) + 1) + "|")
     for row in ("minutes", *(f"loss_{t}" for t in LOSSES), *ROWS):
         print(f"| {row.replace('_', ' ')} | " + " | ".join(f"{report[r][row]:.3g}" for r in ROPES) + " |")
     if args.json:

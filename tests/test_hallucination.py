@@ -58,7 +58,8 @@ def test_negative_refuses_an_unknown_setting():
 def test_pope_scores_show_a_yes_sayer_and_a_truthful_answerer():
     truth = ["yes", "no"] * 10
     yes_sayer = pope_scores(["yes"] * 20, truth)
-    assert (yes_sayer["recall"], yes_sayer["precision"], yes_sayer["yes_ratio"], yes_sayer["f1"]) == (100, 50, 100, 66.7)
+    assert (yes_sayer["recall"], yes_sayer["precision"], yes_sayer["f1"]) == (100, 50, 66.7)
+    assert yes_sayer["yes_ratio"] == 100
     perfect = pope_scores([" Yes", "no"] * 10, truth)
     assert (perfect["accuracy"], perfect["f1"], perfect["yes_ratio"], perfect["other"]) == (100, 100, 50, 0)
     mumbler = pope_scores(["maybe"] * 20, truth)
