@@ -112,8 +112,7 @@ def test_packing_or_exporting_a_checkpoint_carries_no_outside_file_on(checkpoint
     exported = export_hf(checkpoint, tmp_path / "hf")
     carried = [p for out in (packed, exported) for p in out.rglob("*") if p.is_file()]
     assert carried and not any("private notes" in p.read_bytes().decode(errors="ignore") for p in carried)
-    pictures = sorted(name for name in FILES if not name.startswith("video"))  # the shipped model reads no clips
-    assert sorted(p.name for p in (packed / "tokenizers").iterdir()) == pictures
+    assert sorted(p.name for p in (packed / "tokenizers").iterdir()) == sorted(FILES)  # the shipped model reads clips
 
 
 @pytest.mark.parametrize("change, words", [

@@ -88,10 +88,11 @@ def test_a_model_trained_on_clips_reads_draws_and_continues_them(micro_clips):
         pipe.continue_clip(CLIP, given=3)
 
 
-def test_a_model_without_clips_says_so(shipped):
-    assert not shipped.reads_clips
+def test_a_model_without_clips_says_so(micro_base):
+    pictures = smalto.load(micro_base)
+    assert not pictures.reads_clips
     with pytest.raises(SmaltoError, match="not trained on clips"):
-        shipped.caption_clip(CLIP)
+        pictures.caption_clip(CLIP)
 
 
 def run(model, *args) -> subprocess.CompletedProcess:

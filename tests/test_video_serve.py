@@ -74,8 +74,8 @@ def test_a_clip_the_model_cannot_read_is_400(server, frames, words):
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages.0.content.0.video_url"
 
 
-def test_a_model_without_clips_refuses_them_clearly(shipped):
-    with running_server(shipped, ServeConfig(model_name="pictures")) as url:
+def test_a_model_without_clips_refuses_them_clearly(micro_base):
+    with running_server(smalto.load(micro_base), ServeConfig(model_name="pictures")) as url:
         r = httpx.post(f"{url}/v1/images/generations", json={"prompt": "a clip", "video": True}, timeout=60)
         assert r.status_code == 400 and "not trained on clips" in r.json()["error"]["message"]
         body = {"model": "pictures", "messages": [{"role": "user", "content": [{"type": "image_url",

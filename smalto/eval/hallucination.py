@@ -108,18 +108,24 @@ def chair(captions: list[str], scenes: list, cfg: ShapesConfig) -> dict:
     return {"chair_i": round(100.0 * wrong / max(1, total), 1), "chair_s": _pct(flagged), "mentions": total}
 
 
-def _replies(pipe: Pipeline, images: list, questions: list[str]) -> list[str]:
+def _replies(pipe: Pipeline, images: list, questions: list[str], effort: str = "none") -> list[str]:
     return [r.text for chunk in _batches(list(zip(images, questions)))
-            for r in pipe.reply_batch([im for im, _ in chunk], [q for _, q in chunk])]
+            for r in pipe.reply_batch([im for im, _ in chunk], [q for _, q in chunk], effort)]
+
+
+def eval_pope(pipe: Pipeline, world: ShapesWorld, n: int, effort: str = "none") -> dict:
+    """POPE's three settings on `n` scenes (2n questions each), answered at a test-time effort level."""
+    report = {}
+    for setting in SETTINGS:
+        items = pope_items(world, n, setting)
+        replies = _replies(pipe, [im for im, _, _ in items], [q for _, q, _ in items], effort)
+        report[f"pope_{setting}"] = pope_scores(replies, [a for _, _, a in items])
+    return report
 
 
 def eval_hallucination(pipe: Pipeline, world: ShapesWorld, n: int) -> dict:
     """The probe on `n` scenes of `world` (each setting asks 2n questions)."""
-    report: dict = {}
-    for setting in SETTINGS:
-        items = pope_items(world, n, setting)
-        replies = _replies(pipe, [im for im, _, _ in items], [q for _, q, _ in items])
-        report[f"pope_{setting}"] = pope_scores(replies, [a for _, _, a in items])
+    report = eval_pope(pipe, world, n)
     samples = [world[i] for i in range(n)]
     texts = [t for chunk in _batches(samples) for t in pipe.caption_batch([s.image for s in chunk])]
     report["chair"] = chair(texts, [s.scene for s in samples], world.cfg)

@@ -264,7 +264,7 @@ def eval_new_words(pipe: Pipeline, world_cfg: ShapesConfig, n: int, seed: int) -
 
 
 def evaluate(pipe: Pipeline, cfg: EvalConfig = EvalConfig(), heldout: bool = True, sweep: bool = True) -> dict:
-    from smalto.eval.hallucination import eval_hallucination
+    from smalto.eval.hallucination import eval_hallucination, eval_pope
 
     shapes = ShapesConfig(image_size=pipe.image_size)
     splits = {"train": ShapesWorld(shapes, cfg.seed, "train")}
@@ -293,7 +293,8 @@ def evaluate(pipe: Pipeline, cfg: EvalConfig = EvalConfig(), heldout: bool = Tru
             draw["seconds"] = round(time.perf_counter() - start, 1)
             report[name].setdefault("effort", {})[effort] = {
                 "qa": eval_questions(pipe, world, cfg.questions, effort),
-                "premises": eval_premises(pipe, world, cfg.premises, effort), "draw": draw}
+                "premises": eval_premises(pipe, world, cfg.premises, effort), "draw": draw,
+                "pope": eval_pope(pipe, world, cfg.hallucination, effort)}
     if pipe.world is not None and pipe.world.new_words:
         report["new_words"] = eval_new_words(pipe, pipe.world, cfg.captions // 2, cfg.seed)
     if sweep:
@@ -359,10 +360,16 @@ DRAW_ROWS = ("overall", "single_object", "two_objects", "counting", "colors", "p
 
 def effort_table(split: dict, name: str) -> str:
     """Accuracy and cost per effort level, for one split."""
-    levels = {"none": {k: split[k] for k in ("qa", "premises", "draw")}, **split["effort"]}
+    def pope(level: dict) -> dict:  # POPE's F1 and yes-ratio per setting, one level deep
+        return {f"{k}_{m}": v[m] for k, v in level.items() if k.startswith("pope_") for m in ("f1", "yes_ratio")}
+
+    none = {k: split[k] for k in ("qa", "premises", "draw")} | {"pope": pope(split.get("hallucination", {}))}
+    levels = {"none": none, **{e: {**r, "pope": pope(r.get("pope", {}))} for e, r in split["effort"].items()}}
     rows = [("QA overall (%)", "qa", "overall"), ("QA false premise (%)", "premises", "false_premise"),
             ("QA tokens per answer", "qa", "tokens"), ("QA seconds", "qa", "seconds"),
-            *[(f"draw {k.replace('_', ' ')} (%)", "draw", k) for k in DRAW_ROWS], ("draw seconds", "draw", "seconds")]
+            *[(f"draw {k.replace('_', ' ')} (%)", "draw", k) for k in DRAW_ROWS], ("draw seconds", "draw", "seconds"),
+            *[(f"POPE {s} {label} (%)", "pope", f"pope_{s}_{m}") for s in ("random", "adversarial")
+              for m, label in (("f1", "F1"), ("yes_ratio", "yes-ratio"))]]
     lines = [f"| {name} compositions | " + " | ".join(f"effort {e}" for e in levels) + " |",
              "|---" * (len(levels) + 1) + "|"]
     for label, group, key in rows:
