@@ -1,6 +1,7 @@
 """Clips end to end: the training stream's clip tasks, a model trained on them, and the pipeline,
 command line and errors around it."""
 
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -64,6 +65,14 @@ def test_a_folder_of_clips_trains_the_clip_tasks(video_tokenizers, tmp_path):
         assert torch.equal(e.positions, positions(v, e.ids))
     assert seen == set(range(6))
     assert stream.examples(3, 2)[1][1].ids == stream.examples(4, 1)[0][1].ids  # a pure function of the index
+    index = folder / "data.jsonl"
+    lines = [json.loads(line) for line in index.read_text().splitlines()]
+    index.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "qa"}) + "\n" for r in lines))
+    asked = ExampleStream(tok, v, str(folder), TaskMix(caption=0, draw=0, qa=0, clip_qa=1), max_len=384)
+    texts = {tuple(tok.text.encode(r["text"])) for r in lines}
+    for _, e in asked.examples(0, 6):  # a clip without questions is described instead
+        answer = e.ids[e.ids.index(v.assistant) + 1:-1]
+        assert tuple(answer) in texts
     with pytest.raises(SmaltoError, match="trains the clip tasks only"):
         ExampleStream(tok, v, str(folder), TaskMix(caption=1, clip_qa=1), max_len=384)
     pictures = write_shapes(tmp_path / "pictures", 4)

@@ -235,17 +235,15 @@ class ExampleStream:
 
     def _clip_example(self, rng: np.random.Generator, task: int, codes: Tensor, sample: ClipSample) -> Example:
         text, v, name = self.encode_text, self.vocab, TASKS[task]
-        if name == "clip_caption":
+        if name == "clip_caption" or (name == "clip_qa" and not sample.qa):  # (a folder's clip may have no questions)
             return caption_example(v, codes, list(text(sample.captions[0])), self.mix.train_prompt_images, "video")
         if name == "clip_draw":  # from the canonical caption or the one that says where each object ends
             prompt = [] if rng.random() < self.mix.cond_dropout else list(text(sample.captions[rng.integers(2)]))
             return draw_example(v, prompt, codes, "video")
-        if name == "clip_qa" and sample.qa:  # (a folder's clip may come without questions: described instead)
+        if name == "clip_qa":
             pair = sample.qa[rng.integers(len(sample.qa))]
             return answer_example(v, codes, [(list(text(pair["q"])), list(text(pair["a"])))],
                                   self.mix.train_prompt_images, "video")
-        if name == "clip_qa":
-            return caption_example(v, codes, list(text(sample.captions[0])), self.mix.train_prompt_images, "video")
         given = int(rng.integers(1, v.modalities["video"].frames))
         return continue_example(v, list(text(CONTINUE)), codes, given)
 
