@@ -100,7 +100,7 @@ def test_bad_conversations_are_clear_errors(shipped):
         shipped.chat_prompt([Message("system", "hi")])
     for check in (shipped.chat_prompt, lambda m: prompt_length(shipped, m)):
         with pytest.raises(SmaltoError, match="context"):
-            check([Message("user", "", [image, image, image])])
+            check([Message("user", "", [image] * 6)])  # 6 × 66 tokens: over the 384 of the context
         with pytest.raises(SmaltoError, match="only accepted in user messages"):
             check([Message("assistant", "x", [image])])
     with pytest.raises(ValueError, match="role"):

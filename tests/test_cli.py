@@ -222,8 +222,10 @@ def test_demo_writes_a_gallery(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "| caption exact |" in r.stdout and "| draw single object |" in r.stdout
     page = (tmp_path / "demo" / "index.html").read_text()
-    assert page.count('class="card"') == len(PROMPTS) + 6 + 3 and "data:image/png;base64," in page
+    assert page.count('class="card"') == len(PROMPTS) + 6 + 3 + 3 and "data:image/png;base64," in page
     assert "<h2>Conversations" in page and page.count("<li>") >= 6 * 3 + 3
+    assert "<h2>Clips" in page and "data:image/gif;base64," in page  # the shipped model reads clips
+    assert "| clip caption exact |" in r.stdout and "| POPE random F1 |" in r.stdout
     assert Image.open(tmp_path / "demo" / "gallery.png").size[1] > len(PROMPTS) * 4 * 32
 
 
