@@ -20,14 +20,14 @@ from smalto.data.motion import clip_captions, parse_clip_caption
 from smalto.data.shapes import GREETINGS, HELLO_REPLY, follow_ups
 from smalto.data.video import clip_bytes
 from smalto.eval.shapes_eval import EvalConfig, evaluate, summary_table
-
-# Half of `smalto eval`'s items and no guidance sweep: the demo shows the model, `smalto eval` measures it.
-DEMO_EVAL = EvalConfig(captions=100, questions=200, drawings=24, premises=100, relations=24, conversations=50,
-                       hallucination=100, clips=50, clip_drawings=16)
 from smalto.eval.video_eval import motion_world
 from smalto.pipeline import Message, load
 from smalto.plots import image_grid, png_bytes
 from smalto.verify.motion import parse_clip
+
+# Half of `smalto eval`'s items and no guidance sweep: the demo shows the model, `smalto eval` measures it.
+DEMO_EVAL = EvalConfig(captions=100, questions=200, drawings=24, premises=100, relations=24, conversations=50,
+                       hallucination=100, clips=50, clip_drawings=16)
 
 PROMPTS = [
     "a large red circle at the center",

@@ -26,15 +26,15 @@ from smalto.data.images import MAX_PIXELS, check_size, convert_image, load_image
 from smalto.errors import SmaltoError
 
 MAX_FRAMES = 64
+FORMATS = {".gif": "GIF", ".webp": "WEBP"}
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
+TAG = "smalto "  # how a clip written here records its frame time and count
 
 
 class ClipTooLong(SmaltoError):
     def __init__(self, name: str, frames: int, limit: int):
         super().__init__(f"{name}: the clip has {frames} frames, over the limit of {limit}")
         self.frames, self.limit = frames, limit
-FORMATS = {".gif": "GIF", ".webp": "WEBP"}
-FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
-TAG = "smalto "  # how a clip written here records its frame time and count
 
 
 def frame_count(source: str | Path | bytes) -> int:
