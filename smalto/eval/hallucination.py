@@ -35,8 +35,14 @@ from smalto.pipeline import Message, Pipeline
 
 SETTINGS = ("random", "popular", "adversarial")
 POPULAR = 6  # how many of the most frequent training pairs "popular" draws from
-ROWS = (*(f"pope_{s}_f1" for s in SETTINGS), *(f"pope_{s}_yes" for s in SETTINGS), "chair_i", "chair_s",
-        "primed_caption", "unprimed_caption", "primed_question", "primed_refuted")
+# The summary table's rows: each headline number (`flat`'s keys) and its label.
+ROWS = {**{f"pope_{s}_f1": f"POPE {s} F1" for s in SETTINGS},
+        **{f"pope_{s}_yes": f"POPE {s} yes-ratio" for s in SETTINGS},
+        "chair_i": "CHAIR_i (lower is better)", "chair_s": "CHAIR_s (lower is better)",
+        "primed_caption": "names a primed absent object: caption",
+        "unprimed_caption": "... the same object, unprimed caption",
+        "primed_question": "names a primed absent object: question",
+        "primed_refuted": "refutes a presumed absent object"}
 
 
 def mentions(text: str, cfg: ShapesConfig) -> list[tuple[str, str]]:
