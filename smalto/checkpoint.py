@@ -34,6 +34,9 @@ from smalto.weights import check_fits
 
 FORMAT = "smalto-checkpoint/2"
 FORMAT_1 = "smalto-checkpoint/1"
+# How each fusion design reads a picture (smalto.model.fusion), for messages
+READS = {"tokens": "as codes in the stream", "projector": "as ViT features in the codes' places",
+         "xattn": "through gated cross-attention"}
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -127,8 +130,10 @@ def _untied_head(cfg: ModelConfig) -> tuple[str, ...]:
     return ("lm_head.weight",) if cfg.tie_embeddings else ()
 
 
-def load_checkpoint(path: str | Path) -> tuple[Transformer, Vocab, Tokenizers, dict]:
-    """(model in float32, vocab, tokenizers, meta in format 2)."""
+def load_checkpoint(path: str | Path, fusion: str | None = None, needs: str = ""
+                    ) -> tuple[Transformer, Vocab, Tokenizers, dict]:
+    """(model in float32, vocab, tokenizers, meta in format 2). fusion: the design the caller
+    needs (smalto.model.fusion), `needs` saying why; a model of another is refused."""
     path = Path(path)
     meta = read_meta(path)
     if "adapter" in meta:
@@ -139,6 +144,9 @@ def load_checkpoint(path: str | Path) -> tuple[Transformer, Vocab, Tokenizers, d
         cfg = ModelConfig(**meta["model"])
     except (KeyError, TypeError, ValueError) as e:
         raise SmaltoError(f"{path / 'meta.json'}: config does not fit this version of smalto ({e})") from None
+    if fusion is not None and cfg.fusion != fusion:
+        raise SmaltoError(f"{path}: is a {cfg.fusion} model (it reads pictures {READS[cfg.fusion]}), not a {fusion} "
+                          f"one" + (f": {needs}" if needs else "; its weights do not fit that design"))
     check_fits(weights_file, lambda: Transformer(cfg), "meta.json", skip=_untied_head(cfg))
     try:
         weights = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights_file)).items()}

@@ -120,7 +120,9 @@ def export_hf(model_dir: str | Path, out: str | Path, dtype: torch.dtype = torch
               adapter: str | Path | None = None) -> Path:
     """Write `out/` (config.json, model.safetensors, tokenizer files, image_tokenizer/, README.md);
     with a LoRA `adapter`, merged into the weights first."""
-    model, vocab, tokenizers, meta = load_checkpoint(model_dir)
+    model, vocab, tokenizers, meta = load_checkpoint(
+        model_dir, "tokens", "transformers' Qwen3 reads token ids only, and has no place for a vision tower or "
+        "cross-attention blocks. Serve it with `smalto serve`")
     if model.cfg.rope != "1d":
         raise SmaltoError(f"{model_dir}: a {model.cfg.rope} model does not export to transformers: the text-only "
                           f"architectures smalto maps onto (Qwen3) take one position per token, and the ones with "

@@ -41,11 +41,11 @@ from smalto.data.video import as_clip, is_clip
 from smalto.data.shapes import ShapesConfig, parse_caption, world_config
 from smalto.effort import SURE, THINKING_BUDGET, VOTE_TEMPERATURE, Drawing, Reply, effort_level
 from smalto.inference.detok import Detokenizer, detokenize
-from smalto.inference import Engine, Sampling
+from smalto.inference import Engine, Prompt, Sampling
 from smalto.errors import ContextLengthError, SmaltoError
 from smalto.model import Transformer
 from smalto.format import (DRAWING, Allowed, Vocab, answer_prompt, caption_prompt, chat_prompt, continue_prompt,
-                           draw_prompt, positions)
+                           draw_prompt, fuse_ids, positions)
 from smalto.tokenizers import Tokenizers
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "model"
@@ -120,6 +120,10 @@ class Pipeline:
 
     def image_codes(self, images) -> torch.Tensor:
         """Paths / PIL images / uint8 arrays -> image codes [B, h, w]."""
+        return self.tokenizers.image.encode(self.pictures(images))
+
+    def pictures(self, images) -> np.ndarray:
+        """Paths / PIL images / uint8 arrays -> uint8 [B, H, W, 3] at the model's size."""
         if isinstance(images, (str, Path, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim == 3):
             images = [images]
         arrays = []
@@ -134,7 +138,26 @@ class Pipeline:
                 if array.ndim != 3 or array.shape[2] not in (3, 4) or array.dtype != np.uint8:
                     raise SmaltoError(f"expected an image as uint8 [H, W, 3], got {array.dtype} {array.shape}")
                 arrays.append(convert_image(Image.fromarray(array), self.image_size))
-        return self.tokenizers.image.encode(np.stack(arrays))
+        return np.stack(arrays)
+
+    def reading(self, ids: list[int], pictures: list[np.ndarray]) -> list[int]:
+        """A prompt written with its pictures' codes, as this model reads it: unchanged for the
+        tokens design; for one that sees pixels (smalto.model.fusion), rewritten and carrying the
+        pictures' pixels, in order (an `inference.Prompt`)."""
+        if self.model.cfg.fusion == "tokens":
+            return ids
+        return Prompt(fuse_ids(self.vocab, ids, self.model.cfg.fusion)[0], pictures)
+
+    @property
+    def picture_tokens(self) -> int:
+        """How many tokens a picture takes in a prompt."""
+        return 1 if self.model.cfg.fusion == "xattn" else self.vocab.image_tokens + 2
+
+    def _read_prompts(self, images: list, make) -> list[list[int]]:
+        """A prompt per image: make(codes, i) writes it with the image's codes."""
+        pictures = self.pictures(images)
+        codes = self.tokenizers.image.encode(pictures)
+        return [self.reading(make(c, i), [p]) for i, (c, p) in enumerate(zip(codes, pictures))]
 
     @property
     def reads_clips(self) -> bool:
@@ -201,7 +224,7 @@ class Pipeline:
     def caption_batch(self, images: list, beams: int = 1, effort: str | None = None,
                       best_of: int | None = None) -> list[str]:
         options.check("beams", beams)
-        prompts = [caption_prompt(self.vocab, c) for c in self.image_codes(images)]
+        prompts = self._read_prompts(images, lambda codes, _: caption_prompt(self.vocab, codes))
         if beams > 1:
             return self._beams(prompts, beams)
         votes = options.check("best_of", best_of) or effort_level(effort).votes
@@ -214,13 +237,12 @@ class Pipeline:
         return [r.text for r in self.reply_batch(images, questions, effort, best_of, thinking_budget)]
 
     def _answer_prompts(self, images: list, questions: list[str]) -> list[list[int]]:
-        prompts = []
-        for codes, question in zip(self.image_codes(images), questions, strict=True):
-            q = self.text_ids(question, "question")
-            if not q:
-                raise SmaltoError("the question is empty")
-            prompts.append(answer_prompt(self.vocab, codes, q))
-        return prompts
+        if len(images) != len(questions):
+            raise ValueError(f"{len(images)} images for {len(questions)} questions")
+        asked = [self.text_ids(q, "question") for q in questions]
+        if not all(asked):
+            raise SmaltoError("the question is empty")
+        return self._read_prompts(images, lambda codes, i: answer_prompt(self.vocab, codes, asked[i]))
 
     def _beams(self, prompts: list[list[int]], beams: int) -> list[str]:
         limit = min(MAX_ANSWER_TOKENS, self.context - max(len(p) for p in prompts))
@@ -329,12 +351,16 @@ class Pipeline:
 
     def chat_prompt(self, messages: list[Message]) -> list[int]:
         """The prompt for the assistant's next reply (system messages are left out)."""
-        turns = []
+        turns, pictures = [], []
         for m in self.check_messages(messages):
             if m.role in ("user", "assistant"):
-                images = [i for item in m.images for i in self.item_ids(item)]
-                turns.append((m.role, images + self.text_ids(m.text, f"a {m.role} message")))
-        prompt = chat_prompt(self.vocab, turns)
+                ids = []
+                for item in m.images:
+                    if not is_clip(item):
+                        pictures.append(self.pictures([item])[0])
+                    ids += self.item_ids(pictures[-1] if not is_clip(item) else item)
+                turns.append((m.role, ids + self.text_ids(m.text, f"a {m.role} message")))
+        prompt = self.reading(chat_prompt(self.vocab, turns), pictures)
         self.check_context(len(prompt), "the conversation")
         return prompt
 
@@ -490,10 +516,11 @@ class Pipeline:
         (DALL·E's reranking with CLIP, with the model as its own judge)."""
         v = self.vocab
         target = self.text_ids(text) + [v.eos]
-        rows = [caption_prompt(v, codes) + target for codes in self.image_codes(images)]
+        rows = self._read_prompts(images, lambda codes, _: caption_prompt(v, codes) + target)
         ids = torch.tensor(rows, device=self.engine.device)
         where = torch.stack([positions(v, r) for r in rows]).to(ids.device)
-        logits = self.model(ids[:, :-1], where[:, :, :-1]).logits.float()[:, -len(target):]
+        seen = self.engine.images(rows, ids.shape[1])
+        logits = self.model(ids[:, :-1], where[:, :, :-1], images=seen).logits.float()[:, -len(target):]
         return logits.log_softmax(-1).gather(-1, ids[:, -len(target):, None]).squeeze(-1).mean(1).tolist()
 
     def draw(self, prompts: list[str | list[int]], sampling: Sampling | None = None,

@@ -176,10 +176,10 @@ def video_tokenizer_flags(t: argparse.ArgumentParser) -> None:
 
 def train_flags(tr: argparse.ArgumentParser) -> None:
     from smalto.model import PRESETS
-    from smalto.model.config import ROPES
+    from smalto.model.config import FUSIONS, ROPES
     from smalto.training.data import TASKS, TaskMix
     from smalto.training.optim import OPTIMIZERS
-    from smalto.training.trainer import COMPILE_FROM, DEFAULT_PRESET, PRECISIONS, TrainConfig
+    from smalto.training.trainer import COMPILE_FROM, DEFAULT_PRESET, PRECISIONS, VISION_INITS, TrainConfig
 
     tr.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, log, plots)")
     add_config(tr, TrainConfig, {
@@ -211,7 +211,13 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
                 "the frequencies) or interleaved (Qwen3-VL) (default: the preset's 1d, or --init-from's)",
         "context": "tokens a sequence may hold (default: the preset's 160, or --init-from's; a clip task needs "
                    "384: the longest clip captions are 82 tokens)",
+        "fusion": "how the model reads pictures: tokens (their codes in the stream), projector (a small ViT's "
+                  "features in the codes' places, LLaVA) or xattn (gated cross-attention to those features, "
+                  "Flamingo); drawing always writes codes (default: tokens, or --init-from's)",
+        "vision_init": "a new projector or xattn model's ViT stem: from scratch, or the image tokenizer's encoder "
+                       "with its weights",
     }, preset=dict(choices=tuple(PRESETS)), rope=dict(choices=ROPES), precision=dict(choices=PRECISIONS),
+       fusion=dict(choices=FUSIONS), vision_init=dict(choices=VISION_INITS),
        optimizer=dict(choices=OPTIMIZERS),
        compile=dict(action=argparse.BooleanOptionalAction), freeze=dict(metavar="PATTERN"))
     mix = defaults(TaskMix)

@@ -18,11 +18,16 @@ The assistant's part is trained (loss_mask is True for tokens the model must pre
 user's text is context. The user's image codes may be trained too (`train_image`): the image is
 processed anyway, so predicting it is free signal for learning what images look like.
 Each example also carries its tokens' positions (`format.grammar.positions`).
+
+Models that see pixels (`smalto.model.fusion`) read a user's picture differently, and `fuse`
+rewrites a sequence for them: the projector keeps the codes' places (their embeddings are
+replaced by features, and they are no longer targets: the features give them away); xattn
+replaces `<boi> codes <eoi>` by one marker token. A picture the assistant draws stays codes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor
 
@@ -30,11 +35,54 @@ from smalto.format.grammar import positions
 from smalto.format.vocab import Vocab
 
 
+# xattn's place for a picture in the stream (Llama 3.2 Vision's <|image|>): a reserved special token
+PICTURE = "reserved_0"
+
+
 @dataclass
 class Example:
     ids: list[int]
     loss_mask: list[bool]  # True where ids[i] is a target (predicted from ids[:i])
     positions: Tensor  # int64 [3, len(ids)]: (time, row, column), see format.grammar
+    # fused designs: the pixels (uint8 [H, W, 3]) of the pictures it reads, and where each starts
+    pictures: list = field(default_factory=list)
+    picture_at: list[int] = field(default_factory=list)
+
+
+def picture_starts(v: Vocab, ids: list[int], fusion: str) -> list[int]:
+    """Where each picture a (fused) sequence reads starts: its <boi> not right after <assistant>
+    (projector), or its marker (xattn)."""
+    if fusion == "xattn":
+        marker = v.specials[PICTURE]
+        return [i for i, t in enumerate(ids) if t == marker]
+    return [i for i, t in enumerate(ids) if t == v.boi and (i == 0 or ids[i - 1] != v.assistant)]
+
+
+def fuse_ids(v: Vocab, ids: list[int], fusion: str, mask: list[bool] | None = None
+             ) -> tuple[list[int], list[bool], list[int]]:
+    """(ids, loss mask, where each picture read starts) of a sequence written for the tokens
+    design, as the `fusion` design reads it."""
+    mask = [False] * len(ids) if mask is None else list(mask)
+    if fusion == "tokens":
+        return list(ids), mask, []
+    if fusion not in ("projector", "xattn"):
+        raise ValueError(f"unknown fusion {fusion!r}")
+    starts, ids, span = picture_starts(v, ids, "projector"), list(ids), v.image_tokens + 2
+    for s in reversed(starts):
+        if fusion == "projector":
+            mask[s + 1:s + span] = [False] * len(mask[s + 1:s + span])
+        else:
+            ids[s:s + span], mask[s:s + span] = [v.specials[PICTURE]], [False]
+    return ids, mask, picture_starts(v, ids, fusion)
+
+
+def fuse(v: Vocab, example: Example, fusion: str, picture=None) -> Example:
+    """The example as a `fusion` design reads it; `picture` (uint8 [H, W, 3]) is every picture it reads."""
+    if fusion == "tokens":
+        return example
+    ids, mask, starts = fuse_ids(v, example.ids, fusion, example.loss_mask)
+    where = example.positions if fusion == "projector" else positions(v, ids)
+    return Example(ids, mask, where, [picture] * len(starts), starts)
 
 
 def _build(v: Vocab, *segments: tuple[list[int], bool]) -> Example:

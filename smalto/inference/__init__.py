@@ -2,7 +2,7 @@
 incremental detokenizer."""
 
 from smalto.inference.detok import Detokenizer
-from smalto.inference.engine import Engine, Generation, Step
+from smalto.inference.engine import Engine, Generation, Prompt, Step
 from smalto.inference.strategies import Sampling
 
-__all__ = ["Detokenizer", "Engine", "Generation", "Sampling", "Step"]
+__all__ = ["Detokenizer", "Engine", "Generation", "Prompt", "Sampling", "Step"]

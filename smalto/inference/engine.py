@@ -21,10 +21,25 @@ import torch
 from torch import Tensor
 
 from smalto import options
-from smalto.format import Allowed, FormatState, Vocab, positions
+from smalto.format import Allowed, FormatState, Vocab, picture_starts, positions
 from smalto.inference.processors import FormatMask, ForcedTokens, Guidance, Processor
 from smalto.inference.strategies import Sampling
 from smalto.model import KVCache, Transformer
+from smalto.model.fusion import Images, batch_images
+
+
+class Prompt(list):
+    """A prompt's ids and the pixels (uint8 [H, W, 3]) of the pictures it reads, in order, for a
+    model that sees pixels (smalto.model.fusion). A list of ids, so whatever handles ids handles it."""
+
+    def __init__(self, ids: list[int], pictures: list | tuple = ()):
+        super().__init__(ids)
+        self.pictures = tuple(pictures)
+
+
+def _key(prompt: list[int]) -> tuple:
+    """Equal prompts read the same pictures too."""
+    return tuple(prompt), tuple(map(id, getattr(prompt, "pictures", ())))
 
 
 @dataclass
@@ -86,6 +101,18 @@ class Engine:
         length = min(-(-(length + self.model.prompt_tokens) // 64) * 64, self.model.cfg.max_seq_len)
         return KVCache(self.model.cfg, batch, length, torch.float32, self.device)
 
+    def images(self, prompts: list[list[int]], width: int) -> Images | None:
+        """The pictures of prompts left-padded to `width` (`left_pad`), for a model that sees pixels."""
+        pictures = [list(getattr(p, "pictures", ())) for p in prompts]
+        if self.model.vision is None:
+            if any(pictures):
+                raise ValueError("a tokens model reads pictures as codes in the prompt, not as pixels")
+            return None
+        fusion = self.model.cfg.fusion
+        starts = [[s + width - len(p) for s in picture_starts(self.vocab, p, fusion)] for p in prompts]
+        images = batch_images(pictures, starts)
+        return None if images is None else images.to(self.device)
+
     def _check_room(self, prompt_len: int, max_new: int) -> None:
         # (a prompt-tuned model's learned embeddings take room before every prompt)
         if prompt_len + max_new > self.model.cfg.max_seq_len - self.model.prompt_tokens:
@@ -134,17 +161,23 @@ class Engine:
             raise ValueError("forced needs one list of tokens per prompt")
         rows = prompts + (unconditional if guided else [])
         # Equal prompts (best-of-N, votes, the unconditional twins) are prefilled once, then copied.
-        unique = {tuple(p): i for i, p in enumerate(dict.fromkeys(map(tuple, rows)))}
-        ids, valid, pos = left_pad(v, [list(p) for p in unique])
+        unique: dict[tuple, int] = {}
+        kept: list[list[int]] = []
+        for p in rows:
+            if _key(p) not in unique:
+                unique[_key(p)] = len(kept)
+                kept.append(p)
+        ids, valid, pos = left_pad(v, kept)
         longest = int(limits.max())
         self._check_room(ids.shape[1], longest)
         if longest == 0:
             return
         device = self.device
         cache = self._cache(len(unique), ids.shape[1] + longest)
-        logits = self.model(ids.to(device), pos.to(device), cache, valid.to(device)).logits[:, -1].float()
+        logits = self.model(ids.to(device), pos.to(device), cache, valid.to(device),
+                            images=self.images(kept, ids.shape[1])).logits[:, -1].float()
         if len(unique) < len(rows):
-            copies = torch.tensor([unique[tuple(p)] for p in rows], device=device)
+            copies = torch.tensor([unique[_key(p)] for p in rows], device=device)
             cache.reorder(copies)
             logits = logits[copies]
 
@@ -177,7 +210,8 @@ class Engine:
         self._check_room(len(prompt), max_new_tokens)
         ids, valid, pos = left_pad(v, [prompt])
         cache = self._cache(1, len(prompt) + max_new_tokens)
-        logits = self.model(ids.to(self.device), pos.to(self.device), cache).logits[:, -1].float()
+        logits = self.model(ids.to(self.device), pos.to(self.device), cache,
+                            images=self.images([prompt], ids.shape[1])).logits[:, -1].float()
         state = FormatState(v, [prompt], Allowed(), self.device)
         legal = FormatMask(state)
         alive: list[list[int]] = [[]]

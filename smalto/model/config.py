@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 MAX_LAYERS, MAX_CONTEXT = 1024, 2**20
 ROPES = ("1d", "mrope", "interleaved")
+FUSIONS = ("tokens", "projector", "xattn")
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,26 @@ class ModelConfig:
     active_experts: int = 2
     balance_weight: float = 0.01  # load-balancing loss (Switch Transformer)
     z_weight: float = 0.001  # router z-loss (ST-MoE)
+    # How pictures the model reads reach it (smalto.model.fusion): "tokens", their discrete codes in
+    # the stream; "projector", a small ViT's features in the codes' places (LLaVA); "xattn", gated
+    # cross-attention to those features before every `xattn_every`-th layer (Flamingo), the picture
+    # a single marker in the stream. Drawing always writes codes.
+    fusion: str = "tokens"
+    vision_dim: int = 128  # the ViT's width (projector and xattn)
+    vision_layers: int = 2
+    vision_heads: int = 4
+    patch: int = 4  # the ViT reads patches of patch x patch pixels: one feature per image code
+    image_size: int = 32
+    xattn_every: int = 2
+    # The ViT's stem: None, a linear map of each patch (from scratch); or the image tokenizer's
+    # encoder config (its conv encoder, weights copied at the start of training).
+    vision_encoder: dict | None = None
 
     def __post_init__(self) -> None:
         # Bounds that keep a config read from someone else's meta.json from allocating without
         # limit (the weights themselves are checked against the file, see smalto.weights).
-        for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden", "max_seq_len"):
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden", "max_seq_len",
+                     "vision_dim", "vision_layers", "vision_heads", "patch", "image_size", "xattn_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -48,6 +64,12 @@ class ModelConfig:
                              f"got {self.experts} and {self.active_experts}")
         if self.rope not in ROPES:
             raise ValueError(f"rope must be one of {', '.join(ROPES)}, got {self.rope!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        if self.vision_dim % self.vision_heads or self.image_size % self.patch or self.vision_layers > MAX_LAYERS:
+            raise ValueError(f"vision_dim ({self.vision_dim}) must divide by vision_heads ({self.vision_heads}), "
+                             f"image_size ({self.image_size}) by patch ({self.patch}), and vision_layers be at "
+                             f"most {MAX_LAYERS}")
         if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
             raise ValueError(f"dim ({self.dim}) must divide by n_heads ({self.n_heads}), "
                              f"and n_heads by n_kv_heads ({self.n_kv_heads})")

@@ -24,6 +24,9 @@ class KVCache:
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layers)]
         self.valid = torch.zeros(batch, self.max_len, dtype=torch.bool, device=device)
         self.length = 0
+        # xattn models: each cross-attention block's keys and values of the prompt's pictures, and
+        # from which index each is visible (smalto.model.transformer.Transformer._cross)
+        self.cross: tuple[list[tuple[Tensor, Tensor]], Tensor] | None = None
 
     def claim(self, t: int, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The next t slots [t], and the attention mask [B, 1, t, max_len] for tokens put there:
@@ -44,3 +47,6 @@ class KVCache:
         self.k = [k[rows] for k in self.k]
         self.v = [v[rows] for v in self.v]
         self.valid = self.valid[rows]
+        if self.cross is not None:
+            memory, start = self.cross
+            self.cross = [(k[rows], v[rows]) for k, v in memory], start[rows]

@@ -3,8 +3,11 @@
     logits, aux_loss = model(ids, positions, cache=None)   # ids [B, T], positions [B, 3, T]
 
 or `model(embeds=...)` with input embeddings [B, T, dim] in place of ids, so that continuous
-features can be spliced into the stream. The auxiliary loss (zero for dense layers) is what
-layers such as mixture-of-experts routers add to the training objective.
+features can be spliced into the stream. A model of another fusion design than discrete tokens
+(`cfg.fusion`, smalto.model.fusion) also takes the pixels of the pictures its stream reads
+(`images=`): the projector splices their features in, xattn attends to them. The auxiliary
+loss (zero for dense layers) is what layers such as mixture-of-experts routers add to the
+training objective.
 
 Qwen3-style blocks (pre-norm RMSNorm, rotary positions, grouped-query attention through
 `scaled_dot_product_attention`, per-head RMSNorm on queries and keys, SwiGLU MLP), so it maps
@@ -28,19 +31,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smalto.model.config import ModelConfig
+from smalto.model.fusion import GatedCrossAttention, Images, VisionTower
 from smalto.model.kv_cache import KVCache
+from smalto.model.layers import MLP, RMSNorm
 from smalto.model.moe import MoE
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        # in x's dtype: under autocast the q/k norms see bf16, and mixed dtypes miss the fused kernel
-        return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)
 
 
 def rope_tables(cfg: ModelConfig) -> tuple[Tensor, Tensor]:
@@ -118,17 +112,6 @@ class Attention(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(b, t, h * hd).to(dtype))
 
 
-class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.gate_up_proj = nn.Linear(cfg.dim, 2 * cfg.mlp_hidden, bias=False)  # one matmul, as qkv
-        self.down_proj = nn.Linear(cfg.mlp_hidden, cfg.dim, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
-
-
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -160,6 +143,9 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.vision = VisionTower(cfg) if cfg.fusion != "tokens" else None
+        self.xattn = nn.ModuleList(GatedCrossAttention(cfg) for _ in range(0, cfg.n_layers, cfg.xattn_every)) \
+            if cfg.fusion == "xattn" else None
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         # Prompt tuning's learned embeddings (smalto.adapters.PromptTokens), put before every sequence.
@@ -180,13 +166,15 @@ class Transformer(nn.Module):
 
     def forward(self, ids: Tensor | None = None, positions: Tensor | None = None, cache: KVCache | None = None,
                 valid: Tensor | None = None, embeds: Tensor | None = None,
-                network: Callable[..., Tensor] | None = None) -> Output:
+                network: Callable[..., Tensor] | None = None, images: Images | None = None) -> Output:
         """ids [B, T] (or embeds [B, T, dim]) -> logits [B, T, V] and the auxiliary loss.
 
         positions: [B, 3, T], (time, row, column) per token as the format assigns them (default:
         the running index on all three); a 1-D rotary model reads row 0. With a cache, the
         tokens continue what it holds and `valid` [B, T] marks real ones (False for left padding).
         network: what runs the layers (default `self.network`; the engine passes a compiled copy).
+        images: the pictures the tokens read (projector and xattn designs); with a cache, xattn keeps
+        what it needs of them for the decoding steps that follow.
         """
         if (ids is None) == (embeds is None):
             raise ValueError("pass either ids or embeds")
@@ -197,6 +185,10 @@ class Transformer(nn.Module):
             start = cache.length - n * (cache.length > 0) if cache is not None else 0
             positions = torch.arange(start, start + t, device=x.device).expand(b, 3, t)
         first = cache is None or cache.length == 0
+        if images is not None and self.vision is None:
+            raise ValueError("a tokens model reads pictures as codes in the stream, not as pixels")
+        if images is not None and self.xattn is None:
+            x = self._splice(x, images)
         if n:  # the learned prompt takes positions 0..n-1 and shifts everything after it
             positions = positions + n
             if first:
@@ -207,14 +199,51 @@ class Transformer(nn.Module):
         if positions.max() >= self.cfg.max_seq_len:
             raise ValueError(f"position {int(positions.max())} is past max_seq_len {self.cfg.max_seq_len}")
         run = network or self.network
+        offset = 0 if cache is None else cache.length
+        cross = self._cross(images, cache, offset + n * bool(n and first), offset + torch.arange(t, device=x.device))
         if cache is None:
-            logits, aux = run(x, self.rotary(positions), None, None, None, None)
+            logits, aux = run(x, self.rotary(positions), None, None, None, None, cross=cross)
         else:
             slots, mask = cache.claim(t, valid)
-            logits, aux = run(x, self.rotary(positions), cache.k, cache.v, slots, mask)
+            logits, aux = run(x, self.rotary(positions), cache.k, cache.v, slots, mask, cross=cross)
         if n and first:
             logits = logits[:, n:]
         return Output(logits, logits.new_zeros(()) if aux is None else aux)
+
+    def _splice(self, x: Tensor, images: Images) -> Tensor:
+        """The projector: each picture's features in place of its codes' embeddings (the tokens
+        after its <boi>; any cut off by the end of the sequence are dropped)."""
+        rows, k = (images.at >= 0).nonzero(as_tuple=True)
+        features = self.vision(images.pixels[rows, k].to(x.dtype))  # [N, patches, dim]
+        cols = images.at[rows, k, None] + 1 + torch.arange(features.shape[1], device=x.device)
+        keep = cols < x.shape[1]
+        return x.index_put((rows[:, None].expand_as(cols)[keep], cols[keep]), features[keep].to(x.dtype))
+
+    def _cross(self, images: Images | None, cache: KVCache | None, shift: int, queries: Tensor):
+        """xattn: per block, keys and values of the pictures' features, and which of them each
+        query [T] (indices in the cache, or in the sequence) may see -- those of pictures it follows.
+        With a cache they are made once, with the prompt, and kept for the steps that follow."""
+        if self.xattn is None:
+            return None
+        if images is not None:
+            b, k = images.at.shape
+            rows, j = (images.at >= 0).nonzero(as_tuple=True)
+            features = self.vision(images.pixels[rows, j].to(self.embed.weight.dtype))  # [N, patches, dim]
+            p = features.shape[1]
+            memory = features.new_zeros(b, k, p, features.shape[-1])
+            memory[rows, j] = features
+            memory = memory.flatten(1, 2)
+            # from which index each feature is visible: its picture's start (never, for padding)
+            start = torch.where(images.at >= 0, images.at + shift, torch.iinfo(torch.long).max)
+            cross = [block.memory(memory) for block in self.xattn], start.repeat_interleave(p, 1)
+            if cache is not None:
+                cache.cross = cross
+        elif cache is not None and cache.cross is not None:
+            cross = cache.cross
+        else:
+            return None
+        memory, start = cross
+        return memory, (start[:, None, :] <= queries[None, :, None]).unsqueeze(1)
 
     def rotary(self, positions: Tensor) -> Tensor:
         """What `network` reads of positions [B, 3, T]: row 0 for a 1-D model, all three otherwise."""
@@ -226,11 +255,14 @@ class Transformer(nn.Module):
         return 0 if self.prompt is None else self.prompt.embeds.shape[0]
 
     def network(self, x: Tensor, positions: Tensor, keys: list[Tensor] | None, values: list[Tensor] | None,
-                slots: Tensor | None, mask: Tensor | None, head: bool = True) -> tuple[Tensor, Tensor | None]:
+                slots: Tensor | None, mask: Tensor | None, head: bool = True,
+                cross: tuple[list[tuple[Tensor, Tensor]], Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
         """The layers on tensors only (what the engine compiles): embeddings [B, T, dim] and
         rotary positions ([B, T] for a 1-D model, [B, 3, T] for a 3-axis one) -> logits and the
         summed auxiliary loss (None if dense).
-        head=False: the final normalised hidden states [B, T, dim] instead of logits (probes)."""
+        head=False: the final normalised hidden states [B, T, dim] instead of logits (probes).
+        cross (xattn): each cross-attention block's keys and values, and what each token sees
+        [B, 1, T, M]; None when no row reads a picture (the blocks would add exactly 0)."""
         if positions.dim() == 3:  # each frequency reads its own axis
             where = positions[:, self.rope_axes].transpose(1, 2)  # [B, T, head_dim / 2]
             freq = torch.arange(where.shape[-1], device=where.device)
@@ -239,6 +271,8 @@ class Transformer(nn.Module):
             cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
         total = None
         for i, block in enumerate(self.layers):
+            if cross is not None and i % self.cfg.xattn_every == 0:
+                x = self.xattn[i // self.cfg.xattn_every](x, *cross[0][i // self.cfg.xattn_every], cross[1])
             x, aux = block(x, cos, sin, None if keys is None else (keys[i], values[i], slots), mask)
             if aux is not None:
                 total = aux if total is None else total + aux

@@ -23,7 +23,8 @@ from smalto.data.shapes import (GREETINGS, HELLO_REPLY, OFF_TOPIC, OFF_TOPIC_REP
 from smalto.errors import SmaltoError
 from smalto.options import Range
 from smalto.format import (Example, Vocab, answer_example, caption_example, chat_example, continue_example,
-                           draw_example, think_example)
+                           draw_example, fuse, think_example)
+from smalto.model.fusion import Images, batch_images
 from smalto.tokenizers import Tokenizers
 from smalto.verify.spec import parse_question
 
@@ -91,13 +92,15 @@ class Batch:
     targets: Tensor  # [B, L] the next id at each position
     mask: Tensor  # [B, L] True where the target is trained
     tasks: Tensor  # [B] index into TASKS
+    images: Images | None = None  # the pictures the rows read, for models that see pixels
 
     @property
     def tokens(self) -> int:
         return int(self.mask.sum())
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(*(t.to(device) for t in (self.ids, self.positions, self.targets, self.mask, self.tasks)))
+        return Batch(*(t.to(device) for t in (self.ids, self.positions, self.targets, self.mask, self.tasks)),
+                     None if self.images is None else self.images.to(device))
 
 
 def data_position(step: int, micro: int, rank: int, world_size: int, batch_size: int, grad_accum: int) -> int:
@@ -123,13 +126,20 @@ def collate(examples: list[tuple[int, Example]], pad: int, max_len: int) -> Batc
         positions[row, :, :n] = e.positions[:, :n]
         mask[row, :n] = torch.tensor(e.loss_mask[:n])
     tasks = torch.tensor([t for t, _ in examples])
-    return Batch(ids[:, :-1], positions[:, :, :-1], ids[:, 1:], mask[:, 1:], tasks)
+    # (a picture cut off by max_len is dropped with it)
+    starts = [[s for s in e.picture_at if s < width - 1] for _, e in examples]
+    images = batch_images([e.pictures[:len(s)] for (_, e), s in zip(examples, starts)], starts)
+    return Batch(ids[:, :-1], positions[:, :, :-1], ids[:, 1:], mask[:, 1:], tasks, images)
 
 
 class ExampleStream:
     def __init__(self, tokenizers: Tokenizers, vocab: Vocab, data: str = "shapes", mix: TaskMix = TaskMix(),
-                 seed: int = 0, split: str = "train", max_len: int = 160, max_pixels: int | None = MAX_PIXELS):
-        self.tok, self.vocab, self.mix, self.seed = tokenizers, vocab, mix, seed
+                 seed: int = 0, split: str = "train", max_len: int = 160, max_pixels: int | None = MAX_PIXELS,
+                 fusion: str = "tokens"):
+        self.tok, self.vocab, self.mix, self.seed, self.fusion = tokenizers, vocab, mix, seed, fusion
+        if fusion != "tokens" and mix.clips:
+            raise SmaltoError(f"a {fusion} model reads pictures as pixels, and clips only as tokens: "
+                              f"clip tasks need the tokens design")
         self.weights = mix.weights()
         # Long texts (a user's captions) are cut so that an image (a clip) always fits whole.
         item = max(m.tokens for m in vocab.modalities.values()) if mix.clips else vocab.image_tokens
@@ -258,7 +268,8 @@ class ExampleStream:
                 samples = [self.world[i] for i in pictures]
                 codes = self.tok.image.encode(np.stack([s.image for s in samples]))
                 for i, s, c in zip(pictures, samples, codes):
-                    out[i] = self._example(rngs[i], tasks[i], c, s.captions, s.captions[0], s.qa, s.scene)
+                    task, e = self._example(rngs[i], tasks[i], c, s.captions, s.captions[0], s.qa, s.scene)
+                    out[i] = task, fuse(self.vocab, e, self.fusion, s.image)
             if clips := [i for i in rngs if TASKS[tasks[i]] in CLIP_TASKS]:
                 samples = [self.motion[i] for i in clips]
                 codes = self.tok.video.encode(np.stack([s.frames for s in samples]))
@@ -275,7 +286,8 @@ class ExampleStream:
                 out[i] = tasks[i], self._clip_example(rng, tasks[i], self.codes[record], sample)
             else:
                 r = self.folder.records[record]
-                out[i] = self._example(rng, tasks[i], self.codes[record], [r.text], r.text, r.qa)
+                task, e = self._example(rng, tasks[i], self.codes[record], [r.text], r.text, r.qa)
+                out[i] = task, fuse(self.vocab, e, self.fusion, self.folder.images[record])
         return [out[i] for i in rngs]
 
     def batch(self, start: int, count: int, max_len: int) -> Batch:

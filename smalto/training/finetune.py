@@ -95,7 +95,8 @@ def run_probe(out: str | Path, cfg: FinetuneConfig) -> dict:
     from smalto.training.probe import accuracy, fit_probe, hidden_features, pixel_features, probe_data
 
     start = time.perf_counter()
-    model, vocab, tokenizers, _ = load_checkpoint(cfg.base or DEFAULT_MODEL)
+    model, vocab, tokenizers, _ = load_checkpoint(cfg.base or DEFAULT_MODEL, "tokens",
+                                                  "the probe pools the hidden states of a picture's codes")
     images, labels = probe_data(cfg.data, tokenizers.image.cfg.image_size, cfg.examples, cfg.seed)
     cut = len(images) * 4 // 5
     hidden = hidden_features(model, vocab, tokenizers.image.encode(images))

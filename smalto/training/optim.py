@@ -30,7 +30,7 @@ def build_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float)
         return _adamw(decay, plain, lr, weight_decay)
     if kind != "muon":
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {kind!r}")
-    hidden = [p for name, p in trainable if p.ndim == 2 and not name.startswith(("embed.", "lm_head."))]
+    hidden = [p for name, p in trainable if p.ndim == 2 and not name.startswith(("embed.", "lm_head.", "vision.where"))]
     chosen = {id(p) for p in hidden}
     return MuonAdamW(hidden, _adamw([p for p in decay if id(p) not in chosen], plain, lr, weight_decay),
                      lr, weight_decay)

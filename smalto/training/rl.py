@@ -255,7 +255,8 @@ def train_rl(out: str | Path, cfg: RLConfig, resume: bool = False, progress: boo
         atomic.recover(out)
         if out.exists() and any(out.iterdir()):
             raise SmaltoError(f"{out}: already exists; pass --resume to continue it or choose another --out")
-        model, vocab, tokenizers, meta = load_checkpoint(base)
+        model, vocab, tokenizers, meta = load_checkpoint(
+            base, "tokens", "RL's rollouts and their log-probabilities are written with pictures' codes")
         start, log = 0, []
     shapes = world_config(meta.get("train", {}).get("data", "shapes"), tokenizers.image.cfg.image_size)
     if shapes is None:

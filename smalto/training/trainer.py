@@ -35,7 +35,7 @@ from smalto.data.images import MAX_PIXELS
 from smalto.errors import SmaltoError
 from smalto.format import Vocab
 from smalto.model import PRESETS, Output, Transformer, preset
-from smalto.model.config import MAX_CONTEXT, ROPES
+from smalto.model.config import FUSIONS, MAX_CONTEXT, ROPES
 from smalto.options import SAMPLING, Range
 from smalto.paths import inside
 from smalto.plots import loss_curve
@@ -47,6 +47,7 @@ from smalto.training.optim import OPTIMIZERS, build_optimizer
 from smalto.training.schedule import cosine_lr
 
 DEFAULT_PRESET = "shapes-tiny"
+VISION_INITS = ("scratch", "tokenizer")
 COMPILE_FROM = 500  # steps from which `compile=None` compiles: some minutes of training, against one of compiling
 PRECISIONS = ("auto", *precision.DTYPES)
 
@@ -100,6 +101,11 @@ class TrainConfig:
     # init_from's: the weights do not depend on them (clips need 384 tokens of context).
     rope: str | None = None
     context: int | None = None
+    # How pictures reach the model ("tokens", "projector", "xattn"; smalto.model.fusion); None:
+    # tokens, or init_from's. vision_init: the ViT's stem from scratch, or the image tokenizer's
+    # conv encoder with its weights ("tokenizer").
+    fusion: str | None = None
+    vision_init: str = "scratch"
 
     # Valid values, read by __post_init__ and by the command line's flags.
     RANGES: ClassVar[dict[str, Range]] = {
@@ -127,6 +133,11 @@ class TrainConfig:
                 valid.check(getattr(self, name), name)
         if self.rope is not None and self.rope not in ROPES:
             raise SmaltoError(f"rope must be one of {', '.join(ROPES)}, got {self.rope!r}")
+        if self.fusion is not None and self.fusion not in FUSIONS:
+            raise SmaltoError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        if self.vision_init not in VISION_INITS or self.vision_init != "scratch" and self.fusion in (None, "tokens"):
+            raise SmaltoError(f"vision_init must be one of {', '.join(VISION_INITS)}, and names how a new projector "
+                              f"or xattn model's ViT starts (got {self.vision_init!r} with fusion {self.fusion!r})")
         if self.experts == 1 or self.experts and self.active_experts > self.experts:
             raise SmaltoError(f"experts must be 0 (dense) or at least 2, and active_experts at most experts, got "
                               f"{self.experts} and {self.active_experts}")
@@ -187,10 +198,17 @@ def _new_model(cfg: TrainConfig):
     shape = {k: v for k, v in (("rope", cfg.rope), ("max_seq_len", cfg.context)) if v is not None}
     if cfg.init_from is None:
         tokenizers = load_tokenizers(cfg.tokenizers)
-        model_cfg = preset(cfg.preset, 1, cfg.experts, cfg.active_experts, **shape)
+        image = tokenizers.image.cfg
+        fused = {} if cfg.fusion in (None, "tokens") else dict(
+            fusion=cfg.fusion, image_size=image.image_size, patch=image.downsample,
+            vision_encoder=asdict(image) if cfg.vision_init == "tokenizer" else None)
+        model_cfg = preset(cfg.preset, 1, cfg.experts, cfg.active_experts, **shape, **fused)
         vocab = Vocab.from_tokenizers(tokenizers, model_cfg.position_rule)
-        return Transformer(replace(model_cfg, vocab_size=vocab.size)), vocab, tokenizers
-    model, vocab, tokenizers, _ = load_checkpoint(cfg.init_from)
+        model = Transformer(replace(model_cfg, vocab_size=vocab.size))
+        if model.cfg.vision_encoder is not None:
+            model.vision.stem[0].load_state_dict(tokenizers.image.encoder.state_dict())
+        return model, vocab, tokenizers
+    model, vocab, tokenizers, _ = load_checkpoint(cfg.init_from, fusion=cfg.fusion)
     if cfg.preset is not None and preset(cfg.preset, vocab.size, cfg.experts, cfg.active_experts) != model.cfg:
         raise SmaltoError(f"preset {cfg.preset!r} contradicts init_from {cfg.init_from} (a {model.cfg.n_layers}-layer, "
                           f"{model.cfg.dim}-wide model); leave the preset out to fine-tune the checkpoint's")
@@ -314,13 +332,13 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
         net = DistributedDataParallel(model, find_unused_parameters=model.cfg.experts > 0) if world_size > 1 \
             else model
     stream = ExampleStream(tokenizers, vocab, cfg.data, cfg.mix, cfg.seed, max_len=model.cfg.max_seq_len,
-                           max_pixels=cfg.max_image_pixels)
+                           max_pixels=cfg.max_image_pixels, fusion=model.cfg.fusion)
     # Weights and optimizer state stay float32; matmuls run in bf16 where the hardware has it.
     bf16 = precision.resolve(cfg.precision, device) == torch.bfloat16
 
     def forward_loss(batch: Batch) -> tuple[Output, torch.Tensor, torch.Tensor]:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            output = net(batch.ids, batch.positions)
+            output = net(batch.ids, batch.positions, images=batch.images)
         return output, *token_losses(output.logits, batch.targets, batch.mask, batch.tasks)
 
     if cfg.compile if cfg.compile is not None else cfg.steps >= COMPILE_FROM:

@@ -88,5 +88,5 @@ def prompt_length(pipe, messages: list[Message]) -> int:
         pipe.check_clips([np.asarray(item) for m in messages for item in m.images if np.asarray(item).ndim == 4])
     clip = pipe.vocab.modalities["video"].tokens if 4 in items else 0
     text = pipe.chat_prompt([Message(m.role, m.text) for m in messages])
-    tokens = sum(clip + 2 if ndim == 4 else pipe.vocab.image_tokens + 2 for ndim in items)
+    tokens = sum(clip + 2 if ndim == 4 else pipe.picture_tokens for ndim in items)
     return pipe.check_context(len(text) + tokens, "the conversation")
