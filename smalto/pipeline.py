@@ -172,7 +172,8 @@ class Pipeline:
 
     def _need_clips(self) -> None:
         if not self.reads_clips:
-            raise SmaltoError(f"{self.name} was not trained on clips")
+            why = f" (a {self.model.cfg.fusion} model reads pictures only)" if self.model.cfg.fusion != "tokens" else ""
+            raise SmaltoError(f"{self.name} was not trained on clips{why}")
 
     def check_clips(self, clips: list) -> list[np.ndarray]:
         """Clips (GIF/WebP paths or bytes, frame folders, uint8 arrays [T, H, W, 3]) as frames at the
@@ -192,12 +193,6 @@ class Pipeline:
             clips = [clips]
         frames = np.stack(self.check_clips(clips))  # first: it says why a model cannot read clips
         return self.tokenizers.video.encode(frames)
-
-    def item_ids(self, item) -> list[int]:
-        """An image or a clip (an array [T, H, W, 3], an animated GIF/WebP, a folder of frames) as tokens."""
-        if is_clip(item):
-            return self.vocab.video_ids(self.clip_codes([item])[0])
-        return self.vocab.image_ids(self.image_codes([item])[0])
 
     def text_ids(self, text: str, what: str = "prompt", beside: str = "image") -> list[int]:
         """A text's ids, if it leaves room for an item (`beside`: "image" or "video") in the context."""
@@ -355,10 +350,12 @@ class Pipeline:
         for m in self.check_messages(messages):
             if m.role in ("user", "assistant"):
                 ids = []
-                for item in m.images:
-                    if not is_clip(item):
+                for item in m.images:  # pictures, or clips (arrays [T, H, W, 3], animations, frame folders)
+                    if is_clip(item):
+                        ids += self.vocab.video_ids(self.clip_codes([item])[0])
+                    else:  # (its pixels kept for a model that reads them)
                         pictures.append(self.pictures([item])[0])
-                    ids += self.item_ids(pictures[-1] if not is_clip(item) else item)
+                        ids += self.vocab.image_ids(self.image_codes(pictures[-1:])[0])
                 turns.append((m.role, ids + self.text_ids(m.text, f"a {m.role} message")))
         prompt = self.reading(chat_prompt(self.vocab, turns), pictures)
         self.check_context(len(prompt), "the conversation")

@@ -1,4 +1,5 @@
-"""The decoder: one Transformer over one stream of tokens; it knows nothing of tasks or images."""
+"""The decoder: one Transformer over one stream of tokens; it knows nothing of tasks. Pictures are codes in
+the stream, or pixels beside it for the projector and cross-attention designs (`fusion`)."""
 
 from smalto.model.config import MAX_CONTEXT, MAX_LAYERS, PRESETS, ModelConfig, preset
 from smalto.model.kv_cache import KVCache

@@ -213,11 +213,15 @@ class Transformer(nn.Module):
     def _splice(self, x: Tensor, images: Images) -> Tensor:
         """The projector: each picture's features in place of its codes' embeddings (the tokens
         after its <boi>; any cut off by the end of the sequence are dropped)."""
-        rows, k = (images.at >= 0).nonzero(as_tuple=True)
-        features = self.vision(images.pixels[rows, k].to(x.dtype))  # [N, patches, dim]
-        cols = images.at[rows, k, None] + 1 + torch.arange(features.shape[1], device=x.device)
+        rows, _, features = self._features(images)
+        cols = images.at[images.at >= 0][:, None] + 1 + torch.arange(features.shape[1], device=x.device)
         keep = cols < x.shape[1]
         return x.index_put((rows[:, None].expand_as(cols)[keep], cols[keep]), features[keep].to(x.dtype))
+
+    def _features(self, images: Images) -> tuple[Tensor, Tensor, Tensor]:
+        """(row, index in the row, ViT features [patches, dim]) of every picture given."""
+        rows, k = (images.at >= 0).nonzero(as_tuple=True)
+        return rows, k, self.vision(images.pixels[rows, k].to(self.embed.weight.dtype))
 
     def _cross(self, images: Images | None, cache: KVCache | None, shift: int, queries: Tensor):
         """xattn: per block, keys and values of the pictures' features, and which of them each
@@ -227,8 +231,7 @@ class Transformer(nn.Module):
             return None
         if images is not None:
             b, k = images.at.shape
-            rows, j = (images.at >= 0).nonzero(as_tuple=True)
-            features = self.vision(images.pixels[rows, j].to(self.embed.weight.dtype))  # [N, patches, dim]
+            rows, j, features = self._features(images)
             p = features.shape[1]
             memory = features.new_zeros(b, k, p, features.shape[-1])
             memory[rows, j] = features
