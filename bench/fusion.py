@@ -3,7 +3,8 @@
 Arms: `tokens` (the picture's discrete codes in the stream), `projector` (a small ViT's features in
 the codes' places, its patch stem from scratch), `projector-encoder` (the same with the image
 tokenizer's conv encoder as its stem, weights copied), `xattn` (gated cross-attention to the ViT's
-features before every second layer; the picture is one marker token). Every arm trains the same
+features before every second layer; the picture is one marker token); and, not by default,
+`projector-encoder-frozen` (that encoder kept as the tokenizer trained it). Every arm trains the same
 decoder preset from scratch on the same task mix and seeds for the same wall-clock minutes: a
 short calibration run measures each arm's seconds per step, and its step count is the budget
 divided by that. Then ShapesEval's reading, drawing and hallucination rows on the evaluation seed,
@@ -30,8 +31,11 @@ from smalto.eval.shapes_eval import EVAL_SEED, eval_captions, eval_drawing, eval
 from smalto.training.data import TaskMix
 from smalto.training.trainer import TrainConfig, train
 
-ARMS = {"tokens": ("tokens", "scratch"), "projector": ("projector", "scratch"),
-        "projector-encoder": ("projector", "tokenizer"), "xattn": ("xattn", "scratch")}
+# arm -> (fusion, vision_init, frozen parameter patterns)
+ARMS = {"tokens": ("tokens", "scratch", ()), "projector": ("projector", "scratch", ()),
+        "projector-encoder": ("projector", "tokenizer", ()), "xattn": ("xattn", "scratch", ()),
+        "projector-encoder-frozen": ("projector", "tokenizer", ("vision.stem.0.*",))}
+DEFAULT_ARMS = ("tokens", "projector", "projector-encoder", "xattn")
 MIX = TaskMix(caption=0.3, draw=0.3, qa=0.4, premises=0.2)
 ROWS = ("caption_exact", "qa", "false_premise", "pope_random_f1", "pope_random_yes", "pope_popular_f1",
         "pope_popular_yes", "pope_adversarial_f1", "pope_adversarial_yes", "chair_i", "chair_s", "primed_caption",
@@ -40,9 +44,9 @@ ROWS = ("caption_exact", "qa", "false_premise", "pope_random_f1", "pope_random_y
 
 
 def config(arm: str, steps: int, seed: int, preset: str) -> TrainConfig:
-    fusion, init = ARMS[arm]
+    fusion, init, frozen = ARMS[arm]
     return TrainConfig(preset=preset, steps=steps, batch_size=16, lr=3e-3, warmup=min(100, steps // 10), seed=seed,
-                       fusion=fusion, vision_init=init, mix=MIX, eval_every=0, save_every=steps, log_every=10,
+                       fusion=fusion, vision_init=init, freeze=frozen, mix=MIX, eval_every=0, save_every=steps, log_every=10,
                        compile=False)
 
 
@@ -114,7 +118,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=6.0, help="training minutes per run")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--arms", nargs="+", choices=tuple(ARMS), default=list(ARMS))
+    p.add_argument("--arms", nargs="+", choices=tuple(ARMS), default=list(DEFAULT_ARMS))
     p.add_argument("--preset", default="shapes-tiny")
     p.add_argument("--work", type=Path, default=Path("runs/fusion"))
     p.add_argument("--json", type=Path, help="write the runs and the summary here (rewritten after every run)")

@@ -70,6 +70,13 @@ class ModelConfig:
             raise ValueError(f"vision_dim ({self.vision_dim}) must divide by vision_heads ({self.vision_heads}), "
                              f"image_size ({self.image_size}) by patch ({self.patch}), and vision_layers be at "
                              f"most {MAX_LAYERS}")
+        if self.vision_encoder is not None:  # (the tokenizers' config, read here to check a meta.json's)
+            from smalto.tokenizers.image import ImageTokenizerConfig
+
+            encoder = ImageTokenizerConfig(**self.vision_encoder)
+            if (encoder.image_size, encoder.downsample) != (self.image_size, self.patch):
+                raise ValueError(f"the vision encoder reads {encoder.image_size}-pixel images into {encoder.downsample}-"
+                                 f"pixel cells, not {self.image_size} into {self.patch}")
         if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
             raise ValueError(f"dim ({self.dim}) must divide by n_heads ({self.n_heads}), "
                              f"and n_heads by n_kv_heads ({self.n_kv_heads})")

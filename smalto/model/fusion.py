@@ -66,10 +66,7 @@ class VisionTower(nn.Module):
         else:  # (imported here: the model needs the tokenizers' package only for this stem)
             from smalto.tokenizers.image import ImageTokenizerConfig, _encoder
 
-            encoder = ImageTokenizerConfig(**cfg.vision_encoder)
-            if encoder.image_size // encoder.downsample != cfg.image_size // cfg.patch:
-                raise ValueError(f"the encoder's {encoder.grid}x{encoder.grid} grid is not the model's "
-                                 f"{cfg.image_size // cfg.patch}x{cfg.image_size // cfg.patch} patches")
+            encoder = ImageTokenizerConfig(**cfg.vision_encoder)  # (checked against the patches by ModelConfig)
             self.stem = nn.Sequential(_encoder(encoder), nn.Conv2d(encoder.latent_dim, d, 1))
         self.where = nn.Parameter(torch.randn((cfg.image_size // cfg.patch) ** 2, d) * 0.02)  # learned positions
         layer = nn.TransformerEncoderLayer(d, cfg.vision_heads, 4 * d, dropout=0.0, activation="gelu",
