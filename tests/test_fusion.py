@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import smalto
+from smalto.adapters import AdapterConfig, attach
 from smalto.checkpoint import load_checkpoint
 from smalto.data.shapes import ShapesConfig, ShapesWorld
 from smalto.errors import SmaltoError
@@ -99,10 +100,13 @@ def test_fuse_rewrites_the_pictures_a_sequence_reads_and_leaves_drawings_as_code
         assert len(projector.pictures) == len(xattn.pictures) == len(xattn.picture_at) == len(reads)
 
 
-@pytest.mark.parametrize("fusion", ["projector", "xattn"])
-def test_cached_decoding_equals_the_full_forward_pass(fusion):
-    """Two prompts of different lengths (so one is left-padded), the longer one reading two pictures."""
+@pytest.mark.parametrize("fusion, prompt_tuned", [("projector", False), ("xattn", False), ("xattn", True)])
+def test_cached_decoding_equals_the_full_forward_pass(fusion, prompt_tuned):
+    """Two prompts of different lengths (so one is left-padded), the longer one reading two pictures;
+    with prompt tuning, learned embeddings before each (every index after them shifts)."""
     v, m = VOCAB, model(fusion, open_gates=fusion == "xattn")
+    if prompt_tuned:
+        attach(m, AdapterConfig("prompt", tokens=3))
     engine = Engine(m, v)
     codes = TOKENIZERS.image.encode(np.stack(PICTURES[:2]))
     one = chat_prompt(v, [("user", v.image_ids(codes[0]) + [300, 301])])
