@@ -46,8 +46,8 @@ ROWS = ("caption_exact", "qa", "false_premise", "pope_random_f1", "pope_random_y
 def config(arm: str, steps: int, seed: int, preset: str) -> TrainConfig:
     fusion, init, frozen = ARMS[arm]
     return TrainConfig(preset=preset, steps=steps, batch_size=16, lr=3e-3, warmup=min(100, steps // 10), seed=seed,
-                       fusion=fusion, vision_init=init, freeze=frozen, mix=MIX, eval_every=0, save_every=steps, log_every=10,
-                       compile=False)
+                       fusion=fusion, vision_init=init, freeze=frozen, mix=MIX, eval_every=0, save_every=steps,
+                       log_every=10, compile=False)
 
 
 def seconds_per_step(arm: str, preset: str, work: Path, steps: int) -> float:

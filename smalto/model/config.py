@@ -75,8 +75,8 @@ class ModelConfig:
 
             encoder = ImageTokenizerConfig(**self.vision_encoder)
             if (encoder.image_size, encoder.downsample) != (self.image_size, self.patch):
-                raise ValueError(f"the vision encoder reads {encoder.image_size}-pixel images into {encoder.downsample}-"
-                                 f"pixel cells, not {self.image_size} into {self.patch}")
+                raise ValueError(f"the vision encoder reads {encoder.image_size}-pixel images into "
+                                 f"{encoder.downsample}-pixel cells, not {self.image_size} into {self.patch}")
         if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
             raise ValueError(f"dim ({self.dim}) must divide by n_heads ({self.n_heads}), "
                              f"and n_heads by n_kv_heads ({self.n_kv_heads})")
