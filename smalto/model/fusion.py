@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from smalto.model.config import ModelConfig
 from smalto.model.layers import MLP, RMSNorm
+from smalto.tokenizers.image import ImageTokenizerConfig, _encoder, to_tensor
 
 
 class Images(NamedTuple):
@@ -49,7 +50,7 @@ def batch_images(rows: list[list[np.ndarray]], starts: list[list[int]]) -> Image
     at = torch.full((len(rows), k), -1, dtype=torch.long)
     for b, (row, where) in enumerate(zip(rows, starts)):
         for j, (image, start) in enumerate(zip(row, where)):
-            pixels[b, j] = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1).float() / 127.5 - 1
+            pixels[b, j] = to_tensor(image[None, ..., :3])[0]
             at[b, j] = start
     return Images(pixels, at)
 
@@ -63,9 +64,7 @@ class VisionTower(nn.Module):
         d = cfg.vision_dim
         if cfg.vision_encoder is None:
             self.stem = nn.Conv2d(3, d, cfg.patch, stride=cfg.patch)
-        else:  # (imported here: the model needs the tokenizers' package only for this stem)
-            from smalto.tokenizers.image import ImageTokenizerConfig, _encoder
-
+        else:
             encoder = ImageTokenizerConfig(**cfg.vision_encoder)  # (checked against the patches by ModelConfig)
             self.stem = nn.Sequential(_encoder(encoder), nn.Conv2d(encoder.latent_dim, d, 1))
         self.where = nn.Parameter(torch.randn((cfg.image_size // cfg.patch) ** 2, d) * 0.02)  # learned positions
