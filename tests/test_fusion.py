@@ -162,8 +162,17 @@ def test_each_design_round_trips_and_another_designs_loader_refuses_it(runs, tmp
         for other in {"tokens", "projector", "xattn"} - {fusion}:
             with pytest.raises(SmaltoError, match=f"is a {fusion} model .* not a {other} one"):
                 load_checkpoint(path, other)
-    # the tokenizer-initialised stem started from the image tokenizer's encoder, and trained
     assert load_checkpoint(runs["projector"])[0].cfg.vision_encoder is not None
+
+
+def test_vision_init_tokenizer_copies_the_image_tokenizers_encoder():
+    from smalto.training.trainer import _new_model
+
+    m, _, tokenizers = _new_model(TrainConfig(preset="shapes-micro", fusion="projector", vision_init="tokenizer"))
+    copied, original = m.vision.stem[0].state_dict(), tokenizers.image.encoder.state_dict()
+    assert copied.keys() == original.keys() and all(torch.equal(copied[k], original[k]) for k in original)
+    fresh, *_ = _new_model(TrainConfig(preset="shapes-micro", fusion="projector"))
+    assert isinstance(fresh.vision.stem, torch.nn.Conv2d)  # from scratch: a linear map of each patch
 
 
 def test_each_design_reads_chats_and_draws_through_the_pipeline(runs):
