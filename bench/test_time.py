@@ -1,7 +1,7 @@
 """The test-time scaling curve: accuracy against compute, for answers and for drawings.
 
     python bench/test_time.py --out docs/test-time.json --png docs/test-time.png
-    python bench/test_time.py --quick          # a smoke run: few items, N up to 4
+    python bench/test_time.py --quick --out /tmp/t.json   # a smoke run: few items, N up to 2 (in the tests)
     python bench/test_time.py --speed          # only the speed figures
 
 Answers (ShapesEval's question mix plus false premises, seed 30000, never used for tuning):
@@ -9,7 +9,9 @@ instant, thinking and adaptive, each with N = 1, 2, 4, 8, 16 votes (N = 1 greedy
 `effort.VOTE_TEMPERATURE` and voted). Drawings: two-object prompts (exact scene) and relational
 prompts (every constraint satisfied), best of N = 1 .. 16 by the pixel verifier (planned), and by
 the self-verifier (log p(prompt | image)). Each point records accuracy, tokens decoded per item
-and seconds; train and held-out compositions. Also: the time of one drawing against best-of-8
+and seconds, and for answers the model's own accuracy beside the reply's (after thinking the solver
+answers from the model's description); unseen scenes and held-out compositions
+(`smalto.eval.scenes`). Also: the time of one drawing against best-of-8
 (the speed target: at most 2x), and of one SMT check.
 """
 
@@ -25,6 +27,8 @@ import numpy as np
 from smalto import atomic
 from smalto.data.shapes import ShapesConfig, ShapesWorld, captions, premise_question
 from smalto.eval.bench import best_time
+from smalto.eval.scenes import Scenes, scene_kinds
+from smalto.eval.shapes_eval import DEV_SEED, weights_fingerprint  # (adaptive effort's threshold is calibrated on DEV_SEED)
 from smalto.pipeline import load
 from smalto.verify.judges import judge_drawing
 from smalto.verify.scene import parse_image
@@ -32,14 +36,13 @@ from smalto.verify.smt import check, plan
 from smalto.verify.spec import parse_prompt
 
 SEED = 30_000
-DEV_SEED = 40_000  # the development split adaptive effort's threshold is calibrated on
 MODES = {"instant": "none", "adaptive": "low", "thinking": "medium"}
 
 
-def questions(world: ShapesWorld, n: int) -> list[tuple[np.ndarray, dict]]:
+def questions(world, n: int) -> list[tuple[np.ndarray, dict]]:
     """ShapesEval's mix, one false-premise question in five."""
     items = []
-    for i in range(n):
+    for i in range(min(n, len(world)) if hasattr(world, "__len__") else n):
         s = world[i]
         rng = np.random.default_rng([world.seed, 9, i])
         pair = premise_question(s.scene, world.cfg, rng, world.split) if i % 5 == 4 else s.qa[rng.integers(len(s.qa))]
@@ -48,13 +51,18 @@ def questions(world: ShapesWorld, n: int) -> list[tuple[np.ndarray, dict]]:
 
 
 def answer_point(pipe, items, effort: str, votes: int) -> dict:
-    right, tokens, start = [], [], time.perf_counter()
+    """Accuracy of the reply as given and of the model's own answer (the solver answers from the
+    model's description after thinking: `Reply.answered_by`), tokens and seconds."""
+    right, own, solver, tokens, start = [], [], [], [], time.perf_counter()
     for k in range(0, len(items), 32):
         chunk = items[k:k + 32]
         replies = pipe.reply_batch([im for im, _ in chunk], [q["q"] for _, q in chunk], effort, best_of=votes, seed=k)
         right += [r.text == q["a"] for r, (_, q) in zip(replies, chunk)]
+        own += [r.own == q["a"] for r, (_, q) in zip(replies, chunk)]
+        solver += [r.answered_by == "solver" for r in replies]
         tokens += [r.tokens for r in replies]
-    return {"accuracy": round(100 * float(np.mean(right)), 1), "tokens": round(float(np.mean(tokens)), 1),
+    return {"accuracy": round(100 * float(np.mean(right)), 1), "model_accuracy": round(100 * float(np.mean(own)), 1),
+            "solver_answered": round(100 * float(np.mean(solver)), 1), "tokens": round(float(np.mean(tokens)), 1),
             "seconds": round(time.perf_counter() - start, 2)}
 
 
@@ -82,12 +90,13 @@ def calibrate(pipe, n: int = 400) -> dict:
             "thresholds": rows}
 
 
-def prompts(world: ShapesWorld, n: int) -> list[tuple[str, object, str]]:
+def prompts(world: Scenes, n: int) -> list[tuple[str, object, str]]:
     """(prompt, scene, kind): two-object prompts in absolute form, and relational ones."""
-    out, i = [], 0
-    while len(out) < 2 * n:
+    out = []
+    for i in range(len(world)):
+        if len(out) == 2 * n:
+            break
         scene = world.scene(i)
-        i += 1
         if len(scene.objects) != 2 or len({o.color for o in scene.objects}) < 2:
             continue
         kind = "two_objects" if len(out) % 2 == 0 else "relations"
@@ -100,7 +109,8 @@ def drawing_point(pipe, items, best_of: int, verifier: str) -> dict:
     cfg = ShapesConfig(image_size=pipe.image_size)
     scores: dict[str, list[bool]] = {"two_objects": [], "relations": []}
     start = time.perf_counter()
-    world, pipe.world = pipe.world, verifier == "pixels"
+    world = pipe.world
+    pipe.world = world if verifier == "pixels" else None  # without a world, best-of-N ranks by log p
     try:
         for i, (prompt, scene, kind) in enumerate(items):
             effort = "low" if verifier == "pixels" else "none"  # plans the prompt; best_of sets N
@@ -140,12 +150,13 @@ def main() -> None:
     if args.calibrate or args.speed:
         print(json.dumps(calibrate(pipe) if args.calibrate else speed(pipe), indent=1))
         return
-    ns = (1, 2, 4) if args.quick else (1, 2, 4, 8, 16)
-    n_q, n_d = (32, 4) if args.quick else (200, 24)
-    report = {"speed": speed(pipe), "answers": {}, "drawings": {}}
+    ns = (1, 2) if args.quick else (1, 2, 4, 8, 16)
+    n_q, n_d = (16, 2) if args.quick else (200, 24)
+    kinds = scene_kinds(ShapesConfig(image_size=pipe.image_size), SEED, pipe.streams, ("unseen", "heldout"))
+    report = {"model": pipe.name, "weights": weights_fingerprint(pipe.model), "seed": SEED,
+              "scenes": kinds.describe(), "speed": speed(pipe), "answers": {}, "drawings": {}}
     print(json.dumps(report["speed"]))
-    for split in ("train", "heldout"):
-        world = ShapesWorld(ShapesConfig(image_size=pipe.image_size), SEED, split)
+    for split, world in kinds.kinds.items():
         items = questions(world, n_q)
         for mode, effort in MODES.items():
             for n in ns:
@@ -169,7 +180,7 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for split, style in (("train", "-"), ("heldout", "--")):
+    for split, style in (("unseen", "-"), ("heldout", "--")):
         for mode, points in report["answers"][split].items():
             xs = [p["tokens"] for p in points.values()]
             axes[0].plot(xs, [p["accuracy"] for p in points.values()], style, marker="o", label=f"{mode} ({split})")

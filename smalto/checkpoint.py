@@ -204,9 +204,10 @@ def pack(src: str | Path, dst: str | Path, dtype: torch.dtype | None = torch.bfl
     if adapter is not None:
         from smalto.adapters import load_adapter, merge
 
-        meta = {**meta, **{k: v for k, v in load_adapter(model, vocab, adapter).items() if k in ("step", "train")}}
+        meta = {**meta, **{k: v for k, v in load_adapter(model, vocab, adapter).items()
+                           if k in ("step", "train", "streams")}}
         merge(model)
-    extra = {k: meta[k] for k in ("step", "train") if k in meta}
+    extra = {k: meta[k] for k in ("step", "train", "streams") if k in meta}
     extra["draw"] = {**meta.get("draw", {}), **(draw or {})}
     files = {}
     for name in ("log.jsonl", "loss.png", "samples.png"):

@@ -67,24 +67,40 @@ def effort_level(name: str | None) -> Effort:
 @dataclass
 class Reply:
     """An answer and what it cost: the thinking behind it ("" when given instantly), the tokens
-    decoded (thinking included, all votes), and what the solver made of it."""
+    decoded (thinking included, all votes), and who produced it (`answered_by`)."""
     text: str
     reasoning: str = ""
     tokens: int = 0
     reasoning_tokens: int = 0
-    # "agrees": the answer follows from the model's own description; "corrected": it did not, and
-    # the description's answer replaced it; None: not checkable (free text, no description).
+    # "agrees": the model's answer follows from its own description; "corrected": it did not, and
+    # the solver's answer from the description replaced it; None: not checked (no description, or
+    # a question or description the solver cannot read): the model's answer stands.
     check: str | None = None
+    model_text: str | None = None  # the model's own answer (None: it is `text`)
     votes: dict[str, int] = field(default_factory=dict)  # answer -> votes, with best_of > 1
     sure: float = 1.0  # the answer's least token probability, or its share of the votes
+
+    @property
+    def answered_by(self) -> str:
+        """"solver" when the answer was computed by the symbolic core from the model's description
+        (whether or not it agreed with the model's), else "model" (its own tokens)."""
+        return "model" if self.check is None else "solver"
+
+    @property
+    def own(self) -> str:
+        """What the model itself answered, whoever answered in the end."""
+        return self.text if self.model_text is None else self.model_text
 
 
 @dataclass
 class Drawing:
     """An image and how it was chosen: the prompt drawn (the solver's absolute rewrite when
-    planned), the verifier's verdict on it, and the number of candidates it was chosen from."""
+    planned), the verifier's verdict on it, and the number of candidates it was chosen from (with
+    more than one, the verifier selected it: pass@N, not the model's rate per drawing)."""
     image: np.ndarray
     prompt: str
     verdict: object | None = None  # a verify.smt.Verdict, when the prompt was checked
     candidates: int = 1
     score: float | None = None  # the self-verifier's mean log p(prompt | image), when ranked by it
+    accepted: int | None = None  # candidates the verifier accepted, when it checked them
+    first: np.ndarray | None = None  # the first candidate, as drawn before any selection

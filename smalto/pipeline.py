@@ -91,6 +91,9 @@ class Pipeline:
     world: ShapesConfig | None = field(default_factory=ShapesConfig)
     thinks: bool = False  # trained to think (`<think>` traces); else thinking efforts only vote
     clips: bool = False  # trained on clips (its tokenizers may hold a video tokenizer it never learned)
+    # The training streams behind the weights (`training.data.stream_record`), so an evaluation can
+    # tell the scenes it saw from those it did not; None: never recorded.
+    streams: list[dict] | None = None
 
     def __post_init__(self) -> None:
         self.engine = Engine(self.model, self.vocab)
@@ -307,7 +310,7 @@ class Pipeline:
         if scene is None:
             return reply
         truth = q.answer(scene)
-        return replace(reply, text=truth, check="agrees" if truth == reply.text else "corrected")
+        return replace(reply, text=truth, model_text=reply.text, check="agrees" if truth == reply.text else "corrected")
 
     @staticmethod
     def _vote(candidates: list[Reply]) -> Reply:
@@ -479,11 +482,12 @@ class Pipeline:
                 verdicts = [smt.check(spec, parse_image(image, world)) for image in candidates]
                 best = next((j for j, v in enumerate(verdicts) if v.satisfied),
                             max(range(k), key=lambda j: verdicts[j].score))
-                out.append(Drawing(candidates[best], text, verdicts[best], k))
+                out.append(Drawing(candidates[best], text, verdicts[best], k, accepted=sum(v.satisfied for v in verdicts),
+                                   first=candidates[0]))
             elif k > 1:
                 scores = self.caption_logprob(candidates, prompt)
                 best = int(np.argmax(scores))
-                out.append(Drawing(candidates[best], text, None, k, scores[best]))
+                out.append(Drawing(candidates[best], text, None, k, scores[best], first=candidates[0]))
             else:
                 out.append(Drawing(candidates[0], text))
         return out
@@ -610,7 +614,8 @@ def load(path: str | Path | None = None, dtype: str | torch.dtype = "auto", comp
     data = train.get("data", "shapes")
     pipe = Pipeline(model, vocab, tokenizers, path, {**DRAW_DEFAULTS, **_draw_defaults(path, meta)},
                     world=world_config(data, tokenizers.image.cfg.image_size) if isinstance(data, str) else None,
-                    thinks=bool(mix.get("think", 0)), clips=any(mix.get(task, 0) for task in CLIP_TASKS))
+                    thinks=bool(mix.get("think", 0)), clips=any(mix.get(task, 0) for task in CLIP_TASKS),
+                    streams=trained.get("streams"))
     if compile:
         pipe.engine.compile()
         pipe.engine.warm_up()

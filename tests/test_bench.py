@@ -35,6 +35,24 @@ def test_smalto_bench_quick(tmp_path):
     assert report["train"]["smalto"] > 0 and report["train"]["hf_fp32"] > 0
 
 
+def test_test_time_quick(tmp_path):
+    """The scaling curve runs, and says who answered: after thinking the solver answers every
+    question it can read, and the model's own answers are scored beside the replies."""
+    script = ROOT / "bench" / "test_time.py"
+    r = subprocess.run([sys.executable, str(script), "--quick", "--out", tmp_path / "t.json"], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "t.json").read_text())
+    assert set(report["answers"]) == {"unseen", "heldout"} and report["scenes"]["verified"]
+    thinking, instant = report["answers"]["unseen"]["thinking"]["1"], report["answers"]["unseen"]["instant"]["1"]
+    assert instant["solver_answered"] == 0 and instant["model_accuracy"] == instant["accuracy"]
+    assert thinking["solver_answered"] >= 75 and thinking["tokens"] > instant["tokens"]
+    for verifier in ("pixels", "self"):  # both arms of best-of-N ran: N candidates cost N drawings' tokens
+        points = report["drawings"]["unseen"][verifier]
+        assert points["2"]["tokens"] == 2 * points["1"]["tokens"]
+    assert report["speed"]["ratio"] > 1  # best of 8 costs more than one drawing
+
+
 @pytest.mark.slow  # a minute and a half: four fine-tunings of three steps, each evaluated
 def test_post_training_quick(tmp_path):
     script = ROOT / "bench" / "post_training.py"

@@ -260,10 +260,12 @@ def test_generate_caption_ask_eval(model_dir, tmp_path):
     r = smalto("eval", "--model", model_dir, "--quick", "--json", "e.json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "e.json").read_text())
-    assert {"train", "heldout", "guidance_sweep"} <= set(report)
+    # a run records its training stream, so its report has all three kinds of scene
+    assert {"seen", "unseen", "heldout", "guidance_sweep"} <= set(report) and report["scenes"]["verified"]
     assert {"single_object", "two_objects", "counting", "colors", "position", "attribute_binding"} <= set(
-        report["train"]["draw"])
-    assert "| caption exact |" in r.stdout
+        report["unseen"]["draw"])
+    assert len(report["weights"]) == 16 and "/" not in (tmp_path / "e.json").read_text().split('"scenes"')[0]
+    assert "| caption exact |" in r.stdout and "| seen scenes | unseen scenes | heldout scenes | baseline |" in r.stdout
 
 
 @pytest.mark.parametrize("args, words", [

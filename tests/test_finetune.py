@@ -165,7 +165,8 @@ def test_bad_adapter_settings_are_clear_errors(base):
 def test_a_probe_reads_labels_from_frozen_states_and_round_trips(base, tmp_path):
     report = tuned(base, tmp_path / "probe", "probe", steps=200, examples=300)
     assert report["classes"] == ["circle", "diamond", "nothing", "square", "triangle"]
-    assert report["test"] == 60 and 0 <= report["accuracy"] <= 100 and report["pixel_baseline"] > 50
+    # better than guessing the most frequent class would be, as the same classifier on pixels is
+    assert report["test"] == 60 and report["accuracy"] > 100 / len(report["classes"]) and report["pixel_baseline"] > 50
     probe, meta = Probe.load(tmp_path / "probe")
     model, vocab, tok, _ = load_checkpoint(base)
     images, labels = probe_data("shapes-plus", 32, 300, 0)

@@ -104,6 +104,6 @@ def test_the_section_runs_on_a_model(micro_base):
 
     report = eval_hallucination(smalto.load(micro_base), ShapesWorld(CFG, 10_000), 4)
     assert {f"pope_{s}" for s in SETTINGS} | {"chair", "primed"} <= set(report)
-    for s in SETTINGS:
-        assert 0 <= report[f"pope_{s}"]["yes_ratio"] <= 100
+    for s in SETTINGS:  # each a share of the 2 x 4 questions asked: a multiple of 12.5 %
+        assert all((report[f"pope_{s}"][k] / 12.5) % 1 == 0 for k in ("yes_ratio", "accuracy", "other"))
     assert set(report["primed"]) == {"primed_caption", "unprimed_caption", "primed_question", "primed_refuted"}

@@ -85,22 +85,26 @@ def test_a_drawing_earns_the_share_of_constraints_its_pixels_satisfy():
     assert draw_reward(prompt, np.zeros((32, 32, 3), np.uint8), cfg) < draw_reward(prompt, render(wrong, cfg), cfg)
 
 
-def test_an_rl_run_logs_rewards_and_resumes_exactly(micro, tmp_path, monkeypatch):
-    # A micro model's drawings all fail the checker alike; a reward that tells them apart (their
-    # brightness) gives the loop something to learn.
-    monkeypatch.setattr("smalto.training.rl.draw_reward", lambda prompt, image, world: float(image.mean()) / 255)
-    cfg = RLConfig(init_from=str(micro), tasks=("draw", "qa"), steps=3, prompts=4, group=4, lr=1e-3,
+def test_an_rl_run_logs_rewards_and_resumes_exactly(tmp_path):
+    # The shipped model, rewarded by the real checker: its drawings of two-object scenes satisfy
+    # some constraints and not others, so groups differ and the policy has something to learn.
+    from smalto.pipeline import DEFAULT_MODEL
+
+    micro = DEFAULT_MODEL
+    cfg = RLConfig(init_from=str(micro), tasks=("draw", "qa"), min_objects=2, steps=3, prompts=4, group=4, lr=1e-4,
                    eval_every=0, save_every=1, precision="fp32")
     log = train_rl(tmp_path / "whole", cfg, progress=False)
     rows = [r for r in log if "reward" in r]
     assert [r["step"] for r in rows] == [0, 1, 2]
-    assert all(0 <= r["reward"] <= 1 and {"reward_draw", "reward_qa", "flat_groups"} <= set(r) for r in rows)
+    assert {"reward_draw", "reward_qa", "flat_groups"} <= set(rows[0])
+    # partial credit (a share of constraints), neither all wrong nor all right, and not every group flat
+    assert 0 < np.mean([r["reward_draw"] for r in rows]) < 1 and min(r["flat_groups"] for r in rows) < 1
     train_rl(tmp_path / "split", RLConfig(**{**cfg.__dict__, "steps": 2}), progress=False)
     train_rl(tmp_path / "split", cfg, resume=True, progress=False)
     a, b = (load_file(tmp_path / run / "model.safetensors") for run in ("whole", "split"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     base = load_file(micro / "model.safetensors")
-    assert any(not torch.equal(a[k], base[k]) for k in a), "three steps changed nothing"
+    assert any(not torch.equal(a[k].float(), base[k].float()) for k in a), "three steps changed nothing"
     meta = json.loads((tmp_path / "whole" / "meta.json").read_text())
     assert meta["step"] == 3 and meta["rl"]["tasks"] == ["draw", "qa"] and meta["train"]["data"] == "shapes"
     assert (tmp_path / "whole" / "reward.png").stat().st_size > 0

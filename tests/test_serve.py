@@ -420,20 +420,24 @@ def test_reasoning_effort_thinks_and_reports_its_tokens(client, shipped):
     expected = shipped.reply_batch([SAMPLE.image], [question], effort="medium")[0]
     message = r.choices[0].message
     assert message.content == expected.text and message.reasoning_content == expected.reasoning
+    # the solver answered from the model's description, and the reply says so (an extension field)
+    assert expected.answered_by == "solver" and message.model_extra["answered_by"] == "solver"
     assert r.usage.completion_tokens_details.reasoning_tokens == expected.reasoning_tokens > 0
     assert r.usage.completion_tokens == expected.tokens
     instant = client.chat.completions.create(model=NAME, messages=ask(question), reasoning_effort="none")
     assert instant.choices[0].message.content == shipped.ask(SAMPLE.image, question)
+    assert instant.choices[0].message.model_extra.get("answered_by") is None  # no effort: the plain path
 
 
 def test_reasoning_streams_before_the_answer(client, shipped):
     question = SAMPLE.qa[0]["q"]
     stream = client.chat.completions.create(model=NAME, messages=ask(question), reasoning_effort="medium",
                                             stream=True, stream_options={"include_usage": True})
-    kinds, reasoning, content, usage = [], "", "", None
+    kinds, reasoning, content, usage, who = [], "", "", None, []
     for chunk in stream:
         usage = chunk.usage or usage
         for choice in chunk.choices:
+            who += [choice.delta.model_extra["answered_by"]] if choice.delta.model_extra.get("answered_by") else []
             piece = getattr(choice.delta, "reasoning_content", None)
             if piece:
                 kinds.append("reasoning")
@@ -442,7 +446,7 @@ def test_reasoning_streams_before_the_answer(client, shipped):
                 kinds.append("content")
                 content += choice.delta.content
     expected = shipped.reply_batch([SAMPLE.image], [question], effort="medium")[0]
-    assert reasoning == expected.reasoning and content == expected.text
+    assert reasoning == expected.reasoning and content == expected.text and who == [expected.answered_by]
     assert kinds.count("reasoning") > 1 and kinds[-1] == "content" and "reasoning" not in kinds[kinds.index("content"):]
     assert usage.completion_tokens_details.reasoning_tokens == expected.reasoning_tokens
 

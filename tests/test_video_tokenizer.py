@@ -60,7 +60,8 @@ def test_training_lowers_the_loss_and_the_weights_round_trip(tmp_path):
                                                                log_every=4), progress=False)
     assert log[-1]["mse"] < log[0]["mse"] / 2
     metrics, clips, recon = evaluate_video_tokenizer(tok, motion_world(tok, 1), 2)
-    assert clips.shape == recon.shape == (2, 7, 32, 32, 3) and 0 <= metrics.clip_agreement <= 100
+    assert clips.shape == recon.shape == (2, 7, 32, 32, 3) and metrics.clip_agreement <= metrics.frame_agreement
+    # (a clip agrees only when every one of its frames does)
     assert metrics.frame_agreement >= 100 / 7 - 1e-9  # the first frame is the image tokenizer's, exact
     IMAGE.save(tmp_path)
     tok.save(tmp_path)

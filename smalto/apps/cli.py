@@ -283,8 +283,10 @@ def _ask(args: argparse.Namespace) -> None:
         return
     reply = pipe.reply_batch([args.image], [args.question], args.effort, args.best_of, args.thinking_budget)[0]
     if reply.reasoning:  # the thinking goes to stderr, so stdout stays the answer
-        check = {"agrees": "the answer follows from it", "corrected": "answer computed from it by the solver"}
+        check = {"agrees": "the solver's answer from it, the same as the model's",
+                 "corrected": f"the solver's answer from it; the model said {reply.own!r}"}
         print(f"thinking: {reply.reasoning}" + (f" ({check[reply.check]})" if reply.check else ""), file=sys.stderr)
+        print(f"answered by: {reply.answered_by}", file=sys.stderr)
     print(reply.text)
 
 
@@ -299,7 +301,7 @@ def _eval(args: argparse.Namespace) -> None:
     report = evaluate(pipe, cfg)
     print(summary_table(report))
     if args.json:
-        atomic.write_text(args.json, json.dumps({"model": str(pipe.path), **report}, indent=2) + "\n")
+        atomic.write_text(args.json, json.dumps(report, indent=2) + "\n")
 
 
 def _pack(args: argparse.Namespace) -> None:

@@ -6,11 +6,16 @@ pairs, so every caption, answer or generated image can later be checked by a pro
 (`smalto.verify.scene`) instead of by eye.
 
 A set of (colour, shape) pairs is held out: training scenes never contain them, so a model's
-generalisation to unseen compositions can be measured on the "heldout" split.
+generalisation to unseen compositions can be measured on the "heldout" split. And a share of the
+scenes made of training pairs is reserved by rule (`is_reserved`: a hash of the scene graph), so
+that no model trained on the "train" split, whatever its seed or length, ever sees the "unseen"
+split: scenes of familiar compositions that are new as wholes. One- and two-object scenes are
+few (270 and 32,400 in the default world), so without the reserve a long run sees nearly all.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
@@ -86,11 +91,16 @@ class ShapesConfig:
     heldout: tuple[tuple[str, str], ...] = (("red", "triangle"), ("green", "square"), ("blue", "circle"))
     # Largest random offset of an object from its cell centre, in pixels.
     jitter: float = 0.0
+    # One in `reserve` scenes of training pairs is kept out of the "train" split for the "unseen"
+    # one (0: none, the world models before v4 were trained on).
+    reserve: int = 8
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_objects <= self.max_objects <= 4:
             raise SmaltoError(f"ShapesConfig: need 1 <= min_objects <= max_objects <= 4, "
                               f"got {self.min_objects}..{self.max_objects}")
+        if self.reserve < 0 or self.reserve == 1:
+            raise SmaltoError(f"ShapesConfig: reserve must be 0 (none) or >= 2, got {self.reserve}")
         if self.image_size < 12:
             raise SmaltoError(f"ShapesConfig: image_size must be >= 12, got {self.image_size}")
         for name in self.shapes:
@@ -123,7 +133,7 @@ class ShapesConfig:
     def pairs(self, split: str) -> list[tuple[str, str]]:
         """(colour, shape) pairs allowed in a split."""
         every = [(c, s) for c in self.colors for s in self.shapes]
-        if split == "train":
+        if split in ("train", "unseen"):
             return [p for p in every if p not in self.heldout]
         if split == "heldout":
             return list(self.heldout)
@@ -181,6 +191,20 @@ class Scene:
         return next((o for o in self.objects if (o.row, o.col) == (row, col)), None)
 
 
+def scene_key(scene: Scene) -> str:
+    """A scene's identity as text: its objects in canonical order (offsets are not part of it)."""
+    return ";".join(f"{o.row}{o.col} {o.size} {o.color} {o.shape}" for o in scene.objects)
+
+
+def is_reserved(scene: Scene, reserve: int) -> bool:
+    """Whether the rule keeps this scene out of training: one in `reserve` scene graphs, chosen by
+    hash, so the same scenes for every seed, run and model (never with reserve 0)."""
+    if not reserve:
+        return False
+    digest = hashlib.blake2b(scene_key(scene).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % reserve == 0
+
+
 @dataclass(frozen=True)
 class Sample:
     image: np.ndarray  # uint8 [H, W, 3]
@@ -192,8 +216,21 @@ class Sample:
 # --- sampling and rendering
 
 def sample_scene(cfg: ShapesConfig, rng: np.random.Generator, split: str = "train") -> Scene:
-    if split not in ("train", "heldout", "all"):
+    """A scene of the split: "train" (training pairs, not reserved), "unseen" (training pairs,
+    reserved), "heldout" (at least one held-out pair) or "all"."""
+    if split not in ShapesWorld.SPLITS:
         raise ValueError(f"unknown split {split!r}")
+    if split == "unseen" and not cfg.reserve:
+        raise SmaltoError("a world with reserve=0 keeps no scenes out of training: it has no unseen split")
+    if split in ("train", "unseen"):  # drawn again until on the split's side of the reserve
+        while True:
+            scene = _draw_scene(cfg, rng, "train")
+            if not cfg.reserve or is_reserved(scene, cfg.reserve) == (split == "unseen"):
+                return scene
+    return _draw_scene(cfg, rng, split)
+
+
+def _draw_scene(cfg: ShapesConfig, rng: np.random.Generator, split: str) -> Scene:
     n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
     cells = rng.choice(GRID * GRID, size=n, replace=False)
     allowed = cfg.pairs("all" if split == "heldout" else split)
@@ -262,16 +299,19 @@ def captions(scene: Scene) -> list[str]:
 
 
 _POSITION_INDEX = {name: (r, c) for r, row in enumerate(POSITIONS) for c, name in enumerate(row)}
-_OBJECT_PATTERN = re.compile(r"a (\w+) (\w+) (\w+) at the (" + "|".join(_POSITION_INDEX) + r")\b")
+_OBJECT = r"a (\w+) (\w+) (\w+) at the (" + "|".join(_POSITION_INDEX) + r")"
+_OBJECT_PATTERN = re.compile(_OBJECT)
+_CAPTION_PATTERN = re.compile(rf"{_OBJECT}(?:(?:, | and ){_OBJECT})*")
 
 
 def parse_caption(text: str) -> Scene | None:
-    """The scene a canonical caption describes, or None if the text is not one."""
-    found = _OBJECT_PATTERN.findall(text.lower())
-    if not found:
+    """The scene a canonical caption describes ("a small red circle at the top left and a ..."),
+    or None unless the whole text is one: any word outside the grammar makes it no caption."""
+    text = text.strip().lower()
+    if _CAPTION_PATTERN.fullmatch(text) is None or text.count(" and ") > 1 or ", " in text.split(" and ")[-1]:
         return None
     objs = []
-    for size, color, shape, position in found:
+    for size, color, shape, position in _OBJECT_PATTERN.findall(text):
         row, col = _POSITION_INDEX[position]
         objs.append(Obj(row, col, shape, color, size))
     return Scene(tuple(objs))
@@ -421,7 +461,7 @@ class ShapesWorld:
     """Scene `i` of a world is a pure function of (seed, split, i): streams can be resumed,
     sharded and reproduced without touching disk."""
 
-    SPLITS = ("train", "heldout", "all")
+    SPLITS = ("train", "heldout", "all", "unseen")
 
     def __init__(self, cfg: ShapesConfig | None = None, seed: int = 0, split: str = "train"):
         if split not in self.SPLITS:

@@ -30,7 +30,7 @@ from functools import lru_cache
 import numpy as np
 
 from smalto.data.shapes import ShapesConfig, ShapesWorld
-from smalto.eval.shapes_eval import _batches, _pct, chat_replies
+from smalto.eval.shapes_eval import _batches, _n, _pct, chat_replies
 from smalto.pipeline import Message, Pipeline
 
 SETTINGS = ("random", "popular", "adversarial")
@@ -114,23 +114,29 @@ def chair(captions: list[str], scenes: list, cfg: ShapesConfig) -> dict:
     return {"chair_i": round(100.0 * wrong / max(1, total), 1), "chair_s": _pct(flagged), "mentions": total}
 
 
-def _replies(pipe: Pipeline, images: list, questions: list[str], effort: str = "none") -> list[str]:
-    return [r.text for chunk in _batches(list(zip(images, questions)))
+def _replies(pipe: Pipeline, images: list, questions: list[str], effort: str = "none") -> list:
+    return [r for chunk in _batches(list(zip(images, questions)))
             for r in pipe.reply_batch([im for im, _ in chunk], [q for _, q in chunk], effort)]
 
 
 def eval_pope(pipe: Pipeline, world: ShapesWorld, n: int, effort: str = "none") -> dict:
-    """POPE's three settings on `n` scenes (2n questions each), answered at a test-time effort level."""
-    report = {}
+    """POPE's three settings on `n` scenes (2n questions each), answered at a test-time effort level;
+    above "none", also as the model itself answered ("pope_<setting>_model") where the solver
+    answered for it. Always saying "yes" scores F1 66.7 at yes-ratio 100."""
+    report, n = {}, _n(world, n)
     for setting in SETTINGS:
         items = pope_items(world, n, setting)
         replies = _replies(pipe, [im for im, _, _ in items], [q for _, q, _ in items], effort)
-        report[f"pope_{setting}"] = pope_scores(replies, [a for _, _, a in items])
+        truth = [a for _, _, a in items]
+        report[f"pope_{setting}"] = pope_scores([r.text for r in replies], truth)
+        if effort != "none":
+            report[f"pope_{setting}_model"] = pope_scores([r.own for r in replies], truth)
     return report
 
 
 def eval_hallucination(pipe: Pipeline, world: ShapesWorld, n: int) -> dict:
     """The probe on `n` scenes of `world` (each setting asks 2n questions)."""
+    n = _n(world, n)
     report = eval_pope(pipe, world, n)
     samples = [world[i] for i in range(n)]
     texts = [t for chunk in _batches(samples) for t in pipe.caption_batch([s.image for s in chunk])]
@@ -141,7 +147,8 @@ def eval_hallucination(pipe: Pipeline, world: ShapesWorld, n: int) -> dict:
     names = [f"{c} {shape}" for c, shape in absent]
     hinted = chat_replies(pipe, [[Message("user", f"look for the {x}."), Message("user", images=[s.image])]
                                  for x, s in zip(names, samples)])
-    asked = _replies(pipe, [s.image for s in samples], [f"next to the {x}, what else is there?" for x in names])
+    asked = [r.text for r in _replies(pipe, [s.image for s in samples],
+                                      [f"next to the {x}, what else is there?" for x in names])]
     refuted = [r.strip().lower().startswith(f"there is no {x}") for r, x in zip(asked, names)]
     report["primed"] = {
         "primed_caption": _pct([p in mentions(r, world.cfg) for r, p in zip(hinted, absent)]),

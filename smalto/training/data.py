@@ -7,7 +7,7 @@ what an uninterrupted run would have, and the data position is just an integer, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from typing import ClassVar
 
@@ -19,7 +19,7 @@ from smalto.data.folder import is_clip_folder, load_clip_folder, load_folder
 from smalto.data.images import MAX_PIXELS
 from smalto.data.motion import ClipSample, MotionConfig, MotionWorld
 from smalto.data.shapes import (GREETINGS, HELLO_REPLY, OFF_TOPIC, OFF_TOPIC_REPLY, Scene, ShapesWorld, follow_ups,
-                                premise_question, world_config)
+                                premise_question, scene_key, world_config)
 from smalto.errors import SmaltoError
 from smalto.options import Range
 from smalto.format import (Example, Vocab, answer_example, caption_example, chat_example, continue_example,
@@ -132,11 +132,39 @@ def collate(examples: list[tuple[int, Example]], pad: int, max_len: int) -> Batc
     return Batch(ids[:, :-1], positions[:, :, :-1], ids[:, 1:], mask[:, 1:], tasks, images)
 
 
+def example_rng(seed: int, index: int) -> np.random.Generator:
+    """Example `index`'s randomness: its task is the first draw (`TaskMix.weights`), the rest its own."""
+    return np.random.default_rng([seed, 7, index])
+
+
+def stream_record(stream: ExampleStream, examples: int) -> dict | None:
+    """What a run's training stream showed, enough to replay its scenes (`seen_scenes`): the world,
+    seed, task mix and number of examples read; None for a folder (its pictures are the user's)."""
+    if stream.world is None:
+        return None
+    return {"data": stream.data, "seed": stream.seed, "examples": examples, "mix": asdict(stream.mix),
+            "reserve": stream.world.cfg.reserve}
+
+
+def seen_scenes(streams: list[dict]) -> set[str]:
+    """The keys (`scene_key`) of every ShapesWorld scene that recorded training streams showed as a
+    picture, replayed example by example (about 80 µs an example)."""
+    keys: set[str] = set()
+    for r in streams:
+        world = ShapesWorld(replace(world_config(r["data"]), reserve=r["reserve"]), r["seed"], "train")
+        weights = TaskMix(**r["mix"]).weights()
+        picture = [task not in CLIP_TASKS for task in TASKS]
+        for i in range(r["examples"]):
+            if picture[int(example_rng(r["seed"], i).choice(len(TASKS), p=weights))]:
+                keys.add(scene_key(world.scene(i)))
+    return keys
+
+
 class ExampleStream:
     def __init__(self, tokenizers: Tokenizers, vocab: Vocab, data: str = "shapes", mix: TaskMix = TaskMix(),
                  seed: int = 0, split: str = "train", max_len: int = 160, max_pixels: int | None = MAX_PIXELS,
                  fusion: str = "tokens"):
-        self.tok, self.vocab, self.mix, self.seed, self.fusion = tokenizers, vocab, mix, seed, fusion
+        self.tok, self.vocab, self.mix, self.seed, self.fusion, self.data = tokenizers, vocab, mix, seed, fusion, data
         if fusion != "tokens" and mix.clips:
             raise SmaltoError(f"a {fusion} model reads pictures as pixels, and clips only as tokens: "
                               f"clip tasks need the tokens design")
@@ -259,7 +287,7 @@ class ExampleStream:
 
     def examples(self, start: int, count: int) -> list[tuple[int, Example]]:
         """Examples start .. start+count-1 as (task index, example)."""
-        rngs = {i: np.random.default_rng([self.seed, 7, i]) for i in range(start, start + count)}
+        rngs = {i: example_rng(self.seed, i) for i in range(start, start + count)}
         tasks = {i: int(rng.choice(len(TASKS), p=self.weights)) for i, rng in rngs.items()}
         out: dict[int, tuple[int, Example]] = {}
         if self.world is not None:

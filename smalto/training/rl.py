@@ -215,18 +215,18 @@ def policy_loss(logp: torch.Tensor, old: torch.Tensor, valid: torch.Tensor, adv:
 
 
 def _probe(model: Transformer, vocab: Vocab, tokenizers: Tokenizers, draw: dict, split: str) -> dict:
-    """A minute's ShapesEval subset on the evaluation seed: drawing categories at the model's own
-    drawing settings, relations, and QA."""
-    from smalto.eval.shapes_eval import EVAL_SEED, PROBE_DRAWING, eval_drawing, eval_questions, eval_relations
+    """A minute's ShapesEval subset on the development seed (the evaluation seed only reports):
+    drawing categories at the model's own drawing settings, relations, and QA."""
+    from smalto.eval.shapes_eval import DEV_SEED, PROBE_DRAWING, eval_drawing, eval_questions
     from smalto.pipeline import DRAW_DEFAULTS, Pipeline
 
     # (a training run's directory has no drawing defaults of its own: the probe then draws as the
     # shipped model does, like `smalto train`'s)
     pipe = Pipeline(model, vocab, tokenizers, draw_defaults={**DRAW_DEFAULTS, **(draw or PROBE_DRAWING)})
-    world = ShapesWorld(ShapesConfig(image_size=pipe.image_size), EVAL_SEED, split)
-    drawn = eval_drawing(pipe, world, 24, None, EVAL_SEED)
+    world = ShapesWorld(ShapesConfig(image_size=pipe.image_size), DEV_SEED, split)
+    drawn = eval_drawing(pipe, world, 24, None, DEV_SEED)
     return {"two_objects": drawn["two_objects"], "attribute_binding": drawn["attribute_binding"],
-            "single_object": drawn["single_object"], "relations": eval_relations(pipe, world, 24, EVAL_SEED),
+            "single_object": drawn["single_object"], "relations": drawn["relations"],
             "qa": eval_questions(pipe, world, 100)["overall"]}
 
 

@@ -40,7 +40,7 @@ from smalto.options import SAMPLING, Range
 from smalto.paths import inside
 from smalto.plots import loss_curve
 from smalto.tokenizers import load_tokenizers
-from smalto.training.data import TASKS, Batch, ExampleStream, TaskMix, data_position
+from smalto.training.data import TASKS, Batch, ExampleStream, TaskMix, data_position, stream_record
 from smalto.training import dist
 from smalto.training.dist import Processes, all_sum
 from smalto.training.optim import OPTIMIZERS, build_optimizer
@@ -333,6 +333,9 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
             else model
     stream = ExampleStream(tokenizers, vocab, cfg.data, cfg.mix, cfg.seed, max_len=model.cfg.max_seq_len,
                            max_pixels=cfg.max_image_pixels, fusion=model.cfg.fusion)
+    # The streams behind the weights, so ShapesEval can tell scenes the model saw from those it
+    # did not (None: init_from's were never recorded).
+    earlier = read_meta(cfg.init_from).get("streams") if cfg.init_from else []
     # Weights and optimizer state stay float32; matmuls run in bf16 where the hardware has it.
     bf16 = precision.resolve(cfg.precision, device) == torch.bfloat16
 
@@ -372,8 +375,10 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
     def checkpoint(step: int, model: Transformer, opt: torch.optim.Optimizer) -> None:
         files["log.jsonl"] = "".join(json.dumps(r) + "\n" for r in log).encode()
         files["loss.png"] = loss_curve([r for r in log if "loss" in r], ["loss", *TASKS], "training loss")
-        extra = {"step": step, "train": asdict(cfg), "data_position": step * cfg.batch_size * cfg.grad_accum,
-                 "processes": made_by}
+        position = step * cfg.batch_size * cfg.grad_accum
+        mine = stream_record(stream, position)
+        extra = {"step": step, "train": asdict(cfg), "data_position": position, "processes": made_by,
+                 "streams": None if earlier is None else earlier + ([mine] if mine else [])}
         if cfg.adapter is not None:
             save_adapter(out, model, vocab, cfg.adapter, cfg.init_from, opt, extra, files)
         else:

@@ -173,7 +173,7 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
                         yield i, p.Delta(content=value), None
                     elif kind == "reply":
                         replies[i] = value
-                        yield i, p.Delta(), "stop"
+                        yield i, p.Delta(answered_by=value.answered_by), "stop"
 
             return stream(reply_id, now, body, deltas(), usage, job)
 
@@ -184,8 +184,8 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
             elif kind == "reply":
                 replies[i] = value
         return p.ChatCompletion(id=reply_id, created=now, model=cfg.model_name, usage=usage(), choices=[
-            p.Choice(index=i, message=p.AssistantMessage(content=t, reasoning_content=r.reasoning or None),
-                     finish_reason="stop") for i, (t, r) in enumerate(zip(texts, replies))])
+            p.Choice(index=i, message=p.AssistantMessage(content=t, reasoning_content=r.reasoning or None,
+                                                         answered_by=r.answered_by), finish_reason="stop") for i, (t, r) in enumerate(zip(texts, replies))])
 
     def stream(reply_id: str, now: int, body: p.ChatCompletionRequest,
                deltas: AsyncIterator[tuple[int, p.Delta, str | None]], usage, job) -> StreamingResponse:

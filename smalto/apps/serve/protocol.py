@@ -114,6 +114,11 @@ class ChatCompletionRequest(Strict):
     best_of: sampling("best_of", "Extension: answers sampled and voted (self-consistency).") = None
 
 
+AnsweredBy = Literal["model", "solver"]
+ANSWERED_BY_HELP = ("Extension, with reasoning_effort: who produced the answer: 'model' (its own tokens) or 'solver' "
+                    "(computed by the symbolic core from the model's own description of the picture).")
+
+
 class CompletionTokensDetails(BaseModel):
     reasoning_tokens: int
 
@@ -130,6 +135,7 @@ class AssistantMessage(BaseModel):
     content: str
     reasoning_content: str | None = Field(None, description="The thinking before the answer, when it thought.")
     refusal: None = None
+    answered_by: AnsweredBy | None = Field(None, description=ANSWERED_BY_HELP)
 
 
 class Choice(BaseModel):
@@ -153,6 +159,7 @@ class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
     reasoning_content: str | None = None
+    answered_by: AnsweredBy | None = None  # in the choice's last delta, with effort (see AssistantMessage)
 
 
 class ChunkChoice(BaseModel):

@@ -162,6 +162,13 @@ async function send() {
             thought += choice.delta.reasoning_content;
             thinking.lastChild.textContent = thought;
           }
+          if (choice.delta.answered_by) {  // who produced the answer: the model, or the solver from its description
+            const who = document.createElement("div");
+            who.className = "answered-by";
+            who.textContent = choice.delta.answered_by === "solver"
+              ? "answered by the solver, from the model's description" : "answered by the model";
+            out.after(who);
+          }
         }
         out.textContent = reply;
         out.parentElement.scrollIntoView({ block: "end" });
