@@ -1,6 +1,6 @@
 """Choose a model's drawing defaults on the development seed, never on the evaluation one.
 
-    python bench/draw_defaults.py --json docs/draw-defaults.json     # about 2 minutes on 2 cores
+    python bench/draw_defaults.py --json docs/draw-defaults.json     # 40 s on 2 cores
     python bench/draw_defaults.py --quick
 
 Exact drawings of one- and two-object prompts, and counting, over guidance x temperature, on

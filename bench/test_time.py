@@ -28,7 +28,7 @@ from smalto import atomic
 from smalto.data.shapes import ShapesConfig, ShapesWorld, captions, premise_question
 from smalto.eval.bench import best_time
 from smalto.eval.scenes import Scenes, scene_kinds
-from smalto.eval.shapes_eval import DEV_SEED, weights_fingerprint  # (adaptive effort's threshold is calibrated on DEV_SEED)
+from smalto.eval.shapes_eval import DEV_SEED, weights_fingerprint  # adaptive effort is calibrated on DEV_SEED
 from smalto.pipeline import load
 from smalto.verify.judges import judge_drawing
 from smalto.verify.scene import parse_image

@@ -10,9 +10,8 @@ HTTP), with `best_of` to set the number of candidates or votes explicitly:
     high    think before every answer; best of 16
 
 Self-consistency (answers voted over `best_of` sampled thoughts or instant answers) is there to
-ask for; no level uses it by default, because on the shipped model it did not pay: greedy
-thinking is right 99 % of the time and voting over sampled traces never beat it
-(docs/test-time.md).
+ask for; no level uses it by default, because on the shipped model it did not pay: voting over
+sampled traces never beat greedy thinking (docs/test-time.md).
 
 Thinking: the model writes `<think>` a description of the scene and the facts the question needs
 `</think>`, then the answer; the solver reads the description back into a scene graph and

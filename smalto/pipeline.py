@@ -482,8 +482,8 @@ class Pipeline:
                 verdicts = [smt.check(spec, parse_image(image, world)) for image in candidates]
                 best = next((j for j, v in enumerate(verdicts) if v.satisfied),
                             max(range(k), key=lambda j: verdicts[j].score))
-                out.append(Drawing(candidates[best], text, verdicts[best], k, accepted=sum(v.satisfied for v in verdicts),
-                                   first=candidates[0]))
+                out.append(Drawing(candidates[best], text, verdicts[best], k,
+                                   accepted=sum(v.satisfied for v in verdicts), first=candidates[0]))
             elif k > 1:
                 scores = self.caption_logprob(candidates, prompt)
                 best = int(np.argmax(scores))

@@ -211,7 +211,7 @@ def test_tokenizer_eval_defaults_to_the_shipped_tokenizer(tmp_path):
     r = smalto("tokenizer", "eval", "--n", "100", "--json", "m.json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "m.json").read_text())
-    assert report["tokenizer"].endswith("assets/tokenizers")
+    assert report["tokenizer"].endswith("assets/model/tokenizers")
     assert report["verifier_agreement"] >= 99 and report["psnr"] >= 28
 
 
@@ -261,7 +261,7 @@ def test_generate_caption_ask_eval(model_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "e.json").read_text())
     # a run records its training stream, so its report has all three kinds of scene
-    assert {"seen", "unseen", "heldout", "guidance_sweep"} <= set(report) and report["scenes"]["verified"]
+    assert {"seen", "unseen", "heldout", "weights"} <= set(report) and report["scenes"]["verified"]
     assert {"single_object", "two_objects", "counting", "colors", "position", "attribute_binding"} <= set(
         report["unseen"]["draw"])
     assert len(report["weights"]) == 16 and "/" not in (tmp_path / "e.json").read_text().split('"scenes"')[0]

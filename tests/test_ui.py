@@ -134,7 +134,8 @@ def test_effort_shows_the_thinking_collapsed_and_verdicts_under_drawings(page, s
     assert thinking.get_attribute("open") is None  # collapsed
     assert page.execute_script("return arguments[0].lastChild.textContent", thinking) == expected.reasoning
     assert reply.find_element(By.TAG_NAME, "span").text == expected.text
-    assert reply.find_element(By.CSS_SELECTOR, ".answered-by").text.startswith(f"answered by the {expected.answered_by}")
+    who = reply.find_element(By.CSS_SELECTOR, ".answered-by").text
+    assert who.startswith(f"answered by the {expected.answered_by}")
     Select(page.find_element(By.ID, "chat-effort")).select_by_value("none")
 
     page.find_element(By.ID, "mode-draw").click()

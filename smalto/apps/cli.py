@@ -295,7 +295,7 @@ def _eval(args: argparse.Namespace) -> None:
 
     pipe = _pipeline(args)
     given = {"efforts": tuple(e for e in args.effort if e != "none")} | ({} if args.seed is None else {"seed": args.seed})
-    quick = dict(captions=40, questions=80, drawings=16, sweep_prompts=8, premises=40, relations=8, conversations=20,
+    quick = dict(captions=40, questions=80, drawings=16, premises=40, relations=8, conversations=20,
                  hallucination=20, clips=20, clip_drawings=8)
     cfg = EvalConfig(**(quick if args.quick else {}), **given)
     report = evaluate(pipe, cfg)

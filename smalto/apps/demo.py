@@ -15,19 +15,20 @@ from pathlib import Path
 import numpy as np
 
 from smalto import atomic
-from smalto.data import Scene, ShapesConfig, ShapesWorld, parse_caption, parse_image, scene_diff
+from smalto.data import Scene, ShapesConfig, parse_caption, parse_image, scene_diff
 from smalto.data.motion import clip_captions, parse_clip_caption
 from smalto.data.shapes import GREETINGS, HELLO_REPLY, follow_ups
 from smalto.data.video import clip_bytes
+from smalto.eval.scenes import scene_kinds
 from smalto.eval.shapes_eval import EvalConfig, evaluate, summary_table
 from smalto.eval.video_eval import motion_world
 from smalto.pipeline import Message, load
 from smalto.plots import image_grid, png_bytes
 from smalto.verify.motion import parse_clip
 
-# Half of `smalto eval`'s items and no guidance sweep: the demo shows the model, `smalto eval` measures it.
-DEMO_EVAL = EvalConfig(captions=100, questions=200, drawings=24, premises=100, relations=24, conversations=50,
-                       hallucination=100, clips=50, clip_drawings=16)
+# A third of `smalto eval`'s items, unseen and held-out scenes: the demo shows the model, `smalto eval` measures it.
+DEMO_EVAL = EvalConfig(captions=64, questions=128, drawings=16, premises=64, relations=16, conversations=32,
+                       hallucination=64, clips=32, clip_drawings=8)
 
 PROMPTS = [
     "a large red circle at the center",
@@ -112,7 +113,8 @@ def run_demo(out: str | Path, model: str | Path | None = None, samples: int = 4)
         draw_cards.append(f'<div class="card"><p class="caption">{html.escape(prompt)}</p>'
                           + "".join(f"<span>{_img(im)}{v}</span>" for im, v in zip(images, verdicts)) + "</div>")
 
-    world = ShapesWorld(cfg, seed=2024, split="train")
+    # scenes it never saw (`smalto.eval.scenes`: not in its recorded training streams)
+    world = scene_kinds(cfg, 2024, pipe.streams, ("unseen",)).kinds["unseen"]
     read_cards = []
     for i in range(6):
         s = world[i]
@@ -128,7 +130,7 @@ def run_demo(out: str | Path, model: str | Path | None = None, samples: int = 4)
     talk_cards = [_conversation(pipe, world[i], np.random.default_rng(i)) for i in range(6, 9)]
     clips = _clips(pipe) if pipe.reads_clips else ""
 
-    report = evaluate(pipe, DEMO_EVAL, sweep=False)
+    report = evaluate(pipe, DEMO_EVAL, kinds=("unseen", "heldout"))
     settings = ", ".join(f"{k} {v}" for k, v in pipe.draw_defaults.items())
     table = summary_table(report)
     tok = pipe.tokenizers

@@ -92,7 +92,7 @@ class ShapesConfig:
     # Largest random offset of an object from its cell centre, in pixels.
     jitter: float = 0.0
     # One in `reserve` scenes of training pairs is kept out of the "train" split for the "unseen"
-    # one (0: none, the world models before v4 were trained on).
+    # one (0: none, the world the shipped v3 and the models before it were trained on).
     reserve: int = 8
 
     def __post_init__(self) -> None:

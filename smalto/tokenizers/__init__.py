@@ -13,7 +13,8 @@ from smalto.tokenizers.image import ImageTokenizer, ImageTokenizerConfig
 from smalto.tokenizers.text import SPECIAL_TOKENS, TextTokenizer
 from smalto.tokenizers.video import VideoTokenizer
 
-DEFAULT_TOKENIZERS = Path(__file__).resolve().parent.parent / "assets" / "tokenizers"
+# The shipped model's own copy, the one copy of the shipped tokenizers (their training logs beside them).
+DEFAULT_TOKENIZERS = Path(__file__).resolve().parent.parent / "assets" / "model" / "tokenizers"
 
 __all__ = ["DEFAULT_TOKENIZERS", "FILES", "SPECIAL_TOKENS", "ImageTokenizer", "ImageTokenizerConfig", "TextTokenizer",
            "Tokenizers", "VideoTokenizer", "load_tokenizers"]

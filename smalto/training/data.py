@@ -7,6 +7,7 @@ what an uninterrupted run would have, and the data position is just an integer, 
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from typing import ClassVar
@@ -133,8 +134,19 @@ def collate(examples: list[tuple[int, Example]], pad: int, max_len: int) -> Batc
 
 
 def example_rng(seed: int, index: int) -> np.random.Generator:
-    """Example `index`'s randomness: its task is the first draw (`TaskMix.weights`), the rest its own."""
+    """Example `index`'s randomness: its task is the first draw (`draw_task`), the rest its own."""
     return np.random.default_rng([seed, 7, index])
+
+
+def draw_task(rng: np.random.Generator, cdf: list[float]) -> int:
+    """A task index drawn with the mix's cumulative weights: what `rng.choice(len(TASKS), p=weights)`
+    draws, from the same one uniform number, without its overhead (the replay draws 200,000)."""
+    return bisect.bisect_right(cdf, rng.random())
+
+
+def _cdf(weights: np.ndarray) -> list[float]:
+    cdf = np.cumsum(weights)
+    return (cdf / cdf[-1]).tolist()
 
 
 def stream_record(stream: ExampleStream, examples: int) -> dict | None:
@@ -148,14 +160,14 @@ def stream_record(stream: ExampleStream, examples: int) -> dict | None:
 
 def seen_scenes(streams: list[dict]) -> set[str]:
     """The keys (`scene_key`) of every ShapesWorld scene that recorded training streams showed as a
-    picture, replayed example by example (about 80 µs an example)."""
+    picture, replayed example by example (about 50 µs an example)."""
     keys: set[str] = set()
     for r in streams:
         world = ShapesWorld(replace(world_config(r["data"]), reserve=r["reserve"]), r["seed"], "train")
-        weights = TaskMix(**r["mix"]).weights()
+        cdf = _cdf(TaskMix(**r["mix"]).weights())
         picture = [task not in CLIP_TASKS for task in TASKS]
         for i in range(r["examples"]):
-            if picture[int(example_rng(r["seed"], i).choice(len(TASKS), p=weights))]:
+            if picture[draw_task(example_rng(r["seed"], i), cdf)]:
                 keys.add(scene_key(world.scene(i)))
     return keys
 
@@ -169,6 +181,7 @@ class ExampleStream:
             raise SmaltoError(f"a {fusion} model reads pictures as pixels, and clips only as tokens: "
                               f"clip tasks need the tokens design")
         self.weights = mix.weights()
+        self.cdf = _cdf(self.weights)
         # Long texts (a user's captions) are cut so that an image (a clip) always fits whole.
         item = max(m.tokens for m in vocab.modalities.values()) if mix.clips else vocab.image_tokens
         room = max_len - item - 8
@@ -288,7 +301,7 @@ class ExampleStream:
     def examples(self, start: int, count: int) -> list[tuple[int, Example]]:
         """Examples start .. start+count-1 as (task index, example)."""
         rngs = {i: example_rng(self.seed, i) for i in range(start, start + count)}
-        tasks = {i: int(rng.choice(len(TASKS), p=self.weights)) for i, rng in rngs.items()}
+        tasks = {i: draw_task(rng, self.cdf) for i, rng in rngs.items()}
         out: dict[int, tuple[int, Example]] = {}
         if self.world is not None:
             pictures = [i for i in rngs if TASKS[tasks[i]] not in CLIP_TASKS]

@@ -185,7 +185,8 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
                 replies[i] = value
         return p.ChatCompletion(id=reply_id, created=now, model=cfg.model_name, usage=usage(), choices=[
             p.Choice(index=i, message=p.AssistantMessage(content=t, reasoning_content=r.reasoning or None,
-                                                         answered_by=r.answered_by), finish_reason="stop") for i, (t, r) in enumerate(zip(texts, replies))])
+                                                         answered_by=r.answered_by), finish_reason="stop")
+            for i, (t, r) in enumerate(zip(texts, replies))])
 
     def stream(reply_id: str, now: int, body: p.ChatCompletionRequest,
                deltas: AsyncIterator[tuple[int, p.Delta, str | None]], usage, job) -> StreamingResponse:
