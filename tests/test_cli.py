@@ -229,6 +229,20 @@ def test_demo_writes_a_gallery(tmp_path):
     assert Image.open(tmp_path / "demo" / "gallery.png").size[1] > len(PROMPTS) * 4 * 32
 
 
+def test_hostile_inputs_are_one_line_errors(tmp_path):
+    """A picture too large to open (refused from its header, before Pillow's own bomb check trips
+    in the clip probe) and a question whose bytes are not UTF-8: rc 2, one line, no traceback."""
+    from conftest import bomb_png
+
+    (tmp_path / "huge.png").write_bytes(bomb_png(20000, 20000))
+    r = smalto("caption", "huge.png", cwd=tmp_path)
+    assert r.returncode == 2 and "huge.png" in r.stderr and "Traceback" not in r.stderr
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "scene.png")
+    r = subprocess.run([sys.executable, "-m", "smalto", "ask", "scene.png", b"what \xff color?"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "not valid UTF-8" in r.stderr and "Traceback" not in r.stderr
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("model")

@@ -207,6 +207,18 @@ def test_bad_image_requests_are_400(server, body, param):
     assert error_of(post(server, "/v1/images/generations", body), 400)["param"] == param
 
 
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions",
+     '{"model": "%s", "messages": [{"role": "user", "content": "what \\ud800 is it?"}]}' % NAME),
+    ("/v1/images/generations", '{"prompt": "a red \\udfff circle"}'),
+])
+def test_a_lone_surrogate_in_text_is_400_not_500(server, path, body):
+    """JSON may escape half a UTF-16 pair, which is no text: the tokenizer is never handed it."""
+    r = post(server, path, content=body.encode(), headers={"content-type": "application/json"})
+    message = error_of(r, 400)["message"]  # (the chat route's is smalto's, the images route's pydantic's)
+    assert "UTF-8" in message or "unicode string" in message
+
+
 def test_unknown_model_route_and_method_are_404_405(server):
     assert error_of(post(server, "/v1/images/generations", {"prompt": "x", "model": "dall-e-3"}), 404)["code"] == \
         "model_not_found"

@@ -42,7 +42,7 @@ def frame_count(source: str | Path | bytes) -> int:
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source)) as img:
             return int(getattr(img, "n_frames", 1))
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError):
         return 1  # not an animation we can read: the image reader says what is wrong with it
 
 

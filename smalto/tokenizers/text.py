@@ -64,6 +64,12 @@ class TextTokenizer:
         return self.tokenizer.get_vocab_size()
 
     def encode(self, text: str) -> list[int]:
+        """The ids of a text; a SmaltoError for one that is not Unicode text (a lone surrogate:
+        bytes that were not UTF-8 on the command line, or an escaped half pair over HTTP)."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise SmaltoError(f"the text is not valid UTF-8 (at character {e.start}: {text[e.start]!r})") from None
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: Iterable[int]) -> str:
