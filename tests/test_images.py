@@ -112,3 +112,34 @@ def test_the_cli_refuses_a_bomb_and_honours_the_flag(tmp_path, bomb, capsys):
     assert main(["ask", str(tmp_path / "small.png"), "how many circles?", "--max-image-pixels", "1599"]) == 2
     assert "40×40 = 1,600 pixels, over the limit of 1,599" in capsys.readouterr().err
     assert main(["caption", str(tmp_path / "small.png"), "--max-image-pixels", "1600"]) == 0
+
+
+def _gif(frames: int = 2, comment: bytes | None = None, duration: int = 100) -> bytearray:
+    images = [Image.fromarray(np.full((32, 32, 3), 40 * k, np.uint8)) for k in range(frames)]
+    buf = io.BytesIO()
+    extra = {"comment": comment} if comment else {}
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=duration, **extra)
+    return bytearray(buf.getvalue())
+
+
+def test_a_clip_frame_that_declares_itself_huge_is_refused_before_it_is_composited():
+    import struct
+
+    from smalto.data.video import load_clip
+
+    gif = _gif()
+    # each frame's image descriptor (0x2C, left, top, width, height) follows its control extension
+    second = [i for i in range(8, len(gif)) if gif[i] == 0x2C and gif[i - 8:i - 6] == b"\x21\xf9"][1]
+    gif[second + 5:second + 9] = struct.pack("<2H", 12000, 12000)
+    start = time.perf_counter()
+    with pytest.raises(ImageTooLarge, match="frame 1: the image is 12000×12000"):
+        load_clip(bytes(gif), 32)
+    assert time.perf_counter() - start < 1
+
+
+@pytest.mark.parametrize("fps", [b"1e308", b"inf", b"nan", b"-4"])
+def test_a_clip_whose_frame_time_tag_is_absurd_reads_by_its_durations(fps):
+    from smalto.data.video import load_clip
+
+    clip = load_clip(bytes(_gif(3, b"smalto fps=" + fps + b" frames=3", duration=65000)), 32)
+    assert clip.shape == (3, 32, 32, 3)  # the tag ignored: each stored frame is one frame

@@ -72,7 +72,8 @@ def load_clip(source: str | Path | bytes, size: int, max_pixels: int | None = MA
                 raise ClipTooLong(name, n, max_frames)
             frames, durations = [], []
             for i in range(n):
-                img.seek(i)
+                img.seek(i)  # (reads the frame's header: a frame may declare itself larger than the clip)
+                check_size(img, max_pixels, f"{name} frame {i}")
                 img.load()
                 durations.append(int(img.info.get("duration") or 0))
                 frames.append(convert_image(img.convert("RGBA") if img.mode == "P" else img, size))
@@ -106,10 +107,13 @@ def _repeats(durations: list[int], info: dict) -> list[int]:
         fps, frames = float(tag.get("fps", 0)), int(tag.get("frames", 0))
     except ValueError:
         fps = frames = 0
+    if not 0 < fps <= 1000:  # (nan, inf, 1e308: not a frame time, the tag is ignored)
+        fps = 0
     if len(durations) == 1 and 1 < frames <= MAX_FRAMES:  # a still clip, merged whole (WebP keeps no duration)
         return [frames]
     base = 1000 / fps if fps > 0 else min((d for d in durations if d > 0), default=0)
-    return [max(1, round(d / base)) if base and d else 1 for d in durations]
+    # (capped: a frame standing for more than a whole clip is refused by the caller anyway)
+    return [min(max(1, round(d / base)), MAX_FRAMES + 1) if base and d else 1 for d in durations]
 
 
 def _load_folder(folder: Path, size: int, max_pixels: int | None, max_frames: int) -> np.ndarray:
