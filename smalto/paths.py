@@ -19,6 +19,8 @@ def inside(root: str | Path, name: str | Path, what: str = "path") -> Path:
 
     The answer depends only on where the path points, never on whether a file is there."""
     root = Path(root)
+    if "\0" in str(name):  # (no file system takes it; realpath would raise)
+        raise SmaltoError(f"{what} {str(name)!r} holds a NUL byte; no file has such a name")
     if Path(name).is_absolute():
         raise SmaltoError(f"{what} {str(name)!r} is an absolute path; it must be relative to {root}")
     try:

@@ -185,3 +185,29 @@ def test_existing_directory_needs_force(tmp_path):
     assert not (out / "mine.txt").exists()
     assert len(load_folder(out)) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp or .old directory left behind
+
+
+@pytest.mark.parametrize("line, words", [
+    ('{"clip": "a.gif", "text": "x", "qa": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+    ('{"clip": "a.gif", "text": "x", "scene": {"objects": [{"shape": "circle", "color": "red", "size": "small", '
+     '"row": ' + "9" * 5000 + ', "col": 0}]}}', "not valid JSON"),
+    ('{"clip": "a.gif", "text": "x", "scene": {"objects": [{"shape": "circle", "color": "red", "size": "small", '
+     '"row": Infinity, "col": 0}]}}', "Infinity is not a number"),
+    ('{"clip": "a.gif", "text": "x", "scene": {"objects": [{"shape": "circle", "color": "red", "size": "small", '
+     '"row": 1e300, "col": 0}]}}', "not a scene graph"),
+    ('{"clip": "a.gif", "text": "x", "motion": {"frames": 1e300, "objects": []}}', "not a clip"),
+    ('{"clip": "a.gif", "text": "x", "motion": {"frames": -5, "objects": []}}', "not a clip"),
+])
+def test_hostile_lines_are_errors_naming_the_line(line, words):
+    from smalto.data.folder import _parse_clip_line
+
+    with pytest.raises(SmaltoError, match=words) as e:
+        _parse_clip_line(line, "data.jsonl:3")
+    assert str(e.value).startswith("data.jsonl:3: ")
+
+
+def test_a_nul_byte_in_a_path_is_refused_by_name(tmp_path):
+    from smalto.paths import inside
+
+    with pytest.raises(SmaltoError, match="NUL byte"):
+        inside(tmp_path, "a\0.png", "image")

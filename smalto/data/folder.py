@@ -89,11 +89,34 @@ class Folder:
                 yield pair["a"]
 
 
+MAX_DEPTH = 16  # nesting a record may have (a scene graph needs 4)
+
+
+def _constant(name: str):
+    raise SmaltoError(f"{name} is not a number JSON allows")
+
+
+def _depth(value, limit: int) -> int:
+    """How deeply `value` nests lists and objects, counted no further than `limit` + 1."""
+    if limit < 0 or not isinstance(value, (dict, list)):
+        return 0
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(v, limit - 1) for v in items), default=0)
+
+
 def _object(line: str, where: str) -> dict:
     try:
-        obj = json.loads(line)
+        obj = json.loads(line, parse_constant=_constant)
     except json.JSONDecodeError as e:
         raise SmaltoError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except SmaltoError as e:
+        raise SmaltoError(f"{where}: {e}") from None
+    except RecursionError:
+        raise SmaltoError(f"{where}: nested too deeply (a record nests at most {MAX_DEPTH} levels)") from None
+    except ValueError as e:  # e.g. an integer of thousands of digits
+        raise SmaltoError(f"{where}: not valid JSON ({e})") from None
+    if _depth(obj, MAX_DEPTH) > MAX_DEPTH:
+        raise SmaltoError(f"{where}: nested too deeply (a record nests at most {MAX_DEPTH} levels)")
     if not isinstance(obj, dict):
         raise SmaltoError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -116,7 +139,7 @@ def _parse_line(line: str, where: str, item: str = "image") -> Record:
     if obj.get("scene") is not None:
         try:
             scene = Scene.from_dict(obj["scene"])
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             raise SmaltoError(f"{where}: field 'scene' is not a scene graph "
                               "({\"objects\": [{\"shape\", \"color\", \"size\", \"row\", \"col\"}]})") from None
     label = obj.get("label")
@@ -131,13 +154,13 @@ def _parse_clip_line(line: str, where: str) -> ClipRecord:
     if obj.get("motion") is not None:
         try:
             motion = Clip.from_dict(obj["motion"])
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             raise SmaltoError(f"{where}: field 'motion' is not a clip ({{\"frames\": T, \"objects\": [{{\"shape\", "
                               f"\"color\", \"size\", \"x\", \"y\", \"dx\", \"dy\"}}]}})") from None
     if obj.get("frames") is not None:
         try:
             frames = [Scene.from_dict(s) for s in obj["frames"]]
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             raise SmaltoError(f"{where}: field 'frames' must list one scene graph per frame") from None
     return ClipRecord(base.image, base.text, base.qa, motion, frames)
 

@@ -147,7 +147,10 @@ class Clip:
             if m.shape not in SHAPES or m.color not in PALETTE:
                 raise ValueError(f"unknown shape or colour in {o}")
             movers.append(m)
-        return cls(tuple(movers), int(d["frames"]))
+        frames = int(d["frames"])
+        if not 1 <= frames <= 64:  # (MotionConfig's range, and the clip reader's MAX_FRAMES)
+            raise ValueError(f"a clip has 1 to 64 frames, not {frames}")
+        return cls(tuple(movers), frames)
 
     def scene(self, t: int) -> Scene:
         """Frame t's scene graph (cells by where each object's centre is)."""
