@@ -14,6 +14,7 @@ configured side.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def load_image(source: str | Path | bytes, size: int, max_pixels: int | None = M
         raise SmaltoError(f"{name}: not an image Pillow can read") from None
     except Image.DecompressionBombError as e:
         raise SmaltoError(f"{name}: image too large to open safely ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as e:  # truncated or corrupt data
         raise SmaltoError(f"{name}: corrupt image ({e})") from None
 
 

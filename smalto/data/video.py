@@ -16,6 +16,7 @@ MP4 is not read: it would need PyAV and a codec for no gain on clips of a few 32
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ def frame_count(source: str | Path | bytes) -> int:
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source)) as img:
             return int(getattr(img, "n_frames", 1))
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError, struct.error):
         return 1  # not an animation we can read: the image reader says what is wrong with it
 
 
@@ -87,7 +88,8 @@ def load_clip(source: str | Path | bytes, size: int, max_pixels: int | None = MA
         raise SmaltoError(f"{name}: not an animation Pillow can read (animated GIF or WebP)") from None
     except Image.DecompressionBombError as e:
         raise SmaltoError(f"{name}: clip too large to open safely ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:  # truncated or corrupt data
+    # truncated or corrupt data (a header cut short is a struct.error inside Pillow's GIF reader)
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as e:
         raise SmaltoError(f"{name}: corrupt animation ({e})") from None
 
 
