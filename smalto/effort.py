@@ -101,5 +101,4 @@ class Drawing:
     verdict: object | None = None  # a verify.smt.Verdict, when the prompt was checked
     candidates: int = 1
     score: float | None = None  # the self-verifier's mean log p(prompt | image), when ranked by it
-    accepted: int | None = None  # candidates the verifier accepted, when it checked them
     first: np.ndarray | None = None  # the first candidate, as drawn before any selection

@@ -14,7 +14,6 @@ The headline is `unseen`. A model whose streams were never recorded has no `seen
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from itertools import islice
 from typing import Callable
 
@@ -31,11 +30,10 @@ class Scenes:
     and a length (a kind may hold fewer scenes than a section asks for: a model that saw every
     one-object scene has no unseen one)."""
 
-    def __init__(self, world: ShapesWorld, keep: Callable[[Scene], bool] | None = None, pool: int = POOL,
-                 scan: int = SCAN):
+    def __init__(self, world: ShapesWorld, keep: Callable[[Scene], bool] | None = None):
         self.world, self.cfg, self.seed, self.split = world, world.cfg, world.seed, world.split
-        self.index = list(range(pool)) if keep is None else \
-            list(islice((i for i in range(scan) if keep(world.scene(i))), pool))
+        self.index = list(range(POOL)) if keep is None else \
+            list(islice((i for i in range(SCAN) if keep(world.scene(i))), POOL))
 
     def __len__(self) -> int:
         return len(self.index)
@@ -59,21 +57,20 @@ class SceneKinds:
                 **{f"{k}_pool": len(v) for k, v in self.kinds.items()}}
 
 
+_SEEN: dict[str, frozenset[str]] = {}  # streams (as JSON) -> the scene keys they showed
+
+
 def seen_by(streams: list[dict]) -> frozenset[str]:
     """The scene keys recorded streams showed (`training.data.seen_scenes`), replayed once per
     process for each set of streams (about 12 s for the shipped model's)."""
     import json
 
-    return _seen(json.dumps(streams, sort_keys=True))
-
-
-@lru_cache(maxsize=4)
-def _seen(streams: str) -> frozenset[str]:
-    import json
-
     from smalto.training.data import seen_scenes
 
-    return frozenset(seen_scenes(json.loads(streams)))
+    key = json.dumps(streams, sort_keys=True)
+    if key not in _SEEN:
+        _SEEN[key] = frozenset(seen_scenes(streams))
+    return _SEEN[key]
 
 
 def scene_kinds(shapes: ShapesConfig, seed: int, streams: list[dict] | None, kinds=KINDS) -> SceneKinds:

@@ -143,7 +143,7 @@ def eval_premises(pipe: Pipeline, world: ShapesWorld, n: int, effort: str = "non
 def _scenes_with(world: ShapesWorld, n: int, objects: int, distinct: bool = False) -> list[Scene]:
     """The first n scenes of `objects` objects (fewer if a `Scenes` kind has fewer)."""
     out = []
-    for i in range(len(world) if hasattr(world, "__len__") else 10 ** 9):
+    for i in range(_n(world, 10 ** 9)):
         if len(out) == n:
             break
         scene = world.scene(i)
