@@ -36,7 +36,9 @@ from PIL import Image
 
 from smalto import options, precision
 from smalto.checkpoint import load_checkpoint
-from smalto.data.images import MAX_PIXELS, check_size, convert_image, load_image
+from smalto.assets import DEFAULT_MODEL
+from smalto.data.gate import MAX_PIXELS
+from smalto.data.images import convert_image, load_image
 from smalto.data.video import as_clip, is_clip
 from smalto.data.shapes import ShapesConfig, parse_caption, world_config
 from smalto.effort import SURE, THINKING_BUDGET, VOTE_TEMPERATURE, Drawing, Reply, effort_level
@@ -48,7 +50,6 @@ from smalto.format import (DRAWING, Allowed, Vocab, answer_prompt, caption_promp
                            draw_prompt, fuse_ids, positions)
 from smalto.tokenizers import Tokenizers
 
-DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "model"
 DEFAULT_NAME = "smalto-shapes-tiny"
 MAX_ANSWER_TOKENS = 48
 MAX_DRAWN = 256  # candidates drawn for one request (n × best_of)
@@ -131,11 +132,8 @@ class Pipeline:
             images = [images]
         arrays = []
         for image in images:
-            if isinstance(image, (str, Path)):
+            if isinstance(image, (str, Path, Image.Image)):  # through the decoding gate
                 arrays.append(load_image(image, self.image_size, self.max_image_pixels))
-            elif isinstance(image, Image.Image):  # perhaps not decoded yet (Image.open is lazy)
-                check_size(image, self.max_image_pixels, "image")
-                arrays.append(convert_image(image, self.image_size))
             else:
                 array = np.asarray(image)
                 if array.ndim != 3 or array.shape[2] not in (3, 4) or array.dtype != np.uint8:
@@ -482,8 +480,7 @@ class Pipeline:
                 verdicts = [smt.check(spec, parse_image(image, world)) for image in candidates]
                 best = next((j for j, v in enumerate(verdicts) if v.satisfied),
                             max(range(k), key=lambda j: verdicts[j].score))
-                out.append(Drawing(candidates[best], text, verdicts[best], k,
-                                   accepted=sum(v.satisfied for v in verdicts), first=candidates[0]))
+                out.append(Drawing(candidates[best], text, verdicts[best], k, first=candidates[0]))
             elif k > 1:
                 scores = self.caption_logprob(candidates, prompt)
                 best = int(np.argmax(scores))

@@ -4,10 +4,8 @@ HTTP servers on loopback."""
 from __future__ import annotations
 
 import socket
-import struct
 import threading
 import time
-import zlib
 from contextlib import contextmanager
 
 import httpx
@@ -16,6 +14,8 @@ import uvicorn
 
 import smalto
 from smalto.apps.serve import ServeConfig, create_app
+
+from hostile import bomb_png
 
 
 @pytest.fixture(scope="session")
@@ -66,19 +66,6 @@ def running_server(pipe, cfg: ServeConfig):
     finally:
         server.should_exit = True
         thread.join(30)
-
-
-def bomb_png(width: int, height: int, rgba: bool = False) -> bytes:
-    """A valid, fully decodable PNG of any declared size (1-bit grey, or 8-bit RGBA), made without
-    ever holding its pixels: 12000×12000 grey is 18 KB here and 432 MB once decoded to RGB."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    row = b"\0" * (1 + (4 * width if rgba else (width + 7) // 8))  # filter byte + pixels
-    z = zlib.compressobj(9)
-    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
-    header = struct.pack(">IIBBBBB", width, height, 8 if rgba else 1, 6 if rgba else 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,17 @@ def test_serve_load_quick(tmp_path):
     assert over["rejected"] > 0 and over["completed"] == over["accepted"] and over["other"] == 0
 
 
+@pytest.mark.slow  # 25 s: thirty CLI commands and a server
+def test_hostile_inputs_meet_their_targets(tmp_path):
+    """Every hostile case refused in one line or a 4xx, under 2 s and 500 MB; the valid peers read."""
+    script = ROOT / "bench" / "hostile_inputs.py"
+    r = subprocess.run([sys.executable, str(script), "--json", tmp_path / "h.json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "h.json").read_text())["rows"]
+    assert len(rows) >= 30 and [row for row in rows if not row["meets"]] == []
+
+
 def test_smalto_bench_quick(tmp_path):
     r = subprocess.run([sys.executable, "-m", "smalto", "bench", "--quick", "--json", tmp_path / "s.json"],
                        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -232,7 +232,7 @@ def test_demo_writes_a_gallery(tmp_path):
 def test_hostile_inputs_are_one_line_errors(tmp_path):
     """A picture too large to open (refused from its header, before Pillow's own bomb check trips
     in the clip probe) and a question whose bytes are not UTF-8: rc 2, one line, no traceback."""
-    from conftest import bomb_png
+    from hostile import bomb_png
 
     (tmp_path / "huge.png").write_bytes(bomb_png(20000, 20000))
     r = smalto("caption", "huge.png", cwd=tmp_path)

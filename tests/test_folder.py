@@ -211,3 +211,15 @@ def test_a_nul_byte_in_a_path_is_refused_by_name(tmp_path):
 
     with pytest.raises(SmaltoError, match="NUL byte"):
         inside(tmp_path, "a\0.png", "image")
+
+
+@pytest.mark.parametrize("line", ['{"image": "a.png", "qa": ' + "[" * 100_000 + "]" * 100_000 + "}",
+                                  '{"image": "a.png", "n": ' + "9" * 5000 + "}", '{"image": "a.png", "n": NaN}'])
+def test_data_check_names_a_hostile_first_line(tmp_path, line, capsys):
+    """The first line is read twice: to tell a clip folder from a picture folder, then as a record."""
+    from smalto.apps.cli import main
+
+    (tmp_path / "data.jsonl").write_text(line + "\n")
+    assert main(["data", "check", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"smalto: error: {tmp_path}/data.jsonl:1: ") and err.count("\n") == 1, err[:300]

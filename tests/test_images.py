@@ -14,10 +14,10 @@ from PIL import Image
 
 from smalto.apps.cli import main
 from smalto.data import MAX_PIXELS, load_folder, load_image
-from smalto.data.images import ImageTooLarge
+from smalto.data.gate import ImageTooLarge
 from smalto.errors import SmaltoError
 
-from conftest import bomb_png
+from hostile import bomb_png, frame_bomb_gif, gif
 
 # Peak resident memory of a fresh interpreter while it refuses the bomb (from a file, then from
 # bytes), over what it had before: Linux resets the peak (VmHWM) on writing 5 to clear_refs.
@@ -114,26 +114,12 @@ def test_the_cli_refuses_a_bomb_and_honours_the_flag(tmp_path, bomb, capsys):
     assert main(["caption", str(tmp_path / "small.png"), "--max-image-pixels", "1600"]) == 0
 
 
-def _gif(frames: int = 2, comment: bytes | None = None, duration: int = 100) -> bytearray:
-    images = [Image.fromarray(np.full((32, 32, 3), 40 * k, np.uint8)) for k in range(frames)]
-    buf = io.BytesIO()
-    extra = {"comment": comment} if comment else {}
-    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=duration, **extra)
-    return bytearray(buf.getvalue())
-
-
 def test_a_clip_frame_that_declares_itself_huge_is_refused_before_it_is_composited():
-    import struct
-
     from smalto.data.video import load_clip
 
-    gif = _gif()
-    # each frame's image descriptor (0x2C, left, top, width, height) follows its control extension
-    second = [i for i in range(8, len(gif)) if gif[i] == 0x2C and gif[i - 8:i - 6] == b"\x21\xf9"][1]
-    gif[second + 5:second + 9] = struct.pack("<2H", 12000, 12000)
     start = time.perf_counter()
     with pytest.raises(ImageTooLarge, match="frame 1: the image is 12000×12000"):
-        load_clip(bytes(gif), 32)
+        load_clip(frame_bomb_gif(), 32)
     assert time.perf_counter() - start < 1
 
 
@@ -141,5 +127,45 @@ def test_a_clip_frame_that_declares_itself_huge_is_refused_before_it_is_composit
 def test_a_clip_whose_frame_time_tag_is_absurd_reads_by_its_durations(fps):
     from smalto.data.video import load_clip
 
-    clip = load_clip(bytes(_gif(3, b"smalto fps=" + fps + b" frames=3", duration=65000)), 32)
+    clip = load_clip(bytes(gif(3, b"smalto fps=" + fps + b" frames=3", duration=65000)), 32)
     assert clip.shape == (3, 32, 32, 3)  # the tag ignored: each stored frame is one frame
+
+
+def test_a_clip_over_its_pixel_budget_is_refused_before_a_frame_is_decoded(tmp_path, monkeypatch):
+    """Each frame within the per-picture limit, but all of them together over the budget (four
+    pictures at that limit): refused from the headers, as a file, as bytes and as a frame folder."""
+    import smalto.data.video as video
+    from smalto.data.gate import OverBudget
+
+    clip = bytes(gif(8))  # 8 frames of 32×32 = 8,192 pixels in all
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(8):
+        Image.fromarray(np.full((32, 32, 3), 30 * k, np.uint8)).save(folder / f"{k:02d}.png")
+    (tmp_path / "clip.gif").write_bytes(clip)
+    decoded = []
+    monkeypatch.setattr(video, "convert_image", lambda *a: decoded.append(1))
+    monkeypatch.setattr(video, "load_image", lambda *a, **kw: decoded.append(1))
+    for source in (clip, tmp_path / "clip.gif", folder):
+        with pytest.raises(OverBudget, match="bring this request to 8,192 pixels, over the budget of 4,096"):
+            video.load_clip(source, 32, max_pixels=1024)
+    assert decoded == []
+    monkeypatch.undo()
+    assert video.load_clip(clip, 32, max_pixels=2048).shape == (8, 32, 32, 3)  # 4 × 2,048: just fits
+    assert video.load_clip(folder, 32, max_pixels=2048).shape == (8, 32, 32, 3)
+
+
+@pytest.mark.parametrize("name", ["gif 20000²", "webp 16383²", "corrupt gif", "64 frames on a 4096² screen"])
+def test_hostile_pictures_are_refused_by_both_readers_in_milliseconds(name):
+    from hostile import corrupt_gif, huge_gif, huge_webp, wide_screen_gif
+
+    from smalto.data.video import load_clip
+
+    data = {"gif 20000²": lambda: huge_gif(20000, 20000), "webp 16383²": huge_webp, "corrupt gif": corrupt_gif,
+            "64 frames on a 4096² screen": wide_screen_gif}[name]()
+    readers = [load_clip] if name.startswith("64") else [load_image, load_clip]  # (its first frame is a picture)
+    for read in readers:
+        start = time.perf_counter()
+        with pytest.raises(SmaltoError, match="^(image|clip): "):
+            read(data, 32)
+        assert time.perf_counter() - start < 0.2, read

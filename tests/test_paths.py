@@ -18,7 +18,7 @@ from smalto.paths import inside
 from smalto.pipeline import DEFAULT_MODEL
 from smalto.tokenizers import FILES
 
-from conftest import bomb_png
+from hostile import bomb_png
 
 PNG = bomb_png(32, 32)
 

@@ -20,7 +20,8 @@ from smalto.data import ShapesWorld
 from smalto.plots import png_bytes
 from smalto.apps.serve import ServeConfig
 
-from conftest import bomb_png, free_port, running_server, wait_until_up
+from conftest import free_port, running_server, wait_until_up
+from hostile import bomb_png
 
 NAME = "shapes-test"
 SAMPLE = ShapesWorld(seed=7)[2]
@@ -483,3 +484,15 @@ def test_images_with_reasoning_effort_are_planned_and_judged(client):
 def test_bad_effort_requests_are_400(server, body, message):
     error = error_of(post(server, "/v1/images/generations", body), 400)
     assert message in error["message"] and error["param"] in ("prompt", "reasoning_effort")
+
+
+def test_a_request_over_its_pixel_budget_is_400_before_decoding(shipped):
+    """Two pictures each within the per-image limit, together over the request's budget."""
+    two = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(SAMPLE.image)}}] * 2}]
+    body = {"model": NAME, "messages": two, "max_tokens": 2}
+    with running_server(shipped, ServeConfig(model_name=NAME, max_request_pixels=2 * 32 * 32 - 1)) as url:
+        error = error_of(post(url, "/v1/chat/completions", body), 400)
+        assert error["code"] == "invalid_image" and error["param"] == "messages.0.content.1.image_url"
+        assert "2,048 pixels, over this server's budget of 2,047 per request" in error["message"]
+    with running_server(shipped, ServeConfig(model_name=NAME, max_request_pixels=2 * 32 * 32)) as url:
+        assert post(url, "/v1/chat/completions", body).status_code == 200

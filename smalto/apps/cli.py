@@ -20,9 +20,11 @@ from smalto.apps.options_cli import (COUNT, PIXELS, SEED, SPLIT, Parser, add_con
                                      video_tokenizer_flags)
 from smalto.data import ShapesConfig, ShapesWorld
 from smalto.data.shapes import WORLDS
-from smalto.data.images import MAX_PIXELS
+from smalto.assets import DEFAULT_MODEL
+from smalto.data.gate import MAX_PIXELS, unicode_text
 from smalto.data.video import is_clip
 from smalto.errors import SmaltoError
+from smalto.paths import inside
 from smalto.effort import EFFORTS, THINKING_BUDGET
 from smalto.options import Range
 
@@ -229,6 +231,7 @@ def _clip_out(out: Path) -> Path:
 def _generate(args: argparse.Namespace) -> None:
     from smalto.plots import image_grid, save_png
 
+    unicode_text(args.prompt)  # (before the model loads)
     if Path(args.out).is_dir():
         raise SmaltoError(f"{args.out}: is a directory; give a .png file name")
     if args.video:
@@ -254,34 +257,55 @@ def _generate(args: argparse.Namespace) -> None:
     print(f"wrote {out} ({args.n} image{'s' if args.n > 1 else ''})")
 
 
+def _read_first(args: argparse.Namespace, paths: list) -> list:
+    """The pictures and clips a command names, read through the decoding gate before the model
+    loads (which takes seconds): a file that will be refused is refused in a fraction of one.
+    Read at the side the model's image tokenizer records; left as paths where it records none
+    (loading the model then says what is wrong with the directory)."""
+    from smalto.data.images import load_image
+    from smalto.data.video import load_clip
+
+    try:
+        config = inside(inside(args.model or DEFAULT_MODEL, "tokenizers", "directory"), "image.json", "file")
+        side = int(json.loads(config.read_text())["image_size"])
+    except (OSError, ValueError, KeyError, TypeError, SmaltoError):
+        return list(paths)
+    read = [load_clip if is_clip(p) else load_image for p in paths]
+    return [r(p, side, args.max_image_pixels) for r, p in zip(read, paths)]
+
+
 def _caption(args: argparse.Namespace) -> None:
+    images = _read_first(args, args.images)
     pipe = _pipeline(args)
     pipe.max_image_pixels = args.max_image_pixels
-    for image in args.images:
+    for name, image in zip(args.images, images):
         if is_clip(image):
             text = pipe.caption_clip(image)
         else:
             text = pipe.caption(image, beams=args.beams, effort=args.effort, best_of=args.best_of)
-        print(f"{image}: {text}" if len(args.images) > 1 else text)
+        print(f"{name}: {text}" if len(args.images) > 1 else text)
 
 
 def _continue(args: argparse.Namespace) -> None:
     out = _clip_out(args.out)
+    clip, = _read_first(args, [args.clip])
     pipe = _pipeline(args)
     pipe.max_image_pixels = args.max_image_pixels
-    _save_clips(pipe.continue_clip(args.clip, args.given, args.n, args.seed, args.temperature), out, args.scale)
+    _save_clips(pipe.continue_clip(clip, args.given, args.n, args.seed, args.temperature), out, args.scale)
 
 
 def _ask(args: argparse.Namespace) -> None:
+    question = unicode_text(args.question)
+    image, = _read_first(args, [args.image])
     pipe = _pipeline(args)
     pipe.max_image_pixels = args.max_image_pixels
-    if is_clip(args.image):
-        print(pipe.ask_clip(args.image, args.question))
+    if is_clip(image):
+        print(pipe.ask_clip(image, question))
         return
     if args.beams > 1:
-        print(pipe.ask(args.image, args.question, beams=args.beams))
+        print(pipe.ask(image, question, beams=args.beams))
         return
-    reply = pipe.reply_batch([args.image], [args.question], args.effort, args.best_of, args.thinking_budget)[0]
+    reply = pipe.reply_batch([image], [question], args.effort, args.best_of, args.thinking_budget)[0]
     if reply.reasoning:  # the thinking goes to stderr, so stdout stays the answer
         check = {"agrees": "the solver's answer from it, the same as the model's",
                  "corrected": f"the solver's answer from it; the model said {reply.own!r}"}
@@ -294,7 +318,8 @@ def _eval(args: argparse.Namespace) -> None:
     from smalto.eval.shapes_eval import EvalConfig, evaluate, summary_table
 
     pipe = _pipeline(args)
-    given = {"efforts": tuple(e for e in args.effort if e != "none")} | ({} if args.seed is None else {"seed": args.seed})
+    given = {"efforts": tuple(e for e in args.effort if e != "none")}
+    given |= {} if args.seed is None else {"seed": args.seed}
     quick = dict(captions=40, questions=80, drawings=16, premises=40, relations=8, conversations=20,
                  hallucination=20, clips=20, clip_drawings=8)
     cfg = EvalConfig(**(quick if args.quick else {}), **given)
@@ -340,7 +365,6 @@ def _export(args: argparse.Namespace) -> None:
     import torch
 
     from smalto.export import export_hf
-    from smalto.pipeline import DEFAULT_MODEL
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     out = export_hf(args.model or DEFAULT_MODEL, args.out, dtype, force=args.force, adapter=args.adapter)

@@ -298,7 +298,8 @@ def serve_flags(sv: argparse.ArgumentParser) -> None:
     add_config(sv, ServeConfig, {
         "max_queue": "requests waiting for the model; more get 503", "max_batch": "rows decoded together",
         "timeout": "seconds a request may take, queue wait included",
-        "readers": "threads that decode images and tokenize", "max_image_pixels": PIXELS})
+        "readers": "threads that decode images and tokenize", "max_image_pixels": PIXELS,
+        "max_request_pixels": "refuse a request whose images and clip frames declare more pixels in all"})
     sv.add_argument("--max-body-mb", type=POSITIVE, default=defaults(ServeConfig)["max_body_bytes"] / 2**20,
                     help="larger request bodies get 413 (default: %(default)s)")
     sv.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),

@@ -7,7 +7,8 @@ from pathlib import Path
 from smalto.data.folder import (ClipFolder, ClipRecord, Folder, Record, load_clip_folder, load_folder,
                                 write_clip_folder, write_folder)
 from smalto.data.motion import MotionConfig, MotionWorld
-from smalto.data.images import MAX_PIXELS, load_image
+from smalto.data.gate import MAX_PIXELS
+from smalto.data.images import load_image
 from smalto.data.shapes import Sample, Scene, ShapesConfig, ShapesWorld, parse_caption
 from smalto.verify.scene import inspect, parse_image, scene_diff
 

@@ -33,7 +33,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from smalto import atomic
-from smalto.data.images import MAX_PIXELS, load_image
+from smalto.data.gate import MAX_PIXELS
+from smalto.data.images import load_image
 from smalto.data.motion import Clip
 from smalto.data.shapes import Scene
 from smalto.data.video import clip_bytes, load_clip
@@ -170,8 +171,8 @@ def is_clip_folder(root: str | Path) -> bool:
     try:
         first = next(line for line in inside(root, INDEX, "file").read_text(encoding="utf-8").splitlines()
                      if line.strip())
-        return "clip" in json.loads(first)
-    except (OSError, StopIteration, UnicodeDecodeError, json.JSONDecodeError, TypeError):
+        return "clip" in _object(first, INDEX)
+    except (OSError, StopIteration, UnicodeDecodeError, SmaltoError):
         return False  # load_folder says what is wrong
 
 

@@ -16,34 +16,27 @@ MP4 is not read: it would need PyAV and a codec for no gain on clips of a few 32
 from __future__ import annotations
 
 import io
-import struct
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from smalto import atomic
-from smalto.data.images import MAX_PIXELS, check_size, convert_image, load_image
+from smalto.data.gate import MAX_FRAMES, MAX_PIXELS, Budget, ClipTooLong, check_size, opened
+from smalto.data.images import convert_image, load_image
 from smalto.errors import SmaltoError
 
-MAX_FRAMES = 64
 FORMATS = {".gif": "GIF", ".webp": "WEBP"}
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 TAG = "smalto "  # how a clip written here records its frame time and count
 
 
-class ClipTooLong(SmaltoError):
-    def __init__(self, name: str, frames: int, limit: int):
-        super().__init__(f"{name}: the clip has {frames} frames, over the limit of {limit}")
-        self.frames, self.limit = frames, limit
-
-
 def frame_count(source: str | Path | bytes) -> int:
     """How many frames an image file holds (1 for a still image), read from its header."""
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source)) as img:
+        with opened(source, "probe", None) as img:
             return int(getattr(img, "n_frames", 1))
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError, struct.error):
+    except SmaltoError:
         return 1  # not an animation we can read: the image reader says what is wrong with it
 
 
@@ -60,37 +53,32 @@ def is_clip(item) -> bool:
 
 
 def load_clip(source: str | Path | bytes, size: int, max_pixels: int | None = MAX_PIXELS,
-              name: str | None = None, max_frames: int = MAX_FRAMES) -> np.ndarray:
-    """An animated GIF/WebP (path or bytes) or a folder of frames as uint8 [T, size, size, 3]."""
+              name: str | None = None, max_frames: int = MAX_FRAMES, budget: Budget | None = None) -> np.ndarray:
+    """An animated GIF/WebP (path or bytes) or a folder of frames as uint8 [T, size, size, 3].
+
+    Before a frame is decoded: the frame count against `max_frames`, the frames' declared pixels
+    against `budget` (by default, one for this clip alone) and each frame's size, as its header
+    is read, against `max_pixels`."""
     name = name or (str(source) if isinstance(source, (str, Path)) else "clip")
+    budget = budget or Budget.for_one(max_pixels)
     if isinstance(source, (str, Path)) and Path(source).is_dir():
-        return _load_folder(Path(source), size, max_pixels, max_frames)
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source)) as img:
-            check_size(img, max_pixels, name)
-            n = int(getattr(img, "n_frames", 1))
-            if n > max_frames:
-                raise ClipTooLong(name, n, max_frames)
-            frames, durations = [], []
-            for i in range(n):
-                img.seek(i)  # (reads the frame's header: a frame may declare itself larger than the clip)
-                check_size(img, max_pixels, f"{name} frame {i}")
-                img.load()
-                durations.append(int(img.info.get("duration") or 0))
-                frames.append(convert_image(img.convert("RGBA") if img.mode == "P" else img, size))
-            repeats = _repeats(durations, img.info)
-            if sum(repeats) > max_frames:
-                raise ClipTooLong(name, sum(repeats), max_frames)
-            return np.stack([f for f, k in zip(frames, repeats) for _ in range(k)])
-    except FileNotFoundError:
-        raise SmaltoError(f"{name}: clip file not found") from None
-    except UnidentifiedImageError:
-        raise SmaltoError(f"{name}: not an animation Pillow can read (animated GIF or WebP)") from None
-    except Image.DecompressionBombError as e:
-        raise SmaltoError(f"{name}: clip too large to open safely ({e})") from None
-    # truncated or corrupt data (a header cut short is a struct.error inside Pillow's GIF reader)
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as e:
-        raise SmaltoError(f"{name}: corrupt animation ({e})") from None
+        return _load_folder(Path(source), size, max_pixels, max_frames, budget)
+    with opened(source, name, max_pixels, "animation", "an animation Pillow can read (animated GIF or WebP)") as img:
+        n = int(getattr(img, "n_frames", 1))
+        if n > max_frames:
+            raise ClipTooLong(name, n, max_frames)
+        budget.charge(n * img.size[0] * img.size[1], name)
+        frames, durations = [], []
+        for i in range(n):
+            img.seek(i)  # (reads the frame's header: a frame may declare itself larger than the clip)
+            check_size(img, max_pixels, f"{name} frame {i}")
+            img.load()
+            durations.append(int(img.info.get("duration") or 0))
+            frames.append(convert_image(img.convert("RGBA") if img.mode == "P" else img, size))
+        repeats = _repeats(durations, img.info)
+        if sum(repeats) > max_frames:
+            raise ClipTooLong(name, sum(repeats), max_frames)
+        return np.stack([f for f, k in zip(frames, repeats) for _ in range(k)])
 
 
 def _tag(info: dict) -> dict[str, str]:
@@ -118,23 +106,20 @@ def _repeats(durations: list[int], info: dict) -> list[int]:
     return [min(max(1, round(d / base)), MAX_FRAMES + 1) if base and d else 1 for d in durations]
 
 
-def _load_folder(folder: Path, size: int, max_pixels: int | None, max_frames: int) -> np.ndarray:
+def _load_folder(folder: Path, size: int, max_pixels: int | None, max_frames: int, budget: Budget) -> np.ndarray:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file())
     if not files:
         raise SmaltoError(f"{folder}: no frames ({', '.join(FRAME_SUFFIXES)} files, in name order)")
     if len(files) > max_frames:
         raise ClipTooLong(str(folder), len(files), max_frames)
     first = None
-    for f in files:
-        try:
-            with Image.open(f) as img:
-                if first is None:
-                    first = img.size
-                elif img.size != first:
-                    raise SmaltoError(f"{f}: the frame is {img.size[0]}×{img.size[1]}, the first is "
-                                      f"{first[0]}×{first[1]}: a clip's frames share one size")
-        except (OSError, UnidentifiedImageError):
-            pass  # load_image names the problem
+    for f in files:  # every header first: sizes that differ, and the budget, before any frame is decoded
+        with opened(f, str(f), max_pixels) as img:
+            first = first or img.size
+            if img.size != first:
+                raise SmaltoError(f"{f}: the frame is {img.size[0]}×{img.size[1]}, the first is "
+                                  f"{first[0]}×{first[1]}: a clip's frames share one size")
+    budget.charge(len(files) * first[0] * first[1], str(folder))
     return np.stack([load_image(f, size, max_pixels) for f in files])
 
 

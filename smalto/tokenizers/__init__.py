@@ -7,6 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from smalto.assets import DEFAULT_MODEL
 from smalto.errors import SmaltoError
 from smalto.paths import inside
 from smalto.tokenizers.image import ImageTokenizer, ImageTokenizerConfig
@@ -14,7 +15,7 @@ from smalto.tokenizers.text import SPECIAL_TOKENS, TextTokenizer
 from smalto.tokenizers.video import VideoTokenizer
 
 # The shipped model's own copy, the one copy of the shipped tokenizers (their training logs beside them).
-DEFAULT_TOKENIZERS = Path(__file__).resolve().parent.parent / "assets" / "model" / "tokenizers"
+DEFAULT_TOKENIZERS = DEFAULT_MODEL / "tokenizers"
 
 __all__ = ["DEFAULT_TOKENIZERS", "FILES", "SPECIAL_TOKENS", "ImageTokenizer", "ImageTokenizerConfig", "TextTokenizer",
            "Tokenizers", "VideoTokenizer", "load_tokenizers"]

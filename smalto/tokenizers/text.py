@@ -14,6 +14,7 @@ from typing import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from smalto import atomic
+from smalto.data.gate import unicode_text
 from smalto.errors import SmaltoError
 
 SPECIAL_TOKENS = (
@@ -66,11 +67,7 @@ class TextTokenizer:
     def encode(self, text: str) -> list[int]:
         """The ids of a text; a SmaltoError for one that is not Unicode text (a lone surrogate:
         bytes that were not UTF-8 on the command line, or an escaped half pair over HTTP)."""
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise SmaltoError(f"the text is not valid UTF-8 (at character {e.start}: {text[e.start]!r})") from None
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
+        return self.tokenizer.encode(unicode_text(text), add_special_tokens=False).ids
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)

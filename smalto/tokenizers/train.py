@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from smalto import atomic
 from smalto.data.folder import Folder, load_folder
-from smalto.data.images import MAX_PIXELS
+from smalto.data.gate import MAX_PIXELS
 from smalto.data.shapes import ShapesConfig, ShapesWorld
 from smalto.errors import SmaltoError
 from smalto.options import SAMPLING, Range

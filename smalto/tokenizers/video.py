@@ -36,13 +36,12 @@ from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from smalto import atomic
+from smalto.data.gate import MAX_FRAMES
 from smalto.errors import SmaltoError
 from smalto.options import Range
 from smalto.paths import inside
 from smalto.tokenizers.image import ImageTokenizer, ResBlock, to_tensor, to_uint8
 from smalto.weights import check_fits
-
-MAX_FRAMES = 64
 
 
 @dataclass(frozen=True)

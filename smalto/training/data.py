@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from smalto.data.folder import is_clip_folder, load_clip_folder, load_folder
-from smalto.data.images import MAX_PIXELS
+from smalto.data.gate import MAX_PIXELS
 from smalto.data.motion import ClipSample, MotionConfig, MotionWorld
 from smalto.data.shapes import (GREETINGS, HELLO_REPLY, OFF_TOPIC, OFF_TOPIC_REPLY, Scene, ShapesWorld, follow_ups,
                                 premise_question, scene_key, world_config)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from smalto import atomic, precision
 from smalto.adapters import AdapterConfig, attach, load_adapter, save_adapter
 from smalto.checkpoint import load_checkpoint, load_optimizer, read_meta, save_checkpoint
-from smalto.data.images import MAX_PIXELS
+from smalto.data.gate import MAX_PIXELS
 from smalto.errors import SmaltoError
 from smalto.format import Vocab
 from smalto.model import PRESETS, Output, Transformer, preset

@@ -118,7 +118,8 @@ def plan(spec: Spec, cfg: ShapesConfig | None = None, seed: int = 0) -> Scene:
         raise Contradiction(f"{spec.count_words!r}, but {len(spec.things)} objects are described: "
                             + ", ".join(repr(t.words) for t in spec.things), [spec.count_words])
     if len(things) > MAX_OBJECTS or not things:
-        words = repr(spec.count_words) if spec.count_words else ", ".join(repr(t.words) for t in things) or repr(spec.text)
+        words = (repr(spec.count_words) if spec.count_words
+                 else ", ".join(repr(t.words) for t in things) or repr(spec.text))
         raise Contradiction(f"a scene holds 1 to {MAX_OBJECTS} objects; {words} asks for {len(things)}",
                             [spec.count_words] if spec.count_words else [t.words for t in things])
     for t in things:

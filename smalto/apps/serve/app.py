@@ -98,7 +98,7 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
                            param="messages", code="context_length_exceeded")
 
         def read() -> tuple[list[Message], int]:
-            messages = to_messages(body.messages, pipe.image_size, cfg.max_image_pixels)
+            messages = to_messages(body.messages, pipe.image_size, cfg.max_image_pixels, cfg.max_request_pixels)
             try:  # checked here without torch: the images are encoded on the model's thread
                 return messages, prompt_length(pipe, messages)
             except SmaltoError as e:

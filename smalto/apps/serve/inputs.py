@@ -9,15 +9,18 @@ import numpy as np
 
 from smalto.apps.serve import protocol as p
 from smalto.apps.serve.errors import APIError
-from smalto.data.images import ImageTooLarge, load_image
-from smalto.data.video import ClipTooLong, frame_count, load_clip
+from smalto.data.gate import Budget, ClipTooLong, ImageTooLarge, OverBudget
+from smalto.data.images import load_image
+from smalto.data.video import frame_count, load_clip
 from smalto.errors import SmaltoError
 from smalto.pipeline import Message
 
 
-def decode_image(url: str, param: str, size: int, max_pixels: int | None, clip: bool = False) -> np.ndarray:
+def decode_image(url: str, param: str, size: int, max_pixels: int | None, budget: Budget,
+                 clip: bool = False) -> np.ndarray:
     """A data URL's image as uint8 [size, size, 3], or an animation's frames [T, size, size, 3] (always,
-    with `clip`); its declared size and frame count are checked before decoding."""
+    with `clip`); its declared size, frame count and pixels (charged to the request's `budget`) are
+    checked before decoding."""
     if url.startswith(("http://", "https://")):
         raise APIError(400, "image URLs are not fetched (this server makes no outbound requests); send the image "
                             "inline as a data URL: data:image/png;base64,...", param=param,
@@ -31,17 +34,20 @@ def decode_image(url: str, param: str, size: int, max_pixels: int | None, clip: 
         raise APIError(400, "the image's data URL is not valid base64", param=param, code="invalid_base64") from None
     try:
         if clip or frame_count(raw) > 1:
-            return load_clip(raw, size, max_pixels, name="the clip")
-        return load_image(raw, size, max_pixels, name="the image")
+            return load_clip(raw, size, max_pixels, name="the clip", budget=budget)
+        return load_image(raw, size, max_pixels, name="the image", budget=budget)
     except ImageTooLarge as e:
         raise APIError(400, f"the image is {e.width}×{e.height} pixels, over this server's limit of "
                             f"{e.limit:,} pixels", param=param, code="invalid_image") from None
+    except OverBudget as e:
+        raise APIError(400, f"the request's images and clips would decode {e.pixels:,} pixels, over this server's "
+                            f"budget of {e.limit:,} per request", param=param, code="invalid_image") from None
     except ClipTooLong as e:
         raise APIError(400, f"the clip has {e.frames} frames, over this server's limit of {e.limit}", param=param,
                        code="invalid_image") from None
-    except SmaltoError:
-        raise APIError(400, "the data URL does not hold an image or clip we can read (PNG, JPEG, WebP, GIF, BMP, "
-                            "animated GIF or WebP)", param=param, code="invalid_image") from None
+    except SmaltoError as e:  # the gate's one line: what is wrong with it
+        raise APIError(400, f"{e} (images: PNG, JPEG, WebP, GIF, BMP; clips: animated GIF or WebP)", param=param,
+                       code="invalid_image") from None
 
 
 def count_images(messages: list[p.ChatMessage]) -> int:
@@ -50,8 +56,11 @@ def count_images(messages: list[p.ChatMessage]) -> int:
                for part in m.content)
 
 
-def to_messages(messages: list[p.ChatMessage], size: int, max_pixels: int | None) -> list[Message]:
-    """The request's messages, with every image decoded and converted to the model's size."""
+def to_messages(messages: list[p.ChatMessage], size: int, max_pixels: int | None,
+                budget: int | None = None) -> list[Message]:
+    """The request's messages, with every image decoded and converted to the model's size; all of
+    them together may decode `budget` pixels (default: four pictures at `max_pixels`)."""
+    budget = Budget(budget) if budget is not None else Budget.for_one(max_pixels)
     out = []
     for i, m in enumerate(messages):
         if m.content is None or isinstance(m.content, str):
@@ -67,7 +76,7 @@ def to_messages(messages: list[p.ChatMessage], size: int, max_pixels: int | None
                 if m.role != "user":
                     raise APIError(400, f"images are only accepted in user messages, not {m.role}", param=where)
                 url = part.video_url.url if video else part.image_url.url
-                images.append(decode_image(url, where, size, max_pixels, clip=video))
+                images.append(decode_image(url, where, size, max_pixels, budget, clip=video))
         out.append(Message(m.role, " ".join(t.strip() for t in texts if t.strip()), images))
     return out
 

@@ -1,0 +1,127 @@
+"""The decoding gate: every picture and clip a user hands smalto is opened here.
+
+Files, a folder's entries, data URLs over HTTP, uploads and lazily opened PIL images all come
+through `opened`, which promises, before a pixel is decoded:
+
+- the declared width × height is within `max_pixels` (checked again for each frame of a clip, as
+  its header is read: a GIF frame may declare itself larger than the screen it sits on);
+- the pixels a whole request decodes (pictures and every frame of every clip, at their declared
+  size) stay within a `Budget`;
+
+and after, that whatever the decoder raises on a hostile file (Pillow's own bomb error, a file cut
+short, a corrupt header that surfaces as `struct.error` or `IndexError` deep in a plugin) is one
+`SmaltoError` naming the input: a line and rc 2 in the CLI, a 400 in OpenAI's shape over HTTP.
+A reader for a new modality (sound) gets its own door here, with the same promises.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from smalto.errors import SmaltoError
+
+# 4096×4096: a 16-megapixel photo fits; reading one takes at most ~140 MB (measured for RGBA,
+# the worst case; docs/safety.md), and the model sees 32×32 of it anyway.
+MAX_PIXELS = 4096 * 4096
+MAX_FRAMES = 64  # frames in a clip (the video tokenizer's limit too)
+# What one request (or one clip read on its own) may decode in all: four pictures at the limit.
+# Without it a 64-frame clip of 4096×4096 frames would pass every per-frame check and decode 1 GP.
+BUDGET_PICTURES = 4
+# Pillow warns from 89 MP and refuses from 179 MP; smalto refuses (by default) long before, so its
+# warning would only repeat the error that follows it.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# What Pillow's plugins raise on truncated or corrupt data, besides OSError.
+CORRUPT = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
+
+
+class ImageTooLarge(SmaltoError):
+    def __init__(self, name: str, width: int, height: int, limit: int):
+        super().__init__(f"{name}: the image is {width}×{height} = {width * height:,} pixels, over the limit of "
+                         f"{limit:,} (shrink it, or raise the limit with --max-image-pixels)")
+        self.width, self.height, self.limit = width, height, limit
+
+
+class ClipTooLong(SmaltoError):
+    def __init__(self, name: str, frames: int, limit: int):
+        super().__init__(f"{name}: the clip has {frames} frames, over the limit of {limit}")
+        self.frames, self.limit = frames, limit
+
+
+class OverBudget(SmaltoError):
+    def __init__(self, name: str, pixels: int, limit: int):
+        super().__init__(f"{name}: decoding it would bring this request to {pixels:,} pixels, over the budget of "
+                         f"{limit:,} (send fewer, smaller or shorter pictures and clips)")
+        self.pixels, self.limit = pixels, limit
+
+
+class Budget:
+    """The pixels a request may decode in all (None: no limit), charged before each decode."""
+
+    def __init__(self, pixels: int | None):
+        self.limit, self.spent = pixels, 0
+
+    @classmethod
+    def for_one(cls, max_pixels: int | None) -> Budget:
+        """A budget for one clip or picture read on its own, scaled with the per-picture limit."""
+        return cls(None if max_pixels is None else BUDGET_PICTURES * max_pixels)
+
+    def charge(self, pixels: int, name: str) -> None:
+        if self.limit is not None and self.spent + pixels > self.limit:
+            raise OverBudget(name, self.spent + pixels, self.limit)
+        self.spent += pixels
+
+
+def unicode_text(text: str) -> str:
+    """`text`, if it is Unicode text; a SmaltoError for a lone surrogate (bytes that were not UTF-8
+    on the command line, where Python keeps them as surrogates, or an escaped half pair in JSON)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise SmaltoError(f"the text is not valid UTF-8 (at character {e.start}: {text[e.start]!r})") from None
+    return text
+
+
+def check_size(img: Image.Image, max_pixels: int | None, name: str) -> None:
+    """Refuse an image whose declared size is over `max_pixels` (None: no limit)."""
+    w, h = img.size
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageTooLarge(name, w, h, max_pixels)
+
+
+@contextmanager
+def opened(source: str | Path | bytes | Image.Image, name: str, max_pixels: int | None, what: str = "image",
+           readable: str = "an image Pillow can read") -> Iterator[Image.Image]:
+    """The file (a path, or its bytes) opened by Pillow with its declared size checked; any error
+    the body of the `with` gets from decoding it is a SmaltoError starting with `name`. A PIL image
+    the caller opened (perhaps not decoded yet: `Image.open` is lazy) is checked, and left open."""
+    try:
+        if isinstance(source, Image.Image):
+            check_size(source, max_pixels, name)
+            yield source
+            return
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source)) as img:
+            check_size(img, max_pixels, name)
+            yield img
+    except SmaltoError:
+        raise
+    except FileNotFoundError:
+        raise SmaltoError(f"{name}: {what} file not found") from None
+    except PermissionError:
+        raise SmaltoError(f"{name}: no permission to read the {what} file") from None
+    except IsADirectoryError:
+        raise SmaltoError(f"{name}: is a directory, not an {what}") from None
+    except UnidentifiedImageError:
+        raise SmaltoError(f"{name}: not {readable}") from None
+    except Image.DecompressionBombError:  # (Pillow's own limit, twice its warning's)
+        raise SmaltoError(f"{name}: declares over {2 * Image.MAX_IMAGE_PIXELS:,} pixels, too many to open at "
+                          f"all") from None
+    except CORRUPT as e:
+        raise SmaltoError(f"{name}: corrupt {what} ({e})") from None
