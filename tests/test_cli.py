@@ -347,7 +347,7 @@ def test_flag_defaults_are_the_config_defaults_and_every_field_has_a_flag():
                ("train",): [TrainConfig, TaskMix], ("serve",): [ServeConfig], ("finetune",): [FinetuneConfig],
                ("rl",): [RLConfig]}
     mix = TaskMix()
-    special = {"mix": tuple(getattr(mix, t) for t in TASKS), "max_body_mb": ServeConfig.max_body_bytes / 2**20}
+    special = {"mix": tuple((t, getattr(mix, t)) for t in TASKS if getattr(mix, t)), "max_body_mb": ServeConfig.max_body_bytes / 2**20}
     dests: dict[tuple, set] = {}
     checked = 0
     for words, action in walk(build_parser()):
@@ -417,8 +417,8 @@ def small_run(tmp_path_factory) -> tuple[Path, list[str]]:
     (["--lr", "0.003"], ["--lr 0.003 contradicts", "trained with --lr 0.004"]),  # the default, but given
     (["--batch-size", "8"], ["--batch-size 8 contradicts", "--batch-size 4"]),
     (["--freeze", "embed.*", "--freeze", "norm.*"], ["--freeze embed.* norm.* contradicts", "--freeze embed.*;"]),
-    (["--mix", "1", "1", "1", "0", "0"], ["--mix 1.0 1.0 1.0 0.0 0.0 0.0 0.0 0.0 0.0 contradicts",
-                                          "--mix 0.3 0.4 0.3 0.0 0.0 0.0 0.0 0.0 0.0"]),
+    (["--mix", "1", "1", "1", "0", "0"], ["--mix caption=1 draw=1 qa=1 contradicts",
+                                          "--mix caption=0.3 draw=0.4 qa=0.3"]),
     (["--no-train-prompt-images"], ["--train-prompt-images False contradicts"]),
     (["--preset", "shapes-tiny"], ["--preset shapes-tiny contradicts", "--preset shapes-micro"]),
     (["--data", "shapes", "--seed", "3"], ["--seed 3 contradicts", "--seed 0"]),
@@ -442,3 +442,21 @@ def test_resume_with_the_same_flags_or_only_steps_continues(small_run):
     assert main(["train", "--out", str(out), "--resume", "--steps", "4"]) == 0
     meta = json.loads((out / "meta.json").read_text())
     assert meta["step"] == 4 and meta["train"]["lr"] == 0.004 and meta["train"]["freeze"] == ["embed.*"]
+
+
+def test_mix_takes_task_names_or_bare_weights_in_order(capsys):
+    from smalto.apps.cli import _train_config
+    from smalto.errors import SmaltoError
+
+    def mix(*words):
+        return _train_config(build_parser().parse_args(["train", "--out", "x", "--mix", *words])).mix
+
+    named, bare = mix("qa=0.5", "clip_next=2"), mix("0", "0", "0.5", "0", "0", "0", "0", "0", "2")
+    assert named == bare and (named.qa, named.clip_next, named.caption, named.draw) == (0.5, 2.0, 0.0, 0.0)
+    with pytest.raises(SmaltoError, match="not both"):
+        mix("qa=0.5", "1")
+    with pytest.raises(SmaltoError, match="names a task twice: qa qa"):
+        mix("qa=0.5", "qa=1")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--out", "x", "--mix", "captions=1"])
+    assert "no task 'captions'; the tasks are caption, draw, qa" in capsys.readouterr().err

@@ -102,10 +102,19 @@ def _train_config(args: argparse.Namespace):
     from smalto.training.data import TASKS, TaskMix
     from smalto.training.trainer import TrainConfig
 
-    if len(args.mix) > len(TASKS):
+    names = [name for name, _ in args.mix]
+    if None in names and any(names):
+        raise SmaltoError("--mix takes task=weight pairs (--mix caption=0.3 draw=0.4 qa=0.3) or bare weights in "
+                          f"the order {' '.join(TASKS)}, not both")
+    if any(names):
+        if len(set(names)) < len(names):
+            raise SmaltoError(f"--mix names a task twice: {' '.join(n for n in names if names.count(n) > 1)}")
+        weights = dict.fromkeys(TASKS, 0.0) | dict(args.mix)  # tasks left out get none
+    elif len(args.mix) > len(TASKS):
         raise SmaltoError(f"--mix takes at most {len(TASKS)} weights ({', '.join(TASKS)}), got {len(args.mix)}")
-    weights = [*args.mix, *[0.0] * (len(TASKS) - len(args.mix))]  # tasks left out get none
-    return pick(TrainConfig, args, mix=pick(TaskMix, args, **dict(zip(TASKS, weights))))
+    else:
+        weights = dict(zip(TASKS, [w for _, w in args.mix] + [0.0] * (len(TASKS) - len(args.mix))))
+    return pick(TrainConfig, args, mix=pick(TaskMix, args, **weights))
 
 
 def _as_flags(cfg) -> dict:
@@ -115,7 +124,8 @@ def _as_flags(cfg) -> dict:
 
     values = asdict(cfg)
     mix = values.pop("mix")
-    return values | {"mix": [mix.pop(task) for task in TASKS]} | mix
+    weights = {task: mix.pop(task) for task in TASKS}
+    return values | {"mix": [f"{task}={w:g}" for task, w in weights.items() if w]} | mix
 
 
 def _show(value) -> str:

@@ -32,9 +32,20 @@ def number(spec: Range | str):
     return parse
 
 
+def mix_weight(text: str) -> tuple[str | None, float]:
+    """An item of --mix: `task=weight`, or a bare weight (read in the order of TASKS)."""
+    from smalto.training.data import TASKS
+
+    name, eq, value = text.rpartition("=")
+    if eq and name not in TASKS:
+        raise argparse.ArgumentTypeError(f"no task {name!r}; the tasks are {', '.join(TASKS)}")
+    return (name if eq else None), WEIGHT(value)
+
+
 COUNT = number(Range(1, integer=True))
 POSITIVE = number(Range(0, low_open=True))
 WEIGHT = number(Range(0))
+mix_weight.range = WEIGHT.range
 SEED = number("seed")
 PIXELS = "refuse larger images before decoding them"
 SPLIT = "ShapesWorld compositions to {} (see docs/shapesworld.md)"
@@ -221,10 +232,11 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
        optimizer=dict(choices=OPTIMIZERS),
        compile=dict(action=argparse.BooleanOptionalAction), freeze=dict(metavar="PATTERN"))
     mix = defaults(TaskMix)
-    tr.add_argument("--mix", type=WEIGHT, nargs="+", default=tuple(mix[t] for t in TASKS), metavar="WEIGHT",
-                    help="relative weights of the tasks, in this order (those left out get 0): captions, drawings, "
-                         "answers, answers after thinking, conversations, then clips: captions, drawings, answers, "
-                         "continuations (default: %(default)s)")
+    tr.add_argument("--mix", type=mix_weight, nargs="+", default=tuple((t, mix[t]) for t in TASKS if mix[t]),
+                    metavar="TASK=WEIGHT",
+                    help=f"relative weights of the tasks ({', '.join(TASKS)}); those left out get 0. Bare weights "
+                         "are read in that order (default: " + " ".join(f"{t}={mix[t]:g}" for t in TASKS if mix[t])
+                         + ")")
     add_config(tr, TaskMix, {
         "premises": "share of questions naming an object without its place, half of them one the scene lacks",
         "cond_dropout": "share of drawings whose prompt is dropped (what classifier-free guidance contrasts)",
