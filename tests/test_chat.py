@@ -6,7 +6,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smalto.inference.detok import Detokenizer
-from smalto.apps.serve.inputs import prompt_length
 from smalto.pipeline import Message
 from smalto.data import ShapesWorld
 from smalto.errors import SmaltoError
@@ -82,9 +81,9 @@ def test_chat_answers_like_ask_and_caption(shipped):
     assert shipped.chat_prompt(follow) == first + text(sample.qa[0]["a"]) + [v.eos, v.user] + \
         text(sample.qa[1]["q"]) + [v.assistant]
     # what the server checks requests with, before the images are encoded: the same length
-    assert prompt_length(shipped, follow) == len(shipped.chat_prompt(follow))
+    assert shipped.prompt_length(follow) == len(shipped.chat_prompt(follow))
     two_images = [Message("user", "which one?", [sample.image, sample.image])]
-    assert prompt_length(shipped, two_images) == len(shipped.chat_prompt(two_images))
+    assert shipped.prompt_length(two_images) == len(shipped.chat_prompt(two_images))
 
 
 def test_text_only_chat_still_answers_in_text(shipped):
@@ -100,7 +99,7 @@ def test_bad_conversations_are_clear_errors(shipped):
         shipped.chat_prompt([Message("assistant", "x", [image])])
     with pytest.raises(SmaltoError, match="no user or assistant"):
         shipped.chat_prompt([Message("system", "hi")])
-    for check in (shipped.chat_prompt, lambda m: prompt_length(shipped, m)):
+    for check in (shipped.chat_prompt, shipped.prompt_length):
         with pytest.raises(SmaltoError, match="context"):
             check([Message("user", "", [image] * 6)])  # 6 × 66 tokens: over the 384 of the context
         with pytest.raises(SmaltoError, match="only accepted in user messages"):

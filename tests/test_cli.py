@@ -337,7 +337,8 @@ def test_flag_defaults_are_the_config_defaults_and_every_field_has_a_flag():
     from smalto.apps.serve.config import ServeConfig
     from smalto.tokenizers import ImageTokenizerConfig
     from smalto.tokenizers.train import TokenizerTrainConfig
-    from smalto.training.data import TASKS, TaskMix
+    from smalto.data.tasks import TASKS
+    from smalto.training.data import TaskMix
     from smalto.training.trainer import TrainConfig
 
     from smalto.training.finetune import FinetuneConfig
@@ -347,7 +348,8 @@ def test_flag_defaults_are_the_config_defaults_and_every_field_has_a_flag():
                ("train",): [TrainConfig, TaskMix], ("serve",): [ServeConfig], ("finetune",): [FinetuneConfig],
                ("rl",): [RLConfig]}
     mix = TaskMix()
-    special = {"mix": tuple((t, getattr(mix, t)) for t in TASKS if getattr(mix, t)), "max_body_mb": ServeConfig.max_body_bytes / 2**20}
+    special = {"mix": tuple((t, getattr(mix, t)) for t in TASKS if getattr(mix, t)),
+               "max_body_mb": ServeConfig.max_body_bytes / 2**20}
     dests: dict[tuple, set] = {}
     checked = 0
     for words, action in walk(build_parser()):

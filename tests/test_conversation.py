@@ -8,7 +8,8 @@ from smalto.data.shapes import (GREETINGS, HELLO_REPLY, OFF_TOPIC, OFF_TOPIC_REP
                                 Obj, Scene, ShapesConfig, ShapesWorld, follow_ups)
 from smalto.format import Vocab
 from smalto.tokenizers import load_tokenizers
-from smalto.training.data import TASKS, ExampleStream, TaskMix
+from smalto.data.tasks import TASKS
+from smalto.training.data import ExampleStream, TaskMix
 from smalto.verify.spec import parse_prompt, parse_question
 
 

@@ -10,7 +10,8 @@ import pytest
 from smalto.data.shapes import ShapesConfig, ShapesWorld, is_reserved, parse_caption, scene_key
 from smalto.errors import SmaltoError
 from smalto.eval.scenes import scene_kinds, seen_by
-from smalto.training.data import CLIP_TASKS, TASKS, ExampleStream, TaskMix, seen_scenes, stream_record
+from smalto.data.tasks import CLIP_TASKS, TASKS
+from smalto.training.data import ExampleStream, TaskMix, seen_scenes, stream_record
 from smalto.verify.scene import parse_image
 from smalto.verify.second_reader import read
 

@@ -6,7 +6,8 @@ import torch
 
 from smalto.checkpoint import load_checkpoint, save_checkpoint
 from smalto.errors import SmaltoError
-from smalto.training.data import TASKS, ExampleStream, TaskMix, data_position
+from smalto.data.tasks import TASKS
+from smalto.training.data import ExampleStream, TaskMix, data_position
 from smalto.training.trainer import TrainConfig, train
 
 

@@ -16,7 +16,8 @@ from smalto.data.video import load_clip, save_clip
 from smalto.errors import SmaltoError
 from smalto.format import Vocab, positions
 from smalto.tokenizers import load_tokenizers
-from smalto.training.data import CLIP_TASKS, TASKS, ExampleStream, TaskMix
+from smalto.data.tasks import CLIP_TASKS, TASKS
+from smalto.training.data import ExampleStream, TaskMix
 
 CLIP = MotionWorld(seed=7)[0].frames
 

@@ -24,6 +24,7 @@ from smalto.assets import DEFAULT_MODEL
 from smalto.data.gate import MAX_PIXELS, unicode_text
 from smalto.data.video import is_clip
 from smalto.errors import SmaltoError
+from smalto.data.tasks import TASKS
 from smalto.paths import inside
 from smalto.effort import EFFORTS, THINKING_BUDGET
 from smalto.options import Range
@@ -99,7 +100,7 @@ def _tokenizer_eval(args: argparse.Namespace) -> None:
 
 
 def _train_config(args: argparse.Namespace):
-    from smalto.training.data import TASKS, TaskMix
+    from smalto.training.data import TaskMix
     from smalto.training.trainer import TrainConfig
 
     names = [name for name, _ in args.mix]
@@ -120,8 +121,6 @@ def _train_config(args: argparse.Namespace):
 def _as_flags(cfg) -> dict:
     """A TrainConfig as `smalto train`'s flags name it: --mix for the task weights, the mix's other
     fields on their own."""
-    from smalto.training.data import TASKS
-
     values = asdict(cfg)
     mix = values.pop("mix")
     weights = {task: mix.pop(task) for task in TASKS}

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from smalto.data import ShapesWorld
 from smalto.options import SAMPLING, Range
+from smalto.data.tasks import TASKS
 
 
 def number(spec: Range | str):
@@ -34,8 +35,6 @@ def number(spec: Range | str):
 
 def mix_weight(text: str) -> tuple[str | None, float]:
     """An item of --mix: `task=weight`, or a bare weight (read in the order of TASKS)."""
-    from smalto.training.data import TASKS
-
     name, eq, value = text.rpartition("=")
     if eq and name not in TASKS:
         raise argparse.ArgumentTypeError(f"no task {name!r}; the tasks are {', '.join(TASKS)}")
@@ -188,7 +187,7 @@ def video_tokenizer_flags(t: argparse.ArgumentParser) -> None:
 def train_flags(tr: argparse.ArgumentParser) -> None:
     from smalto.model import PRESETS
     from smalto.model.config import FUSIONS, ROPES
-    from smalto.training.data import TASKS, TaskMix
+    from smalto.training.data import TaskMix
     from smalto.training.optim import OPTIMIZERS
     from smalto.training.trainer import COMPILE_FROM, DEFAULT_PRESET, PRECISIONS, VISION_INITS, TrainConfig
 

@@ -235,8 +235,6 @@ def chat_replies(pipe: Pipeline, conversations: list[list[Message]]) -> list[str
     """The greedy next reply to each conversation, decoded in batches ("" for one whose own earlier
     replies left no room in the context: a wrong answer, not an error)."""
     from smalto.errors import ContextLengthError
-    from smalto.format import Allowed
-    from smalto.inference.detok import detokenize
 
     def prompt(messages: list[Message]) -> list[int] | None:
         try:
@@ -249,9 +247,8 @@ def chat_replies(pipe: Pipeline, conversations: list[list[Message]]) -> list[str
     for chunk in _batches(conversations):
         prompts = [prompt(m) for m in chunk]
         fit = [p for p in prompts if p is not None]
-        rows = iter(pipe.engine.generate(fit, pipe.reply_budget(max(map(len, fit))), allowed=Allowed()) if fit else [])
-        out += ["" if p is None else detokenize(pipe.tokenizers.text, next(rows).tokens, pipe.vocab.eos)
-                for p in prompts]
+        replies = iter(pipe.chat_replies(fit) if fit else [])
+        out += ["" if p is None else next(replies) for p in prompts]
     return out
 
 

@@ -23,15 +23,13 @@ from smalto.data.shapes import (GREETINGS, HELLO_REPLY, OFF_TOPIC, OFF_TOPIC_REP
                                 premise_question, scene_key, world_config)
 from smalto.errors import SmaltoError
 from smalto.options import Range
+from smalto.data.tasks import CLIP_TASKS, CONTINUE, TASKS
 from smalto.format import (Example, Vocab, answer_example, caption_example, chat_example, continue_example,
                            draw_example, fuse, think_example)
 from smalto.model.fusion import Images, batch_images
 from smalto.tokenizers import Tokenizers
 from smalto.verify.spec import parse_question
 
-TASKS = ("caption", "draw", "qa", "think", "chat", "clip_caption", "clip_draw", "clip_qa", "clip_next")
-CLIP_TASKS = TASKS[5:]
-CONTINUE = "continue the clip"  # what the user says to have a clip's first frames continued
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from fastapi.staticfiles import StaticFiles
 from smalto.apps.serve import protocol as p
 from smalto.apps.serve.config import ServeConfig
 from smalto.apps.serve.errors import APIError, context_code, error_body, install_handlers, without_422
-from smalto.apps.serve.inputs import count_images, prompt_length, stop_strings, to_messages
+from smalto.apps.serve.inputs import count_images, stop_strings, to_messages
 from smalto.apps.serve.jobs import Jobs
 from smalto.apps.serve.middleware import LimitBody, RequireKey
 from smalto.apps.serve.worker import Worker
@@ -53,7 +53,7 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
     state: dict = {}
     jobs = Jobs(pipe, cfg, lambda: state["worker"])
     # An image takes its codes plus <boi> and <eoi>: more than this many cannot fit the context.
-    max_images = pipe.context // (pipe.vocab.image_tokens + 2)
+    max_images = pipe.context // pipe.picture_tokens
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -100,7 +100,7 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
         def read() -> tuple[list[Message], int]:
             messages = to_messages(body.messages, pipe.image_size, cfg.max_image_pixels, cfg.max_request_pixels)
             try:  # checked here without torch: the images are encoded on the model's thread
-                return messages, prompt_length(pipe, messages)
+                return messages, pipe.prompt_length(messages)
             except SmaltoError as e:
                 raise APIError(400, str(e), param="messages", code=context_code(e)) from None
 

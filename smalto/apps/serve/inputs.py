@@ -86,16 +86,3 @@ def stop_strings(stop: str | list[str] | None) -> list[str]:
     if len(stops) > 4 or any(not s for s in stops):
         raise APIError(400, "stop takes up to 4 non-empty strings", param="stop")
     return stops
-
-
-def prompt_length(pipe, messages: list[Message]) -> int:
-    """The length of the prompt `pipe.chat_prompt(messages)` will make, checked the same way but
-    without encoding the images: torch stays on the model's thread, where they are encoded."""
-    pipe.check_messages(messages)
-    items = [np.asarray(item).ndim for m in messages for item in m.images]
-    if 4 in items:
-        pipe.check_clips([np.asarray(item) for m in messages for item in m.images if np.asarray(item).ndim == 4])
-    clip = pipe.vocab.modalities["video"].tokens if 4 in items else 0
-    text = pipe.chat_prompt([Message(m.role, m.text) for m in messages])
-    tokens = sum(clip + 2 if ndim == 4 else pipe.picture_tokens for ndim in items)
-    return pipe.check_context(len(text) + tokens, "the conversation")

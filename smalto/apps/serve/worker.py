@@ -158,7 +158,7 @@ class Worker:
         for job in batch:
             spans.append((start, start + len(job.prompts)))
             start += len(job.prompts)
-        for step in self.pipe.engine.steps(prompts, limits, batch[0].sampling):
+        for step in self.pipe.reply_steps(prompts, limits, batch[0].sampling):
             tokens = step.tokens.tolist()
             live = False
             for job, (a, b) in zip(batch, spans):

@@ -1,0 +1,128 @@
+"""Drawing: pictures and clips decoded from prompts, with classifier-free guidance, and with
+test-time compute the solver's plan, best-of-N candidates and the verifier's choice.
+
+`Drawer` is the part of `Pipeline` that writes items rather than text; it reads the pipeline's
+engine, vocab, tokenizers, world and drawing defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from smalto import options
+from smalto.data.shapes import ShapesConfig
+from smalto.errors import SmaltoError
+from smalto.format import DRAWING, caption_prompt, continue_prompt, draw_prompt, positions
+from smalto.data.tasks import CONTINUE
+from smalto.inference import Sampling
+from smalto.effort import Drawing, effort_level
+from smalto.verify import smt
+from smalto.verify import spec as specs
+from smalto.verify.scene import parse_image
+
+MAX_DRAWN = 256  # candidates drawn for one request (n × best_of)
+
+
+class Drawer:
+    def draw_sampling(self, seed: int | None = 0, **overrides) -> Sampling:
+        """The settings for drawing: the model's defaults (guidance, temperature, top_k, top_p),
+        with any non-None override."""
+        return Sampling(seed=seed, **{**self.draw_defaults, **{k: v for k, v in overrides.items() if v is not None}})
+
+    def drawings(self, prompt: str, n: int = 1, effort: str | None = None, best_of: int | None = None,
+                 seed: int | None = 0, **sampling) -> list[Drawing]:
+        """n drawings of a prompt, each chosen from `best_of` candidates (effort's number when None).
+
+        A ShapesWorld model with effort above "none" reads the prompt as a specification (a
+        SpecError names words outside the grammar; a Contradiction the conflicting phrases), and
+        draws the solver's absolute rewrite of it ("... left of ..." becomes two cells); each
+        candidate is judged by the pixel verifier against the specification and the first that
+        satisfies it is kept, else the one satisfying most constraints (`Drawing.verdict` says
+        what still fails). Other models rank candidates by log p(prompt | image)."""
+        level, k, spec = self.check_drawing_request(prompt, n, effort, best_of)
+        world = replace(self.world or ShapesConfig(), image_size=self.image_size)
+        planned = [smt.absolute(spec, world, (seed or 0) + i) if spec and level.plan else prompt for i in range(n)]
+        images = self.draw([p for p in planned for _ in range(k)], self.draw_sampling(seed, **sampling))
+        out = []
+        for i, text in enumerate(planned):
+            candidates = images[i * k:(i + 1) * k]
+            if spec is not None:
+                verdicts = [smt.check(spec, parse_image(image, world)) for image in candidates]
+                best = next((j for j, v in enumerate(verdicts) if v.satisfied),
+                            max(range(k), key=lambda j: verdicts[j].score))
+                out.append(Drawing(candidates[best], text, verdicts[best], k, first=candidates[0]))
+            elif k > 1:
+                scores = self.caption_logprob(candidates, prompt)
+                best = int(np.argmax(scores))
+                out.append(Drawing(candidates[best], text, None, k, scores[best], first=candidates[0]))
+            else:
+                out.append(Drawing(candidates[0], text))
+        return out
+
+    def check_drawing_request(self, prompt: str, n: int = 1, effort: str | None = None, best_of: int | None = None):
+        """(effort level, candidates per image, the prompt's spec or None) for a drawing request, or
+        a SmaltoError naming what is wrong: an empty prompt, too many images or candidates, words
+        outside the grammar, a contradiction (when the prompt is to be planned or checked)."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise SmaltoError("the prompt is empty (say what to draw, e.g. 'a small red circle at the center')")
+        if not 1 <= n <= 64:
+            raise SmaltoError(f"n must be between 1 and 64, got {n}")
+        level = effort_level(effort)
+        k = options.check("best_of", best_of) or level.best_of
+        if n * k > MAX_DRAWN:
+            raise SmaltoError(f"n × best_of must be at most {MAX_DRAWN} candidates, got {n} × {k}")
+        spec = specs.parse_prompt(prompt) if self.world and (level.plan or k > 1) else None
+        if spec is not None:
+            smt.plan(spec, replace(self.world, image_size=self.image_size))  # a Contradiction, if there is one
+        return level, k, spec
+
+    @torch.inference_mode()
+    def caption_logprob(self, images: list, text: str) -> list[float]:
+        """The self-verifier: mean log p(text | image) per image under the model's captioning
+        (DALL·E's reranking with CLIP, with the model as its own judge)."""
+        v = self.vocab
+        target = self.text_ids(text) + [v.eos]
+        rows = self.read_prompts(images, lambda codes, _: caption_prompt(v, codes) + target)
+        ids = torch.tensor(rows, device=self.engine.device)
+        where = torch.stack([positions(v, r) for r in rows]).to(ids.device)
+        seen = self.engine.images(rows, ids.shape[1])
+        logits = self.model(ids[:, :-1], where[:, :, :-1], images=seen).logits.float()[:, -len(target):]
+        return logits.log_softmax(-1).gather(-1, ids[:, -len(target):, None]).squeeze(-1).mean(1).tolist()
+
+    def draw(self, prompts: list[str | list[int]], sampling: Sampling | None = None,
+             modality: str = "image") -> list[np.ndarray]:
+        """One image (or clip) per prompt (text, or its token ids), all decoded in one batch
+        (sampling: the model's defaults with seed 0 when None)."""
+        sampling = sampling or self.draw_sampling(0)
+        v = self.vocab
+        cond = [draw_prompt(v, self.text_ids(p, beside=modality) if isinstance(p, str) else p, modality)
+                for p in prompts]
+        uncond = [draw_prompt(v, [], modality) for _ in prompts]
+        if sampling.guidance in (0.0, 1.0):  # one stream alone: no need to decode the other
+            cond = uncond if sampling.guidance == 0.0 else cond
+            sampling, uncond = replace(sampling, guidance=None), None
+        return self.finish_items(cond, sampling, modality, uncond)
+
+    def finish_items(self, prompts: list[list[int]], sampling: Sampling, modality: str,
+                     unconditional: list[list[int]] | None = None) -> list[np.ndarray]:
+        """Decode the rest of an item after each prompt (which ends inside it) into pixels."""
+        v, m = self.vocab, self.vocab.modalities[modality]
+        heads = [p[len(p) - 1 - p[::-1].index(v.specials[m.open]) + 1:] for p in prompts]  # the item so far
+        rows = self.engine.generate(prompts, [m.tokens + 1 - len(h) for h in heads], sampling, DRAWING,
+                                    unconditional=unconditional)
+        codes = torch.stack([v.item_codes(h + r.tokens[:m.tokens - len(h)], modality) for h, r in zip(heads, rows)])
+        if modality == "image":
+            return list(self.tokenizers.image.decode(codes[:, 0]))
+        return list(self.tokenizers.video.decode(codes)[:, :self.clip_frames])
+
+    def continue_clips(self, clips: list, given: int = 1, seed: int | None = 0,
+                       temperature: float = 0.0) -> list[np.ndarray]:
+        text = self.text_ids(CONTINUE, beside="video")
+        try:
+            prompts = [continue_prompt(self.vocab, text, codes, given) for codes in self.clip_codes(clips)]
+        except ValueError as e:
+            raise SmaltoError(str(e)) from None
+        return self.finish_items(prompts, Sampling(temperature=temperature, seed=seed), "video")

@@ -1,0 +1,212 @@
+"""What goes into the model: messages, pictures and clips read through the decoding gate, text
+ids, the prompts of each task, and the checks that they fit the context.
+
+`Inputs` is the part of `Pipeline` that turns a user's items into token ids; it needs the
+pipeline's model, vocabulary and tokenizers and nothing of decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from smalto.data.images import convert_image, load_image
+from smalto.data.video import as_clip, is_clip
+from smalto.errors import ContextLengthError, SmaltoError
+from smalto.format import answer_prompt, caption_prompt, chat_prompt, fuse_ids
+from smalto.inference import Prompt
+
+# The model knows two roles, user and assistant (see `format.chat_prompt`); it was never taught a
+# system prompt, so system messages are accepted and left out of the prompt.
+ROLES = ("system", "developer", "user", "assistant")
+
+
+@dataclass
+class Message:
+    role: str  # one of ROLES
+    text: str = ""
+    # paths, PIL images or uint8 arrays [H, W, 3] (user turns only); clips too: arrays [T, H, W, 3],
+    # animated GIF/WebP paths, folders of frames (a model trained on clips)
+    images: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {self.role!r}")
+
+
+class Inputs:
+    """Items to ids (a part of `Pipeline`: it reads the pipeline's model, vocab, tokenizers,
+    max_image_pixels and clips)."""
+
+    @property
+    def context(self) -> int:
+        """Tokens a sequence may hold (a prompt-tuned model's learned embeddings take the first)."""
+        return self.model.cfg.max_seq_len - self.model.prompt_tokens
+
+    @property
+    def image_size(self) -> int:
+        return self.tokenizers.image.cfg.image_size
+
+    @property
+    def picture_tokens(self) -> int:
+        """How many tokens a picture takes in a prompt."""
+        return 1 if self.model.cfg.fusion == "xattn" else self.vocab.image_tokens + 2
+
+    # --- pictures
+
+    def pictures(self, images) -> np.ndarray:
+        """Paths / PIL images / uint8 arrays -> uint8 [B, H, W, 3] at the model's size."""
+        if isinstance(images, (str, Path, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim == 3):
+            images = [images]
+        arrays = []
+        for image in images:
+            if isinstance(image, (str, Path, Image.Image)):  # through the decoding gate
+                arrays.append(load_image(image, self.image_size, self.max_image_pixels))
+            else:
+                array = np.asarray(image)
+                if array.ndim != 3 or array.shape[2] not in (3, 4) or array.dtype != np.uint8:
+                    raise SmaltoError(f"expected an image as uint8 [H, W, 3], got {array.dtype} {array.shape}")
+                arrays.append(convert_image(Image.fromarray(array), self.image_size))
+        return np.stack(arrays)
+
+    def image_codes(self, images) -> torch.Tensor:
+        """Paths / PIL images / uint8 arrays -> image codes [B, h, w]."""
+        return self.tokenizers.image.encode(self.pictures(images))
+
+    def reading(self, ids: list[int], pictures: list[np.ndarray]) -> list[int]:
+        """A prompt written with its pictures' codes, as this model reads it: unchanged for the
+        tokens design; for one that sees pixels (smalto.model.fusion), rewritten and carrying the
+        pictures' pixels, in order (an `inference.Prompt`)."""
+        if self.model.cfg.fusion == "tokens":
+            return ids
+        return Prompt(fuse_ids(self.vocab, ids, self.model.cfg.fusion)[0], pictures)
+
+    def read_prompts(self, images: list, make) -> list[list[int]]:
+        """A prompt per image: make(codes, i) writes it with the image's codes."""
+        pictures = self.pictures(images)
+        codes = self.tokenizers.image.encode(pictures)
+        return [self.reading(make(c, i), [p]) for i, (c, p) in enumerate(zip(codes, pictures))]
+
+    # --- clips
+
+    @property
+    def reads_clips(self) -> bool:
+        """Trained on clips: they are in its vocabulary, and it learned them."""
+        return self.clips and "video" in self.vocab.modalities and self.tokenizers.video is not None
+
+    @property
+    def clip_frames(self) -> int:
+        """How many frames this model's clips hold (its video tokenizer's)."""
+        self.need_clips()
+        return self.tokenizers.video.cfg.frames
+
+    def need_clips(self) -> None:
+        if not self.reads_clips:
+            why = f" (a {self.model.cfg.fusion} model reads pictures only)" if self.model.cfg.fusion != "tokens" else ""
+            raise SmaltoError(f"{self.name} was not trained on clips{why}")
+
+    def check_clips(self, clips: list) -> list[np.ndarray]:
+        """Clips (GIF/WebP paths or bytes, frame folders, uint8 arrays [T, H, W, 3]) as frames at the
+        model's size, or a SmaltoError saying why this model cannot read them."""
+        self.need_clips()
+        arrays = []
+        for clip in clips:
+            frames = as_clip(clip, self.image_size, self.max_image_pixels)
+            if len(frames) != self.clip_frames:
+                raise SmaltoError(f"this model reads clips of {self.clip_frames} frames, got {len(frames)}")
+            arrays.append(frames)
+        return arrays
+
+    def clip_codes(self, clips) -> torch.Tensor:
+        """Clips (one, or a list) -> codes [B, F, h, w]."""
+        if isinstance(clips, (str, Path, bytes)) or (isinstance(clips, np.ndarray) and clips.ndim == 4):
+            clips = [clips]
+        frames = np.stack(self.check_clips(clips))  # first: it says why a model cannot read clips
+        return self.tokenizers.video.encode(frames)
+
+    # --- text and prompts
+
+    def text_ids(self, text: str, what: str = "prompt", beside: str = "image") -> list[int]:
+        """A text's ids, if it leaves room for an item (`beside`: "image" or "video") in the context."""
+        if not isinstance(text, str):
+            raise SmaltoError(f"{what} must be a string, got {type(text).__name__}")
+        ids = self.tokenizers.text.encode(text.strip())
+        room = self.context - self.vocab.modalities[beside].tokens - 8
+        if len(ids) > room:
+            raise ContextLengthError(f"{what} is {len(ids)} tokens long; this model's context leaves room for {room}")
+        return ids
+
+    def caption_prompts(self, images: list) -> list[list[int]]:
+        return self.read_prompts(images, lambda codes, _: caption_prompt(self.vocab, codes))
+
+    def answer_prompts(self, images: list, questions: list[str]) -> list[list[int]]:
+        if len(images) != len(questions):
+            raise ValueError(f"{len(images)} images for {len(questions)} questions")
+        asked = [self.text_ids(q, "question") for q in questions]
+        if not all(asked):
+            raise SmaltoError("the question is empty")
+        return self.read_prompts(images, lambda codes, i: answer_prompt(self.vocab, codes, asked[i]))
+
+    def clip_prompts(self, clips: list, questions: list[str] | None = None) -> list[list[int]]:
+        """Caption prompts for clips, or answer prompts with `questions`."""
+        codes = self.clip_codes(clips)
+        if questions is None:
+            return [caption_prompt(self.vocab, c, "video") for c in codes]
+        prompts = []
+        for c, question in zip(codes, questions, strict=True):
+            if not (q := self.text_ids(question, "question", "video")):
+                raise SmaltoError("the question is empty")
+            prompts.append(answer_prompt(self.vocab, c, q, "video"))
+        return prompts
+
+    # --- conversations
+
+    def check_messages(self, messages: list[Message]) -> list[Message]:
+        """A conversation the model can take, or a SmaltoError saying why not."""
+        for m in messages:
+            if m.images and m.role != "user":
+                raise SmaltoError(f"images are only accepted in user messages, not in a {m.role} message")
+        if not any(m.role in ("user", "assistant") for m in messages):
+            raise SmaltoError("the conversation has no user or assistant message")
+        return messages
+
+    def chat_prompt(self, messages: list[Message]) -> list[int]:
+        """The prompt for the assistant's next reply (system messages are left out)."""
+        turns, pictures = [], []
+        for m in self.check_messages(messages):
+            if m.role in ("user", "assistant"):
+                ids = []
+                for item in m.images:  # pictures, or clips (arrays [T, H, W, 3], animations, frame folders)
+                    if is_clip(item):
+                        ids += self.vocab.video_ids(self.clip_codes([item])[0])
+                    else:  # (its pixels kept for a model that reads them)
+                        pictures.append(self.pictures([item])[0])
+                        ids += self.vocab.image_ids(self.image_codes(pictures[-1:])[0])
+                turns.append((m.role, ids + self.text_ids(m.text, f"a {m.role} message")))
+        prompt = self.reading(chat_prompt(self.vocab, turns), pictures)
+        self.check_context(len(prompt), "the conversation")
+        return prompt
+
+    def prompt_length(self, messages: list[Message]) -> int:
+        """The length of the prompt `chat_prompt(messages)` will make, checked the same way, with
+        decoded pictures and clips (arrays) but without encoding them: a server checks it off the
+        model's thread, where torch runs."""
+        self.check_messages(messages)
+        items = [np.asarray(item) for m in messages for item in m.images]
+        if clips := [item for item in items if item.ndim == 4]:
+            self.check_clips(clips)
+        text = self.chat_prompt([Message(m.role, m.text) for m in messages])
+        tokens = sum(self.vocab.modalities["video"].tokens + 2 if item.ndim == 4 else self.picture_tokens
+                     for item in items)
+        return self.check_context(len(text) + tokens, "the conversation")
+
+    def check_context(self, length: int, what: str) -> int:
+        """A prompt's length, if it leaves room for a reply."""
+        if length >= self.context:
+            raise ContextLengthError(f"{what} is {length} tokens long; this model's context holds "
+                                     f"{self.context} (start a new conversation)")
+        return length
