@@ -2,7 +2,7 @@
 
     python bench/speed.py [--quick] [--json FILE]     # the same as `smalto bench`
 
-The measurements live in smalto/eval/bench.py so that the installed `smalto bench` runs them too.
+The measurements live in smalto/apps/bench.py so that the installed `smalto bench` runs them too.
 """
 
 import sys

@@ -26,9 +26,10 @@ import numpy as np
 
 from smalto import atomic
 from smalto.data.shapes import ShapesConfig, ShapesWorld, captions, premise_question
-from smalto.eval.bench import best_time
+from smalto.apps.bench import best_time
 from smalto.eval.scenes import Scenes, scene_kinds
-from smalto.eval.shapes_eval import DEV_SEED, _n, weights_fingerprint  # adaptive effort is calibrated on DEV_SEED
+from smalto.eval.common import at_most
+from smalto.eval.shapes_eval import DEV_SEED, weights_fingerprint  # adaptive effort is calibrated on DEV_SEED
 from smalto.pipeline import load
 from smalto.verify.judges import judge_drawing
 from smalto.verify.scene import parse_image
@@ -42,7 +43,7 @@ MODES = {"instant": "none", "adaptive": "low", "thinking": "medium"}
 def questions(world, n: int) -> list[tuple[np.ndarray, dict]]:
     """ShapesEval's mix, one false-premise question in five."""
     items = []
-    for i in range(_n(world, n)):
+    for i in range(at_most(world, n)):
         s = world[i]
         rng = np.random.default_rng([world.seed, 9, i])
         pair = premise_question(s.scene, world.cfg, rng, world.split) if i % 5 == 4 else s.qa[rng.integers(len(s.qa))]

@@ -20,7 +20,7 @@ import time
 import torch
 
 from smalto import precision
-from smalto.eval.bench import model_costs
+from smalto.apps.bench import model_costs
 from smalto.model import Transformer, preset
 from smalto.training.optim import OPTIMIZERS, build_optimizer
 from smalto.training.trainer import token_losses

@@ -22,7 +22,6 @@ to bf16 still matches) and refuses any other base.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -32,13 +31,13 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from smalto import atomic
+from smalto.checkpoint import ADAPTER_FORMAT as FORMAT, read_adapter_json, write_run_files
 from smalto.errors import SmaltoError
 from smalto.format import Vocab
 from smalto.model import Transformer
 from smalto.options import Range
 from smalto.paths import inside
 
-FORMAT = "smalto-adapter/1"
 METHODS = ("lora", "prompt")
 LORA_TARGETS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 
@@ -134,8 +133,6 @@ def save_adapter(path: str | Path, model: Transformer, vocab: Vocab, cfg: Adapte
     """Write (or replace) an adapter directory as a whole: adapter.json (method, settings, the
     base's fingerprint and where it was), adapter.safetensors, and for training runs the
     optimizer's state, `extra` (step, training config) and `files` (logs, plots)."""
-    from smalto.checkpoint import write_run_files
-
     path = Path(path)
     with atomic.directory(path, overwrite=True) as tmp:
         tensors = {k: v.float().contiguous() for k, v in adapter_state(model).items()}
@@ -147,18 +144,11 @@ def save_adapter(path: str | Path, model: Transformer, vocab: Vocab, cfg: Adapte
 
 
 def read_adapter(path: str | Path) -> dict:
-    path = Path(path)
-    atomic.recover(path)
-    file = inside(path, "adapter.json", "file") if path.is_dir() else None
-    if file is None or not file.is_file():
-        raise SmaltoError(f"{path}: not an adapter directory (no adapter.json)")
+    meta = read_adapter_json(path)
     try:
-        meta = json.loads(file.read_text())
         AdapterConfig(**meta["adapter"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise SmaltoError(f"{file}: unreadable ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise SmaltoError(f"{file}: format {meta.get('format')!r} is not {FORMAT!r}")
+    except (KeyError, TypeError) as e:
+        raise SmaltoError(f"{Path(path) / 'adapter.json'}: unreadable ({e})") from None
     return meta
 
 

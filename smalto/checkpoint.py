@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from smalto import atomic, options
+from smalto import atomic
 from smalto.errors import SmaltoError
 from smalto.model import ModelConfig, Transformer
 from smalto.paths import inside
@@ -34,6 +34,7 @@ from smalto.weights import check_fits
 
 FORMAT = "smalto-checkpoint/2"
 FORMAT_1 = "smalto-checkpoint/1"
+ADAPTER_FORMAT = "smalto-adapter/1"  # an adapter directory's adapter.json (smalto.adapters)
 # How each fusion design reads a picture (smalto.model.fusion), for messages
 READS = {"tokens": "as codes in the stream", "projector": "as ViT features in the codes' places",
          "xattn": "through gated cross-attention"}
@@ -82,6 +83,23 @@ def write_run_files(tmp: Path, meta_name: str, meta: dict, optimizer: torch.opti
         atomic.write_bytes(tmp / name, content)
 
 
+def read_adapter_json(path: str | Path) -> dict:
+    """An adapter directory's adapter.json (`smalto.adapters` writes it and checks its settings)."""
+    path = Path(path)
+    atomic.recover(path)
+    file = inside(path, "adapter.json", "file") if path.is_dir() else None
+    if file is None or not file.is_file():
+        raise SmaltoError(f"{path}: not an adapter directory (no adapter.json)")
+    try:
+        meta = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SmaltoError(f"{file}: unreadable ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != ADAPTER_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise SmaltoError(f"{file}: format {found!r} is not {ADAPTER_FORMAT!r}")
+    return meta
+
+
 def read_meta(path: str | Path) -> dict:
     path = Path(path)
     atomic.recover(path)
@@ -89,9 +107,7 @@ def read_meta(path: str | Path) -> dict:
         raise SmaltoError(f"{path}: not a checkpoint directory")
     meta_file = inside(path, "meta.json", "file")
     if not meta_file.exists() and inside(path, "adapter.json", "file").is_file():  # a fine-tuning run's adapter
-        from smalto.adapters import read_adapter
-
-        return read_adapter(path)
+        return read_adapter_json(path)
     try:
         meta = json.loads(meta_file.read_text())
     except FileNotFoundError:
@@ -188,29 +204,3 @@ def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer) -> None:
         optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
     except Exception as e:  # a missing, corrupt or mismatched file: several exception types
         raise SmaltoError(f"{path}: optimizer state unreadable or does not fit the model ({e})") from None
-
-
-def pack(src: str | Path, dst: str | Path, dtype: torch.dtype | None = torch.bfloat16,
-         draw: dict | None = None, adapter: str | Path | None = None) -> Path:
-    """An inference-only copy of a run: no optimizer state, weights in `dtype`, optional drawing
-    defaults (guidance, temperature, ...) stored for `smalto.load` to use; with a LoRA `adapter`
-    trained on it, merged into the weights (and its training config recorded as the model's)."""
-    src, dst = Path(src), Path(dst)
-    if dst.exists() and not (dst / "meta.json").is_file():
-        raise SmaltoError(f"{dst}: exists and is not a checkpoint; refusing to replace it")
-    for name, value in (draw or {}).items():
-        options.check(name, value)
-    model, vocab, tokenizers, meta = load_checkpoint(src)
-    if adapter is not None:
-        from smalto.adapters import load_adapter, merge
-
-        meta = {**meta, **{k: v for k, v in load_adapter(model, vocab, adapter).items()
-                           if k in ("step", "train", "streams")}}
-        merge(model)
-    extra = {k: meta[k] for k in ("step", "train", "streams") if k in meta}
-    extra["draw"] = {**meta.get("draw", {}), **(draw or {})}
-    files = {}
-    for name in ("log.jsonl", "loss.png", "samples.png"):
-        if (file := inside(src, name, "file")).is_file():
-            files[name] = file.read_bytes()
-    return save_checkpoint(dst, model, vocab, tokenizers, extra=extra, dtype=dtype, files=files)

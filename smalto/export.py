@@ -16,10 +16,12 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import AddedToken, Tokenizer
 
-from smalto import __version__, atomic
-from smalto.checkpoint import load_checkpoint
+from smalto import __version__, atomic, options
+from smalto.adapters import load_adapter, merge
+from smalto.checkpoint import load_checkpoint, save_checkpoint
 from smalto.errors import SmaltoError
 from smalto.model import Transformer
+from smalto.paths import inside
 from smalto.format import Vocab
 from smalto.tokenizers import Tokenizers
 
@@ -116,6 +118,30 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 
 
+def pack(src: str | Path, dst: str | Path, dtype: torch.dtype | None = torch.bfloat16,
+         draw: dict | None = None, adapter: str | Path | None = None) -> Path:
+    """An inference-only copy of a run: no optimizer state, weights in `dtype`, optional drawing
+    defaults (guidance, temperature, ...) stored for `smalto.load` to use; with a LoRA `adapter`
+    trained on it, merged into the weights (and its training config recorded as the model's)."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and not (dst / "meta.json").is_file():
+        raise SmaltoError(f"{dst}: exists and is not a checkpoint; refusing to replace it")
+    for name, value in (draw or {}).items():
+        options.check(name, value)
+    model, vocab, tokenizers, meta = load_checkpoint(src)
+    if adapter is not None:
+        meta = {**meta, **{k: v for k, v in load_adapter(model, vocab, adapter).items()
+                           if k in ("step", "train", "streams")}}
+        merge(model)
+    extra = {k: meta[k] for k in ("step", "train", "streams") if k in meta}
+    extra["draw"] = {**meta.get("draw", {}), **(draw or {})}
+    files = {}
+    for name in ("log.jsonl", "loss.png", "samples.png"):
+        if (file := inside(src, name, "file")).is_file():
+            files[name] = file.read_bytes()
+    return save_checkpoint(dst, model, vocab, tokenizers, extra=extra, dtype=dtype, files=files)
+
+
 def export_hf(model_dir: str | Path, out: str | Path, dtype: torch.dtype = torch.float32, force: bool = False,
               adapter: str | Path | None = None) -> Path:
     """Write `out/` (config.json, model.safetensors, tokenizer files, image_tokenizer/, README.md);
@@ -130,8 +156,6 @@ def export_hf(model_dir: str | Path, out: str | Path, dtype: torch.dtype = torch
                           f"smalto's token stream; a loader would silently number this model's positions in 1-D "
                           f"(docs/video.md). Serve it with `smalto serve`, or train a --rope 1d model to export.")
     if adapter is not None:
-        from smalto.adapters import load_adapter, merge
-
         load_adapter(model, vocab, adapter)
         merge(model)
     config = hf_config(model, vocab, dtype)

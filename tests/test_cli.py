@@ -336,7 +336,7 @@ def test_every_option_and_command_has_a_help_line():
 def test_flag_defaults_are_the_config_defaults_and_every_field_has_a_flag():
     from smalto.apps.serve.config import ServeConfig
     from smalto.tokenizers import ImageTokenizerConfig
-    from smalto.tokenizers.train import TokenizerTrainConfig
+    from smalto.training.tokenizer import TokenizerTrainConfig
     from smalto.data.tasks import TASKS
     from smalto.training.data import TaskMix
     from smalto.training.trainer import TrainConfig

@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from smalto.adapters import AdapterConfig, attach, fingerprint, merge
-from smalto.checkpoint import load_checkpoint, pack
+from smalto.checkpoint import load_checkpoint
+from smalto.export import pack
 from smalto.data.shapes import WORLDS, ShapesWorld, world_config
 from smalto.errors import SmaltoError
 from smalto.format import DRAWING, caption_prompt, draw_prompt, positions

@@ -15,6 +15,7 @@ import torch
 import smalto
 from smalto.adapters import AdapterConfig, attach
 from smalto.checkpoint import load_checkpoint
+from smalto.export import pack
 from smalto.data.shapes import ShapesConfig, ShapesWorld
 from smalto.errors import SmaltoError
 from smalto.format import Allowed, FormatState, fuse, picture_starts, positions
@@ -152,7 +153,7 @@ def test_each_design_round_trips_and_another_designs_loader_refuses_it(runs, tmp
         m, v, _, _ = load_checkpoint(path, fusion)
         assert m.cfg.fusion == fusion
         packed = tmp_path / fusion
-        smalto.checkpoint.pack(path, packed, dtype=None)
+        pack(path, packed, dtype=None)
         again, *_ = load_checkpoint(packed, fusion)
         first = v.ranges["image"].start
         ids, _, starts = fuse_ids(v, [v.bos, v.user, v.boi, *range(first, first + 64), v.eoi, v.assistant], fusion)

@@ -5,7 +5,7 @@ import torch
 from smalto.data import ShapesWorld
 from smalto.errors import SmaltoError
 from smalto.tokenizers.image import ImageTokenizer, ImageTokenizerConfig
-from smalto.tokenizers.train import TokenizerTrainConfig, train_image_tokenizer
+from smalto.training.tokenizer import TokenizerTrainConfig, train_image_tokenizer
 
 IMAGES = ShapesWorld(seed=3, split="all").images(0, 8)
 

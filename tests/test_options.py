@@ -10,7 +10,7 @@ import math
 import httpx
 import pytest
 
-from smalto.checkpoint import pack
+from smalto.export import pack
 from smalto.apps.cli import build_parser
 from smalto.inference import Sampling
 from smalto.errors import SmaltoError

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from smalto.checkpoint import load_checkpoint, pack
+from smalto.checkpoint import load_checkpoint
+from smalto.export import pack
 from smalto.apps.cli import main
 from smalto.data import load_folder
 from smalto.errors import SmaltoError

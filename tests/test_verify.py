@@ -1,7 +1,8 @@
 import numpy as np
 from scipy import ndimage
 
-from smalto.data import ShapesConfig, ShapesWorld, inspect, parse_image, scene_diff
+from smalto.data import ShapesConfig, ShapesWorld
+from smalto.verify.scene import inspect, parse_image, scene_diff
 from smalto.data.shapes import BACKGROUND, Obj, Scene
 
 

@@ -11,7 +11,7 @@ from smalto.data.motion import MotionWorld
 from smalto.data.video import as_clip, clip_bytes, load_clip
 from smalto.errors import SmaltoError
 from smalto.tokenizers import load_tokenizers
-from smalto.tokenizers.train_video import VideoTrainConfig, evaluate_video_tokenizer, motion_world, \
+from smalto.training.video_tokenizer import VideoTrainConfig, evaluate_video_tokenizer, motion_world, \
     train_video_tokenizer
 from smalto.tokenizers.video import VideoTokenizer, VideoTokenizerConfig
 

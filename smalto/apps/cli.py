@@ -64,7 +64,7 @@ def _data_check(args: argparse.Namespace) -> None:
 
 def _tokenizer_train(args: argparse.Namespace) -> None:
     from smalto.tokenizers import ImageTokenizerConfig
-    from smalto.tokenizers.train import TokenizerTrainConfig, train_tokenizers
+    from smalto.training.tokenizer import TokenizerTrainConfig, train_tokenizers
 
     cfg = pick(TokenizerTrainConfig, args, image=pick(ImageTokenizerConfig, args))
     metrics = train_tokenizers(args.out, cfg, text_files=args.text_file, force=args.force)
@@ -73,7 +73,7 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
 
 
 def _tokenizer_train_video(args: argparse.Namespace) -> None:
-    from smalto.tokenizers.train_video import VideoTrainConfig, train_video
+    from smalto.training.video_tokenizer import VideoTrainConfig, train_video
     from smalto.tokenizers.video import VideoTokenizerConfig
 
     cfg = pick(VideoTrainConfig, args, video=pick(VideoTokenizerConfig, args))
@@ -85,7 +85,7 @@ def _tokenizer_train_video(args: argparse.Namespace) -> None:
 def _tokenizer_eval(args: argparse.Namespace) -> None:
     from smalto.tokenizers import load_tokenizers
     from smalto.tokenizers.evaluate import evaluate_image_tokenizer
-    from smalto.tokenizers.train import ImageData
+    from smalto.training.tokenizer import ImageData
 
     tok = load_tokenizers(args.tokenizer)
     data = ImageData(args.data, tok.image.cfg.image_size, args.n, args.seed, holdout=False, eval_split=args.split,
@@ -198,6 +198,7 @@ def _finetune(args: argparse.Namespace) -> None:
 
 def _rl(args: argparse.Namespace) -> None:
     from smalto.checkpoint import read_meta
+    from smalto.eval.shapes_eval import probe
     from smalto.training.rl import RLConfig, train_rl
 
     cfg = pick(RLConfig, args)
@@ -207,7 +208,7 @@ def _rl(args: argparse.Namespace) -> None:
             raise SmaltoError(f"{args.out}/meta.json: no RL config to resume from")
         named = given(build_parser(lazy=True), args.argv)
         cfg = replace(RLConfig(**saved), **({"steps": args.steps} if "steps" in named else {}))
-    log = train_rl(args.out, cfg, resume=args.resume)
+    log = train_rl(args.out, cfg, resume=args.resume, evaluate=probe)
     last = [r for r in log if "reward" in r][-1]
     print(f"step {last['step'] + 1} of {cfg.steps}: mean reward {last['reward']:.3f}; checkpoint in {args.out}/")
 
@@ -341,7 +342,7 @@ def _eval(args: argparse.Namespace) -> None:
 def _pack(args: argparse.Namespace) -> None:
     import torch
 
-    from smalto.checkpoint import pack
+    from smalto.export import pack
 
     draw = {k: v for k, v in (("guidance", args.cfg), ("temperature", args.temperature),
                               ("top_k", args.top_k), ("top_p", args.top_p)) if v is not None}
@@ -381,7 +382,7 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from smalto.eval.bench import BenchConfig, run, table
+    from smalto.apps.bench import BenchConfig, run, table
 
     pipe = _pipeline(args)
     report = run(pipe, BenchConfig(quick=args.quick), progress=lambda line: print(line, flush=True))

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from smalto import atomic
-from smalto.data import Scene, ShapesConfig, parse_caption, parse_image, scene_diff
+from smalto.data import Scene, ShapesConfig, parse_caption
+from smalto.verify.scene import parse_image, scene_diff
 from smalto.data.motion import clip_captions, parse_clip_caption
 from smalto.data.shapes import GREETINGS, HELLO_REPLY, follow_ups
 from smalto.data.video import clip_bytes

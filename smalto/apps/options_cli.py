@@ -138,7 +138,7 @@ def given(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
 
 def tokenizer_train_flags(t: argparse.ArgumentParser) -> None:
     from smalto.tokenizers import ImageTokenizerConfig
-    from smalto.tokenizers.train import TokenizerTrainConfig
+    from smalto.training.tokenizer import TokenizerTrainConfig
 
     t.add_argument("--out", type=Path, required=True, help="the tokenizer directory to write")
     add_config(t, TokenizerTrainConfig, {
@@ -163,7 +163,7 @@ def tokenizer_train_flags(t: argparse.ArgumentParser) -> None:
 
 
 def video_tokenizer_flags(t: argparse.ArgumentParser) -> None:
-    from smalto.tokenizers.train_video import VideoTrainConfig
+    from smalto.training.video_tokenizer import VideoTrainConfig
     from smalto.tokenizers.video import VideoTokenizerConfig
 
     t.add_argument("--out", type=Path, required=True, help="the tokenizer directory to write (--tokenizer's files "

@@ -1,4 +1,5 @@
-"""Data: ShapesWorld (procedural, exact ground truth), its verifier, and bring-your-own folders."""
+"""Data: ShapesWorld (procedural, exact ground truth) and bring-your-own folders; its verifier is
+`smalto.verify.scene`."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ from smalto.data.motion import MotionConfig, MotionWorld
 from smalto.data.gate import MAX_PIXELS
 from smalto.data.images import load_image
 from smalto.data.shapes import Sample, Scene, ShapesConfig, ShapesWorld, parse_caption
-from smalto.verify.scene import inspect, parse_image, scene_diff
 
 __all__ = ["MAX_PIXELS", "ClipFolder", "ClipRecord", "Folder", "MotionConfig", "MotionWorld", "Record", "Sample",
-           "Scene", "ShapesConfig", "ShapesWorld", "inspect", "load_clip_folder", "load_folder", "load_image",
-           "parse_caption", "parse_image", "scene_diff", "write_clip_folder", "write_clips", "write_folder",
+           "Scene", "ShapesConfig", "ShapesWorld", "load_clip_folder", "load_folder", "load_image",
+           "parse_caption", "write_clip_folder", "write_clips", "write_folder",
            "write_shapes"]
 
 

@@ -30,7 +30,7 @@ from functools import lru_cache
 import numpy as np
 
 from smalto.data.shapes import ShapesConfig, ShapesWorld
-from smalto.eval.shapes_eval import _batches, _n, _pct, chat_replies
+from smalto.eval.common import at_most, batches, chat_replies, pct
 from smalto.pipeline import Message, Pipeline
 
 SETTINGS = ("random", "popular", "adversarial")
@@ -97,9 +97,9 @@ def pope_scores(replies: list[str], truth: list[str]) -> dict:
     precision = tp / max(1, sum(yes))
     recall = tp / max(1, sum(true_yes))
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"accuracy": _pct([r == t for r, t in zip(said, truth)]), "precision": round(100 * precision, 1),
-            "recall": round(100 * recall, 1), "f1": round(100 * f1, 1), "yes_ratio": _pct(yes),
-            "other": _pct([r not in ("yes", "no") for r in said])}
+    return {"accuracy": pct([r == t for r, t in zip(said, truth)]), "precision": round(100 * precision, 1),
+            "recall": round(100 * recall, 1), "f1": round(100 * f1, 1), "yes_ratio": pct(yes),
+            "other": pct([r not in ("yes", "no") for r in said])}
 
 
 def chair(captions: list[str], scenes: list, cfg: ShapesConfig) -> dict:
@@ -111,11 +111,11 @@ def chair(captions: list[str], scenes: list, cfg: ShapesConfig) -> dict:
         bad = sum(p not in present for p in named)
         wrong, total = wrong + bad, total + len(named)
         flagged.append(bad > 0)
-    return {"chair_i": round(100.0 * wrong / max(1, total), 1), "chair_s": _pct(flagged), "mentions": total}
+    return {"chair_i": round(100.0 * wrong / max(1, total), 1), "chair_s": pct(flagged), "mentions": total}
 
 
 def _replies(pipe: Pipeline, images: list, questions: list[str], effort: str = "none") -> list:
-    return [r for chunk in _batches(list(zip(images, questions)))
+    return [r for chunk in batches(list(zip(images, questions)))
             for r in pipe.reply_batch([im for im, _ in chunk], [q for _, q in chunk], effort)]
 
 
@@ -123,7 +123,7 @@ def eval_pope(pipe: Pipeline, world: ShapesWorld, n: int, effort: str = "none") 
     """POPE's three settings on `n` scenes (2n questions each), answered at a test-time effort level;
     above "none", also as the model itself answered ("pope_<setting>_model") where the solver
     answered for it. Always saying "yes" scores F1 66.7 at yes-ratio 100."""
-    report, n = {}, _n(world, n)
+    report, n = {}, at_most(world, n)
     for setting in SETTINGS:
         items = pope_items(world, n, setting)
         replies = _replies(pipe, [im for im, _, _ in items], [q for _, q, _ in items], effort)
@@ -136,10 +136,10 @@ def eval_pope(pipe: Pipeline, world: ShapesWorld, n: int, effort: str = "none") 
 
 def eval_hallucination(pipe: Pipeline, world: ShapesWorld, n: int) -> dict:
     """The probe on `n` scenes of `world` (each setting asks 2n questions)."""
-    n = _n(world, n)
+    n = at_most(world, n)
     report = eval_pope(pipe, world, n)
     samples = [world[i] for i in range(n)]
-    texts = [t for chunk in _batches(samples) for t in pipe.caption_batch([s.image for s in chunk])]
+    texts = [t for chunk in batches(samples) for t in pipe.caption_batch([s.image for s in chunk])]
     report["chair"] = chair(texts, [s.scene for s in samples], world.cfg)
 
     absent = [negative(s.scene, world.cfg, world.split, "random", np.random.default_rng([world.seed, 6, i]))
@@ -151,10 +151,10 @@ def eval_hallucination(pipe: Pipeline, world: ShapesWorld, n: int) -> dict:
                                       [f"next to the {x}, what else is there?" for x in names])]
     refuted = [r.strip().lower().startswith(f"there is no {x}") for r, x in zip(asked, names)]
     report["primed"] = {
-        "primed_caption": _pct([p in mentions(r, world.cfg) for r, p in zip(hinted, absent)]),
-        "unprimed_caption": _pct([p in mentions(r, world.cfg) for r, p in zip(texts, absent)]),
-        "primed_question": _pct([not no and p in mentions(r, world.cfg) for r, p, no in zip(asked, absent, refuted)]),
-        "primed_refuted": _pct(refuted)}
+        "primed_caption": pct([p in mentions(r, world.cfg) for r, p in zip(hinted, absent)]),
+        "unprimed_caption": pct([p in mentions(r, world.cfg) for r, p in zip(texts, absent)]),
+        "primed_question": pct([not no and p in mentions(r, world.cfg) for r, p, no in zip(asked, absent, refuted)]),
+        "primed_refuted": pct(refuted)}
     return report
 
 

@@ -46,14 +46,19 @@ import numpy as np
 
 from smalto.data.shapes import (EVAL_GREETINGS, EVAL_OFF_TOPIC, HELLO_REPLY, OFF_TOPIC_REPLY, Scene, ShapesConfig,
                                 ShapesWorld, captions, follow_ups, premise_question, render)
+from smalto.eval.common import BATCH, at_most, batches, chat_replies, pct
+from smalto.eval.hallucination import ROWS, eval_hallucination, eval_pope, flat
 from smalto.eval.scenes import KINDS, scene_kinds
+from smalto.eval.video_eval import VIDEO_BASELINES, VIDEO_ROWS, eval_video, motion_world
+from smalto.format import Vocab
+from smalto.model import Transformer
 from smalto.pipeline import DRAW_DEFAULTS, Message, Pipeline
+from smalto.tokenizers import Tokenizers
 from smalto.verify.judges import ATTRIBUTES, judge_answer, judge_caption, judge_drawing
 
 EVAL_SEED = 10_000  # far from training seeds; fixed so numbers are reproducible; only to report
 DEV_SEED = 40_000  # every choice (drawing defaults, thresholds, probes during training) is made on this one
 PROBE_DRAWING = {"guidance": 1.5, "temperature": 0.3}  # the shipped model's (README: how it was trained)
-BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -72,30 +77,17 @@ class EvalConfig:
     efforts: tuple[str, ...] = ()  # test-time effort levels to report besides "none"
 
 
-def _batches(items: list, size: int = BATCH):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
-def _pct(values: list[bool]) -> float:
-    return round(100.0 * float(np.mean(values)), 1) if values else float("nan")
-
-
-def _n(world, n: int) -> int:
-    """n, or fewer when the world is a `Scenes` kind that holds fewer."""
-    return min(n, len(world)) if hasattr(world, "__len__") else n
-
 
 def eval_captions(pipe: Pipeline, world: ShapesWorld, n: int) -> dict:
-    scenes = [world[i] for i in range(_n(world, n))]
+    scenes = [world[i] for i in range(at_most(world, n))]
     checks = defaultdict(list)  # "exact", "count", and each attribute pooled over all true objects
-    for chunk in _batches(scenes):
+    for chunk in batches(scenes):
         for s, text in zip(chunk, pipe.caption_batch([x.image for x in chunk])):
             for name, ok in judge_caption(text, s.scene).checks.items():
                 checks[name.split("/")[0]].append(ok)
     counts = [len(x.scene.objects) for x in scenes]  # the baseline: always the most frequent count
-    return {name: _pct(checks[name]) for name in ("exact", "count", *ATTRIBUTES)} | {
-        "count_baseline": _pct([c == max(set(counts), key=counts.count) for c in counts])}
+    return {name: pct(checks[name]) for name in ("exact", "count", *ATTRIBUTES)} | {
+        "count_baseline": pct([c == max(set(counts), key=counts.count) for c in counts])}
 
 
 def _answer(pipe: Pipeline, items: list[tuple[np.ndarray, dict]], effort: str) -> dict:
@@ -104,7 +96,7 @@ def _answer(pipe: Pipeline, items: list[tuple[np.ndarray, dict]], effort: str) -
     the share the solver answered from the model's description, "overridden" the share where it
     changed the model's answer; and the mean tokens decoded and seconds spent."""
     by_type, own, solver, overridden, tokens, start = defaultdict(list), [], [], [], [], time.perf_counter()
-    for chunk in _batches(items):
+    for chunk in batches(items):
         replies = pipe.reply_batch([im for im, _ in chunk], [p["q"] for _, p in chunk], effort)
         for (_, pair), reply in zip(chunk, replies):
             by_type[pair["type"]].append(judge_answer(reply.text, pair["a"]).score == 1.0)
@@ -118,15 +110,15 @@ def _answer(pipe: Pipeline, items: list[tuple[np.ndarray, dict]], effort: str) -
     for _, pair in items:
         answers[pair["type"]].append(pair["a"])
     majority = [a == max(set(v), key=v.count) for v in answers.values() for a in v]
-    return {"overall": _pct(overall), **{k: _pct(v) for k, v in sorted(by_type.items())},
-            "majority_baseline": _pct(majority), "model": _pct(own), "solver_answered": _pct(solver),
-            "overridden": _pct(overridden),
+    return {"overall": pct(overall), **{k: pct(v) for k, v in sorted(by_type.items())},
+            "majority_baseline": pct(majority), "model": pct(own), "solver_answered": pct(solver),
+            "overridden": pct(overridden),
             "tokens": round(float(np.mean(tokens)), 1), "seconds": round(time.perf_counter() - start, 1)}
 
 
 def eval_questions(pipe: Pipeline, world: ShapesWorld, n: int, effort: str = "none") -> dict:
     items = []
-    for i in range(_n(world, n)):
+    for i in range(at_most(world, n)):
         s = world[i]
         items.append((s.image, s.qa[np.random.default_rng([world.seed, i]).integers(len(s.qa))]))
     return _answer(pipe, items, effort)
@@ -136,14 +128,14 @@ def eval_premises(pipe: Pipeline, world: ShapesWorld, n: int, effort: str = "non
     """Questions naming an object without its place: "false_premise" (the scene lacks it; the
     answer is "there is no ...") and "premise" (it has exactly one)."""
     items = [(s.image, premise_question(s.scene, world.cfg, np.random.default_rng([world.seed, 3, i]), world.split))
-             for i, s in ((i, world[i]) for i in range(_n(world, n)))]
+             for i, s in ((i, world[i]) for i in range(at_most(world, n)))]
     return _answer(pipe, items, effort)
 
 
 def _scenes_with(world: ShapesWorld, n: int, objects: int, distinct: bool = False) -> list[Scene]:
     """The first n scenes of `objects` objects (fewer if a `Scenes` kind has fewer)."""
     out = []
-    for i in range(_n(world, 10 ** 9)):
+    for i in range(at_most(world, 10 ** 9)):
         if len(out) == n:
             break
         scene = world.scene(i)
@@ -162,7 +154,7 @@ def _images(pipe: Pipeline, prompts: list[str], guidance: float | None, seed: in
     else each through `Pipeline.drawings` (planned, best of N by the verifier: `chosen` is what the
     verifier selected, `first` the first candidate, the model's own rate on the planned prompt)."""
     if effort == "none":
-        images = [im for k, chunk in enumerate(_batches(prompts))
+        images = [im for k, chunk in enumerate(batches(prompts))
                   for im in pipe.draw(chunk, pipe.draw_sampling(seed + k, guidance=guidance))]
         return images, images
     drawings = [pipe.drawings(p, 1, effort, seed=seed + i, guidance=guidance)[0] for i, p in enumerate(prompts)]
@@ -191,18 +183,18 @@ def eval_relations(pipe: Pipeline, world: ShapesWorld, n: int, seed: int, effort
 
     prompts = [captions(s)[3] for s in _scenes_with(world, n, 2, distinct=True)]
     drawn = _images(pipe, prompts, None, seed + 3000, effort)
-    return tuple(_pct([check(parse_prompt(p), parse_image(im, world.cfg)).satisfied for p, im in zip(prompts, images)])
+    return tuple(pct([check(parse_prompt(p), parse_image(im, world.cfg)).satisfied for p, im in zip(prompts, images)])
                  for images in drawn)
 
 
 def _categories(one: list[dict], two: list[dict], counted: list[dict]) -> dict:
     result = {
-        "single_object": _pct([c["exact"] for c in one]),
-        "two_objects": _pct([c["exact"] for c in two]),
-        "counting": _pct([c["counting"] for c in counted]),
-        "colors": _pct([c["colors"] for c in one]),
-        "position": _pct([c["position"] for c in one]),
-        "attribute_binding": _pct([c["attribute_binding"] for c in two]),
+        "single_object": pct([c["exact"] for c in one]),
+        "two_objects": pct([c["exact"] for c in two]),
+        "counting": pct([c["counting"] for c in counted]),
+        "colors": pct([c["colors"] for c in one]),
+        "position": pct([c["position"] for c in one]),
+        "attribute_binding": pct([c["attribute_binding"] for c in two]),
     }
     # (a kind may lack a category: a model that saw every one-object scene has no unseen one)
     known = [v for v in result.values() if not np.isnan(v)]
@@ -217,39 +209,19 @@ def eval_drawing(pipe: Pipeline, world: ShapesWorld, n: int, guidance: float | N
     cfg = world.cfg
     one = _draw(pipe, _scenes_with(world, n, 1), 0, guidance, seed, cfg, effort)
     two = _draw(pipe, _scenes_with(world, n, 2, distinct=True), 0, guidance, seed + 1000, cfg, effort)
-    counted = _draw(pipe, [world.scene(i) for i in range(_n(world, n))], 1, guidance, seed + 2000, cfg, effort)
+    counted = _draw(pipe, [world.scene(i) for i in range(at_most(world, n))], 1, guidance, seed + 2000, cfg, effort)
     relations = eval_relations(pipe, world, n if relations is None else relations, seed, effort)
     result = _categories(one[0], two[0], counted[0])
     result["counts"] = {"single_object": len(one[0]), "two_objects": len(two[0]), "counting": len(counted[0])}
     judged = one[0] + two[0] + counted[0]
-    result["judges"] = {"verifier_exact": _pct([c["exact"] for c in judged]),
-                        "second_reader_exact": _pct([c["second_reader"] for c in judged]),
-                        "agreement": _pct([c["exact"] == c["second_reader"] for c in judged]), "drawings": len(judged)}
+    result["judges"] = {"verifier_exact": pct([c["exact"] for c in judged]),
+                        "second_reader_exact": pct([c["second_reader"] for c in judged]),
+                        "agreement": pct([c["exact"] == c["second_reader"] for c in judged]), "drawings": len(judged)}
     result["relations"] = relations[0]
     if effort != "none":
         result["one_sample"] = {**_categories(one[1], two[1], counted[1]), "relations": relations[1]}
     return result
 
-
-def chat_replies(pipe: Pipeline, conversations: list[list[Message]]) -> list[str]:
-    """The greedy next reply to each conversation, decoded in batches ("" for one whose own earlier
-    replies left no room in the context: a wrong answer, not an error)."""
-    from smalto.errors import ContextLengthError
-
-    def prompt(messages: list[Message]) -> list[int] | None:
-        try:
-            ids = pipe.chat_prompt(messages)
-        except ContextLengthError:
-            return None
-        return ids if pipe.reply_budget(len(ids)) >= 8 else None
-
-    out = []
-    for chunk in _batches(conversations):
-        prompts = [prompt(m) for m in chunk]
-        fit = [p for p in prompts if p is not None]
-        replies = iter(pipe.chat_replies(fit) if fit else [])
-        out += ["" if p is None else next(replies) for p in prompts]
-    return out
 
 
 def eval_conversation(pipe: Pipeline, world: ShapesWorld, n: int) -> dict:
@@ -275,9 +247,9 @@ def eval_conversation(pipe: Pipeline, world: ShapesWorld, n: int) -> dict:
     said = chat_replies(pipe, [[Message("user", f"{text}. {pair['q']}")] for _, pair, text in scene_qa])
     greet = chat_replies(pipe, [[Message("user", g)] for g in EVAL_GREETINGS])
     off = chat_replies(pipe, [[Message("user", q)] for q in EVAL_OFF_TOPIC])
-    return {"first_question": _pct(first), "follow_up": _pct(later),
-            "text_scene": _pct([judge_answer(r, p["a"]).score == 1.0 for r, (_, p, _) in zip(said, scene_qa)]),
-            "greeting": _pct([r == HELLO_REPLY for r in greet]), "off_topic": _pct([r == OFF_TOPIC_REPLY for r in off])}
+    return {"first_question": pct(first), "follow_up": pct(later),
+            "text_scene": pct([judge_answer(r, p["a"]).score == 1.0 for r, (_, p, _) in zip(said, scene_qa)]),
+            "greeting": pct([r == HELLO_REPLY for r in greet]), "off_topic": pct([r == OFF_TOPIC_REPLY for r in off])}
 
 
 def eval_new_words(pipe: Pipeline, world_cfg: ShapesConfig, n: int, seed: int) -> dict:
@@ -292,18 +264,18 @@ def eval_new_words(pipe: Pipeline, world_cfg: ShapesConfig, n: int, seed: int) -
 
     samples = list(islice((s for s in map(world.__getitem__, count()) if novel(s.scene)), n))
     checks = [judge_caption(text, s.scene).checks["exact"]
-              for chunk in _batches(samples) for s, text in zip(chunk, pipe.caption_batch([x.image for x in chunk]))]
+              for chunk in batches(samples) for s, text in zip(chunk, pipe.caption_batch([x.image for x in chunk]))]
     items = [(s.image, p) for s in samples for p in s.qa if set(f"{p['q']} {p['a']}".split()) & new]
     answers = _answer(pipe, items[:2 * n], "none")
     single = [s for s in samples if len(s.scene.objects) == 1][:BATCH]
     prompts = [captions(s.scene)[0] for s in single]
-    images = [im for k, chunk in enumerate(_batches(prompts)) for im in pipe.draw(chunk, pipe.draw_sampling(seed + k))]
+    images = [im for k, chunk in enumerate(batches(prompts)) for im in pipe.draw(chunk, pipe.draw_sampling(seed + k))]
     round_trip = pipe.tokenizers.image.decode(pipe.tokenizers.image.encode(np.stack([s.image for s in single])))
 
     def exact(drawn) -> float:
-        return _pct([judge_drawing(im, s.scene, world_cfg).score == 1.0 for im, s in zip(drawn, single)])
+        return pct([judge_drawing(im, s.scene, world_cfg).score == 1.0 for im, s in zip(drawn, single)])
 
-    return {"caption_exact": _pct(checks), "qa": answers["overall"], "draw_single_object": exact(images),
+    return {"caption_exact": pct(checks), "qa": answers["overall"], "draw_single_object": exact(images),
             "tokenizer_round_trip": exact(round_trip)}
 
 
@@ -323,8 +295,6 @@ def evaluate(pipe: Pipeline, cfg: EvalConfig = EvalConfig(), heldout: bool = Tru
              kinds: tuple[str, ...] = KINDS) -> dict:
     """The report: per kind of scene (`smalto.eval.scenes`: seen, unseen, heldout) every section,
     effort levels on the unseen and held-out kinds, and the weights' fingerprint (no paths)."""
-    from smalto.eval.hallucination import eval_hallucination, eval_pope
-
     shapes = replace(pipe.world or ShapesConfig(), image_size=pipe.image_size)
     found = scene_kinds(shapes, cfg.seed, pipe.streams, tuple(k for k in kinds if heldout or k != "heldout"))
     report: dict = {"model": pipe.name, "weights": weights_fingerprint(pipe.model), "seed": cfg.seed,
@@ -339,8 +309,6 @@ def evaluate(pipe: Pipeline, cfg: EvalConfig = EvalConfig(), heldout: bool = Tru
             "hallucination": eval_hallucination(pipe, world, cfg.hallucination),
         }
         if pipe.reads_clips and name != "seen":  # (clips are many: a clip is seen again by chance almost never)
-            from smalto.eval.video_eval import eval_video, motion_world
-
             report[name]["video"] = eval_video(pipe, motion_world(pipe, cfg.seed, "heldout" if name == "heldout" else
                                                                   "train"), cfg.clips, cfg.clip_drawings, cfg.seed)
         for effort in cfg.efforts if name != "seen" else ():
@@ -378,15 +346,11 @@ def summary_table(report: dict) -> str:
     for s in kinds:
         views[s]["judges"] = report[s]["draw"].get("judges", {})
     if any("hallucination" in report[s] for s in kinds):
-        from smalto.eval.hallucination import ROWS, flat
-
         for s in kinds:
             views[s]["hallucination"] = flat(report[s]["hallucination"]) if "hallucination" in report[s] else {}
         baselines = {"pope_random_f1": 66.7, "pope_popular_f1": 66.7, "pope_adversarial_f1": 66.7}
         rows += [(label, "hallucination", k, baselines.get(k)) for k, label in ROWS.items()]
     if any("video" in report[s] for s in kinds):
-        from smalto.eval.video_eval import VIDEO_BASELINES, VIDEO_ROWS
-
         rows += [(f"clip {k.replace('_', ' ')}", "video", k, ("video", VIDEO_BASELINES[k]) if k in VIDEO_BASELINES
                   else None) for k in VIDEO_ROWS]
     header = "| metric (%), the model's own tokens | " + " | ".join(f"{s} scenes" for s in kinds) + " | baseline |"
@@ -471,6 +435,21 @@ def training_probe(model, vocab, tokenizers) -> tuple[dict, bytes]:
                "qa": eval_questions(pipe, world, 64)["overall"]}
     scenes = _scenes_with(world, 8, 1) + _scenes_with(world, 8, 2)
     images = pipe.draw([captions(s)[0] for s in scenes])
-    metrics["draw_exact"] = _pct([judge_drawing(im, s, world.cfg).score == 1.0 for im, s in zip(images, scenes)])
+    metrics["draw_exact"] = pct([judge_drawing(im, s, world.cfg).score == 1.0 for im, s in zip(images, scenes)])
     truth = np.stack([render(s, world.cfg) for s in scenes])
     return metrics, png_bytes(image_grid([truth[:8], np.stack(images[:8]), truth[8:], np.stack(images[8:])]))
+
+
+def probe(model: Transformer, vocab: Vocab, tokenizers: Tokenizers, draw: dict, split: str) -> dict:
+    """A minute's ShapesEval subset on the development seed (the evaluation seed only reports):
+    drawing categories at the model's own drawing settings, relations, and QA: what `smalto rl`
+    scores its policy with (`training.rl.train_rl(evaluate=probe)`)."""
+
+    # (a training run's directory has no drawing defaults of its own: the probe then draws as the
+    # shipped model does, like `smalto train`'s)
+    pipe = Pipeline(model, vocab, tokenizers, draw_defaults={**DRAW_DEFAULTS, **(draw or PROBE_DRAWING)})
+    world = ShapesWorld(ShapesConfig(image_size=pipe.image_size), DEV_SEED, split)
+    drawn = eval_drawing(pipe, world, 24, None, DEV_SEED)
+    return {"two_objects": drawn["two_objects"], "attribute_binding": drawn["attribute_binding"],
+            "single_object": drawn["single_object"], "relations": drawn["relations"],
+            "qa": eval_questions(pipe, world, 100)["overall"]}

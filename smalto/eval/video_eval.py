@@ -23,7 +23,7 @@ from smalto.pipeline import Pipeline
 from smalto.verify.motion import ClipParse, parse_clip, recover
 
 
-def _pct(values: list[bool]) -> float:
+def pct(values: list[bool]) -> float:
     return round(100.0 * float(np.mean(values)), 1) if values else float("nan")
 
 
@@ -46,8 +46,8 @@ def eval_video(pipe: Pipeline, world: MotionWorld, n: int, drawings: int, seed: 
             captions.append(parse_clip_caption(text, frames) == s.clip)
         for pair, answer in zip(asked, pipe.ask_clips(clips, [p["q"] for p in asked])):
             qa.setdefault(pair["type"], []).append(answer == pair["a"])
-    report = {"caption_exact": _pct(captions), "qa_overall": _pct([x for v in qa.values() for x in v]),
-              **{f"qa_{kind}": _pct(v) for kind, v in sorted(qa.items())}}
+    report = {"caption_exact": pct(captions), "qa_overall": pct([x for v in qa.values() for x in v]),
+              **{f"qa_{kind}": pct(v) for kind, v in sorted(qa.items())}}
     faithful, ceiling = [], []
     scores: dict[str, list[bool]] = {k: [] for k in ("consistent", "motion", "exact")}
     copies: dict[str, list[bool]] = {k: [] for k in scores}
@@ -68,9 +68,9 @@ def eval_video(pipe: Pipeline, world: MotionWorld, n: int, drawings: int, seed: 
                         out[key] += verdict[key]
         round_trip = pipe.tokenizers.video.decode(pipe.clip_codes(clips))[:, :frames]
         ceiling += [parse_clip(c, world.cfg).clip == s.clip for s, c in zip(chunk, round_trip)]
-    return report | {"draw_faithful": _pct(faithful), "tokenizer_round_trip": _pct(ceiling),
-                     **{f"continue_{k}": _pct(v) for k, v in scores.items()},
-                     **{f"copy_{k}": _pct(v) for k, v in copies.items()}}
+    return report | {"draw_faithful": pct(faithful), "tokenizer_round_trip": pct(ceiling),
+                     **{f"continue_{k}": pct(v) for k, v in scores.items()},
+                     **{f"copy_{k}": pct(v) for k, v in copies.items()}}
 
 
 def continuation(truth: Clip, got: ClipParse) -> dict[str, list[bool]]:

@@ -36,7 +36,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -214,25 +214,11 @@ def policy_loss(logp: torch.Tensor, old: torch.Tensor, valid: torch.Tensor, adv:
     return per_row.mean(), stats
 
 
-def _probe(model: Transformer, vocab: Vocab, tokenizers: Tokenizers, draw: dict, split: str) -> dict:
-    """A minute's ShapesEval subset on the development seed (the evaluation seed only reports):
-    drawing categories at the model's own drawing settings, relations, and QA."""
-    from smalto.eval.shapes_eval import DEV_SEED, PROBE_DRAWING, eval_drawing, eval_questions
-    from smalto.pipeline import DRAW_DEFAULTS, Pipeline
-
-    # (a training run's directory has no drawing defaults of its own: the probe then draws as the
-    # shipped model does, like `smalto train`'s)
-    pipe = Pipeline(model, vocab, tokenizers, draw_defaults={**DRAW_DEFAULTS, **(draw or PROBE_DRAWING)})
-    world = ShapesWorld(ShapesConfig(image_size=pipe.image_size), DEV_SEED, split)
-    drawn = eval_drawing(pipe, world, 24, None, DEV_SEED)
-    return {"two_objects": drawn["two_objects"], "attribute_binding": drawn["attribute_binding"],
-            "single_object": drawn["single_object"], "relations": drawn["relations"],
-            "qa": eval_questions(pipe, world, 100)["overall"]}
-
-
 def train_rl(out: str | Path, cfg: RLConfig, resume: bool = False, progress: bool = True,
-             evaluate: bool = True) -> list[dict]:
-    """Run (or resume) GRPO in `out`; returns the log."""
+             evaluate: Callable[[Transformer, Vocab, Tokenizers, dict, str], dict] | None = None) -> list[dict]:
+    """Run (or resume) GRPO in `out`; returns the log. `evaluate(model, vocab, tokenizers, draw
+    defaults, split)` scores the policy every `eval_every` steps (`smalto rl` passes ShapesEval's
+    `probe`)."""
     from smalto.pipeline import DEFAULT_MODEL
 
     out = Path(out)
@@ -285,7 +271,7 @@ def train_rl(out: str | Path, cfg: RLConfig, resume: bool = False, progress: boo
                         extra=kept | {"step": step, "rl": asdict(cfg), "rl_from": str(base)})
 
     if start == 0 and evaluate and cfg.eval_every:
-        log.append({"step": 0, "eval": _probe(model.eval(), vocab, tokenizers, meta.get("draw", {}), cfg.split)})
+        log.append({"step": 0, "eval": evaluate(model.eval(), vocab, tokenizers, meta.get("draw", {}), cfg.split)})
     bar = tqdm(range(start, cfg.steps), desc="rl", initial=start, total=cfg.steps, disable=None if progress else True,
                unit="step")
     began = time.perf_counter() - next((r["seconds"] for r in reversed(log) if "seconds" in r), 0.0)
@@ -328,7 +314,7 @@ def train_rl(out: str | Path, cfg: RLConfig, resume: bool = False, progress: boo
             log.append(row)
         bar.set_postfix(reward=f"{row['reward']:.3f}")
         if evaluate and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
-            log.append({"step": done, "eval": _probe(model, vocab, tokenizers, meta.get("draw", {}), cfg.split),
+            log.append({"step": done, "eval": evaluate(model, vocab, tokenizers, meta.get("draw", {}), cfg.split),
                         "seconds": time.perf_counter() - began})
             if progress:
                 tqdm.write(f"step {done}: {log[-1]['eval']}", file=sys.stderr)
