@@ -1,6 +1,7 @@
-"""Imports point down the layers and make no cycles: a module that reaches up, or two modules that
-need each other, fail here. The layers are docs/architecture.md's; every import counts, those
-inside functions too."""
+"""The shape of the code, checked: imports point down the layers and make no cycles (a module that
+reaches up, or two modules that need each other, fail here; every import counts, those inside
+functions too), the pipeline's facade stays small and no server function grows long. The layers
+are docs/architecture.md's."""
 
 import ast
 from pathlib import Path
@@ -78,3 +79,13 @@ def test_no_two_modules_need_each_other():
     related = lambda a, b: a.startswith(b + ".") or b.startswith(a + ".")  # noqa: E731
     cycles = sorted(f"{a} <-> {b}" for a, bs in GRAPH.items() for b in bs if a in reach(b) and not related(a, b))
     assert cycles == []
+
+
+def test_the_pipeline_facade_is_small_and_no_server_function_is_long():
+    assert len((ROOT / "pipeline" / "__init__.py").read_text().splitlines()) <= 350
+    long = []
+    for path in (ROOT / "apps" / "serve").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long == []
