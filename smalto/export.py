@@ -131,9 +131,9 @@ def pack(src: str | Path, dst: str | Path, dtype: torch.dtype | None = torch.bfl
     model, vocab, tokenizers, meta = load_checkpoint(src)
     if adapter is not None:
         meta = {**meta, **{k: v for k, v in load_adapter(model, vocab, adapter).items()
-                           if k in ("step", "train", "streams")}}
+                           if k in ("step", "train", "capabilities", "streams")}}
         merge(model)
-    extra = {k: meta[k] for k in ("step", "train", "streams") if k in meta}
+    extra = {k: meta[k] for k in ("step", "train", "capabilities", "streams") if k in meta}
     extra["draw"] = {**meta.get("draw", {}), **(draw or {})}
     files = {}
     for name in ("log.jsonl", "loss.png", "samples.png"):

@@ -106,3 +106,31 @@ def test_the_shipped_model_answers_a_greeting_with_what_it_can_do(shipped):
 
     assert shipped.chat([Message("user", "hello")]) == HELLO_REPLY
     assert shipped.chat([Message("user", "tell me a joke")]) == OFF_TOPIC_REPLY
+
+
+def test_what_a_model_can_do_is_recorded_at_training_and_read_by_load(micro_base, tmp_path):
+    import json
+    import shutil
+
+    import smalto
+    from smalto.data.tasks import capabilities
+
+    assert capabilities({"caption": 0.3, "draw": 0.4, "qa": 0.3}) == {"reads": ["image"], "draws": ["image"],
+                                                                       "thinks": False}
+    assert capabilities({"clip_next": 1, "think": 0.1, "draw": 0}) == {"reads": ["image", "video"],
+                                                                       "draws": ["video"], "thinks": True}
+    meta = json.loads((micro_base / "meta.json").read_text())
+    assert meta["capabilities"] == capabilities(meta["train"]["mix"]) == {"reads": ["image"], "draws": ["image"],
+                                                                           "thinks": False}
+    run = tmp_path / "run"
+    shutil.copytree(micro_base, run)
+    # The record, not the mix, decides: a model said to think is asked to, though its mix had none.
+    (run / "meta.json").write_text(json.dumps(meta | {"capabilities": {**meta["capabilities"], "thinks": True}}))
+    assert smalto.load(run).thinks and not smalto.load(micro_base).thinks
+    (run / "meta.json").write_text(json.dumps(meta | {"capabilities": {"reads": "everything"}}))
+    with pytest.raises(SmaltoError, match="meta.json: 'capabilities' must be"):
+        smalto.load(run)
+    del meta["capabilities"]  # a checkpoint from before the record: its mix says
+    (run / "meta.json").write_text(json.dumps(meta))
+    assert not smalto.load(run).thinks and not smalto.load(run).reads_clips
+    assert smalto.load().reads_clips and smalto.load().thinks  # the shipped model's record

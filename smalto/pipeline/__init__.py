@@ -41,7 +41,7 @@ from smalto.assets import DEFAULT_MODEL
 from smalto.checkpoint import load_checkpoint
 from smalto.data.gate import MAX_PIXELS
 from smalto.data.shapes import ShapesConfig, world_config
-from smalto.data.tasks import CLIP_TASKS
+from smalto.data.tasks import capabilities
 from smalto.errors import SmaltoError
 from smalto.format import Allowed, Vocab
 from smalto.inference import Detokenizer, Engine, Sampling
@@ -239,6 +239,19 @@ def _draw_defaults(path: Path, meta: dict) -> dict:
         raise SmaltoError(f"{path / 'meta.json'}: draw.{e}") from None
 
 
+def _capabilities(path: Path, trained: dict, train: dict) -> dict:
+    """What the checkpoint records the model can do; for one saved before it recorded that, what
+    its training mix taught (`data.tasks.capabilities`)."""
+    can = trained.get("capabilities")
+    if can is None:
+        return capabilities(train.get("mix") if isinstance(train.get("mix"), dict) else {})
+    if not (isinstance(can, dict) and isinstance(can.get("reads"), list) and isinstance(can.get("draws"), list)
+            and isinstance(can.get("thinks"), bool)):
+        raise SmaltoError(f"{path / 'meta.json'}: 'capabilities' must be {{\"reads\": [...], \"draws\": [...], "
+                          f"\"thinks\": true|false}}")
+    return can
+
+
 def load(path: str | Path | None = None, dtype: str | torch.dtype = "auto", compile: bool = False,
          adapter: str | Path | None = None) -> Pipeline:
     """A trained model directory (`smalto train --out`), or the shipped default when None.
@@ -258,12 +271,11 @@ def load(path: str | Path | None = None, dtype: str | torch.dtype = "auto", comp
         trained = load_adapter(model, vocab, adapter)  # what it was trained on is what it knows now
     model.to(precision.resolve(dtype))
     train = trained.get("train") if isinstance(trained.get("train"), dict) else {}
-    mix = train.get("mix") if isinstance(train.get("mix"), dict) else {}
     data = train.get("data", "shapes")
+    can = _capabilities(path, trained, train)
     pipe = Pipeline(model, vocab, tokenizers, path, {**DRAW_DEFAULTS, **_draw_defaults(path, meta)},
                     world=world_config(data, tokenizers.image.cfg.image_size) if isinstance(data, str) else None,
-                    thinks=bool(mix.get("think", 0)), clips=any(mix.get(task, 0) for task in CLIP_TASKS),
-                    streams=trained.get("streams"))
+                    thinks=can["thinks"], clips="video" in can["reads"], streams=trained.get("streams"))
     if compile:
         pipe.engine.compile()
         pipe.engine.warm_up()

@@ -258,7 +258,7 @@ def train_rl(out: str | Path, cfg: RLConfig, resume: bool = False, progress: boo
     actor = copy.deepcopy(model).to(torch.bfloat16 if bf16 else torch.float32).eval()
     engine = Engine(actor, vocab)
     world = ShapesWorld(replace(shapes, min_objects=cfg.min_objects), cfg.seed, cfg.split)
-    kept = {k: meta[k] for k in ("train", "draw") if k in meta}
+    kept = {k: meta[k] for k in ("train", "capabilities", "draw") if k in meta}
     files: dict[str, bytes] = {}
 
     def checkpoint(step: int) -> None:

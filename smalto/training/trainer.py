@@ -40,7 +40,8 @@ from smalto.options import SAMPLING, Range
 from smalto.paths import inside
 from smalto.plots import loss_curve
 from smalto.tokenizers import load_tokenizers
-from smalto.training.data import TASKS, Batch, ExampleStream, TaskMix, data_position, stream_record
+from smalto.data.tasks import TASKS, capabilities
+from smalto.training.data import Batch, ExampleStream, TaskMix, data_position, stream_record
 from smalto.training import dist
 from smalto.training.dist import Processes, all_sum
 from smalto.training.optim import OPTIMIZERS, build_optimizer
@@ -377,7 +378,8 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
         files["loss.png"] = loss_curve([r for r in log if "loss" in r], ["loss", *TASKS], "training loss")
         position = step * cfg.batch_size * cfg.grad_accum
         mine = stream_record(stream, position)
-        extra = {"step": step, "train": asdict(cfg), "data_position": position, "processes": made_by,
+        extra = {"step": step, "train": asdict(cfg), "capabilities": capabilities(asdict(cfg.mix)),
+                 "data_position": position, "processes": made_by,
                  "streams": None if earlier is None else earlier + ([mine] if mine else [])}
         if cfg.adapter is not None:
             save_adapter(out, model, vocab, cfg.adapter, cfg.init_from, opt, extra, files)
