@@ -34,14 +34,17 @@ def test_no_server_errors_and_responses_match_the_schema(api, label, examples):
     statuses = set()
 
     @given(operations[label].as_strategy())
-    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    # The brief run draws the same examples every time (CI must not be flaky); the long one explores.
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+              derandomize=examples == 40)
     def fuzz(case):
         # An unknown model is a 404 (tested on its own); naming the served one lets the fuzzer go deeper.
         if isinstance(case.body, dict) and "model" in case.body:
             case.body["model"] = NAME
         if case.path_parameters and len(statuses) % 2:  # half the time, once a status was seen
             case.path_parameters["model"] = NAME
-        response = case.call(base_url=url, headers={"Authorization": f"Bearer {KEY}"})
+        # (a slow answer is not a server error: the server's own --timeout, 120 s, gives the 504)
+        response = case.call(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=150)
         statuses.add(response.status_code)
         # All of schemathesis' checks (no 5xx, status codes and bodies as declared, invalid data and
         # bad auth refused) but one: a schema-valid request may still be refused with a 400 for what

@@ -85,24 +85,34 @@ def test_a_model_trained_on_clips_reads_draws_and_continues_them(micro_clips):
     pipe = smalto.load(micro_clips)
     assert pipe.reads_clips and pipe.clip_frames == 7 and pipe.vocab.position_rule == "grid"
     assert pipe.model.cfg.rope == "mrope"
-    clips = pipe.generate_clip("a small red circle moves right slowly from the top left", n=2, seed=1)
+    clips = pipe.generate("a small red circle moves right slowly from the top left", n=2, modality="video", seed=1)
     assert len(clips) == 2 and clips[0].shape == (7, 32, 32, 3) and clips[0].dtype == np.uint8
     given = pipe.continue_clip(CLIP, given=1)[0]
     first = pipe.tokenizers.image.decode(pipe.tokenizers.image.encode(CLIP[:1]))[0]
     np.testing.assert_array_equal(given[0], first)  # the given frame is kept
-    assert isinstance(pipe.caption_clip(CLIP), str) and isinstance(pipe.ask_clip(CLIP, "how many objects move?"), str)
+    assert isinstance(pipe.caption(CLIP), str) and isinstance(pipe.ask(CLIP, "how many objects move?"), str)
     assert isinstance(pipe.caption(CLIP[0]), str)  # and pictures as before
     with pytest.raises(SmaltoError, match="clips of 7 frames, got 3"):
-        pipe.caption_clip(CLIP[:3])
+        pipe.caption(CLIP[:3])
     with pytest.raises(SmaltoError, match="1 to 2 latent frames"):
         pipe.continue_clip(CLIP, given=3)
+    assert list(pipe.codecs) == ["video", "image"] and pipe.codec_for(CLIP).name == "video"
+    with pytest.raises(SmaltoError, match="pictures or clips, not both"):
+        pipe.caption_batch([CLIP, CLIP[0]])
+    with pytest.raises(SmaltoError, match="draws video and image, not 'audio'"):
+        pipe.generate("a hum", modality="audio")
+    with pytest.raises(SmaltoError, match="without test-time effort"):
+        pipe.generate("a small red circle moves right slowly from the top left", modality="video", effort="high")
 
 
 def test_a_model_without_clips_says_so(micro_base):
     pictures = smalto.load(micro_base)
     assert not pictures.reads_clips
     with pytest.raises(SmaltoError, match="not trained on clips"):
-        pictures.caption_clip(CLIP)
+        pictures.caption(CLIP)
+    with pytest.raises(SmaltoError, match="not trained on clips"):
+        pictures.generate("a small red circle moves right slowly from the top left", modality="video")
+    assert list(pictures.codecs) == ["image"]
 
 
 def run(model, *args) -> subprocess.CompletedProcess:

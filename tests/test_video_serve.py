@@ -57,7 +57,8 @@ def test_clips_are_drawn_as_animated_gifs(client, clip_pipe):
                                extra_body={"video": True, "seed": 3})
     frames = [load_clip(base64.b64decode(d.b64_json), 32) for d in r.data]
     assert all(f.shape == (7, 32, 32, 3) for f in frames) and r.data[0].model_extra["mime_type"] == "image/gif"
-    expected = clip_pipe.generate_clip("a small red circle moves right slowly from the top left", n=2, seed=3)
+    expected = clip_pipe.generate("a small red circle moves right slowly from the top left", n=2, modality="video",
+                                  seed=3)
     np.testing.assert_array_equal(frames[1], load_clip(clip_bytes(expected[1]), 32))  # the same clip, as a GIF
 
 

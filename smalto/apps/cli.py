@@ -246,8 +246,8 @@ def _generate(args: argparse.Namespace) -> None:
         raise SmaltoError(f"{args.out}: is a directory; give a .png file name")
     if args.video:
         out = _clip_out(args.out if args.out != Path("out.png") else Path("out.gif"))
-        clips = _pipeline(args).generate_clip(args.prompt, args.n, args.cfg, args.seed, args.temperature, args.top_k,
-                                              args.top_p)
+        clips = _pipeline(args).generate(args.prompt, args.n, "video", args.cfg, args.seed, args.temperature,
+                                         args.top_k, args.top_p)
         return _save_clips(clips, out, args.scale)
     pipe = _pipeline(args)
     drawings = pipe.drawings(args.prompt, n=args.n, effort=args.effort, best_of=args.best_of, seed=args.seed,
@@ -288,11 +288,8 @@ def _caption(args: argparse.Namespace) -> None:
     images = _read_first(args, args.images)
     pipe = _pipeline(args)
     pipe.max_image_pixels = args.max_image_pixels
-    for name, image in zip(args.images, images):
-        if is_clip(image):
-            text = pipe.caption_clip(image)
-        else:
-            text = pipe.caption(image, beams=args.beams, effort=args.effort, best_of=args.best_of)
+    for name, item in zip(args.images, images):  # pictures or clips
+        text = pipe.caption(item, beams=args.beams, effort=args.effort, best_of=args.best_of)
         print(f"{name}: {text}" if len(args.images) > 1 else text)
 
 
@@ -309,9 +306,6 @@ def _ask(args: argparse.Namespace) -> None:
     image, = _read_first(args, [args.image])
     pipe = _pipeline(args)
     pipe.max_image_pixels = args.max_image_pixels
-    if is_clip(image):
-        print(pipe.ask_clip(image, question))
-        return
     if args.beams > 1:
         print(pipe.ask(image, question, beams=args.beams))
         return

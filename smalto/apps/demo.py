@@ -61,12 +61,12 @@ def _clips(pipe) -> str:
     for i in range(3):
         s = world[i]
         caption = clip_captions(s.clip)[0]
-        drawn = pipe.generate_clip(caption, seed=0)[0]
+        drawn = pipe.generate(caption, modality="video", seed=0)[0]
         following = pipe.continue_clip(s.frames, given=1)[0]
         parsed = parse_clip(following, world.cfg).clip
-        said = pipe.caption_clip(s.frames)
+        said = pipe.caption(s.frames)
         pair = s.qa[1]
-        answer = pipe.ask_clip(s.frames, pair["q"])
+        answer = pipe.ask(s.frames, pair["q"])
         cards.append(f'<div class="card"><p class="caption">{html.escape(caption)}</p>'
                      f'<span>{_gif(drawn)}{_mark(parse_clip(drawn, world.cfg).clip == s.clip)}</span>'
                      f'<p>the clip, then continued from its first frame '

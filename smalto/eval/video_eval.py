@@ -42,9 +42,9 @@ def eval_video(pipe: Pipeline, world: MotionWorld, n: int, drawings: int, seed: 
     for i in range(0, n, batch):
         chunk, asked = samples[i:min(i + batch, n)], pairs[i:min(i + batch, n)]
         clips = [s.frames for s in chunk]
-        for s, text in zip(chunk, pipe.caption_clips(clips)):
+        for s, text in zip(chunk, pipe.caption_batch(clips)):
             captions.append(parse_clip_caption(text, frames) == s.clip)
-        for pair, answer in zip(asked, pipe.ask_clips(clips, [p["q"] for p in asked])):
+        for pair, answer in zip(asked, pipe.ask_batch(clips, [p["q"] for p in asked])):
             qa.setdefault(pair["type"], []).append(answer == pair["a"])
     report = {"caption_exact": pct(captions), "qa_overall": pct([x for v in qa.values() for x in v]),
               **{f"qa_{kind}": pct(v) for kind, v in sorted(qa.items())}}

@@ -7,11 +7,12 @@
     pipe.ask("scene.png", "what color is the square?", effort="medium")   # thinks first
     pipe.chat([Message("user", "what colour is the circle?", images=["scene.png"])])
 
-A model trained on clips (a video tokenizer beside the image one) reads and draws them too:
+A model trained on clips (a video tokenizer beside the image one) reads and draws them with the
+same calls (each modality is a registered codec, `smalto.pipeline.modalities`):
 
-    clips = pipe.generate_clip("a small red circle moves right slowly from the top left")
-    pipe.caption_clip("clip.gif")              # clips: GIF/WebP files, frame folders, uint8 [T, H, W, 3]
-    pipe.ask_clip("clip.gif", "which way does the red circle move?")
+    clips = pipe.generate("a small red circle moves right slowly from the top left", modality="video")
+    pipe.caption("clip.gif")                   # clips: GIF/WebP files, frame folders, uint8 [T, H, W, 3]
+    pipe.ask("clip.gif", "which way does the red circle move?")
     pipe.continue_clip("clip.gif", given=1)    # the rest of a clip from its first latent frame
 
 `effort` ("none", "low", "medium", "high"; see `smalto.effort`) spends more compute for
@@ -94,55 +95,45 @@ class Pipeline(Inputs, TestTime, Drawer):
 
     # --- reading
 
-    def caption(self, image, beams: int = 1, effort: str | None = None, best_of: int | None = None) -> str:
-        """Describe an image (greedy, or beam search with beams > 1; with effort "high" or best_of,
-        the most frequent of several sampled captions)."""
-        return self.caption_batch([image], beams, effort, best_of)[0]
+    def caption(self, item, beams: int = 1, effort: str | None = None, best_of: int | None = None) -> str:
+        """Describe a picture or a clip (greedy, or beam search with beams > 1; with effort "high" or
+        best_of, the most frequent of several sampled captions)."""
+        return self.caption_batch([item], beams, effort, best_of)[0]
 
-    def ask(self, image, question: str, beams: int = 1, effort: str | None = None, best_of: int | None = None,
+    def ask(self, item, question: str, beams: int = 1, effort: str | None = None, best_of: int | None = None,
             thinking_budget: int | None = None) -> str:
-        """Answer a question about an image; see `reply_batch` for effort, best_of and thinking."""
-        return self.ask_batch([image], [question], beams, effort, best_of, thinking_budget)[0]
+        """Answer a question about a picture or a clip; see `reply_batch` for effort, best_of and thinking."""
+        return self.ask_batch([item], [question], beams, effort, best_of, thinking_budget)[0]
 
-    def caption_batch(self, images: list, beams: int = 1, effort: str | None = None,
+    def caption_batch(self, items: list, beams: int = 1, effort: str | None = None,
                       best_of: int | None = None) -> list[str]:
         options.check("beams", beams)
-        prompts = self.caption_prompts(images)
+        prompts = self.caption_prompts(items)
         if beams > 1:
             return self.beams(prompts, beams)
         votes = options.check("best_of", best_of) or effort_level(effort).votes
         return [self.vote(candidates).text for candidates in self.decode(prompts, votes, 0, votes > 1)]
 
-    def ask_batch(self, images: list, questions: list[str], beams: int = 1, effort: str | None = None,
+    def ask_batch(self, items: list, questions: list[str], beams: int = 1, effort: str | None = None,
                   best_of: int | None = None, thinking_budget: int | None = None) -> list[str]:
         if options.check("beams", beams) > 1:
-            return self.beams(self.answer_prompts(images, questions), beams)
-        return [r.text for r in self.reply_batch(images, questions, effort, best_of, thinking_budget)]
+            return self.beams(self.answer_prompts(items, questions), beams)
+        return [r.text for r in self.reply_batch(items, questions, effort, best_of, thinking_budget)]
 
-    def reply_batch(self, images: list, questions: list[str], effort: str | None = None, best_of: int | None = None,
+    def reply_batch(self, items: list, questions: list[str], effort: str | None = None, best_of: int | None = None,
                     thinking_budget: int | None = None, seed: int = 0) -> list[Reply]:
         """Answers with what they cost. effort (see `smalto.effort`): "none" answers greedily
         at once; "low" thinks only when the instant answer is unsure (its least likely token below
         `effort.SURE`); "medium" and "high" always think. best_of > 1 votes over that many sampled
         answers or thoughts (self-consistency). After thinking, the solver reads the model's own
         description of the scene and computes the answer from it (`Reply.check`). A model not
-        trained to think only votes."""
+        trained to think only votes, and clips are answered without thinking (no trace was trained
+        on them)."""
         level, votes, budget = self._effort(effort, best_of, thinking_budget)
-        return drain(self.answers(self.answer_prompts(images, questions), questions, level, votes, budget, seed))
-
-    def caption_clip(self, clip) -> str:
-        """Describe a clip's motion (greedy)."""
-        return self.caption_clips([clip])[0]
-
-    def ask_clip(self, clip, question: str) -> str:
-        """Answer a question about a clip (greedy)."""
-        return self.ask_clips([clip], [question])[0]
-
-    def caption_clips(self, clips: list) -> list[str]:
-        return [replies[0].text for replies in self.decode(self.clip_prompts(clips), 1, 0, False)]
-
-    def ask_clips(self, clips: list, questions: list[str]) -> list[str]:
-        return [replies[0].text for replies in self.decode(self.clip_prompts(clips, questions), 1, 0, False)]
+        prompts = self.answer_prompts(items, questions)
+        if self.codec_of(items).name != "image":
+            level = effort_level("none")
+        return drain(self.answers(prompts, questions, level, votes, budget, seed))
 
     # --- chat
 
@@ -202,23 +193,31 @@ class Pipeline(Inputs, TestTime, Drawer):
 
     # --- drawing
 
+    def generate(self, prompt: str, n: int = 1, modality: str = "image", guidance: float | None = None,
+                 seed: int | None = 0, temperature: float | None = None, top_k: int | None = None,
+                 top_p: float | None = None, effort: str | None = None, best_of: int | None = None
+                 ) -> list[np.ndarray]:
+        """Draw n pictures (uint8 [H, W, 3]) or clips (modality="video": [T, H, W, 3]) for a
+        prompt, with classifier-free guidance of the given scale (1 = conditional only, 0 =
+        unconditional); None takes the model's default (see `draw_defaults`). effort / best_of:
+        see `drawings` (pictures; clips are drawn without them)."""
+        sampling = dict(guidance=guidance, temperature=temperature, top_k=top_k, top_p=top_p)
+        if modality == "image":
+            return [d.image for d in self.drawings(prompt, n, effort, best_of, seed, **sampling)]
+        if modality not in self.codecs:
+            if modality == "video":
+                self.need_clips()  # (it says why)
+            raise SmaltoError(f"{self.name} draws {' and '.join(self.codecs)}, not {modality!r}")
+        if effort not in (None, "none") or best_of is not None:
+            raise SmaltoError(f"{modality} items are drawn without test-time effort")
+        self.check_drawing_request(prompt, n)
+        return self.draw([prompt] * n, self.draw_sampling(seed, **sampling), modality)
+
     def generate_image(self, prompt: str, n: int = 1, guidance: float | None = None, seed: int | None = 0,
                        temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                        effort: str | None = None, best_of: int | None = None) -> list[np.ndarray]:
-        """Draw n images for a prompt, with classifier-free guidance of the given scale
-        (1 = conditional only, 0 = unconditional); None takes the model's default (see
-        `draw_defaults`). effort / best_of: see `drawings`. Returns uint8 arrays [H, W, 3]."""
-        return [d.image for d in self.drawings(prompt, n, effort, best_of, seed, guidance=guidance,
-                                               temperature=temperature, top_k=top_k, top_p=top_p)]
-
-    def generate_clip(self, prompt: str, n: int = 1, guidance: float | None = None, seed: int | None = 0,
-                      temperature: float | None = None, top_k: int | None = None,
-                      top_p: float | None = None) -> list[np.ndarray]:
-        """Draw n clips of a description (classifier-free guidance as `generate_image`); uint8 [T, H, W, 3] each."""
-        self.need_clips()
-        self.check_drawing_request(prompt, n)
-        sampling = self.draw_sampling(seed, guidance=guidance, temperature=temperature, top_k=top_k, top_p=top_p)
-        return self.draw([prompt] * n, sampling, "video")
+        """`generate(prompt, n, modality="image", ...)`."""
+        return self.generate(prompt, n, "image", guidance, seed, temperature, top_k, top_p, effort, best_of)
 
     def continue_clip(self, clip, given: int = 1, n: int = 1, seed: int | None = 0,
                       temperature: float = 0.0) -> list[np.ndarray]:

@@ -114,9 +114,7 @@ class Drawer:
         rows = self.engine.generate(prompts, [m.tokens + 1 - len(h) for h in heads], sampling, DRAWING,
                                     unconditional=unconditional)
         codes = torch.stack([v.item_codes(h + r.tokens[:m.tokens - len(h)], modality) for h, r in zip(heads, rows)])
-        if modality == "image":
-            return list(self.tokenizers.image.decode(codes[:, 0]))
-        return list(self.tokenizers.video.decode(codes)[:, :self.clip_frames])
+        return self.codecs[modality].decode(codes)
 
     def continue_clips(self, clips: list, given: int = 1, seed: int | None = 0,
                        temperature: float = 0.0) -> list[np.ndarray]:

@@ -19,6 +19,7 @@ from smalto.data.video import as_clip, is_clip
 from smalto.errors import ContextLengthError, SmaltoError
 from smalto.format import answer_prompt, caption_prompt, chat_prompt, fuse_ids
 from smalto.inference import Prompt
+from smalto.pipeline.modalities import Codec, codecs
 
 # The model knows two roles, user and assistant (see `format.chat_prompt`); it was never taught a
 # system prompt, so system messages are accepted and left out of the prompt.
@@ -128,6 +129,26 @@ class Inputs:
         frames = np.stack(self.check_clips(clips))  # first: it says why a model cannot read clips
         return self.tokenizers.video.encode(frames)
 
+    # --- the registry
+
+    @property
+    def codecs(self) -> dict[str, Codec]:
+        """The modalities this model reads, by name (`smalto.pipeline.modalities`)."""
+        return codecs(self)
+
+    def codec_for(self, item) -> Codec:
+        """The codec that reads `item` (a SmaltoError for a clip given to a model without clips)."""
+        if is_clip(item):
+            self.need_clips()
+        return next(c for c in self.codecs.values() if c.claims(item))
+
+    def codec_of(self, items: list) -> Codec:
+        """The one codec of a batch of items."""
+        found = {self.codec_for(item).name for item in items}
+        if len(found) > 1:
+            raise SmaltoError("a batch holds pictures or clips, not both")
+        return self.codecs[found.pop() if found else "image"]
+
     # --- text and prompts
 
     def text_ids(self, text: str, what: str = "prompt", beside: str = "image") -> list[int]:
@@ -140,28 +161,25 @@ class Inputs:
             raise ContextLengthError(f"{what} is {len(ids)} tokens long; this model's context leaves room for {room}")
         return ids
 
-    def caption_prompts(self, images: list) -> list[list[int]]:
-        return self.read_prompts(images, lambda codes, _: caption_prompt(self.vocab, codes))
+    def caption_prompts(self, items: list) -> list[list[int]]:
+        """A caption prompt per item (pictures or clips, one modality per batch)."""
+        codec = self.codec_of(items)
+        if codec.name == "image":  # (read with its pixels kept, for a model that sees them)
+            return self.read_prompts(items, lambda codes, _: caption_prompt(self.vocab, codes))
+        return [caption_prompt(self.vocab, codes, codec.name) for codes in codec.encode(codec.read(items))]
 
-    def answer_prompts(self, images: list, questions: list[str]) -> list[list[int]]:
-        if len(images) != len(questions):
-            raise ValueError(f"{len(images)} images for {len(questions)} questions")
-        asked = [self.text_ids(q, "question") for q in questions]
+    def answer_prompts(self, items: list, questions: list[str]) -> list[list[int]]:
+        """A prompt per item asking its question."""
+        if len(items) != len(questions):
+            raise ValueError(f"{len(items)} images for {len(questions)} questions")
+        codec = self.codec_of(items)
+        asked = [self.text_ids(q, "question", codec.name) for q in questions]
         if not all(asked):
             raise SmaltoError("the question is empty")
-        return self.read_prompts(images, lambda codes, i: answer_prompt(self.vocab, codes, asked[i]))
-
-    def clip_prompts(self, clips: list, questions: list[str] | None = None) -> list[list[int]]:
-        """Caption prompts for clips, or answer prompts with `questions`."""
-        codes = self.clip_codes(clips)
-        if questions is None:
-            return [caption_prompt(self.vocab, c, "video") for c in codes]
-        prompts = []
-        for c, question in zip(codes, questions, strict=True):
-            if not (q := self.text_ids(question, "question", "video")):
-                raise SmaltoError("the question is empty")
-            prompts.append(answer_prompt(self.vocab, c, q, "video"))
-        return prompts
+        if codec.name == "image":
+            return self.read_prompts(items, lambda codes, i: answer_prompt(self.vocab, codes, asked[i]))
+        return [answer_prompt(self.vocab, codes, q, codec.name)
+                for codes, q in zip(codec.encode(codec.read(items)), asked)]
 
     # --- conversations
 
@@ -181,11 +199,12 @@ class Inputs:
             if m.role in ("user", "assistant"):
                 ids = []
                 for item in m.images:  # pictures, or clips (arrays [T, H, W, 3], animations, frame folders)
-                    if is_clip(item):
-                        ids += self.vocab.video_ids(self.clip_codes([item])[0])
-                    else:  # (its pixels kept for a model that reads them)
+                    codec = self.codec_for(item)
+                    if codec.name == "image":  # (its pixels kept for a model that reads them)
                         pictures.append(self.pictures([item])[0])
                         ids += self.vocab.image_ids(self.image_codes(pictures[-1:])[0])
+                    else:
+                        ids += codec.item_ids([item])[0]
                 turns.append((m.role, ids + self.text_ids(m.text, f"a {m.role} message")))
         prompt = self.reading(chat_prompt(self.vocab, turns), pictures)
         self.check_context(len(prompt), "the conversation")
@@ -200,8 +219,7 @@ class Inputs:
         if clips := [item for item in items if item.ndim == 4]:
             self.check_clips(clips)
         text = self.chat_prompt([Message(m.role, m.text) for m in messages])
-        tokens = sum(self.vocab.modalities["video"].tokens + 2 if item.ndim == 4 else self.picture_tokens
-                     for item in items)
+        tokens = sum(self.codec_for(item).tokens for item in items)
         return self.check_context(len(text) + tokens, "the conversation")
 
     def check_context(self, length: int, what: str) -> int:

@@ -45,8 +45,8 @@ async def images_generations(body: p.ImageGenerationRequest, request: Request, s
             raise APIError(400, "clips are drawn without test-time effort", param="reasoning_effort")
 
         def work(job) -> None:
-            job.emit(("drawings", [Drawing(clip, body.prompt) for clip in pipe.generate_clip(
-                body.prompt, body.n, body.guidance_scale, body.seed, body.temperature)]))
+            job.emit(("drawings", [Drawing(clip, body.prompt) for clip in pipe.generate(
+                body.prompt, body.n, "video", body.guidance_scale, body.seed, body.temperature)]))
 
         job, events = s.jobs.submit("draw", [], 0, sampling, work=work)
         drawings = await s.jobs.images(job, events, request)
