@@ -32,6 +32,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the hostile files the tests use
 
+from conftest import wait_until_up  # noqa: E402
 from hostile import bomb_png, corrupt_gif, frame_bomb_gif, gif, huge_gif, huge_webp, wide_screen_gif  # noqa: E402
 
 from smalto import atomic  # noqa: E402
@@ -99,14 +100,7 @@ class Server:
         self.child = subprocess.Popen(SMALTO + ["serve", "--port", str(port), "--log-level", "warning",
                                                 "--model-name", MODEL],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError("smalto serve did not come up")
+        wait_until_up(self.url, 120)
 
     def _kb(self, field: str) -> int:
         status = Path(f"/proc/{self.child.pid}/status").read_text().splitlines()

@@ -50,7 +50,7 @@ from smalto.inference.detok import detokenize
 from smalto.model import Transformer
 from smalto.pipeline.drawing import MAX_DRAWN, Drawer
 from smalto.effort import THINKING_BUDGET, Drawing, Reply, effort_level
-from smalto.pipeline.answers import TestTime, drain
+from smalto.pipeline.answers import Answers, drain
 from smalto.pipeline.items import ROLES, Inputs, Message
 from smalto.tokenizers import Tokenizers
 
@@ -66,7 +66,7 @@ DRAW_DEFAULTS = {"guidance": 3.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
 
 @dataclass
-class Pipeline(Inputs, TestTime, Drawer):
+class Pipeline(Inputs, Answers, Drawer):
     model: Transformer
     vocab: Vocab
     tokenizers: Tokenizers

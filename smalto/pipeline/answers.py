@@ -1,6 +1,6 @@
 """Answers with test-time compute: decoding, thinking, voting and the solver's check.
 
-`TestTime` is the part of `Pipeline` that decodes text answers; one routine (`answers`) serves
+`Answers` is the part of `Pipeline` that decodes text answers; one routine (`answers`) serves
 batched replies and a streamed chat reply alike. What each effort level spends is
 `smalto.effort`'s (kept free of torch, for the command line's flags).
 """
@@ -23,7 +23,7 @@ from smalto.verify.spec import SpecError, parse_question
 MAX_ANSWER_TOKENS = 48
 
 
-class TestTime:
+class Answers:
     """Decoding answers with test-time compute (a part of `Pipeline`: it reads the pipeline's
     engine, vocab, tokenizers, context and whether the model thinks)."""
 
