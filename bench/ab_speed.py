@@ -59,7 +59,8 @@ print(json.dumps(out))
 def run(checkout: Path, reps: int, threads: int, only: str = "") -> dict:
     env = {**os.environ, "PYTHONPATH": str(checkout.resolve()), "OMP_NUM_THREADS": str(threads)}
     # (run from the checkout: `python -c` puts the working directory first on the path)
-    r = subprocess.run([sys.executable, "-c", JOBS, str(reps), str(threads), str(checkout.resolve()), only], env=env, cwd=checkout,
+    r = subprocess.run([sys.executable, "-c", JOBS, str(reps), str(threads), str(checkout.resolve()), only],
+                       env=env, cwd=checkout,
                        capture_output=True, text=True, timeout=900)
     if r.returncode:
         raise SystemExit(f"{checkout}: {r.stderr[-2000:]}")

@@ -94,11 +94,14 @@ class Reply:
 @dataclass
 class Drawing:
     """An image and how it was chosen: the prompt drawn (the solver's absolute rewrite when
-    planned), the verifier's verdict on it, and the number of candidates it was chosen from (with
-    more than one, the verifier selected it: pass@N, not the model's rate per drawing)."""
+    planned: the plan, not what came out), the verifier's verdict on it and its reading of the
+    pixels (what came out), and the number of candidates it was chosen from (with more than one,
+    the verifier selected it: pass@N, not the model's rate per drawing)."""
     image: np.ndarray
     prompt: str
     verdict: object | None = None  # a verify.smt.Verdict, when the prompt was checked
     candidates: int = 1
     score: float | None = None  # the self-verifier's mean log p(prompt | image), when ranked by it
     first: np.ndarray | None = None  # the first candidate, as drawn before any selection
+    reading: str | None = None  # what the pixel verifier reads in the image (a ShapesWorld model)
+    note: str | None = None  # why the prompt lies outside the world the model knows, if it does

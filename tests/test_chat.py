@@ -87,7 +87,7 @@ def test_chat_answers_like_ask_and_caption(shipped):
 
 
 def test_text_only_chat_still_answers_in_text(shipped):
-    from smalto.data.shapes import HELLO_REPLY
+    from smalto.data.talk import HELLO_REPLY
 
     reply = shipped.chat([Message("user", "hello")], max_tokens=8)
     assert reply and HELLO_REPLY.startswith(reply) and len(reply) < len(HELLO_REPLY)  # its greeting, cut at 8 tokens

@@ -267,6 +267,13 @@ def test_generate_caption_ask_eval(model_dir, tmp_path):
                "--out", "grid.png", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert Image.open(tmp_path / "grid.png").size == (2 * 128 + 6, 128 + 4)
+    assert r.stdout.startswith("image 1: the verifier reads '"), r.stdout  # what came out, not the prompt
+    again = smalto("generate", "a small red circle at the top left", "--model", model_dir, "--out", "grid.png",
+                   cwd=tmp_path)
+    assert_user_error(again, "grid.png: already exists", "--force")  # refused before the model loads
+    r = smalto("generate", "a cat", "--model", model_dir, "--out", "one.png", cwd=tmp_path)
+    assert r.returncode == 0 and "'cat'" in r.stderr and "knows only circles, squares, triangles" in r.stderr
+    assert Image.open(tmp_path / "one.png").size == (128, 128)  # --n 1 at the grid's scale
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "scene.png")
     for args in (("caption", "scene.png"), ("ask", "scene.png", "how many circles are there?")):
         r = smalto(*args, "--model", model_dir, cwd=tmp_path)

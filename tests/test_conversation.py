@@ -1,22 +1,25 @@
-"""Conversations as training data (issue 13): follow-ups that refer back, scenes given in words,
-and honest replies to what is not about shapes."""
+"""Conversations as training data and as an evaluation (issues 13, 27): greetings, thanks, requests
+outside the world, descriptions, questions and follow-ups in any order, with and without a picture."""
 
 import numpy as np
 import pytest
 
-from smalto.data.shapes import (GREETINGS, HELLO_REPLY, OFF_TOPIC, OFF_TOPIC_REPLY, EVAL_GREETINGS, EVAL_OFF_TOPIC,
-                                Obj, Scene, ShapesConfig, ShapesWorld, follow_ups)
+from smalto.data.shapes import Obj, Scene, ShapesConfig, ShapesWorld, parse_caption
+from smalto.data.talk import (DRAW_SCOPE_REPLY, NO_PICTURE_REPLY, PHRASINGS, REPLIES, SOCIAL, Turn, conversation,
+                              follow_ups)
+from smalto.data.tasks import TASKS
 from smalto.format import Vocab
 from smalto.tokenizers import load_tokenizers
-from smalto.data.tasks import TASKS
 from smalto.training.data import ExampleStream, TaskMix
+from smalto.verify.judges import judge_turn
 from smalto.verify.spec import parse_prompt, parse_question
 
 
 @pytest.fixture(scope="module")
 def stream():
     tok = load_tokenizers(None)
-    return ExampleStream(tok, Vocab.from_tokenizers(tok), "shapes", TaskMix(caption=0, draw=0, qa=0, chat=1), 0)
+    return ExampleStream(tok, Vocab.from_tokenizers(tok), "shapes", TaskMix(caption=0, draw=0, qa=0, chat=1), 0,
+                         max_len=384)
 
 
 def test_follow_ups_name_an_object_then_refer_back_to_it():
@@ -38,33 +41,71 @@ def test_follow_ups_name_an_object_then_refer_back_to_it():
     assert follow_ups(twins, np.random.default_rng(0)) == []  # "the red circle" would not say which
 
 
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_conversations_mix_every_kind_in_any_order_from_their_split_only(split):
+    world, seen = ShapesWorld(ShapesConfig(), 1), set()
+    other = {p for kind in PHRASINGS for p in PHRASINGS[kind][split == "train"]}  # the other split's phrasings
+    for i in range(400):
+        sample = world[i]
+        turns = conversation(np.random.default_rng(i), sample, split)
+        assert 1 <= len(turns) <= 6 and sum(t.picture for t in turns) <= 1
+        pictured = any(t.picture for t in turns)
+        for k, t in enumerate(turns):
+            seen.add((t.kind, pictured, k > 0))
+            assert t.text not in other, t
+            if t.kind in REPLIES:
+                assert t.reply == REPLIES[t.kind]
+            if t.kind in ("describe", "question", "follow_up"):  # about the picture: it came with this or earlier
+                assert pictured and any(x.picture for x in turns[:k + 1]), turns
+            if t.kind == "describe":
+                assert parse_caption(t.reply) == sample.scene
+            if t.kind == "follow_up":
+                assert any(x.kind == "question" for x in turns[:k])
+            if t.kind == "no_picture":
+                assert not pictured
+    kinds = {k for k, _, _ in seen}
+    assert kinds == {*SOCIAL, "describe", "question", "follow_up", "no_picture"}
+    assert {(k, p) for k, p, _ in seen} >= {(k, p) for k in SOCIAL for p in (True, False)}  # with and without
+    assert ("describe", True, True) in seen and ("greeting", True, True) in seen  # not only as the first message
+
+
+def test_held_out_phrasings_are_never_trained():
+    for kind, (train, heldout) in PHRASINGS.items():
+        assert train and heldout and not set(train) & set(heldout), kind
+
+
 def test_chat_examples_train_exactly_the_assistant_replies(stream):
     tok, v = stream.tok, stream.vocab
+    trained = {p: kind for kind, (train, _) in PHRASINGS.items() for p in train}
     kinds = set()
-    for task, e in stream.examples(0, 120):
+    for task, e in stream.examples(0, 200):
         assert TASKS[task] == "chat"
         ids = np.array(e.ids)
         starts = [i + 1 for i, t in enumerate(e.ids) if t == v.assistant]
-        trained = np.flatnonzero(e.loss_mask)
+        mask = np.flatnonzero(e.loss_mask)
         expected = [i for s in starts for i in range(s, e.ids.index(v.eos, s) + 1)]
-        assert trained.tolist() == expected  # every reply and its <eos>, nothing else
-        text = tok.text.decode([t for t in e.ids if t < v.ranges["image"].start and t not in v.specials.values()])
-        replies = [tok.text.decode(ids[s:e.ids.index(v.eos, s)].tolist()) for s in starts]
-        if HELLO_REPLY in replies or OFF_TOPIC_REPLY in replies:
-            kinds.add("social")
-            asked = tok.text.decode(ids[2:starts[0] - 1].tolist())
-            assert asked in GREETINGS + OFF_TOPIC
-            assert replies[0] == (HELLO_REPLY if asked in GREETINGS else OFF_TOPIC_REPLY)
-        elif v.boi not in e.ids:
-            kinds.add("text scene")
-            said = tok.text.decode(ids[2:starts[0] - 1].tolist())
-            words, question = said.rsplit(". ", 1)
-            scene = Scene(tuple(sorted((o for o in _scene_of(words)))))
-            assert replies[0] == parse_question(question).answer(scene), said
-        else:
-            kinds.add("picture")
-        assert len(text) > 0
-    assert kinds == {"social", "text scene", "picture"}
+        assert mask.tolist() == expected  # every reply and its <eos>, nothing else
+        users = [i + 1 for i, t in enumerate(e.ids) if t == v.user]
+        for u, s in zip(users, starts):
+            asked = tok.text.decode([t for t in ids[u:s - 1].tolist() if t < v.ranges["image"].start])
+            reply = tok.text.decode(ids[s:e.ids.index(v.eos, s)].tolist())
+            picture = v.boi in e.ids[:s]
+            if (kind := trained.get(asked[:1].lower() + asked[1:])) is not None:  # (sometimes capitalised)
+                kinds.add(kind)
+                if kind == "describe" and picture:
+                    assert parse_caption(reply) is not None, reply
+                else:
+                    assert reply == REPLIES["no_picture" if kind == "describe" else kind], (asked, reply)
+            elif not picture and ". " in asked:  # a scene given in words, then a question
+                kinds.add("text scene")
+                words, question = asked.rsplit(". ", 1)
+                assert reply == parse_question(question).answer(Scene(tuple(sorted(_scene_of(words))))), asked
+            elif not picture:
+                kinds.add("no picture")
+                assert reply == NO_PICTURE_REPLY, (asked, reply)
+            else:
+                kinds.add("question")
+    assert kinds >= {*SOCIAL, "describe", "text scene", "no picture", "question"}
 
 
 def _scene_of(words: str):
@@ -74,5 +115,15 @@ def _scene_of(words: str):
     return [Obj(*t.cell, t.shape, t.color, t.size) for t in things]
 
 
-def test_evaluation_phrasings_are_not_training_phrasings():
-    assert not set(EVAL_GREETINGS) & set(GREETINGS) and not set(EVAL_OFF_TOPIC) & set(OFF_TOPIC)
+def test_judge_turn_asks_each_kind_for_its_own_reply():
+    scene = Scene((Obj(0, 0, "circle", "red", "small"),))
+    describe = Turn("describe", "what do you see?", "a small red circle at the top left")
+    assert judge_turn(describe, "a small red circle at the top left", scene).checks == {"sensible": True, "exact": True}
+    assert judge_turn(describe, "a large blue square at the center", scene).checks == {"sensible": True,
+                                                                                       "exact": False}
+    assert judge_turn(describe, "yes", scene).score == 0 and not judge_turn(describe, "yes", scene).checks["sensible"]
+    outside = Turn("draw_outside", "draw a cat", DRAW_SCOPE_REPLY)
+    assert judge_turn(outside, f" {DRAW_SCOPE_REPLY}\n", scene).score == 1
+    assert judge_turn(outside, "hi! i describe, answer questions about and draw shapes.", scene).score == 0
+    question = Turn("question", "where is the red circle?", "top left")
+    assert judge_turn(question, "Top left", scene).score == 1 and judge_turn(question, "center", scene).score == 0

@@ -100,12 +100,23 @@ def test_shipped_model_stays_above_its_floor():
     assert heldout["draw"]["two_objects"] <= 20
 
 
-def test_the_shipped_model_answers_a_greeting_with_what_it_can_do(shipped):
-    from smalto.data.shapes import HELLO_REPLY, OFF_TOPIC_REPLY
+def test_the_shipped_model_holds_the_conversations_people_start_with(shipped):
+    """Issue 27's walls: a text-only second turn, the ordinary ways of asking for a description,
+    a greeting with a picture, a drawing outside the world."""
+    from smalto.data.shapes import parse_caption
+    from smalto.data.talk import DRAW_SCOPE_REPLY, HELLO_REPLY, OFF_TOPIC_REPLY, THANKS_REPLY
     from smalto.pipeline import Message
 
     assert shipped.chat([Message("user", "hello")]) == HELLO_REPLY
     assert shipped.chat([Message("user", "tell me a joke")]) == OFF_TOPIC_REPLY
+    talk = [Message("user", "hello"), Message("assistant", HELLO_REPLY),
+            Message("user", "what is the capital of france?")]
+    assert shipped.chat(talk) == OFF_TOPIC_REPLY
+    for ask in ("describe the picture", "describe this image", "caption this image"):
+        assert parse_caption(shipped.chat([Message("user", ask, images=[IMAGE])])) is not None, ask
+    assert shipped.chat([Message("user", "hello", images=[IMAGE])]) == HELLO_REPLY
+    assert shipped.chat([Message("user", "thanks")]) == THANKS_REPLY
+    assert shipped.chat([Message("user", "draw a cat wearing a hat")]) == DRAW_SCOPE_REPLY
 
 
 def test_what_a_model_can_do_is_recorded_at_training_and_read_by_load(micro_base, tmp_path):

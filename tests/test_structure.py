@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent / "smalto"
 # Bottom to top; a module may import its own layer and those below.
 LAYERS = [
-    {"errors", "atomic", "paths", "options", "precision", "assets", "weights", "plots"},  # utilities
+    {"errors", "atomic", "paths", "options", "precision", "assets", "weights", "plots", "progress"},  # utilities
     {"data"},  # ShapesWorld, folders, the decoding gate, task names
     {"verify"},  # pixels -> scene graphs, specs, the solver, judges
     {"tokenizers"},

@@ -230,11 +230,20 @@ def _save_clips(clips: list, out: Path, scale: int) -> None:
     print(f"wrote {out} ({len(clips)} clip{'s' if len(clips) > 1 else ''} of {len(clips[0])} frames)")
 
 
-def _clip_out(out: Path) -> Path:
+def _clip_out(out: Path, force: bool) -> Path:
     from smalto.data.video import FORMATS
 
     if out.suffix.lower() not in FORMATS:
         raise SmaltoError(f"{out}: a clip is written as .gif or .webp (--out clip.gif)")
+    return _fresh(out, force)
+
+
+def _fresh(out: Path, force: bool) -> Path:
+    """An output file that may be written: refused, before any work, if it exists and --force was not given."""
+    if out.is_dir():
+        raise SmaltoError(f"{out}: is a directory; give a file name")
+    if out.exists() and not force:
+        raise SmaltoError(f"{out}: already exists; pass --force to replace it, or choose another --out")
     return out
 
 
@@ -242,26 +251,29 @@ def _generate(args: argparse.Namespace) -> None:
     from smalto.plots import image_grid, save_png
 
     unicode_text(args.prompt)  # (before the model loads)
-    if Path(args.out).is_dir():
-        raise SmaltoError(f"{args.out}: is a directory; give a .png file name")
     if args.video:
-        out = _clip_out(args.out if args.out != Path("out.png") else Path("out.gif"))
+        out = _clip_out(args.out if args.out != Path("out.png") else Path("out.gif"), args.force)
         clips = _pipeline(args).generate(args.prompt, args.n, "video", args.cfg, args.seed, args.temperature,
                                          args.top_k, args.top_p)
         return _save_clips(clips, out, args.scale)
+    out = _fresh(args.out, args.force)
     pipe = _pipeline(args)
     drawings = pipe.drawings(args.prompt, n=args.n, effort=args.effort, best_of=args.best_of, seed=args.seed,
                              guidance=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    images = [d.image for d in drawings]
-    for i, d in enumerate(drawings):
-        if d.prompt != args.prompt:
-            print(f"image {i + 1}: drew {d.prompt!r}")
+    if drawings[0].note:
+        print(f"note: {drawings[0].note}", file=sys.stderr)
+    for i, d in enumerate(drawings):  # what came out, as the verifier reads it; the plan only beside it
+        line = f"image {i + 1}" + (f": the verifier reads {d.reading!r}" if d.reading else "")
         if d.verdict is not None:
-            print(f"image {i + 1} of {d.candidates} candidates: "
-                  + ("satisfies the prompt" if d.verdict.satisfied else "still fails: " + "; ".join(d.verdict.failed)))
-    out = Path(args.out)
-    if args.n == 1:
-        save_png(out, images[0])
+            line += (", which satisfies the prompt" if d.verdict.satisfied else
+                     ", which fails: " + "; ".join(d.verdict.failed))
+            line += f" (best of {d.candidates})" if d.candidates > 1 else ""
+        if d.prompt != args.prompt:
+            line += f"; planned as {d.prompt!r}"
+        print(line)
+    images = [d.image for d in drawings]
+    if args.n == 1:  # (at the grid's scale, without its border)
+        save_png(out, images[0].repeat(args.scale, 0).repeat(args.scale, 1))
     else:
         save_png(out, image_grid([np.stack(images)], scale=args.scale))
     print(f"wrote {out} ({args.n} image{'s' if args.n > 1 else ''})")
@@ -294,7 +306,7 @@ def _caption(args: argparse.Namespace) -> None:
 
 
 def _continue(args: argparse.Namespace) -> None:
-    out = _clip_out(args.out)
+    out = _clip_out(args.out, args.force)
     clip, = _read_first(args, [args.clip])
     pipe = _pipeline(args)
     pipe.max_image_pixels = args.max_image_pixels
@@ -327,7 +339,8 @@ def _eval(args: argparse.Namespace) -> None:
     quick = dict(captions=40, questions=80, drawings=16, premises=40, relations=8, conversations=20,
                  hallucination=20, clips=20, clip_drawings=8)
     cfg = EvalConfig(**(quick if args.quick else {}), **given)
-    report = evaluate(pipe, cfg)
+    report = evaluate(pipe, cfg, progress=True)
+    report["settings"]["quick"] = args.quick
     print(summary_table(report))
     if args.json:
         atomic.write_text(args.json, json.dumps(report, indent=2) + "\n")
@@ -472,7 +485,8 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=number("top_k"), default=None, help="0 keeps every code (default: the model's)")
     g.add_argument("--top-p", type=number("top_p"), default=None, help="nucleus sampling (default: the model's)")
     g.add_argument("--scale", type=number(Range(1, 64, integer=True)), default=4,
-                   help="upscaling of the saved grid (default: %(default)s)")
+                   help="upscaling of the saved image or grid (default: %(default)s)")
+    g.add_argument("--force", action="store_true", help="replace --out if it exists")
     g.add_argument("--best-of", type=number("best_of"), default=None,
                    help="candidates per image, the best by the verifier kept (default: the effort's)")
     g.set_defaults(run=_generate)
@@ -501,6 +515,7 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
                     help="sampling temperature; 0 is greedy (default: %(default)s)")
     nx.add_argument("--scale", type=number(Range(1, 64, integer=True)), default=4,
                     help="upscaling of the saved frames (default: %(default)s)")
+    nx.add_argument("--force", action="store_true", help="replace --out if it exists")
     nx.set_defaults(run=_continue)
     for command in (g, c2, a):
         command.add_argument("--effort", choices=tuple(EFFORTS), default="none",
@@ -508,7 +523,7 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
                                   "(docs/test-time.md; default: %(default)s)")
     ev = sub.add_parser("eval", help="ShapesEval: captions, QA, text-to-image, held-out split")
     ev.add_argument("--json", type=Path, help="also write the report here")
-    ev.add_argument("--quick", action="store_true", help="small subsets (seconds, for smoke tests)")
+    ev.add_argument("--quick", action="store_true", help="small subsets (about a minute on 2 cores)")
     ev.add_argument("--seed", type=SEED, default=None,
                     help="the scenes' seed (default: the fixed evaluation seed, 10000); another one checks a recipe "
                          "on scenes it was not tuned on")

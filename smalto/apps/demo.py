@@ -18,13 +18,15 @@ from smalto import atomic
 from smalto.data import Scene, ShapesConfig, parse_caption
 from smalto.verify.scene import parse_image, scene_diff
 from smalto.data.motion import clip_captions, parse_clip_caption
-from smalto.data.shapes import GREETINGS, HELLO_REPLY, follow_ups
 from smalto.data.video import clip_bytes
+from smalto.eval.conversations import converse, held_out_set
 from smalto.eval.scenes import scene_kinds
 from smalto.eval.shapes_eval import EvalConfig, evaluate, summary_table
 from smalto.eval.video_eval import motion_world
-from smalto.pipeline import Message, load
+from smalto.pipeline import load
 from smalto.plots import image_grid, png_bytes
+from smalto.progress import bar as progress_bar
+from smalto.verify.judges import judge_turn
 from smalto.verify.motion import parse_clip
 
 # A third of `smalto eval`'s items, unseen and held-out scenes: the demo shows the model, `smalto eval` measures it.
@@ -53,12 +55,13 @@ def _gif(frames: np.ndarray, scale: int = 4) -> str:
     return f'<img src="data:image/gif;base64,{data}" alt="">'
 
 
-def _clips(pipe) -> str:
+def _clips(pipe, steps) -> str:
     """Clips drawn from captions and continued from their first frame, judged by the clip verifier,
     and clips it never saw captioned and asked about (a model trained on clips)."""
     world = motion_world(pipe, 2024, "train")
     cards = []
     for i in range(3):
+        steps.update()
         s = world[i]
         caption = clip_captions(s.clip)[0]
         drawn = pipe.generate(caption, modality="video", seed=0)[0]
@@ -82,19 +85,20 @@ def _mark(ok: bool) -> str:
     return '<span class="ok">&#10003;</span>' if ok else '<span class="bad">&#10007;</span>'
 
 
-def _conversation(pipe, sample, rng: np.random.Generator) -> str:
-    """A greeting, then questions about a picture whose follow-ups refer back, each reply marked
-    against the truth (the greeting against the model's stated repertoire)."""
-    messages, items = [], []
-    turns = [(GREETINGS[int(rng.integers(len(GREETINGS)))], HELLO_REPLY, [])]
-    pairs = follow_ups(sample.scene, rng, 3)
-    turns += [(p["q"], p["a"], [sample.image] if k == 0 else []) for k, p in enumerate(pairs)]
-    for question, truth, images in turns:
-        messages.append(Message("user", question, images=images))
-        reply = pipe.chat(messages)
-        messages.append(Message("assistant", reply))
-        items.append(f"<li>{html.escape(question)} <b>{html.escape(reply)}</b> {_mark(reply == truth)}</li>")
-    return f'<div class="card">{_img(sample.image)}<ul>{"".join(items)}</ul></div>'
+def _conversations(pipe, world) -> list[str]:
+    """Three conversations of the held-out set (`smalto.eval.conversations`: greetings, thanks,
+    requests outside the world, descriptions and questions in phrasings training never used),
+    each reply marked by `judge_turn`."""
+    talks = held_out_set(world, 12)
+    pictured = [any(t.picture for t in turns) for _, turns in talks]
+    talks = [t for t, p in zip(talks, pictured) if p][:2] + [t for t, p in zip(talks, pictured) if not p][:1]
+    cards = []
+    for (sample, turns), replies in zip(talks, converse(pipe, talks)):
+        items = "".join(f"<li>{_img(sample.image, 2) if t.picture else ''}{html.escape(t.text)} "
+                        f"<b>{html.escape(r)}</b> {_mark(judge_turn(t, r, sample.scene).score == 1.0)}</li>"
+                        for t, r in zip(turns, replies))
+        cards.append(f'<div class="card"><ul>{items}</ul></div>')
+    return cards
 
 
 def run_demo(out: str | Path, model: str | Path | None = None, samples: int = 4) -> dict:
@@ -102,8 +106,10 @@ def run_demo(out: str | Path, model: str | Path | None = None, samples: int = 4)
     pipe = load(model)
     cfg = ShapesConfig(image_size=pipe.image_size)
 
+    steps = progress_bar(total=len(PROMPTS) + 6 + 1 + 3 * pipe.reads_clips, desc="demo", unit="step")
     rows, draw_cards = [], []
     for prompt in PROMPTS:
+        steps.update()
         images = pipe.generate_image(prompt, n=samples, seed=0)
         rows.append(np.stack(images))
         target = parse_caption(prompt)
@@ -118,6 +124,7 @@ def run_demo(out: str | Path, model: str | Path | None = None, samples: int = 4)
     world = scene_kinds(cfg, 2024, pipe.streams, ("unseen",)).kinds["unseen"]
     read_cards = []
     for i in range(6):
+        steps.update()
         s = world[i]
         caption = pipe.caption(s.image)
         qa = s.qa[1:4]
@@ -128,10 +135,12 @@ def run_demo(out: str | Path, model: str | Path | None = None, samples: int = 4)
         read_cards.append(f'<div class="card">{_img(s.image)}<p class="caption">{html.escape(caption)} '
                           f'{_mark(not diff)}</p><ul>{items}</ul></div>')
 
-    talk_cards = [_conversation(pipe, world[i], np.random.default_rng(i)) for i in range(6, 9)]
-    clips = _clips(pipe) if pipe.reads_clips else ""
+    talk_cards = _conversations(pipe, world)
+    steps.update()
+    clips = _clips(pipe, steps) if pipe.reads_clips else ""
+    steps.close()
 
-    report = evaluate(pipe, DEMO_EVAL, kinds=("unseen", "heldout"))
+    report = evaluate(pipe, DEMO_EVAL, kinds=("unseen", "heldout"), progress=True)
     settings = ", ".join(f"{k} {v}" for k, v in pipe.draw_defaults.items())
     table = summary_table(report)
     tok = pipe.tokenizers
@@ -149,13 +158,13 @@ codes). Every verdict below is computed: drawings by the verifier, captions by p
 a scene graph, answers against the truth.</p>
 <h2>Text &rarr; image ({html.escape(settings)}, seed 0)</h2><div class="grid">{''.join(draw_cards)}</div>
 <h2>Image &rarr; text (scenes it never saw)</h2><div class="grid">{''.join(read_cards)}</div>
-<h2>Conversations (follow-ups say only "it"; the first message is a greeting)</h2>
+<h2>Conversations (phrasings training never used; a picture where it was attached)</h2>
 <div class="grid">{''.join(talk_cards)}</div>
 {clips}
 <h2>ShapesEval</h2><pre>{html.escape(table)}</pre></body></html>"""
 
     with atomic.directory(out, overwrite=True) as tmp:
-        atomic.write_bytes(tmp / "gallery.png", png_bytes(image_grid(rows)))
+        atomic.write_bytes(tmp / "gallery.png", png_bytes(image_grid(rows, labels=PROMPTS)))
         atomic.write_text(tmp / "index.html", page)
     print(table)
     print(f"\ngallery: {Path(out) / 'gallery.png'} (one row per prompt) and {Path(out) / 'index.html'}"

@@ -178,10 +178,13 @@ class TerminalChat:
         prompt = " ".join(words)
         drawings = self.pipe.drawings(prompt, n=n, effort=self.effort, seed=seed, guidance=guidance)
         images = [d.image for d in drawings]
-        for i, d in enumerate(drawings):
-            if d.verdict is not None:
-                self.note(f"#{i + 1}: " + ("matches the prompt" if d.verdict.satisfied else
-                                           "still fails: " + "; ".join(d.verdict.failed)))
+        if drawings[0].note:
+            self.note(drawings[0].note)
+        for i, d in enumerate(drawings):  # what came out, as the verifier reads it
+            verdict = "" if d.verdict is None else ("; matches the prompt" if d.verdict.satisfied else
+                                                    "; still fails: " + "; ".join(d.verdict.failed))
+            if d.reading or verdict:
+                self.note(f"#{i + 1}: " + (f"reads {d.reading!r}" if d.reading else "") + verdict)
         self.out.mkdir(parents=True, exist_ok=True)
         start = max((int(p.stem[5:]) for p in self.out.glob("draw-*.png") if p.stem[5:].isdigit()), default=0)
         paths = []

@@ -30,7 +30,7 @@ from typing import Iterable
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+from smalto.progress import bar as progress_bar
 
 from smalto import atomic
 from smalto.data.gate import MAX_PIXELS
@@ -183,7 +183,7 @@ def load_clip_folder(root: str | Path, image_size: int = 32, progress: bool = Fa
     root = Path(root)
     lines = _index(root)
     records, clips = [], []
-    for n, line in tqdm(lines, desc=f"reading {root}", disable=None if progress else True, unit="clip"):
+    for n, line in progress_bar(lines, desc=f"reading {root}", enabled=progress, unit="clip"):
         where = f"{root / INDEX}:{n}"
         record = _parse_clip_line(line, where)
         try:
@@ -222,7 +222,7 @@ def load_folder(root: str | Path, image_size: int = 32, progress: bool = False,
     index = root / INDEX  # as the user named it, for messages
     numbered = _index(root)
     records, images = [], []
-    for n, line in tqdm(numbered, desc=f"reading {root}", disable=None if progress else True, unit="img"):
+    for n, line in progress_bar(numbered, desc=f"reading {root}", enabled=progress, unit="img"):
         where = f"{index}:{n}"
         record = _parse_line(line, where)
         try:
@@ -243,7 +243,7 @@ def write_folder(out: str | Path, items: Iterable[tuple[np.ndarray, Record]], to
     with atomic.directory(out, overwrite=force) as tmp:
         (tmp / "images").mkdir()
         lines = []
-        for image, record in tqdm(items, total=total, desc=f"writing {out}", unit="img", disable=None):
+        for image, record in progress_bar(items, total=total, desc=f"writing {out}", unit="img"):
             Image.fromarray(image).save(tmp / record.image, format="PNG")
             row = {"image": record.image, "text": record.text}
             if record.qa:
@@ -264,7 +264,7 @@ def write_clip_folder(out: str | Path, items: Iterable[tuple[np.ndarray, ClipRec
     with atomic.directory(out, overwrite=force) as tmp:
         (tmp / "clips").mkdir()
         lines = []
-        for frames, record in tqdm(items, total=total, desc=f"writing {out}", unit="clip", disable=None):
+        for frames, record in progress_bar(items, total=total, desc=f"writing {out}", unit="clip"):
             (tmp / record.clip).write_bytes(clip_bytes(frames, "GIF"))
             row = {"clip": record.clip, "text": record.text}
             if record.qa:

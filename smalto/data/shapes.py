@@ -399,47 +399,6 @@ def premise_question(scene: Scene, cfg: ShapesConfig, rng: np.random.Generator, 
     return {"q": f"what size is the {o.color} {o.shape}?", "a": o.size, "type": "premise"}
 
 
-# --- conversations: follow-ups that refer back, scenes given in words, and what is not about shapes
-
-# The model's whole repertoire, said briefly and honestly when a message is not about a picture.
-# (Short: this byte-level BPE spends a token on every few letters of words outside ShapesWorld.)
-HELLO_REPLY = "hi! i describe, answer questions about and draw shapes."
-OFF_TOPIC_REPLY = "sorry, i only know shapes. i describe, answer questions about and draw them."
-GREETINGS = ("hello", "hi", "hey", "hi there", "hello there", "good morning", "good afternoon", "hey there!",
-             "hello! what can you do?", "who are you?", "what can you do?", "hey, what are you?", "what are you?",
-             "hi, what do you do?", "greetings", "howdy", "yo", "hello?", "hi! how can you help me?", "what is this?")
-OFF_TOPIC = ("what is the weather like today?", "write me a poem", "what is the capital of france?",
-             "tell me a joke", "how do i cook rice?", "what is 17 times 23?", "translate good night into spanish",
-             "who will win the next election?", "can you book me a flight?", "what is the meaning of life?",
-             "what is your favourite food?", "tell me about the roman empire", "how do i fix my car?",
-             "write some python code", "what day is it today?", "sing me a song", "who is the president?",
-             "how far away is the moon?", "give me a recipe for cake", "what music do you like?")
-# Phrasings no training conversation uses: ShapesEval asks these.
-EVAL_GREETINGS = ("good evening", "hey, how are you?", "hello, anyone there?", "hi, who am i talking to?")
-EVAL_OFF_TOPIC = ("what should i eat for dinner?", "explain quantum physics", "recommend a good movie",
-                  "how tall is mount everest?")
-_REFERRING = {"position": ("where is it?", "and where is it?", "where is that one?"),
-              "size": ("what size is it?", "how big is it?", "and what size is it?")}
-
-
-def follow_ups(scene: Scene, rng: np.random.Generator, turns: int = 2) -> list[dict]:
-    """A question naming one object, then `turns - 1` questions about it that say only "it"
-    (the model must look back at the conversation), as {"q", "a"} pairs; [] if no object is the
-    only one of its colour and shape."""
-    unique = [o for o in scene.objects if scene.count(o.shape, o.color) == 1]
-    if not unique:
-        return []
-    o = unique[rng.integers(len(unique))]
-    first = {"q": f"is there a {o.color} {o.shape}?", "a": "yes"} if rng.random() < 0.5 else \
-        {"q": f"where is the {o.color} {o.shape}?", "a": o.position}
-    left = [attr for attr in _REFERRING if not (attr == "position" and first["a"] != "yes")]
-    out = [first]
-    for attr in [left[k] for k in rng.permutation(len(left))][:turns - 1]:
-        phrasings = _REFERRING[attr]
-        out.append({"q": phrasings[rng.integers(len(phrasings))], "a": getattr(o, attr)})
-    return out
-
-
 # Named worlds: what `--data` accepts besides a folder. "shapes-plus" adds a shape and a colour the
 # shipped model never saw (a task to fine-tune on); the image tokenizer was not trained on them
 # either, so it reconstructs them less exactly (docs/post-training.md measures by how much).

@@ -14,9 +14,10 @@ checks use too.
   (colour, shape) pairs of two objects that differ in both), relations (a relational prompt, "a
   small red circle left of a large blue square", checked by the solver against the parsed
   pixels). Drawing settings are chosen elsewhere, on the development seed (`bench/draw_defaults.py`).
-- conversation: questions about a picture whose follow-ups say only "it" (after the model's own
-  replies), questions about a scene given in words, greetings and off-topic requests answered with
-  the model's stated repertoire (in phrasings training never used);
+- conversation (`smalto.eval.conversations`): questions about a picture whose follow-ups say only
+  "it" (after the model's own replies), questions about a scene given in words, and the held-out
+  conversation set: greetings, thanks, requests outside the world, descriptions and questions in
+  any order, with and without a picture, in phrasings training never used;
 - hallucination: POPE-style yes/no questions about present and absent objects (random, popular
   and near-miss negatives), CHAIR-style rates of absent objects named in captions, and absent
   objects named after the conversation primes them (`smalto.eval.hallucination`);
@@ -40,19 +41,20 @@ from __future__ import annotations
 import time
 from itertools import count, islice
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from smalto.data.shapes import (EVAL_GREETINGS, EVAL_OFF_TOPIC, HELLO_REPLY, OFF_TOPIC_REPLY, Scene, ShapesConfig,
-                                ShapesWorld, captions, follow_ups, premise_question, render)
-from smalto.eval.common import BATCH, at_most, batches, chat_replies, pct
+from smalto.data.shapes import Scene, ShapesConfig, ShapesWorld, captions, premise_question, render
+from smalto.eval.common import BATCH, at_most, batches, pct
+from smalto.eval.conversations import CHAT_ROWS, eval_conversation
 from smalto.eval.hallucination import ROWS, eval_hallucination, eval_pope, flat
 from smalto.eval.scenes import KINDS, scene_kinds
 from smalto.eval.video_eval import VIDEO_BASELINES, VIDEO_ROWS, eval_video, motion_world
 from smalto.format import Vocab
 from smalto.model import Transformer
-from smalto.pipeline import DRAW_DEFAULTS, Message, Pipeline
+from smalto.pipeline import DRAW_DEFAULTS, Pipeline
+from smalto.progress import bar as progress_bar
 from smalto.tokenizers import Tokenizers
 from smalto.verify.judges import ATTRIBUTES, judge_answer, judge_caption, judge_drawing
 
@@ -224,34 +226,6 @@ def eval_drawing(pipe: Pipeline, world: ShapesWorld, n: int, guidance: float | N
 
 
 
-def eval_conversation(pipe: Pipeline, world: ShapesWorld, n: int) -> dict:
-    """Conversations: questions about a picture whose follow-ups say only "it" (each turn after the
-    model's own previous replies; "follow_up" scores the turns that refer back), questions about a
-    scene given in words ("text_scene"), and greetings and off-topic requests in phrasings no
-    training conversation used, answered with the model's stated repertoire ("greeting", "off_topic")."""
-    rng = np.random.default_rng([world.seed, 21])
-    samples = [world[i] for i in range(n)]
-    talks = [(s, follow_ups(s.scene, rng, 3)) for s in samples]
-    talks = [(s, pairs) for s, pairs in talks if pairs]
-    history = [[Message("user", pairs[0]["q"], images=[s.image])] for s, pairs in talks]
-    first, later = [], []
-    for turn in range(3):
-        live = [k for k, (_, pairs) in enumerate(talks) if turn < len(pairs)]
-        for k, reply in zip(live, chat_replies(pipe, [history[k] for k in live])):
-            pair = talks[k][1][turn]
-            (first if turn == 0 else later).append(judge_answer(reply, pair["a"]).score == 1.0)
-            history[k].append(Message("assistant", reply))
-            if turn + 1 < len(talks[k][1]):
-                history[k].append(Message("user", talks[k][1][turn + 1]["q"]))
-    scene_qa = [(s, s.qa[int(rng.integers(len(s.qa)))], captions(s.scene)[int(rng.integers(3))]) for s in samples]
-    said = chat_replies(pipe, [[Message("user", f"{text}. {pair['q']}")] for _, pair, text in scene_qa])
-    greet = chat_replies(pipe, [[Message("user", g)] for g in EVAL_GREETINGS])
-    off = chat_replies(pipe, [[Message("user", q)] for q in EVAL_OFF_TOPIC])
-    return {"first_question": pct(first), "follow_up": pct(later),
-            "text_scene": pct([judge_answer(r, p["a"]).score == 1.0 for r, (_, p, _) in zip(said, scene_qa)]),
-            "greeting": pct([r == HELLO_REPLY for r in greet]), "off_topic": pct([r == OFF_TOPIC_REPLY for r in off])}
-
-
 def eval_new_words(pipe: Pipeline, world_cfg: ShapesConfig, n: int, seed: int) -> dict:
     """Scenes with a shape or colour beyond the default world's (`ShapesConfig.new_words`, e.g. the
     "shapes-plus" world a model was fine-tuned on): caption exact, QA about the new words, one-object
@@ -292,26 +266,30 @@ def weights_fingerprint(model) -> str:
 
 
 def evaluate(pipe: Pipeline, cfg: EvalConfig = EvalConfig(), heldout: bool = True,
-             kinds: tuple[str, ...] = KINDS) -> dict:
+             kinds: tuple[str, ...] = KINDS, progress: bool = False) -> dict:
     """The report: per kind of scene (`smalto.eval.scenes`: seen, unseen, heldout) every section,
-    effort levels on the unseen and held-out kinds, and the weights' fingerprint (no paths)."""
+    effort levels on the unseen and held-out kinds, the settings it ran with and the weights'
+    fingerprint (no paths). `progress`: a bar over the sections, with an ETA, on stderr."""
     shapes = replace(pipe.world or ShapesConfig(), image_size=pipe.image_size)
     found = scene_kinds(shapes, cfg.seed, pipe.streams, tuple(k for k in kinds if heldout or k != "heldout"))
     report: dict = {"model": pipe.name, "weights": weights_fingerprint(pipe.model), "seed": cfg.seed,
-                    "scenes": found.describe()}
-    for name, world in found.kinds.items():
-        report[name] = {
-            "caption": eval_captions(pipe, world, cfg.captions),
-            "qa": eval_questions(pipe, world, cfg.questions),
-            "premises": eval_premises(pipe, world, cfg.premises),
-            "draw": eval_drawing(pipe, world, cfg.drawings, cfg.guidance, cfg.seed, relations=cfg.relations),
-            "conversation": eval_conversation(pipe, world, cfg.conversations),
-            "hallucination": eval_hallucination(pipe, world, cfg.hallucination),
-        }
-        if pipe.reads_clips and name != "seen":  # (clips are many: a clip is seen again by chance almost never)
+                    "settings": asdict(cfg), "scenes": found.describe()}
+    plan = []  # (kind, section, effort) in the order they run
+    for name in found.kinds:
+        plan += [(name, section, "none") for section in SECTIONS]
+        plan += [(name, "video", "none")] if pipe.reads_clips and name != "seen" else []
+        plan += [(name, "effort", e) for e in (cfg.efforts if name != "seen" else ())]
+    plan += [(None, "new_words", "none")] if pipe.world is not None and pipe.world.new_words else []
+    bar = progress_bar(plan, desc="ShapesEval", unit="section", enabled=progress)
+    for name, section, effort in bar:
+        bar.set_postfix_str(f"{name or ''} {section} {'' if effort == 'none' else effort}".strip())
+        world = found.kinds.get(name)
+        if section == "new_words":
+            report["new_words"] = eval_new_words(pipe, pipe.world, cfg.captions // 2, cfg.seed)
+        elif section == "video":  # (clips are many: a clip is seen again by chance almost never)
             report[name]["video"] = eval_video(pipe, motion_world(pipe, cfg.seed, "heldout" if name == "heldout" else
                                                                   "train"), cfg.clips, cfg.clip_drawings, cfg.seed)
-        for effort in cfg.efforts if name != "seen" else ():
+        elif section == "effort":
             start = time.perf_counter()
             draw = eval_drawing(pipe, world, cfg.drawings, cfg.guidance, cfg.seed, effort, relations=cfg.relations)
             draw["seconds"] = round(time.perf_counter() - start, 1)
@@ -319,9 +297,21 @@ def evaluate(pipe: Pipeline, cfg: EvalConfig = EvalConfig(), heldout: bool = Tru
                 "qa": eval_questions(pipe, world, cfg.questions, effort),
                 "premises": eval_premises(pipe, world, cfg.premises, effort), "draw": draw,
                 "pope": eval_pope(pipe, world, cfg.hallucination, effort)}
-    if pipe.world is not None and pipe.world.new_words:
-        report["new_words"] = eval_new_words(pipe, pipe.world, cfg.captions // 2, cfg.seed)
+        else:
+            report.setdefault(name, {})[section] = SECTIONS[section](pipe, world, cfg)
     return report
+
+
+# The sections every kind of scene gets, in their order in the report.
+SECTIONS = {
+    "caption": lambda pipe, world, cfg: eval_captions(pipe, world, cfg.captions),
+    "qa": lambda pipe, world, cfg: eval_questions(pipe, world, cfg.questions),
+    "premises": lambda pipe, world, cfg: eval_premises(pipe, world, cfg.premises),
+    "draw": lambda pipe, world, cfg: eval_drawing(pipe, world, cfg.drawings, cfg.guidance, cfg.seed,
+                                                  relations=cfg.relations),
+    "conversation": lambda pipe, world, cfg: eval_conversation(pipe, world, cfg.conversations),
+    "hallucination": lambda pipe, world, cfg: eval_hallucination(pipe, world, cfg.hallucination),
+}
 
 
 def _cell(value) -> str:
@@ -380,7 +370,6 @@ def summary_table(report: dict) -> str:
 
 COSTS = ("tokens", "seconds")
 QA_EXTRA = ("majority_baseline", "model", "solver_answered", "overridden")
-CHAT_ROWS = ("first_question", "follow_up", "text_scene", "greeting", "off_topic")
 DRAW_ROWS = ("overall", "single_object", "two_objects", "counting", "colors", "position", "attribute_binding",
              "relations")
 

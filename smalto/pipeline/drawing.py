@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from smalto import options
-from smalto.data.shapes import ShapesConfig
+from smalto.data.shapes import ShapesConfig, captions
 from smalto.errors import SmaltoError
 from smalto.format import DRAWING, caption_prompt, continue_prompt, draw_prompt, positions
 from smalto.data.tasks import CONTINUE
@@ -46,21 +46,43 @@ class Drawer:
         world = replace(self.world or ShapesConfig(), image_size=self.image_size)
         planned = [smt.absolute(spec, world, (seed or 0) + i) if spec and level.plan else prompt for i in range(n)]
         images = self.draw([p for p in planned for _ in range(k)], self.draw_sampling(seed, **sampling))
-        out = []
+        out, note = [], self.scope(prompt)
         for i, text in enumerate(planned):
             candidates = images[i * k:(i + 1) * k]
             if spec is not None:
                 verdicts = [smt.check(spec, parse_image(image, world)) for image in candidates]
                 best = next((j for j, v in enumerate(verdicts) if v.satisfied),
                             max(range(k), key=lambda j: verdicts[j].score))
-                out.append(Drawing(candidates[best], text, verdicts[best], k, first=candidates[0]))
+                drawing = Drawing(candidates[best], text, verdicts[best], k, first=candidates[0])
             elif k > 1:
                 scores = self.caption_logprob(candidates, prompt)
                 best = int(np.argmax(scores))
-                out.append(Drawing(candidates[best], text, None, k, scores[best], first=candidates[0]))
+                drawing = Drawing(candidates[best], text, None, k, scores[best], first=candidates[0])
             else:
-                out.append(Drawing(candidates[0], text))
+                drawing = Drawing(candidates[0], text)
+            out.append(replace(drawing, reading=self.read_drawing(drawing.image), note=note))
         return out
+
+    def read_drawing(self, image: np.ndarray) -> str | None:
+        """What the pixel verifier reads in a drawn picture, as its canonical caption (None for a
+        model of a folder's pictures, whose world the verifier does not know)."""
+        if self.world is None:
+            return None
+        scene = parse_image(image, replace(self.world, image_size=self.image_size))
+        return captions(scene)[0] if scene.objects else "no object the verifier can read"
+
+    def scope(self, prompt: str) -> str | None:
+        """Why a drawing prompt lies outside the world a ShapesWorld model knows, or None: the
+        model draws something for any prompt, and a user should hear that "a cat" is not in its world."""
+        if self.world is None:
+            return None
+        try:
+            specs.parse_prompt(prompt)
+        except specs.SpecError as e:
+            w = self.world
+            return (f"{e}; this model knows only {', '.join(s + 's' for s in w.shapes)} in "
+                    f"{', '.join(w.colors)}, {' or '.join(name for name, _ in w.sizes)}, on a 3×3 grid")
+        return None
 
     def check_drawing_request(self, prompt: str, n: int = 1, effort: str | None = None, best_of: int | None = None):
         """(effort level, candidates per image, the prompt's spec or None) for a drawing request, or

@@ -19,8 +19,8 @@ from torch import Tensor
 from smalto.data.folder import is_clip_folder, load_clip_folder, load_folder
 from smalto.data.gate import MAX_PIXELS
 from smalto.data.motion import ClipSample, MotionConfig, MotionWorld
-from smalto.data.shapes import (GREETINGS, HELLO_REPLY, OFF_TOPIC, OFF_TOPIC_REPLY, Scene, ShapesWorld, follow_ups,
-                                premise_question, scene_key, world_config)
+from smalto.data.shapes import Sample, Scene, ShapesWorld, premise_question, scene_key, world_config
+from smalto.data.talk import conversation
 from smalto.errors import SmaltoError
 from smalto.options import Range
 from smalto.data.tasks import CLIP_TASKS, CONTINUE, TASKS
@@ -40,9 +40,9 @@ class TaskMix:
     # Answers after a thinking trace: the scene's description, then the facts the question needs
     # (made from the scene graph, so correct by construction). ShapesWorld only.
     think: float = 0.0
-    # Conversations: follow-up questions that refer back to an object ("where is it?"), questions
-    # about a scene given in words, and greetings or requests outside ShapesWorld answered with
-    # what the model can do (smalto.data.shapes: HELLO_REPLY, OFF_TOPIC_REPLY).
+    # Conversations (smalto.data.talk): greetings, thanks, requests outside ShapesWorld, requests to
+    # describe the picture, questions and follow-ups that refer back to an object ("where is it?"),
+    # in any order, with or without a picture; and questions about a scene given in words.
     chat: float = 0.0
     # Clips of ShapesWorld in motion (smalto.data.motion; the tokenizers need a video tokenizer):
     # describe a clip, draw one from its description, answer about one, continue one from its
@@ -184,6 +184,7 @@ class ExampleStream:
         item = max(m.tokens for m in vocab.modalities.values()) if mix.clips else vocab.image_tokens
         room = max_len - item - 8
         self.room = max_len - 16  # a text-only conversation's longest message
+        self.max_len = max_len
         if room < 8:
             raise SmaltoError(f"a context of {max_len} tokens leaves no room for text beside "
                               f"{'a clip' if mix.clips else 'an image'} ({item} tokens)")
@@ -253,33 +254,22 @@ class ExampleStream:
 
     def _chat(self, rng: np.random.Generator, codes: Tensor, captions: list[str], qa: list[dict],
               scene: Scene | None) -> Example:
-        """One conversation: a tenth social (a greeting or an off-topic request, then perhaps a
-        question about the picture), three tenths a scene described in words then a question about
-        it (ShapesWorld), else questions about the picture where later ones say only "it"."""
-        def pick(seq):
-            return seq[int(rng.integers(len(seq)))]
-
-        text, image = self.encode_text, self.vocab.image_ids(codes)
-        kind = rng.random()
-        if kind < 0.1 or not qa:
-            greeting = rng.random() < 0.5
-            turns = [("user", list(text(pick(GREETINGS if greeting else OFF_TOPIC)))),
-                     ("assistant", self.tok.text.encode(HELLO_REPLY if greeting else OFF_TOPIC_REPLY))]
-            if qa and rng.random() < 0.5:  # and back to work
-                pair = pick(qa)
-                turns += [("user", image + list(text(pair["q"]))), ("assistant", list(text(pair["a"])))]
-            return chat_example(self.vocab, turns)
-        if kind < 0.4 and scene is not None:
-            pair = pick(qa)
+        """One conversation: a fifth a scene described in words then a question about it (ShapesWorld),
+        else one of `talk.conversation`'s, its turns kept while they fit the context."""
+        text = self.encode_text
+        if scene is not None and qa and rng.random() < 0.2:
+            pair = qa[int(rng.integers(len(qa)))]
             # (the phrasings that place every object: a relation alone leaves "where?" open)
-            words = self.tok.text.encode(f"{pick(captions[:3])}. {pair['q']}")
+            words = self.tok.text.encode(f"{captions[int(rng.integers(3))]}. {pair['q']}")
             if len(words) < self.room:  # (the longest descriptions of four objects do not fit)
                 return chat_example(self.vocab, [("user", words), ("assistant", list(text(pair["a"])))])
-        pairs = follow_ups(scene, rng, int(rng.integers(2, 4))) if scene is not None else []
-        pairs = pairs or [pick(qa)]
-        turns = []
-        for k, pair in enumerate(pairs):
-            turns += [("user", (image if k == 0 else []) + list(text(pair["q"]))), ("assistant", list(text(pair["a"])))]
+        image, turns, length = self.vocab.image_ids(codes), [], 1
+        for t in conversation(rng, Sample(None, scene, captions, qa)):
+            asked, said = (image if t.picture else []) + list(text(t.text)), list(text(t.reply))
+            length += len(asked) + len(said) + 3
+            if turns and length > self.max_len:
+                break
+            turns += [("user", asked), ("assistant", said)]
         return chat_example(self.vocab, turns)
 
     def _clip_example(self, rng: np.random.Generator, task: int, codes: Tensor, sample: ClipSample) -> Example:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -40,7 +39,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from smalto.progress import bar as progress_bar, write as progress_write
 
 from smalto import atomic, precision
 from smalto.checkpoint import load_checkpoint, load_optimizer, read_meta, save_checkpoint
@@ -272,7 +271,7 @@ def train_rl(out: str | Path, cfg: RLConfig, resume: bool = False, progress: boo
 
     if start == 0 and evaluate and cfg.eval_every:
         log.append({"step": 0, "eval": evaluate(model.eval(), vocab, tokenizers, meta.get("draw", {}), cfg.split)})
-    bar = tqdm(range(start, cfg.steps), desc="rl", initial=start, total=cfg.steps, disable=None if progress else True,
+    bar = progress_bar(range(start, cfg.steps), desc="rl", initial=start, total=cfg.steps, enabled=progress,
                unit="step")
     began = time.perf_counter() - next((r["seconds"] for r in reversed(log) if "seconds" in r), 0.0)
     for step in bar:
@@ -317,7 +316,7 @@ def train_rl(out: str | Path, cfg: RLConfig, resume: bool = False, progress: boo
             log.append({"step": done, "eval": evaluate(model, vocab, tokenizers, meta.get("draw", {}), cfg.split),
                         "seconds": time.perf_counter() - began})
             if progress:
-                tqdm.write(f"step {done}: {log[-1]['eval']}", file=sys.stderr)
+                progress_write(f"step {done}: {log[-1]['eval']}")
         if done % cfg.save_every == 0 or done == cfg.steps:
             checkpoint(done)
     return log

@@ -24,7 +24,7 @@ from typing import ClassVar, Iterable, Iterator
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from smalto.progress import bar as progress_bar
 
 from smalto import atomic
 from smalto.data.folder import Folder, load_folder
@@ -137,7 +137,7 @@ def train_image_tokenizer(tokenizer: ImageTokenizer, batches: Iterator[np.ndarra
     opt = torch.optim.AdamW(tokenizer.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     log: list[dict] = []
     start = time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc="image tokenizer", disable=None if progress else True, unit="step")
+    bar = progress_bar(range(cfg.steps), desc="image tokenizer", enabled=progress, unit="step")
     for step in bar:
         lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
         for group in opt.param_groups:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
+from smalto.progress import bar as progress_bar, write as progress_write
 
 from smalto import atomic, precision
 from smalto.adapters import AdapterConfig, attach, load_adapter, save_adapter
@@ -315,8 +314,8 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
     total = sum(p.numel() for p in model.parameters())
     log.append({"step": start, "params": total, "trainable": trainable})
     if progress and writer:
-        tqdm.write(f"training {trainable:,} of {total:,} parameters"
-                   + (f" (frozen: {', '.join(cfg.freeze)})" if cfg.freeze else ""), file=sys.stderr)
+        progress_write(f"training {trainable:,} of {total:,} parameters"
+                       + (f" (frozen: {', '.join(cfg.freeze)})" if cfg.freeze else ""))
     model.to(device).train()
     sharded = cfg.shard and world_size > 1
     opt = _optimizer(model, cfg)
@@ -386,8 +385,8 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
         else:
             save_checkpoint(out, model, vocab, tokenizers, opt, files=files, extra=extra)
 
-    bar = tqdm(range(start, cfg.steps), desc="train", initial=start, total=cfg.steps,
-               disable=None if progress and writer else True, unit="step")
+    bar = progress_bar(range(start, cfg.steps), desc="train", initial=start, total=cfg.steps,
+               enabled=progress and writer, unit="step")
     rows = cfg.batch_size // world_size
     tick, tokens = time.perf_counter(), 0
     # Wall-clock seconds of training (compiling, evaluating and saving included), across resumes.

@@ -26,7 +26,7 @@ from typing import ClassVar, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from smalto.progress import bar as progress_bar
 
 from smalto import atomic
 from smalto.data.motion import MotionConfig, MotionWorld
@@ -118,7 +118,7 @@ def train_video_tokenizer(tok: VideoTokenizer, batches: Iterator[np.ndarray], cf
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     log: list[dict] = []
     start = time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc="video tokenizer", disable=None if progress else True, unit="step")
+    bar = progress_bar(range(cfg.steps), desc="video tokenizer", enabled=progress, unit="step")
     for step in bar:
         lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
         for group in opt.param_groups:

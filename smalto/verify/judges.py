@@ -3,6 +3,7 @@
     judge_caption(text, scene)          a caption must describe exactly the scene
     judge_answer(answer, truth)         an answer must equal the true one
     judge_drawing(image, scene, cfg)    the scene parsed from the pixels must equal the prompt's
+    judge_turn(turn, reply, scene)      a conversation's reply must be the one its kind calls for
 
 Each returns a `Judgement`: a score in [0, 1], the named checks behind it, and the reasons for a
 miss in words. ShapesEval aggregates the checks; RL rewards and best-of-N read the score; the
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from smalto.data.shapes import Obj, Scene, ShapesConfig, parse_caption
+from smalto.data.talk import Turn
 from smalto.verify.scene import parse_image, scene_diff
 
 ATTRIBUTES = ("color", "shape", "size")
@@ -44,6 +46,24 @@ def judge_caption(text: str, truth: Scene) -> Judgement:
 def judge_answer(answer: str, truth: str) -> Judgement:
     right = answer.strip().lower() == truth
     return Judgement(float(right), {"exact": right}, [] if right else [f"answered {answer!r}, the answer is {truth!r}"])
+
+
+def judge_turn(turn: Turn, reply: str, truth: Scene | None) -> Judgement:
+    """A reply in a conversation (`smalto.data.talk`) against what its turn calls for. "sensible":
+    the right kind of reply: for a request to describe the picture, a caption (a scene description
+    that parses); for a question, the true answer; otherwise the stated reply (the greeting, "you're
+    welcome", the scoped refusals, "i see no picture"). "exact" also asks a caption to be this
+    scene's. The score is 1 for an exact reply."""
+    reply = reply.strip()
+    if turn.kind == "describe":
+        got = parse_caption(reply)
+        checks = {"sensible": got is not None, "exact": got is not None and got == truth}
+    elif turn.kind in ("question", "follow_up"):
+        checks = dict.fromkeys(("sensible", "exact"), judge_answer(reply, turn.reply).score == 1.0)
+    else:
+        checks = dict.fromkeys(("sensible", "exact"), reply == turn.reply)
+    miss = [] if checks["exact"] else [f"{turn.text!r} ({turn.kind}): replied {reply!r}, expected {turn.reply!r}"]
+    return Judgement(float(checks["exact"]), checks, miss)
 
 
 def _single(scene: Scene) -> Obj | None:

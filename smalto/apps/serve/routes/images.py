@@ -52,7 +52,10 @@ async def images_generations(body: p.ImageGenerationRequest, request: Request, s
         drawings = await s.jobs.images(job, events, request)
     elif effort == "none" and body.best_of is None:
         job, events = s.jobs.submit("draw", [ids] * body.n, pipe.vocab.image_tokens + 1, sampling)
-        drawings = [Drawing(image, body.prompt) for image in await s.jobs.images(job, events, request)]
+        images = await s.jobs.images(job, events, request)
+        note = await s.off_the_loop(pipe.scope, body.prompt)
+        drawings = [Drawing(image, body.prompt, reading=await s.off_the_loop(pipe.read_drawing, image), note=note)
+                    for image in images]
     else:
         try:  # words outside the grammar, a contradiction, too many candidates: the client's mistake
             await s.off_the_loop(pipe.check_drawing_request, body.prompt, body.n, effort, body.best_of)
@@ -70,5 +73,6 @@ async def images_generations(body: p.ImageGenerationRequest, request: Request, s
     return p.ImagesResponse(created=int(time.time()), data=[
         p.ImageData(b64_json=b, mime_type="image/gif" if body.video else "image/png",
                     revised_prompt=d.prompt if d.prompt != body.prompt else None,
-                    verdict=p.Verdict(**d.verdict.to_dict()) if d.verdict is not None else None)
+                    verdict=p.Verdict(**d.verdict.to_dict()) if d.verdict is not None else None,
+                    reading=d.reading, note=d.note)
         for b, d in zip(encoded, drawings)])

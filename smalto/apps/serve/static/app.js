@@ -234,7 +234,8 @@ async function draw() {
     const started = performance.now();
     const { data } = await (await api("/v1/images/generations", body)).json();
     const slug = prompt.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 40) || "image";
-    status.textContent = `${prompt} — ${((performance.now() - started) / 1000).toFixed(1)} s`;
+    status.textContent = `${prompt} — ${((performance.now() - started) / 1000).toFixed(1)} s`
+      + (data[0] && data[0].note ? ` — ${data[0].note}` : "");
     data.forEach((item, i) => {
       const src = `data:${item.mime_type || "image/png"};base64,${item.b64_json}`;
       const card = document.createElement("figure");
@@ -256,7 +257,13 @@ async function draw() {
         verdict.textContent = item.verdict.satisfied ? "✓ matches the prompt" : `✗ ${item.verdict.failed.join("; ")}`;
         card.append(verdict);
       }
-      if (item.revised_prompt) card.title = `drawn as: ${item.revised_prompt}`;
+      if (item.reading) {  // what the verifier reads in the pixels: what came out, not the plan
+        const reading = document.createElement("div");
+        reading.className = "reading";
+        reading.textContent = `reads: ${item.reading}`;
+        card.append(reading);
+      }
+      if (item.revised_prompt) card.title = `planned as: ${item.revised_prompt}`;
       results.append(card);
     });
   } catch (e) {
