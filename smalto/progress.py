@@ -22,10 +22,14 @@ class _Lines(tqdm):
     every LOG_EVERY seconds and one at the end, its count current at every line."""
 
     def __iter__(self):
-        try:  # (tqdm's own loop counts in a local variable between refreshes: a line would show a stale count)
+        # (tqdm's own loop counts in a local variable between refreshes: a line would show a stale count)
+        try:
             for item in self.iterable:
                 yield item
                 self.update(1)
+        except BaseException:
+            self._aborted = True  # an error says what happened; a last progress line would bury it
+            raise
         finally:
             self.close()
 
@@ -45,7 +49,7 @@ class _Lines(tqdm):
     def close(self) -> None:
         if self.disable:
             return
-        if self.n != getattr(self, "_shown", None):  # the last line says where it ended
+        if self.n != getattr(self, "_shown", None) and not getattr(self, "_aborted", False):  # where it ended
             self._line()
         self.disable = True  # (tqdm's own close would add an empty line)
         super().close()

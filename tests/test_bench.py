@@ -46,6 +46,7 @@ def test_smalto_bench_quick(tmp_path):
     assert report["train"]["smalto"] > 0 and report["train"]["hf_fp32"] > 0
 
 
+@pytest.mark.slow  # 45 s: the curve's smoke run; thinking, the solver and best of N are tested in test_effort
 def test_test_time_quick(tmp_path):
     """The scaling curve runs, and says who answered: after thinking the solver answers every
     question it can read, and the model's own answers are scored beside the replies."""

@@ -133,7 +133,9 @@ def test_the_cli_thinks_on_stderr_and_answers_on_stdout(tmp_path, capsys):
     assert main(["generate", "a small red circle left of a large blue square", "--effort", "low", "--out",
                  str(tmp_path / "a.png")]) == 0
     out = capsys.readouterr().out
-    assert "image 1: drew 'a " in out and "small red circle at the " in out and "of 2 candidates" in out
+    # what came out first (the verifier's reading), the plan beside it: "at the" cells, not "left of"
+    assert out.startswith("image 1: the verifier reads '") and "(best of 2); planned as 'a " in out
+    assert "small red circle at the " in out.split("planned as")[1]
 
 
 def test_the_cli_refuses_a_contradiction_in_one_line():

@@ -87,8 +87,8 @@ def test_streaming_gives_the_same_reply_in_chunks(client):
 
 
 def test_n_choices_with_a_seed_are_reproducible(client):
-    kwargs = dict(model=NAME, messages=[{"role": "user", "content": "hello"}], n=3, temperature=1.5, seed=5,
-                  max_tokens=12)
+    kwargs = dict(model=NAME, messages=[{"role": "user", "content": "a small red"}], n=3, temperature=1.5, seed=5,
+                  max_tokens=12)  # (an unfinished phrase: a wide distribution to sample from)
     a, b = client.chat.completions.create(**kwargs), client.chat.completions.create(**kwargs)
     assert [c.index for c in a.choices] == [0, 1, 2]
     assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]

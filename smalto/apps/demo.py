@@ -61,7 +61,6 @@ def _clips(pipe, steps) -> str:
     world = motion_world(pipe, 2024, "train")
     cards = []
     for i in range(3):
-        steps.update()
         s = world[i]
         caption = clip_captions(s.clip)[0]
         drawn = pipe.generate(caption, modality="video", seed=0)[0]
@@ -78,6 +77,7 @@ def _clips(pipe, steps) -> str:
                      f'<p>{html.escape(said)} {_mark(parse_clip_caption(said, s.clip.frames) == s.clip)}</p>'
                      f'<ul><li>{html.escape(pair["q"])} <b>{html.escape(answer)}</b> {_mark(answer == pair["a"])}'
                      f'</li></ul></div>')
+        steps.update()
     return f'<h2>Clips (drawn, continued, described)</h2><div class="grid">{"".join(cards)}</div>'
 
 
@@ -109,7 +109,6 @@ def run_demo(out: str | Path, model: str | Path | None = None, samples: int = 4)
     steps = progress_bar(total=len(PROMPTS) + 6 + 1 + 3 * pipe.reads_clips, desc="demo", unit="step")
     rows, draw_cards = [], []
     for prompt in PROMPTS:
-        steps.update()
         images = pipe.generate_image(prompt, n=samples, seed=0)
         rows.append(np.stack(images))
         target = parse_caption(prompt)
@@ -119,12 +118,12 @@ def run_demo(out: str | Path, model: str | Path | None = None, samples: int = 4)
             verdicts.append(_mark(target is not None and got == target) if target else "")
         draw_cards.append(f'<div class="card"><p class="caption">{html.escape(prompt)}</p>'
                           + "".join(f"<span>{_img(im)}{v}</span>" for im, v in zip(images, verdicts)) + "</div>")
+        steps.update()
 
     # scenes it never saw (`smalto.eval.scenes`: not in its recorded training streams)
     world = scene_kinds(cfg, 2024, pipe.streams, ("unseen",)).kinds["unseen"]
     read_cards = []
     for i in range(6):
-        steps.update()
         s = world[i]
         caption = pipe.caption(s.image)
         qa = s.qa[1:4]
@@ -134,6 +133,7 @@ def run_demo(out: str | Path, model: str | Path | None = None, samples: int = 4)
         diff = scene_diff(s.scene, parse_caption(caption) or Scene(()))
         read_cards.append(f'<div class="card">{_img(s.image)}<p class="caption">{html.escape(caption)} '
                           f'{_mark(not diff)}</p><ul>{items}</ul></div>')
+        steps.update()
 
     talk_cards = _conversations(pipe, world)
     steps.update()

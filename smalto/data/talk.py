@@ -40,8 +40,8 @@ HELD_OUT = {
                  "what are you able to do?", "morning!", "hello friend"),
     "thanks": ("thank you so much", "thanks, that helps", "awesome, thanks!", "cheers"),
     "off_topic": ("what should i eat for dinner?", "explain quantum physics", "recommend a good movie",
-                  "how tall is mount everest?", "what is the capital of italy?", "who wrote hamlet?", "what time is it?",
-                  "tell me a story"),
+                  "how tall is mount everest?", "what is the capital of italy?", "who wrote hamlet?",
+                  "what time is it?", "tell me a story"),
     "draw_outside": ("draw a cat wearing a hat", "paint me a portrait", "draw a boat on the sea", "sketch a castle"),
     "describe": ("describe this picture please", "what can you see?", "what does this image show?",
                  "write a caption for this", "describe what you see", "what is shown here?"),
@@ -56,7 +56,8 @@ _TRAINING = {
                         "great, thanks", "ok thanks", "cool, thank you", "perfect, thanks", "nice, thank you",
                         "got it, thanks", "great, thank you", "ok, thank you", "thanks again"), ("", "!", ".")),
     "off_topic": (
-        _product(("what is the capital of ",), ("france", "spain", "germany", "japan", "peru", "kenya", "canada"), ("?",))
+        _product(("what is the capital of ",), ("france", "spain", "germany", "japan", "peru", "kenya", "canada"),
+                 ("?",))
         + _product(("tell me a ", "tell me another "), ("joke", "poem", "riddle", "fun fact", "secret"))
         + _product(("write me a ", "write a "), ("poem", "song", "letter", "short essay", "email", "limerick"))
         + _product(("how do i ",), ("cook rice", "fix my car", "learn french", "bake bread", "tie a tie",

@@ -66,7 +66,7 @@ class Drawer:
     def read_drawing(self, image: np.ndarray) -> str | None:
         """What the pixel verifier reads in a drawn picture, as its canonical caption (None for a
         model of a folder's pictures, whose world the verifier does not know)."""
-        if self.world is None:
+        if not self.world:
             return None
         scene = parse_image(image, replace(self.world, image_size=self.image_size))
         return captions(scene)[0] if scene.objects else "no object the verifier can read"
@@ -74,7 +74,7 @@ class Drawer:
     def scope(self, prompt: str) -> str | None:
         """Why a drawing prompt lies outside the world a ShapesWorld model knows, or None: the
         model draws something for any prompt, and a user should hear that "a cat" is not in its world."""
-        if self.world is None:
+        if not self.world:
             return None
         try:
             specs.parse_prompt(prompt)
