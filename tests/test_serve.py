@@ -113,6 +113,15 @@ def test_images_generate_matches_the_pipeline(client, shipped):
     images = [np.asarray(Image.open(io.BytesIO(base64.b64decode(d.b64_json)))) for d in r.data]
     expected = shipped.generate_image("a small red circle at the center", n=2, guidance=1.5, seed=4)
     assert len(images) == 2 and all(np.array_equal(a, b) for a, b in zip(images, expected))
+    # each picture with what the verifier reads in it (what came out), and no note: the prompt is in the world
+    assert [d.model_extra["reading"] for d in r.data] == [shipped.read_drawing(im) for im in images]
+    assert all(d.model_extra["note"] is None for d in r.data)
+
+
+def test_a_prompt_outside_the_world_is_drawn_with_a_note_saying_so(client):
+    r = client.images.generate(model=NAME, prompt="a cat wearing a hat", extra_body={"seed": 0})
+    note = r.data[0].model_extra["note"]
+    assert "'cat', 'wearing', 'hat'" in note and "knows only circles, squares, triangles" in note
 
 
 def test_models_list_and_retrieve(client):
@@ -465,6 +474,10 @@ def test_reasoning_streams_before_the_answer(client, shipped):
 
 
 def test_images_with_reasoning_effort_are_planned_and_judged(client):
+    from smalto.data.shapes import parse_caption
+    from smalto.verify.smt import check
+    from smalto.verify.spec import parse_prompt
+
     r = client.images.generate(model=NAME, prompt="a small red circle left of a large blue square", n=2,
                                extra_body={"reasoning_effort": "low", "seed": 3})
     for item in r.data:
@@ -472,6 +485,10 @@ def test_images_with_reasoning_effort_are_planned_and_judged(client):
         verdict = item.model_extra["verdict"]
         assert set(verdict) == {"satisfied", "score", "failed"} and 0 <= verdict["score"] <= 1
         assert verdict["satisfied"] == (not verdict["failed"])
+        # the reading and the verdict come from the same parse of the pixels
+        reading = parse_caption(item.model_extra["reading"])
+        assert check(parse_prompt("a small red circle left of a large blue square"), reading).satisfied == \
+            verdict["satisfied"]
 
 
 @pytest.mark.parametrize("body, message", [

@@ -109,6 +109,7 @@ def test_draw_mode_shows_a_grid_with_downloads(page, tmp_path):
         link = card.find_element(By.TAG_NAME, "a")
         assert link.get_attribute("download").endswith(".png")
         assert link.get_attribute("href").startswith("data:image/png")
+        assert card.find_element(By.CLASS_NAME, "reading").text.startswith("reads: ")  # what came out
     # SMALTO_UI_SCREENSHOTS=docs keeps the pictures in docs/ (how docs/ui-*.png are made)
     shots = Path(os.environ.get("SMALTO_UI_SCREENSHOTS") or tmp_path)
     page.save_screenshot(str(shots / "ui-draw.png"))

@@ -207,7 +207,7 @@ class Verdict(BaseModel):
 class ImageData(BaseModel):
     b64_json: str
     mime_type: str = Field("image/png", description="Extension: image/png, or image/gif for a clip.")
-    revised_prompt: str | None = Field(None, description="What was drawn, when the solver rewrote the prompt.")
+    revised_prompt: str | None = Field(None, description="The solver's plan, when it rewrote the prompt.")
     verdict: Verdict | None = Field(None, description="Extension: the verifier's judgement of the image.")
     reading: str | None = Field(None, description="Extension: what the pixel verifier reads in the image, "
                                                   "as a caption (what came out; revised_prompt is the plan).")
