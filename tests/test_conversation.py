@@ -127,3 +127,17 @@ def test_judge_turn_asks_each_kind_for_its_own_reply():
     assert judge_turn(outside, "hi! i describe, answer questions about and draw shapes.", scene).score == 0
     question = Turn("question", "where is the red circle?", "top left")
     assert judge_turn(question, "Top left", scene).score == 1 and judge_turn(question, "center", scene).score == 0
+
+
+def test_a_folder_record_without_a_scene_or_questions_still_makes_conversations():
+    from smalto.data.shapes import Sample
+
+    record = Sample(None, None, ["my cat on the sofa"], [])
+    kinds = set()
+    for i in range(200):
+        for t in conversation(np.random.default_rng(i), record):
+            kinds.add(t.kind)
+            assert t.kind not in ("question", "follow_up")  # nothing to ask about
+            if t.kind == "describe":
+                assert t.reply == "my cat on the sofa"
+    assert {"describe", "no_picture", "greeting"} <= kinds

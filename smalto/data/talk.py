@@ -11,7 +11,7 @@ sees, `split="heldout"` the ones only the evaluation uses (`smalto.eval.conversa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -140,7 +140,7 @@ def follow_ups(scene: Scene, rng: np.random.Generator, turns: int = 2) -> list[d
 
 
 def conversation(rng: np.random.Generator, sample: Sample | None, split: str = "train") -> list[Turn]:
-    """One conversation of one to five turns. With a sample, two in three are about its picture:
+    """One conversation of one to six turns. With a sample, two in three are about its picture:
     up to two social turns, perhaps a request to describe it, and questions (a chain of
     follow-ups, or one of the sample's questions), shuffled, the picture arriving with the first
     message or with the first that needs it. The rest are text only: social turns, and perhaps a
@@ -155,9 +155,12 @@ def conversation(rng: np.random.Generator, sample: Sample | None, split: str = "
         return social
     social = social[:int(rng.integers(0, 3))]
     # (a folder's record may have no scene graph to refer back in, or no questions at all)
-    chain = follow_ups(sample.scene, rng, int(rng.integers(1, 4))) if sample.scene and rng.random() < 0.6 else []
-    about = [Turn("question" if k == 0 else "follow_up", p["q"], p["a"]) for k, p in enumerate(chain)] or \
-        [Turn("question", p["q"], p["a"]) for p in sample.qa[int(rng.integers(len(sample.qa))):][:1]]
+    chain = follow_ups(sample.scene, rng, int(rng.integers(1, 4))) \
+        if sample.scene is not None and rng.random() < 0.6 else []
+    about = [Turn("question" if k == 0 else "follow_up", p["q"], p["a"]) for k, p in enumerate(chain)]
+    if not about and sample.qa:
+        pair = sample.qa[int(rng.integers(len(sample.qa)))]
+        about = [Turn("question", pair["q"], pair["a"])]
     if rng.random() < 0.5 or not social or not about:
         about.insert(0 if rng.random() < 0.5 else len(about),
                      Turn("describe", phrasing("describe", rng, split), sample.captions[0]))
@@ -167,5 +170,5 @@ def conversation(rng: np.random.Generator, sample: Sample | None, split: str = "
     for k in range(len(about) + len(social)):
         turns.append(next(about_left) if k in slots else next(rest))
     first = 0 if rng.random() < 0.5 else slots[0]
-    turns[first] = Turn(turns[first].kind, turns[first].text, turns[first].reply, picture=True)
+    turns[first] = replace(turns[first], picture=True)
     return turns
