@@ -272,7 +272,7 @@ def train_rl(out: str | Path, cfg: RLConfig, resume: bool = False, progress: boo
     if start == 0 and evaluate and cfg.eval_every:
         log.append({"step": 0, "eval": evaluate(model.eval(), vocab, tokenizers, meta.get("draw", {}), cfg.split)})
     bar = progress_bar(range(start, cfg.steps), desc="rl", initial=start, total=cfg.steps, enabled=progress,
-               unit="step")
+                       unit="step")
     began = time.perf_counter() - next((r["seconds"] for r in reversed(log) if "seconds" in r), 0.0)
     for step in bar:
         tick = time.perf_counter()

@@ -386,7 +386,7 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
             save_checkpoint(out, model, vocab, tokenizers, opt, files=files, extra=extra)
 
     bar = progress_bar(range(start, cfg.steps), desc="train", initial=start, total=cfg.steps,
-               enabled=progress and writer, unit="step")
+                       enabled=progress and writer, unit="step")
     rows = cfg.batch_size // world_size
     tick, tokens = time.perf_counter(), 0
     # Wall-clock seconds of training (compiling, evaluating and saving included), across resumes.
