@@ -21,6 +21,10 @@ class _Lines(tqdm):
     """tqdm that writes whole lines (a log has no carriage returns to draw a bar with), at most one
     every LOG_EVERY seconds and one at the end, its count current at every line."""
 
+    _printed: float | None = None  # when the last line went out (first: the bar's start)
+    _shown: int | None = None  # the count that line showed
+    _aborted = False  # the loop ended in an exception
+
     def __iter__(self):
         # (tqdm's own loop counts in a local variable between refreshes: a line would show a stale count)
         try:
@@ -35,10 +39,10 @@ class _Lines(tqdm):
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
         now = time.monotonic()
-        if now - getattr(self, "_printed", now) < LOG_EVERY:
-            self._printed = getattr(self, "_printed", now)
-            return True
-        self._line(msg)
+        if self._printed is None:
+            self._printed = now
+        if now - self._printed >= LOG_EVERY:
+            self._line(msg)
         return True
 
     def _line(self, msg: str | None = None) -> None:
@@ -49,7 +53,7 @@ class _Lines(tqdm):
     def close(self) -> None:
         if self.disable:
             return
-        if self.n != getattr(self, "_shown", None) and not getattr(self, "_aborted", False):  # where it ended
+        if self.n != self._shown and not self._aborted:  # where it ended
             self._line()
         self.disable = True  # (tqdm's own close would add an empty line)
         super().close()

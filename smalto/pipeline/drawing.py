@@ -46,15 +46,19 @@ class Drawer:
         world = replace(self.world or ShapesConfig(), image_size=self.image_size)
         planned = [smt.absolute(spec, world, (seed or 0) + i) if spec and level.plan else prompt for i in range(n)]
         images = self.draw([p for p in planned for _ in range(k)], self.draw_sampling(seed, **sampling))
-        out, note = [], self.scope(prompt)
+        out = []
+        note = None if spec is not None else self.scope(prompt)  # (a spec parsed: the prompt is in the world)
         for i, text in enumerate(planned):
             candidates = images[i * k:(i + 1) * k]
             if spec is not None:
-                verdicts = [smt.check(spec, parse_image(image, world)) for image in candidates]
+                scenes = [parse_image(image, world) for image in candidates]
+                verdicts = [smt.check(spec, scene) for scene in scenes]
                 best = next((j for j, v in enumerate(verdicts) if v.satisfied),
                             max(range(k), key=lambda j: verdicts[j].score))
-                drawing = Drawing(candidates[best], text, verdicts[best], k, first=candidates[0])
-            elif k > 1:
+                out.append(Drawing(candidates[best], text, verdicts[best], k, first=candidates[0],
+                                   reading=_reading(scenes[best])))
+                continue
+            if k > 1:
                 scores = self.caption_logprob(candidates, prompt)
                 best = int(np.argmax(scores))
                 drawing = Drawing(candidates[best], text, None, k, scores[best], first=candidates[0])
@@ -68,8 +72,7 @@ class Drawer:
         model of a folder's pictures, whose world the verifier does not know)."""
         if not self.world:
             return None
-        scene = parse_image(image, replace(self.world, image_size=self.image_size))
-        return captions(scene)[0] if scene.objects else "no object the verifier can read"
+        return _reading(parse_image(image, replace(self.world, image_size=self.image_size)))
 
     def scope(self, prompt: str) -> str | None:
         """Why a drawing prompt lies outside the world a ShapesWorld model knows, or None: the
@@ -146,3 +149,7 @@ class Drawer:
         except ValueError as e:
             raise SmaltoError(str(e)) from None
         return self.finish_items(prompts, Sampling(temperature=temperature, seed=seed), "video")
+
+
+def _reading(scene) -> str:
+    return captions(scene)[0] if scene.objects else "no object the verifier can read"

@@ -54,8 +54,8 @@ async def images_generations(body: p.ImageGenerationRequest, request: Request, s
         job, events = s.jobs.submit("draw", [ids] * body.n, pipe.vocab.image_tokens + 1, sampling)
         images = await s.jobs.images(job, events, request)
         note = await s.off_the_loop(pipe.scope, body.prompt)
-        drawings = [Drawing(image, body.prompt, reading=await s.off_the_loop(pipe.read_drawing, image), note=note)
-                    for image in images]
+        readings = await s.off_the_loop(lambda: [pipe.read_drawing(image) for image in images])
+        drawings = [Drawing(image, body.prompt, reading=r, note=note) for image, r in zip(images, readings)]
     else:
         try:  # words outside the grammar, a contradiction, too many candidates: the client's mistake
             await s.off_the_loop(pipe.check_drawing_request, body.prompt, body.n, effort, body.best_of)
