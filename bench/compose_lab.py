@@ -1,0 +1,257 @@
+"""The composition lab: a five-minute proxy for drawing two objects, and the levers measured on it.
+
+    python bench/compose_lab.py --levers baseline draw-only --seeds 0 1 2 --json docs/compose-lab.json
+    python bench/compose_lab.py --levers baseline --seeds 0 --minutes 1      # a smoke run
+
+Each run trains a model from scratch for a fixed number of optimizer steps (sized to about five
+minutes on 2 cores), then draws scenes of the development seed (`shapes_eval.DEV_SEED`) that
+its training stream left out (the "unseen" split) and reads them back with the verifier:
+two-object exact, attribute binding, each of the two objects right in its cell (the one named
+first and the one named second), and single objects. A lever changes one thing of the baseline
+recipe; `--seeds` repeats a run with other training seeds, so each figure has its spread.
+docs/compose.md reads the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from smalto import atomic
+from smalto.data.shapes import GRID, Scene, ShapesConfig, ShapesWorld, captions, render
+from smalto.eval.common import pct
+from smalto.eval.shapes_eval import DEV_SEED, PROBE_DRAWING, _scenes_with
+from smalto.pipeline import DEFAULT_MODEL, load
+from smalto.data.tasks import TASKS
+from smalto.format import Allowed, draw_prompt
+from smalto.format.render import _build as build
+from smalto.inference.strategies import Sampling
+from smalto.training import trainer
+from smalto.training.data import ExampleStream, TaskMix
+from smalto.training.rl import RLConfig, train_rl
+from smalto.training.trainer import TrainConfig
+from smalto.verify.scene import parse_image
+
+
+# The shipped model's last fine-tuning mix (docs/training.md, the shipped model's recipe).
+SHIPPED_MIX = TaskMix(caption=0.2, draw=0.3, qa=0.2, think=0.3, chat=0.8, clip_caption=0.4, clip_draw=0.4, clip_qa=0.4,
+                      clip_next=0.3, premises=0.3)
+DRAW_ONLY = TaskMix(caption=0, draw=1, qa=0)
+
+
+# --- the layout-then-draw lever: the model writes a plan of the nine cells, then draws
+
+def plan_ids(text, scene: Scene) -> list[int]:
+    """The nine cells in raster order, four tokens each: "," then size colour shape, or "," "-" "-" "-"
+    for an empty cell. A fixed width, so the slot of the cell a code lies in is a fixed distance away."""
+    ids = []
+    for row in range(GRID):
+        for col in range(GRID):
+            o = scene.at(row, col)
+            words = text.encode(f" {o.size} {o.color} {o.shape}") if o else text.encode("---")
+            assert len(words) == 3, words
+            ids += text.encode(",") + words
+    return ids
+
+
+PLAN_TOKENS = GRID * GRID * 4
+
+
+class PlanStream(ExampleStream):
+    """Draw examples of scenes answered with their plan, then the image: <user> prompt <assistant> plan
+    <boi> codes <eoi> <eos>; the plan is trained like the codes."""
+
+    def _example(self, rng, task, codes, captions, canonical, qa, scene=None):
+        if TASKS[task] != "draw" or scene is None or rng.random() < self.mix.cond_dropout:
+            return super()._example(rng, task, codes, captions, canonical, qa, scene)
+        v, text = self.vocab, list(self.encode_text(captions[rng.integers(len(captions))]))
+        return task, build(v, ([v.bos, v.user, *text, v.assistant], False),
+                           (plan_ids(self.tok.text, scene) + v.item_ids("image", codes) + [v.eos], True))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A lab run: five minutes of fine-tuning the shipped model; the baseline goes on as it was trained."""
+    steps: int = 150
+    batch_size: int = 32
+    lr: float = 3e-4
+    warmup: int = 30
+    mix: TaskMix = SHIPPED_MIX
+    data: str = "shapes"
+    plan: bool = False  # the layout-then-draw format (PlanStream)
+
+    def train_config(self, seed: int) -> TrainConfig:
+        return TrainConfig(init_from=str(DEFAULT_MODEL), data=self.data, steps=self.steps, batch_size=self.batch_size,
+                           lr=self.lr, warmup=self.warmup, optimizer="adamw", mix=self.mix, context=384, seed=seed,
+                           eval_every=0, save_every=self.steps, log_every=50, compile=False)
+
+
+BASELINE = Recipe()
+LEVERS: dict[str, Recipe] = {
+    "baseline": BASELINE,
+    "draw-only": replace(BASELINE, mix=DRAW_ONLY, steps=400),
+    "plan": replace(BASELINE, mix=DRAW_ONLY, steps=320, plan=True),
+    # GRPO on two- and three-object prompts, rewarded by the share of the prompt's constraints
+    # (each object's colour, shape, size and cell) the parsed drawing satisfies.
+    "rl": RLConfig(min_objects=2, steps=40, prompts=4, group=16, lr=2e-5, kl=0.01, eval_every=0, save_every=40),
+}
+
+
+def draw_planned(pipe, prompts: list[str], scenes: list[Scene] | None, seed: int) -> tuple[list, list[bool]]:
+    """Drawings in the plan format: the model's own plan (greedy), or the true one when `scenes` are
+    given; and whether each plan was the true one."""
+    v = pipe.vocab
+    heads = [[v.bos, v.user, *pipe.text_ids(p), v.assistant] for p in prompts]
+    if scenes is None:
+        plans = [r.tokens for r in pipe.engine.generate(heads, PLAN_TOKENS, Sampling(), Allowed(eos=False))]
+    else:
+        plans = [plan_ids(pipe.tokenizers.text, s) for s in scenes]
+    boi = v.specials[v.modalities["image"].open]
+    images = pipe.finish_items([h + p + [boi] for h, p in zip(heads, plans)], pipe.draw_sampling(seed), "image",
+                               [draw_prompt(v, [])] * len(prompts))
+    return images, plans
+
+
+def measure(model_dir: Path, n: int = 96, seed: int = DEV_SEED, plan: str | None = None) -> dict:
+    """Drawings of unseen scenes read back by the verifier (at the probe's sampling); `plan`:
+    "own" (the model writes it) or "given" (the true plan) for a model trained with PlanStream."""
+    pipe = load(model_dir)
+    pipe.draw_defaults.update(PROBE_DRAWING)
+    cfg = ShapesConfig(image_size=pipe.image_size)
+    world = ShapesWorld(cfg, seed, "unseen")
+    two = _scenes_with(world, n, 2, distinct=True)
+    one = _scenes_with(world, n // 4, 1)
+    prompts = [captions(s)[0] for s in two + one]
+    extra = {}
+    if plan is None:
+        drawn = pipe.draw(prompts, pipe.draw_sampling(seed))
+    else:
+        drawn, plans = draw_planned(pipe, prompts, None if plan == "own" else two + one, seed)
+        extra["plan_right"] = pct([p == plan_ids(pipe.tokenizers.text, s) for p, s in zip(plans, two + one)])
+    got = [parse_image(im, cfg) for im in drawn]
+    pairs = list(zip(two, got[:len(two)]))
+    return {**extra,
+        "two_objects": pct([g == s for s, g in pairs]),
+        "attribute_binding": pct([sorted((o.color, o.shape) for o in g.objects) ==
+                                  sorted((o.color, o.shape) for o in s.objects) for s, g in pairs]),
+        "first_named": pct([g.at(s.objects[0].row, s.objects[0].col) == s.objects[0] for s, g in pairs]),
+        "second_named": pct([g.at(s.objects[1].row, s.objects[1].col) == s.objects[1] for s, g in pairs]),
+        "single_object": pct([g == s for s, g in zip(one, got[len(two):])]),
+        "scenes": {"two_objects": len(two), "single_object": len(one)},
+    }
+
+
+def attention_to_phrases(model_dir: Path | None = None, n: int = 48, seed: int = DEV_SEED) -> dict:
+    """Where the codes of each object look while the true drawing is read (teacher forced): the
+    share of their attention, averaged over heads, on the tokens of the phrase that names their
+    object ("own") and on the other object's phrase, per layer, for the object named first and the
+    one named second (canonical captions of unseen two-object scenes)."""
+    import torch
+    import torch.nn.functional as F
+
+    from smalto.format import draw_example
+    from smalto.model import transformer
+
+    pipe = load(model_dir)
+    cfg = ShapesConfig(image_size=pipe.image_size)
+    scenes = _scenes_with(ShapesWorld(cfg, seed, "unseen"), n, 2, distinct=True)
+    v, text = pipe.vocab, pipe.tokenizers.text
+    grid = pipe.tokenizers.image.cfg.image_size // pipe.tokenizers.image.cfg.downsample
+    cell = [int((k + 0.5) * cfg.image_size / grid // cfg.cell) for k in range(grid)]  # a code row's (col's) cell
+    weights: list = []
+    real = F.scaled_dot_product_attention
+
+    def recording(q, k, v_, is_causal=False, attn_mask=None, enable_gqa=False):
+        k_ = k.repeat_interleave(q.shape[1] // k.shape[1], 1)
+        w = (q @ k_.transpose(-1, -2)) / q.shape[-1] ** 0.5
+        w = w.masked_fill(torch.ones(w.shape[-2:], dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+        weights.append(w.mean(1)[0])  # over heads
+        return real(q, k, v_, is_causal=is_causal, attn_mask=attn_mask, enable_gqa=enable_gqa)
+
+    layers = len(pipe.model.layers)
+    share = np.zeros((2, 2, layers))  # [object named first/second, own/other phrase, layer]
+    transformer.F.scaled_dot_product_attention = recording
+    try:
+        for s in scenes:
+            ids = text.encode(captions(s)[0])
+            second = ids.index(text.encode(" and")[0])
+            phrases = [range(2, 2 + second), range(2 + second, 2 + len(ids))]  # (after <bos> <user>)
+            codes = pipe.tokenizers.image.encode(render(s, cfg)[None])[0]
+            e = draw_example(v, ids, codes)
+            weights.clear()
+            with torch.no_grad():
+                pipe.model(torch.tensor([e.ids]), e.positions[None])
+            first_code = 2 + len(ids) + 2  # <assistant> <boi>
+            for k, o in enumerate(s.objects):
+                mine = [first_code + r * grid + c for r in range(grid) for c in range(grid)
+                        if (cell[r], cell[c]) == (o.row, o.col)]
+                for layer, w in enumerate(weights):
+                    rows = w[mine]
+                    share[k, 0, layer] += float(rows[:, phrases[k]].sum(-1).mean()) / len(scenes)
+                    share[k, 1, layer] += float(rows[:, phrases[1 - k]].sum(-1).mean()) / len(scenes)
+    finally:
+        transformer.F.scaled_dot_product_attention = real
+    return {name: {"own_phrase": share[k, 0].round(3).tolist(), "other_phrase": share[k, 1].round(3).tolist()}
+            for k, name in enumerate(("first_named", "second_named"))}
+
+
+def run(lever: str, seed: int, root: Path) -> dict:
+    out = root / f"{lever}-s{seed}"
+    shutil.rmtree(out, ignore_errors=True)  # (the lab's own runs: a rerun starts afresh)
+    recipe = LEVERS[lever]
+    start = time.perf_counter()
+    if isinstance(recipe, RLConfig):
+        train_rl(out, replace(recipe, seed=seed), progress=False)
+        minutes = (time.perf_counter() - start) / 60
+        return {"lever": lever, "seed": seed, "train_minutes": round(minutes, 2), **measure(out)}
+    trainer.ExampleStream = PlanStream if recipe.plan else ExampleStream
+    try:
+        trainer.train(out, recipe.train_config(seed), progress=False)
+    finally:
+        trainer.ExampleStream = ExampleStream
+    minutes = (time.perf_counter() - start) / 60
+    if not recipe.plan:
+        return {"lever": lever, "seed": seed, "train_minutes": round(minutes, 2), **measure(out)}
+    given = {f"given_{k}": v for k, v in measure(out, plan="given").items() if k != "scenes"}
+    return {"lever": lever, "seed": seed, "train_minutes": round(minutes, 2), **measure(out, plan="own"), **given}
+
+
+def table(results: list[dict]) -> str:
+    keys = ("two_objects", "attribute_binding", "first_named", "second_named", "single_object", "train_minutes")
+    lines = ["| lever | seeds | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
+    for lever in dict.fromkeys(r["lever"] for r in results):
+        rows = [r for r in results if r["lever"] == lever]
+        cells = []
+        for k in keys:
+            v = np.array([r[k] for r in rows], dtype=float)
+            cells.append(f"{v.mean():.1f} ± {(v.max() - v.min()) / 2:.1f}" if len(v) > 1 else f"{v[0]:.1f}")
+        lines.append(f"| {lever} | {len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--levers", nargs="+", default=["baseline"], choices=list(LEVERS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--root", type=Path, default=Path("runs/compose-lab"))
+    p.add_argument("--json", type=Path, default=None, help="add the results to this file (kept across calls)")
+    args = p.parse_args()
+    results = json.loads(args.json.read_text())["runs"] if args.json and args.json.exists() else []
+    for lever in args.levers:
+        for seed in args.seeds:
+            r = run(lever, seed, args.root)
+            print(json.dumps(r), flush=True)
+            results = [x for x in results if (x["lever"], x["seed"]) != (lever, seed)] + [r]
+            if args.json:
+                atomic.write_text(args.json, json.dumps({"runs": results}, indent=1) + "\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
