@@ -1,11 +1,11 @@
 """The composition lab: a five-minute proxy for drawing two objects, and the levers measured on it.
 
     python bench/compose_lab.py --levers baseline draw-only --seeds 0 1 2 --json docs/compose-lab.json
-    python bench/compose_lab.py --levers baseline --seeds 0 --minutes 1      # a smoke run
 
-Each run trains a model from scratch for a fixed number of optimizer steps (sized to about five
-minutes on 2 cores), then draws scenes of the development seed (`shapes_eval.DEV_SEED`) that
-its training stream left out (the "unseen" split) and reads them back with the verifier:
+Each run fine-tunes the shipped model for a fixed number of optimizer steps (sized to about five
+minutes on 2 cores), then draws scenes of the development seed (`shapes_eval.DEV_SEED`) that no
+training stream of the model showed (`smalto.eval.scenes`, replayed from its meta.json) and reads
+them back with the verifier:
 two-object exact, attribute binding, each of the two objects right in its cell (the one named
 first and the one named second), and single objects. A lever changes one thing of the baseline
 recipe; `--seeds` repeats a run with other training seeds, so each figure has its spread.
@@ -24,14 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from smalto import atomic
-from smalto.data.shapes import GRID, Scene, ShapesConfig, ShapesWorld, captions, render
+from smalto.data.shapes import GRID, Scene, ShapesConfig, captions, render
 from smalto.eval.common import pct
 from smalto.eval.shapes_eval import DEV_SEED, PROBE_DRAWING, _scenes_with
-from smalto.pipeline import DEFAULT_MODEL, load
 from smalto.data.tasks import TASKS
+from smalto.eval.scenes import scene_kinds
 from smalto.format import Allowed, draw_prompt
 from smalto.format.render import _build as build
 from smalto.inference.strategies import Sampling
+from smalto.pipeline import DEFAULT_MODEL, load
 from smalto.training import trainer
 from smalto.training.data import ExampleStream, TaskMix
 from smalto.training.rl import RLConfig, train_rl
@@ -83,11 +84,10 @@ class Recipe:
     lr: float = 3e-4
     warmup: int = 30
     mix: TaskMix = SHIPPED_MIX
-    data: str = "shapes"
     plan: bool = False  # the layout-then-draw format (PlanStream)
 
     def train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(init_from=str(DEFAULT_MODEL), data=self.data, steps=self.steps, batch_size=self.batch_size,
+        return TrainConfig(init_from=str(DEFAULT_MODEL), steps=self.steps, batch_size=self.batch_size,
                            lr=self.lr, warmup=self.warmup, optimizer="adamw", mix=self.mix, context=384, seed=seed,
                            eval_every=0, save_every=self.steps, log_every=50, compile=False)
 
@@ -103,9 +103,9 @@ LEVERS: dict[str, Recipe] = {
 }
 
 
-def draw_planned(pipe, prompts: list[str], scenes: list[Scene] | None, seed: int) -> tuple[list, list[bool]]:
-    """Drawings in the plan format: the model's own plan (greedy), or the true one when `scenes` are
-    given; and whether each plan was the true one."""
+def draw_planned(pipe, prompts: list[str], scenes: list[Scene] | None, seed: int) -> tuple[list, list[list[int]]]:
+    """Drawings in the plan format, and the plans they were drawn from: the model's own (greedy), or
+    the true ones when `scenes` are given."""
     v = pipe.vocab
     heads = [[v.bos, v.user, *pipe.text_ids(p), v.assistant] for p in prompts]
     if scenes is None:
@@ -124,7 +124,7 @@ def measure(model_dir: Path, n: int = 96, seed: int = DEV_SEED, plan: str | None
     pipe = load(model_dir)
     pipe.draw_defaults.update(PROBE_DRAWING)
     cfg = ShapesConfig(image_size=pipe.image_size)
-    world = ShapesWorld(cfg, seed, "unseen")
+    world = scene_kinds(cfg, seed, pipe.streams).kinds["unseen"]
     two = _scenes_with(world, n, 2, distinct=True)
     one = _scenes_with(world, n // 4, 1)
     prompts = [captions(s)[0] for s in two + one]
@@ -160,7 +160,7 @@ def attention_to_phrases(model_dir: Path | None = None, n: int = 48, seed: int =
 
     pipe = load(model_dir)
     cfg = ShapesConfig(image_size=pipe.image_size)
-    scenes = _scenes_with(ShapesWorld(cfg, seed, "unseen"), n, 2, distinct=True)
+    scenes = _scenes_with(scene_kinds(cfg, seed, pipe.streams).kinds["unseen"], n, 2, distinct=True)
     v, text = pipe.vocab, pipe.tokenizers.text
     grid = pipe.tokenizers.image.cfg.image_size // pipe.tokenizers.image.cfg.downsample
     cell = [int((k + 0.5) * cfg.image_size / grid // cfg.cell) for k in range(grid)]  # a code row's (col's) cell
