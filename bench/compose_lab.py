@@ -31,6 +31,7 @@ from smalto.data.tasks import TASKS
 from smalto.eval.scenes import scene_kinds
 from smalto.format import Allowed, draw_prompt
 from smalto.format.render import _build as build
+from smalto.inference.engine import left_pad
 from smalto.inference.strategies import Sampling
 from smalto.pipeline import DEFAULT_MODEL, load
 from smalto.training import trainer
@@ -76,6 +77,80 @@ class PlanStream(ExampleStream):
                            (plan_ids(self.tok.text, scene) + v.item_ids("image", codes) + [v.eos], True))
 
 
+# --- the per-cell lever: each cell's words, then that cell's codes
+
+def cell_blocks(cfg: ShapesConfig, grid: int) -> list[list[int]]:
+    """The raster indices of the codes in each cell, cells in raster order (codes in raster order
+    within a cell). Objects never share a code's patch, so each code lies in exactly one cell."""
+    cell = [int((k + 0.5) * cfg.image_size / grid // cfg.cell) for k in range(grid)]  # a code row's (col's) cell
+    return [[r * grid + c for r in range(grid) for c in range(grid) if (cell[r], cell[c]) == (row, col)]
+            for row in range(GRID) for col in range(GRID)]
+
+
+def cell_slot(text, scene: Scene, k: int) -> list[int]:
+    """Cell k's words: its number (1-9), then size colour shape, or "---" for an empty cell."""
+    o = scene.at(k // GRID, k % GRID)
+    ids = text.encode(f"{k + 1}") + (text.encode(f" {o.size} {o.color} {o.shape}") if o else text.encode("---"))
+    assert len(ids) == 4, ids
+    return ids
+
+
+class CellStream(ExampleStream):
+    """Draw examples answered cell by cell: <user> prompt <assistant> then, for each of the nine
+    cells, its words and its codes (raster within the cell), then <eos>. An object's codes follow
+    the words that name it, a few tokens back, wherever the object is: binding is a local copy."""
+
+    def _example(self, rng, task, codes, captions, canonical, qa, scene=None):
+        if TASKS[task] != "draw" or scene is None or rng.random() < self.mix.cond_dropout:
+            return super()._example(rng, task, codes, captions, canonical, qa, scene)
+        v, text = self.vocab, list(self.encode_text(captions[rng.integers(len(captions))]))
+        flat = (codes.reshape(-1) + v.ranges[v.image.range].start).tolist()
+        body = []
+        for k, block in enumerate(cell_blocks(self.world.cfg, codes.shape[-1])):
+            body += cell_slot(self.tok.text, scene, k) + [flat[i] for i in block]
+        return task, build(v, ([v.bos, v.user, *text, v.assistant], False), (body + [v.eos], True))
+
+
+def draw_cells(pipe, prompts: list[str], scenes: list[Scene] | None, seed: int) -> tuple[list, list[list[int]]]:
+    """Drawings in the per-cell format and the cells' words they were drawn from: the model's own
+    (greedy), or the true ones when `scenes` are given. Codes are sampled at the pipeline's drawing
+    settings (guidance: the unconditional twin reads the same words and codes, not the prompt)."""
+    import torch
+
+    v, engine, n = pipe.vocab, pipe.engine, len(prompts)
+    sampling = pipe.draw_sampling(seed)
+    cfg = ShapesConfig(image_size=pipe.image_size)
+    grid = pipe.tokenizers.image.cfg.image_size // pipe.tokenizers.image.cfg.downsample
+    blocks = cell_blocks(cfg, grid)
+    rows = [[v.bos, v.user, *pipe.text_ids(p), v.assistant] for p in prompts] + [[v.bos, v.user, v.assistant]] * n
+    ids, valid, pos = left_pad(v, rows)
+    length = 4 * len(blocks) + grid * grid
+    cache = engine._cache(2 * n, ids.shape[1] + length)
+    words, image = v.text_mask(), v.mask(v.image.range)
+    generator = torch.Generator().manual_seed(seed)
+    plans, codes = [[] for _ in range(n)], torch.zeros(n, grid * grid, dtype=torch.long)
+    with torch.inference_mode():
+        logits = pipe.model(ids, pos, cache, valid).logits[:, -1].float()
+        where = pos[:, :, -1] + 1
+        for k, block in enumerate(blocks):
+            for j in range(4 + len(block)):
+                if j < 4:  # the cell's words
+                    if scenes is None:
+                        token = logits[:n].masked_fill(~words, float("-inf")).argmax(-1)
+                    else:
+                        token = torch.tensor([cell_slot(pipe.tokenizers.text, s, k)[j] for s in scenes])
+                    for plan, t in zip(plans, token.tolist()):
+                        plan.append(t)
+                else:
+                    c, u = logits.chunk(2)
+                    mixed = (u + sampling.guidance * (c - u)).masked_fill(~image, float("-inf"))
+                    token = torch.multinomial((mixed / sampling.temperature).softmax(-1), 1, generator=generator)[:, 0]
+                    codes[:, block[j - 4]] = v.codes(token)
+                logits = engine._step(torch.cat([token, token]), where, cache)
+                where = where + 1
+    return pipe.codecs["image"].decode(codes.view(n, 1, grid, grid)), plans
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A lab run: five minutes of fine-tuning the shipped model; the baseline goes on as it was trained."""
@@ -84,7 +159,7 @@ class Recipe:
     lr: float = 3e-4
     warmup: int = 30
     mix: TaskMix = SHIPPED_MIX
-    plan: bool = False  # the layout-then-draw format (PlanStream)
+    stream: type = ExampleStream  # the examples' format (PlanStream, CellStream: the levers of order)
 
     def train_config(self, seed: int) -> TrainConfig:
         return TrainConfig(init_from=str(DEFAULT_MODEL), steps=self.steps, batch_size=self.batch_size,
@@ -96,7 +171,8 @@ BASELINE = Recipe()
 LEVERS: dict[str, Recipe] = {
     "baseline": BASELINE,
     "draw-only": replace(BASELINE, mix=DRAW_ONLY, steps=400),
-    "plan": replace(BASELINE, mix=DRAW_ONLY, steps=320, plan=True),
+    "plan": replace(BASELINE, mix=DRAW_ONLY, steps=320, stream=PlanStream),
+    "cells": replace(BASELINE, mix=DRAW_ONLY, steps=320, stream=CellStream),
     # GRPO on two- and three-object prompts, rewarded by the share of the prompt's constraints
     # (each object's colour, shape, size and cell) the parsed drawing satisfies.
     "rl": RLConfig(min_objects=2, steps=40, prompts=4, group=16, lr=2e-5, kl=0.01, eval_every=0, save_every=40),
@@ -118,22 +194,27 @@ def draw_planned(pipe, prompts: list[str], scenes: list[Scene] | None, seed: int
     return images, plans
 
 
-def measure(model_dir: Path, n: int = 96, seed: int = DEV_SEED, plan: str | None = None) -> dict:
-    """Drawings of unseen scenes read back by the verifier (at the probe's sampling); `plan`:
-    "own" (the model writes it) or "given" (the true plan) for a model trained with PlanStream."""
+def measure(model_dir: Path, n: int = 96, seed: int = DEV_SEED, stream: type = ExampleStream,
+            given: bool = False) -> dict:
+    """Drawings of unseen scenes read back by the verifier (at the probe's sampling). A model trained
+    in a lever's format (`stream`: PlanStream, CellStream) draws in it, from the words it writes
+    itself, or from the true ones with `given`; `words_right` is the share of its words that were."""
     pipe = load(model_dir)
     pipe.draw_defaults.update(PROBE_DRAWING)
     cfg = ShapesConfig(image_size=pipe.image_size)
     world = scene_kinds(cfg, seed, pipe.streams).kinds["unseen"]
     two = _scenes_with(world, n, 2, distinct=True)
     one = _scenes_with(world, n // 4, 1)
-    prompts = [captions(s)[0] for s in two + one]
+    scenes, prompts = two + one, [captions(s)[0] for s in two + one]
     extra = {}
-    if plan is None:
+    if stream is ExampleStream:
         drawn = pipe.draw(prompts, pipe.draw_sampling(seed))
     else:
-        drawn, plans = draw_planned(pipe, prompts, None if plan == "own" else two + one, seed)
-        extra["plan_right"] = pct([p == plan_ids(pipe.tokenizers.text, s) for p, s in zip(plans, two + one)])
+        text = pipe.tokenizers.text
+        draw, truth = ((draw_planned, lambda s: plan_ids(text, s)) if stream is PlanStream else
+                       (draw_cells, lambda s: [t for k in range(GRID * GRID) for t in cell_slot(text, s, k)]))
+        drawn, words = draw(pipe, prompts, scenes if given else None, seed)
+        extra["words_right"] = pct([w == truth(s) for w, s in zip(words, scenes)])
     got = [parse_image(im, cfg) for im in drawn]
     pairs = list(zip(two, got[:len(two)]))
     return {**extra,
@@ -210,16 +291,17 @@ def run(lever: str, seed: int, root: Path) -> dict:
         train_rl(out, replace(recipe, seed=seed), progress=False)
         minutes = (time.perf_counter() - start) / 60
         return {"lever": lever, "seed": seed, "train_minutes": round(minutes, 2), **measure(out)}
-    trainer.ExampleStream = PlanStream if recipe.plan else ExampleStream
+    trainer.ExampleStream = recipe.stream
     try:
         trainer.train(out, recipe.train_config(seed), progress=False)
     finally:
         trainer.ExampleStream = ExampleStream
     minutes = (time.perf_counter() - start) / 60
-    if not recipe.plan:
-        return {"lever": lever, "seed": seed, "train_minutes": round(minutes, 2), **measure(out)}
-    given = {f"given_{k}": v for k, v in measure(out, plan="given").items() if k != "scenes"}
-    return {"lever": lever, "seed": seed, "train_minutes": round(minutes, 2), **measure(out, plan="own"), **given}
+    own = measure(out, stream=recipe.stream)
+    if recipe.stream is ExampleStream:
+        return {"lever": lever, "seed": seed, "train_minutes": round(minutes, 2), **own}
+    given = {f"given_{k}": v for k, v in measure(out, stream=recipe.stream, given=True).items() if k != "scenes"}
+    return {"lever": lever, "seed": seed, "train_minutes": round(minutes, 2), **own, **given}
 
 
 def table(results: list[dict]) -> str:
