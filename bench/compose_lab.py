@@ -22,16 +22,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from smalto import atomic
-from smalto.data.shapes import GRID, Scene, ShapesConfig, captions, render
+from smalto.data.shapes import GRID, Scene, ShapesConfig, captions, cell_patches, cell_words, render
 from smalto.eval.common import pct
 from smalto.eval.shapes_eval import DEV_SEED, PROBE_DRAWING, _scenes_with
 from smalto.data.tasks import TASKS
 from smalto.eval.scenes import scene_kinds
-from smalto.format import Allowed, draw_prompt
+from smalto.format import DRAWING, Allowed, draw_prompt
 from smalto.format.render import _build as build
-from smalto.inference.engine import left_pad
 from smalto.inference.strategies import Sampling
 from smalto.pipeline import DEFAULT_MODEL, load
 from smalto.training import trainer
@@ -77,78 +77,22 @@ class PlanStream(ExampleStream):
                            (plan_ids(self.tok.text, scene) + v.item_ids("image", codes) + [v.eos], True))
 
 
-# --- the per-cell lever: each cell's words, then that cell's codes
+# --- the cells lever (TrainConfig.layout = "cells"): each cell's words, then its codes
 
-def cell_blocks(cfg: ShapesConfig, grid: int) -> list[list[int]]:
-    """The raster indices of the codes in each cell, cells in raster order (codes in raster order
-    within a cell). Objects never share a code's patch, so each code lies in exactly one cell."""
-    cell = [int((k + 0.5) * cfg.image_size / grid // cfg.cell) for k in range(grid)]  # a code row's (col's) cell
-    return [[r * grid + c for r in range(grid) for c in range(grid) if (cell[r], cell[c]) == (row, col)]
-            for row in range(GRID) for col in range(GRID)]
-
-
-def cell_slot(text, scene: Scene, k: int) -> list[int]:
-    """Cell k's words: its number (1-9), then size colour shape, or "---" for an empty cell."""
-    o = scene.at(k // GRID, k % GRID)
-    ids = text.encode(f"{k + 1}") + (text.encode(f" {o.size} {o.color} {o.shape}") if o else text.encode("---"))
-    assert len(ids) == 4, ids
-    return ids
-
-
-class CellStream(ExampleStream):
-    """Draw examples answered cell by cell: <user> prompt <assistant> then, for each of the nine
-    cells, its words and its codes (raster within the cell), then <eos>. An object's codes follow
-    the words that name it, a few tokens back, wherever the object is: binding is a local copy."""
-
-    def _example(self, rng, task, codes, captions, canonical, qa, scene=None):
-        if TASKS[task] != "draw" or scene is None or rng.random() < self.mix.cond_dropout:
-            return super()._example(rng, task, codes, captions, canonical, qa, scene)
-        v, text = self.vocab, list(self.encode_text(captions[rng.integers(len(captions))]))
-        flat = (codes.reshape(-1) + v.ranges[v.image.range].start).tolist()
-        body = []
-        for k, block in enumerate(cell_blocks(self.world.cfg, codes.shape[-1])):
-            body += cell_slot(self.tok.text, scene, k) + [flat[i] for i in block]
-        return task, build(v, ([v.bos, v.user, *text, v.assistant], False), (body + [v.eos], True))
-
-
-def draw_cells(pipe, prompts: list[str], scenes: list[Scene] | None, seed: int) -> tuple[list, list[list[int]]]:
-    """Drawings in the per-cell format and the cells' words they were drawn from: the model's own
-    (greedy), or the true ones when `scenes` are given. Codes are sampled at the pipeline's drawing
-    settings (guidance: the unconditional twin reads the same words and codes, not the prompt)."""
-    import torch
-
-    v, engine, n = pipe.vocab, pipe.engine, len(prompts)
+def draw_cells_given(pipe, prompts: list[str], scenes: list[Scene], seed: int) -> list[list[int]]:
+    """The bodies of drawings in the cells layout drawn from the true words of each cell (the
+    model writes only the codes, block by block), at the pipeline's drawing settings."""
+    v, text = pipe.vocab, pipe.tokenizers.text
     sampling = pipe.draw_sampling(seed)
-    cfg = ShapesConfig(image_size=pipe.image_size)
-    grid = pipe.tokenizers.image.cfg.image_size // pipe.tokenizers.image.cfg.downsample
-    blocks = cell_blocks(cfg, grid)
-    rows = [[v.bos, v.user, *pipe.text_ids(p), v.assistant] for p in prompts] + [[v.bos, v.user, v.assistant]] * n
-    ids, valid, pos = left_pad(v, rows)
-    length = 4 * len(blocks) + grid * grid
-    cache = engine._cache(2 * n, ids.shape[1] + length)
-    words, image = v.text_mask(), v.mask(v.image.range)
-    generator = torch.Generator().manual_seed(seed)
-    plans, codes = [[] for _ in range(n)], torch.zeros(n, grid * grid, dtype=torch.long)
-    with torch.inference_mode():
-        logits = pipe.model(ids, pos, cache, valid).logits[:, -1].float()
-        where = pos[:, :, -1] + 1
-        for k, block in enumerate(blocks):
-            for j in range(4 + len(block)):
-                if j < 4:  # the cell's words
-                    if scenes is None:
-                        token = logits[:n].masked_fill(~words, float("-inf")).argmax(-1)
-                    else:
-                        token = torch.tensor([cell_slot(pipe.tokenizers.text, s, k)[j] for s in scenes])
-                    for plan, t in zip(plans, token.tolist()):
-                        plan.append(t)
-                else:
-                    c, u = logits.chunk(2)
-                    mixed = (u + sampling.guidance * (c - u)).masked_fill(~image, float("-inf"))
-                    token = torch.multinomial((mixed / sampling.temperature).softmax(-1), 1, generator=generator)[:, 0]
-                    codes[:, block[j - 4]] = v.codes(token)
-                logits = engine._step(torch.cat([token, token]), where, cache)
-                where = where + 1
-    return pipe.codecs["image"].decode(codes.view(n, 1, grid, grid)), plans
+    cond = [draw_prompt(v, pipe.text_ids(p)) for p in prompts]
+    uncond = [draw_prompt(v, []) for _ in prompts]  # (the guidance twin reads the same words and codes)
+    heads = [len(c) for c in cond]
+    for k, block in enumerate(v.modalities[v.drawn("image")].blocks):
+        words = [text.encode(cell_words(s)[k]) for s in scenes]
+        cond, uncond = [c + w for c, w in zip(cond, words)], [u + w for u, w in zip(uncond, words)]
+        rows = pipe.engine.generate(cond, len(block), replace(sampling, seed=seed + k), DRAWING, unconditional=uncond)
+        cond, uncond = [c + r.tokens for c, r in zip(cond, rows)], [u + r.tokens for u, r in zip(uncond, rows)]
+    return [c[h:] for c, h in zip(cond, heads)]
 
 
 @dataclass(frozen=True)
@@ -159,12 +103,13 @@ class Recipe:
     lr: float = 3e-4
     warmup: int = 30
     mix: TaskMix = SHIPPED_MIX
-    stream: type = ExampleStream  # the examples' format (PlanStream, CellStream: the levers of order)
+    stream: type = ExampleStream  # the examples' format (PlanStream: the plan lever)
+    layout: str = "raster"  # how drawings are written (TrainConfig.layout; "cells": the cells lever)
 
     def train_config(self, seed: int) -> TrainConfig:
         return TrainConfig(init_from=str(DEFAULT_MODEL), steps=self.steps, batch_size=self.batch_size,
                            lr=self.lr, warmup=self.warmup, optimizer="adamw", mix=self.mix, context=384, seed=seed,
-                           eval_every=0, save_every=self.steps, log_every=50, compile=False)
+                           eval_every=0, save_every=self.steps, log_every=50, compile=False, layout=self.layout)
 
 
 BASELINE = Recipe()
@@ -172,7 +117,7 @@ LEVERS: dict[str, Recipe] = {
     "baseline": BASELINE,
     "draw-only": replace(BASELINE, mix=DRAW_ONLY, steps=400),
     "plan": replace(BASELINE, mix=DRAW_ONLY, steps=320, stream=PlanStream),
-    "cells": replace(BASELINE, mix=DRAW_ONLY, steps=320, stream=CellStream),
+    "cells": replace(BASELINE, mix=DRAW_ONLY, steps=320, layout="cells"),
     # GRPO on two- and three-object prompts, rewarded by the share of the prompt's constraints
     # (each object's colour, shape, size and cell) the parsed drawing satisfies.
     "rl": RLConfig(min_objects=2, steps=40, prompts=4, group=16, lr=2e-5, kl=0.01, eval_every=0, save_every=40),
@@ -194,11 +139,11 @@ def draw_planned(pipe, prompts: list[str], scenes: list[Scene] | None, seed: int
     return images, plans
 
 
-def measure(model_dir: Path, n: int = 96, seed: int = DEV_SEED, stream: type = ExampleStream,
-            given: bool = False) -> dict:
-    """Drawings of unseen scenes read back by the verifier (at the probe's sampling). A model trained
-    in a lever's format (`stream`: PlanStream, CellStream) draws in it, from the words it writes
-    itself, or from the true ones with `given`; `words_right` is the share of its words that were."""
+def measure(model_dir: Path, n: int = 96, seed: int = DEV_SEED, plan: bool = False, given: bool = False) -> dict:
+    """Drawings of unseen scenes read back by the verifier (at the probe's sampling). A model that
+    writes words before it draws (a plan: trained with PlanStream, `plan`; the cells layout: its
+    vocabulary says so) draws from the words it writes itself, or from the true ones with `given`;
+    `words_right` is the share of drawings whose words were all right."""
     pipe = load(model_dir)
     pipe.draw_defaults.update(PROBE_DRAWING)
     cfg = ShapesConfig(image_size=pipe.image_size)
@@ -206,15 +151,21 @@ def measure(model_dir: Path, n: int = 96, seed: int = DEV_SEED, stream: type = E
     two = _scenes_with(world, n, 2, distinct=True)
     one = _scenes_with(world, n // 4, 1)
     scenes, prompts = two + one, [captions(s)[0] for s in two + one]
-    extra = {}
-    if stream is ExampleStream:
-        drawn = pipe.draw(prompts, pipe.draw_sampling(seed))
+    v, text, extra = pipe.vocab, pipe.tokenizers.text, {}
+    if plan:
+        drawn, words = draw_planned(pipe, prompts, scenes if given else None, seed)
+        extra["words_right"] = pct([w == plan_ids(text, s) for w, s in zip(words, scenes)])
+    elif v.drawn("image") == "cells":
+        if given:
+            bodies = draw_cells_given(pipe, prompts, scenes, seed)
+        else:
+            bodies = pipe.item_bodies([draw_prompt(v, pipe.text_ids(p)) for p in prompts], pipe.draw_sampling(seed),
+                                      "image", [draw_prompt(v, []) for _ in prompts])
+        drawn = pipe.codecs["image"].decode(torch.stack([v.item_codes(b, "cells") for b in bodies]))
+        extra["words_right"] = pct([v.item_words(b, "cells") == [text.encode(w) for w in cell_words(s)]
+                                    for b, s in zip(bodies, scenes)])
     else:
-        text = pipe.tokenizers.text
-        draw, truth = ((draw_planned, lambda s: plan_ids(text, s)) if stream is PlanStream else
-                       (draw_cells, lambda s: [t for k in range(GRID * GRID) for t in cell_slot(text, s, k)]))
-        drawn, words = draw(pipe, prompts, scenes if given else None, seed)
-        extra["words_right"] = pct([w == truth(s) for w, s in zip(words, scenes)])
+        drawn = pipe.draw(prompts, pipe.draw_sampling(seed))
     got = [parse_image(im, cfg) for im in drawn]
     pairs = list(zip(two, got[:len(two)]))
     return {**extra,
@@ -233,7 +184,6 @@ def attention_to_phrases(model_dir: Path | None = None, n: int = 48, seed: int =
     share of their attention, averaged over heads, on the tokens of the phrase that names their
     object ("own") and on the other object's phrase, per layer, for the object named first and the
     one named second (canonical captions of unseen two-object scenes)."""
-    import torch
     import torch.nn.functional as F
 
     from smalto.format import draw_example
@@ -243,8 +193,8 @@ def attention_to_phrases(model_dir: Path | None = None, n: int = 48, seed: int =
     cfg = ShapesConfig(image_size=pipe.image_size)
     scenes = _scenes_with(scene_kinds(cfg, seed, pipe.streams).kinds["unseen"], n, 2, distinct=True)
     v, text = pipe.vocab, pipe.tokenizers.text
-    grid = pipe.tokenizers.image.cfg.image_size // pipe.tokenizers.image.cfg.downsample
-    cell = [int((k + 0.5) * cfg.image_size / grid // cfg.cell) for k in range(grid)]  # a code row's (col's) cell
+    grid, drawn = pipe.tokenizers.image.cfg.grid, v.drawn("image")
+    patches, body = cell_patches(cfg, grid), v.modalities[drawn].body()
     weights: list = []
     real = F.scaled_dot_product_attention
 
@@ -264,14 +214,15 @@ def attention_to_phrases(model_dir: Path | None = None, n: int = 48, seed: int =
             second = ids.index(text.encode(" and")[0])
             phrases = [range(2, 2 + second), range(2 + second, 2 + len(ids))]  # (after <bos> <user>)
             codes = pipe.tokenizers.image.encode(render(s, cfg)[None])[0]
-            e = draw_example(v, ids, codes)
+            words = [text.encode(w) for w in cell_words(s)] if drawn == "cells" else None
+            e = draw_example(v, ids, codes, words=words)
             weights.clear()
             with torch.no_grad():
                 pipe.model(torch.tensor([e.ids]), e.positions[None])
-            first_code = 2 + len(ids) + 2  # <assistant> <boi>
+            first = 2 + len(ids) + 2  # the item's body, after <assistant> <boi>
             for k, o in enumerate(s.objects):
-                mine = [first_code + r * grid + c for r in range(grid) for c in range(grid)
-                        if (cell[r], cell[c]) == (o.row, o.col)]
+                mine = [first + j for j, where in enumerate(body) if isinstance(where, tuple)
+                        and where[1] * grid + where[2] in patches[o.row * GRID + o.col]]
                 for layer, w in enumerate(weights):
                     rows = w[mine]
                     share[k, 0, layer] += float(rows[:, phrases[k]].sum(-1).mean()) / len(scenes)
@@ -297,10 +248,11 @@ def run(lever: str, seed: int, root: Path) -> dict:
     finally:
         trainer.ExampleStream = ExampleStream
     minutes = (time.perf_counter() - start) / 60
-    own = measure(out, stream=recipe.stream)
-    if recipe.stream is ExampleStream:
+    plan = recipe.stream is PlanStream
+    own = measure(out, plan=plan)
+    if "words_right" not in own:
         return {"lever": lever, "seed": seed, "train_minutes": round(minutes, 2), **own}
-    given = {f"given_{k}": v for k, v in measure(out, stream=recipe.stream, given=True).items() if k != "scenes"}
+    given = {f"given_{k}": v for k, v in measure(out, plan=plan, given=True).items() if k != "scenes"}
     return {"lever": lever, "seed": seed, "train_minutes": round(minutes, 2), **own, **given}
 
 

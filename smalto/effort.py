@@ -16,7 +16,8 @@ sampled traces never beat greedy thinking (docs/test-time.md).
 Thinking: the model writes `<think>` a description of the scene and the facts the question needs
 `</think>`, then the answer; the solver reads the description back into a scene graph and
 computes the answer from it (`pipeline.answers.Answers.answers`). A drawing is planned by the solver
-(relations become absolute cells), drawn `best_of` times in one batch and judged by the pixel
+(relations become absolute cells; a model drawing in the cells layout is given the plan's words for
+each cell and draws their codes), drawn `best_of` times in one batch and judged by the pixel
 verifier against the specification (or, for a model without one, ranked by the model's own
 log p(prompt | image)).
 """

@@ -182,6 +182,12 @@ def export_hf(model_dir: str | Path, out: str | Path, dtype: torch.dtype = torch
 
 def _readme(config: dict, vocab: Vocab, meta: dict) -> str:
     arch = config["architectures"][0]
+    drawn = vocab.modalities[vocab.drawn("image")]
+    drawing = (f"drawing is `<|bos|><|user|> prompt <|assistant|><|reserved_1|>` followed, for each of the "
+               f"{len(drawn.blocks)} cells in raster order, by {drawn.words} words naming what the cell holds "
+               f"(\"2 small red circle\", \"1---\" when empty) and the codes of the cell's patches (raster "
+               f"indices {[list(b) for b in drawn.blocks[:2]]}, ...), then `<|eoi|>`") if drawn.blocks else \
+        "drawing is `<|bos|><|user|> prompt <|assistant|><|boi|>` followed by the image's codes"
     return f"""# smalto model, exported for transformers
 
 Exported by smalto {__version__} from a `{meta.get('train', {}).get('preset') or 'smalto'}` model at step
@@ -203,8 +209,7 @@ tokenizer = AutoTokenizer.from_pretrained("this-folder")
   An image is `<|boi|>` + {vocab.image_tokens} codes (row-major) + `<|eoi|>`.
 
 Sequences are short chats: `<|bos|><|user|> [image] question <|assistant|> answer <|eos|>`;
-drawing is `<|bos|><|user|> prompt <|assistant|><|boi|>` followed by the image's codes
-(the chat template builds the text part).
+{drawing} (the chat template builds the text part).
 
 ## Images
 

@@ -189,7 +189,7 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
     from smalto.model.config import FUSIONS, ROPES
     from smalto.training.data import TaskMix
     from smalto.training.optim import OPTIMIZERS
-    from smalto.training.trainer import COMPILE_FROM, DEFAULT_PRESET, PRECISIONS, VISION_INITS, TrainConfig
+    from smalto.training.trainer import COMPILE_FROM, DEFAULT_PRESET, LAYOUTS, PRECISIONS, VISION_INITS, TrainConfig
 
     tr.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, log, plots)")
     add_config(tr, TrainConfig, {
@@ -226,8 +226,10 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
                   "Flamingo); drawing always writes codes (default: tokens, or --init-from's)",
         "vision_init": "a new projector or xattn model's ViT stem: from scratch, or the image tokenizer's encoder "
                        "with its weights",
+        "layout": "how drawings are written: raster (the codes row by row) or cells (each ShapesWorld cell named "
+                  "in words, then its codes; docs/compose.md) (default: raster, or --init-from's)",
     }, preset=dict(choices=tuple(PRESETS)), rope=dict(choices=ROPES), precision=dict(choices=PRECISIONS),
-       fusion=dict(choices=FUSIONS), vision_init=dict(choices=VISION_INITS),
+       fusion=dict(choices=FUSIONS), vision_init=dict(choices=VISION_INITS), layout=dict(choices=LAYOUTS),
        optimizer=dict(choices=OPTIMIZERS),
        compile=dict(action=argparse.BooleanOptionalAction), freeze=dict(metavar="PATTERN"))
     mix = defaults(TaskMix)

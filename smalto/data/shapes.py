@@ -282,6 +282,23 @@ def _relation(a: Obj, b: Obj) -> str:
     return "above" if a.row < b.row else "below"
 
 
+def cell_words(scene: Scene) -> list[str]:
+    """What each cell holds, cells in raster order: its number, then the object's "size colour
+    shape" or "---" for an empty cell ("1---", "2 small red circle", ...). The words a drawing
+    in the cells layout writes before each cell's codes (format.Modality.blocks)."""
+    return [f"{k + 1}" + (f" {o.phrase()}" if (o := scene.at(k // GRID, k % GRID)) else "---")
+            for k in range(GRID * GRID)]
+
+
+def cell_patches(cfg: ShapesConfig, grid: int) -> tuple[tuple[int, ...], ...]:
+    """For each cell (raster order), the raster indices of the patches of a grid x grid lattice
+    (an image tokenizer's codes) whose centres lie in it: an object without jitter covers only
+    patches of its own cell."""
+    cell = [int((k + 0.5) * cfg.image_size / grid // cfg.cell) for k in range(grid)]  # a patch row's (column's)
+    return tuple(tuple(r * grid + c for r in range(grid) for c in range(grid) if (cell[r], cell[c]) == (row, col))
+                 for row in range(GRID) for col in range(GRID))
+
+
 def captions(scene: Scene) -> list[str]:
     """Paraphrases of one scene; the first is canonical (complete and parseable)."""
     objs = scene.objects

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from smalto.format.vocab import Modality, Vocab
+from smalto.format.vocab import WORD, Modality, Vocab
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class Phases:
     step: tuple[int, ...]  # the phase after this phase's token (phase 0: `opens` decides)
     offset: tuple[tuple[int, int, int], ...]  # where this phase's token goes, from the row's base
     bump: tuple[int, ...]  # how far the base moves once this phase's token is emitted
-    legal: tuple[tuple[str, int | str], ...]  # ("range", name) or ("token", id); phase 0's is `Allowed`'s
+    # ("range", name), ("token", id) or ("words", 0) (text); phase 0's is `Allowed`'s
+    legal: tuple[tuple[str, int | str], ...]
     closes: tuple[bool, ...]
     opens: dict[int, int]  # an item's opening id -> the phase of its first body token
 
@@ -48,7 +49,10 @@ def _body_offsets(m: Modality, body: list, rule: str) -> list[tuple[int, int, in
     rows, cols = (m.grid[-2], m.grid[-1]) if len(m.grid) > 1 else (1, m.grid[0])
     out, frame = [], 0
     for k, where in enumerate(body):
-        if where is not None:
+        if where == WORD:  # a layout's word: at its block's first code (the place it names)
+            block = next(w for w in body[k:] if isinstance(w, tuple))
+            out.append((k, k, k) if rule == "index" else block)
+        elif where is not None:
             frame = where[0]
             out.append((k, where[1], where[2]) if rule == "index" else where)
         else:  # a separator, after frame `frame`
@@ -68,7 +72,8 @@ def phases(v: Vocab) -> Phases:
         body = _body_offsets(m, cells, v.position_rule)
         for k, (where, at) in enumerate(zip(cells, body)):
             step.append(first + k + 1), offset.append(at), bump.append(0), closes.append(False)
-            legal.append(("range", m.range) if where is not None else ("token", v.specials[m.sep]))
+            legal.append(("words", 0) if where == WORD else ("range", m.range) if where is not None else
+                         ("token", v.specials[m.sep]))
         extent = 1 + max(max(at) for at in body)
         step.append(0), offset.append((extent,) * 3), bump.append(extent + 1), closes.append(True)
         legal.append(("token", v.specials[m.close]))
@@ -139,7 +144,8 @@ class FormatState:
         for name in allowed.items:
             outside |= v.one(v.specials[v.modalities[name].open])
         table = phases(v)
-        masks = [outside] + [v.mask(what) if kind == "range" else v.one(what) for kind, what in table.legal[1:]]
+        masks = [outside] + [v.mask(what) if kind == "range" else v.text_mask() if kind == "words" else v.one(what)
+                             for kind, what in table.legal[1:]]
         self.masks = torch.stack(masks).to(device)
         self.step = torch.tensor(table.step, device=device)
         self.offset = torch.tensor(table.offset, device=device)

@@ -122,8 +122,9 @@ def answer_prompt(v: Vocab, codes: Tensor, question: list[int], modality: str = 
 
 
 def draw_prompt(v: Vocab, text: list[int], modality: str = "image") -> list[int]:
-    """Ends with <boi> (<bov>): what follows must be the item's codes."""
-    return [v.bos, v.user, *text, v.assistant, v.specials[v.modalities[modality].open]]
+    """Ends with <boi> (<bov>), or the opening of the vocabulary's layout for drawing the modality
+    (`Vocab.drawn`): what follows must be the item's body."""
+    return [v.bos, v.user, *text, v.assistant, v.specials[v.modalities[v.drawn(modality)].open]]
 
 
 def continue_prompt(v: Vocab, text: list[int], codes: Tensor, given: int) -> list[int]:
@@ -175,10 +176,12 @@ def chat_example(v: Vocab, turns: list[tuple[str, list[int]]]) -> Example:
     return _build(v, *segments)
 
 
-def draw_example(v: Vocab, text: list[int], codes: Tensor, modality: str = "image") -> Example:
+def draw_example(v: Vocab, text: list[int], codes: Tensor, modality: str = "image",
+                 words: list[list[int]] | None = None) -> Example:
+    """words: each block's words, for a vocabulary that draws the modality in a layout."""
     prompt = draw_prompt(v, text, modality)
     # <boi> is part of the answer: the model learns that a drawing request is answered by an image.
-    return _build(v, (prompt[:-1], False), (v.item_ids(modality, codes) + [v.eos], True))
+    return _build(v, (prompt[:-1], False), (v.item_ids(v.drawn(modality), codes, words) + [v.eos], True))
 
 
 def continue_example(v: Vocab, text: list[int], codes: Tensor, given: int) -> Example:

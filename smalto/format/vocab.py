@@ -16,7 +16,7 @@ for a 1-D rotary model, "grid" for a 3-axis one (M-RoPE).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -25,6 +25,7 @@ from smalto.tokenizers.text import SPECIAL_TOKENS
 
 
 POSITION_RULES = ("index", "grid")
+LAYOUT = "reserved_1"  # opens a drawing written in a layout (`Modality.blocks`; reserved_0 is xattn's picture)
 
 
 @dataclass(frozen=True)
@@ -37,16 +38,28 @@ class Span:
         return self.start + self.size
 
 
+WORD = "word"  # a body slot for a text token (`Modality.blocks`' words)
+
+
 @dataclass(frozen=True)
 class Modality:
     """An item of codes in the stream: <open> frame [<sep> frame ...] <close>, each frame's codes
-    row-major over `grid`; an image is one frame, a clip `frames` latent frames split by <eof>."""
+    row-major over `grid`; an image is one frame, a clip `frames` latent frames split by <eof>.
+
+    A drawing layout (`blocks`, one frame): the codes written block by block, each block's codes
+    (raster indices into the grid) after `words` text tokens that say what the block holds. The
+    item is the picture of the modality it `draws`, in another order: ShapesWorld's cells, each
+    named before its codes are drawn, so that an object's codes follow its words a few tokens
+    back wherever the object lies (docs/compose.md)."""
     range: str  # the id range its codes come from
     grid: tuple[int, ...]  # codes per frame: (rows, cols)
     open: str  # special token names, e.g. "boi" for <|boi|>
     close: str
     frames: int = 1
     sep: str = ""  # the token between frames ("eof"), if any
+    blocks: tuple[tuple[int, ...], ...] = ()
+    words: int = 0
+    draws: str = ""  # the modality whose pictures a layout writes (its codec decodes them)
 
     @property
     def frame_tokens(self) -> int:
@@ -54,13 +67,16 @@ class Modality:
 
     @property
     def tokens(self) -> int:
-        """Tokens between <open> and <close>: every frame's codes and the separators."""
-        return self.frames * self.frame_tokens + (self.frames - 1) * bool(self.sep)
+        """Tokens between <open> and <close>: every frame's codes, the separators and the words."""
+        return self.frames * self.frame_tokens + (self.frames - 1) * bool(self.sep) + len(self.blocks) * self.words
 
-    def body(self) -> list[tuple[int, int, int] | None]:
-        """Each token between <open> and <close>: a code's (frame, row, column), None for a separator."""
+    def body(self) -> list[tuple[int, int, int] | str | None]:
+        """Each token between <open> and <close>: a code's (frame, row, column), None for a
+        separator, WORD for a word."""
         rows, cols = self.grid[-2:] if len(self.grid) > 1 else (1, self.grid[0])
-        out: list[tuple[int, int, int] | None] = []
+        if self.blocks:
+            return [w for block in self.blocks for w in [WORD] * self.words + [(0, i // cols, i % cols) for i in block]]
+        out: list[tuple[int, int, int] | str | None] = []
         for f in range(self.frames):
             if f and self.sep:
                 out.append(None)
@@ -95,6 +111,10 @@ class Vocab:
                 raise ValueError(f"modality {name!r} names an unknown range or special token")
             if not 1 <= m.frames <= 64 or not 1 <= len(m.grid) <= 2 or min(m.grid) < 1:
                 raise ValueError(f"modality {name!r}: 1 to 64 frames of a 1- or 2-axis grid, got {m}")
+            if m.blocks and (m.frames != 1 or sorted(i for b in m.blocks for i in b) != list(range(m.frame_tokens))
+                             or m.draws not in self.modalities or m.words < 1):
+                raise ValueError(f"modality {name!r}: a layout's blocks cover one frame's codes once, after "
+                                 f"words >= 1, and it draws a modality of this vocabulary")
         if self.position_rule not in POSITION_RULES:
             raise ValueError(f"position_rule must be one of {', '.join(POSITION_RULES)}, got {self.position_rule!r}")
 
@@ -111,11 +131,24 @@ class Vocab:
         return cls({"text": Span(0, text_size), "image": Span(text_size, codebook)},
                    {_name(t): tok.text.special[t] for t in SPECIAL_TOKENS}, modalities, position_rule)
 
+    def with_layout(self, name: str, of: str, blocks: tuple[tuple[int, ...], ...], words: int) -> "Vocab":
+        """This vocabulary, drawing modality `of` in a layout `name`: its codes in `blocks`, each
+        after `words` words (`Modality.blocks`); it opens with <|reserved_1|> and closes as `of`."""
+        m = self.modalities[of]
+        layout = Modality(m.range, m.grid, LAYOUT, m.close, blocks=blocks, words=words, draws=of)
+        return replace(self, modalities={**self.modalities, name: layout})
+
+    def without_layouts(self) -> "Vocab":
+        """This vocabulary as its tokenizers make it (`from_tokenizers`): its layouts left out."""
+        return replace(self, modalities={k: m for k, m in self.modalities.items() if not m.blocks})
+
     # --- stored in a checkpoint's meta.json
 
     def to_json(self) -> dict:
         def item(m: Modality) -> dict:
             extra = {"frames": m.frames, "sep": m.sep} if m.frames > 1 else {}
+            if m.blocks:
+                extra = {"blocks": [list(b) for b in m.blocks], "words": m.words, "draws": m.draws}
             return {"range": m.range, "grid": list(m.grid), "open": m.open, "close": m.close, **extra}
 
         out = {"ranges": {k: [s.start, s.size] for k, s in self.ranges.items()}, "specials": dict(self.specials),
@@ -126,7 +159,9 @@ class Vocab:
     def from_json(cls, data: dict) -> "Vocab":
         return cls({k: Span(*v) for k, v in data["ranges"].items()}, dict(data["specials"]),
                    {k: Modality(m["range"], tuple(m["grid"]), m["open"], m["close"], int(m.get("frames", 1)),
-                                str(m.get("sep", ""))) for k, m in data.get("modalities", {}).items()},
+                                str(m.get("sep", "")), tuple(tuple(b) for b in m.get("blocks", ())),
+                                int(m.get("words", 0)), str(m.get("draws", "")))
+                    for k, m in data.get("modalities", {}).items()},
                    str(data.get("position_rule", "index")))
 
     # --- sizes and ids
@@ -160,16 +195,35 @@ class Vocab:
 
     # --- items <-> ids
 
-    def item_ids(self, modality: str, codes: Tensor) -> list[int]:
+    def item_ids(self, modality: str, codes: Tensor, words: list[list[int]] | None = None) -> list[int]:
         """<open> + each frame's codes (row-major, offset into their range), split by <sep> + <close>.
-        codes: [*grid] for one frame, or [frames, *grid]."""
+        codes: [*grid] for one frame, or [frames, *grid]. A layout (`Modality.blocks`) writes each
+        block's `words` (text ids, one list per block), then its codes."""
         m = self.modalities[modality]
         if codes.numel() != m.frames * m.frame_tokens:
             raise ValueError(f"a {modality} item holds {m.frames} x {m.grid} codes, got {tuple(codes.shape)}")
         ids, offset = [self.specials[m.open]], self.ranges[m.range].start
+        if m.blocks:
+            if words is None or len(words) != len(m.blocks) or any(len(w) != m.words for w in words):
+                raise ValueError(f"a {modality} item writes {m.words} words before each of its {len(m.blocks)} blocks")
+            flat = (codes.reshape(-1) + offset).tolist()
+            for block, said in zip(m.blocks, words):
+                ids += list(said) + [flat[i] for i in block]
+            return ids + [self.specials[m.close]]
         for f, frame in enumerate(codes.reshape(m.frames, -1)):
             ids += ([self.specials[m.sep]] if f and m.sep else []) + (frame + offset).tolist()
         return ids + [self.specials[m.close]]
+
+    def drawn(self, modality: str) -> str:
+        """The modality a drawing of `modality` is written in: a layout of it when the vocabulary
+        has one (`Modality.draws`), else itself."""
+        return next((k for k, m in self.modalities.items() if m.draws == modality), modality)
+
+    def item_words(self, body: list[int], modality: str) -> list[list[int]]:
+        """The words of a layout's item body (between <open> and <close>), one list per block."""
+        m = self.modalities[modality]
+        said = [t for t, where in zip(body, m.body()) if where == WORD]
+        return [said[k * m.words:(k + 1) * m.words] for k in range(len(m.blocks))]
 
     def image_ids(self, codes: Tensor) -> list[int]:
         return self.item_ids("image", codes)
@@ -185,8 +239,12 @@ class Vocab:
     def item_codes(self, body: list[int], modality: str) -> Tensor:
         """The tokens between an item's <open> and <close> -> codes [frames, *grid]."""
         m = self.modalities[modality]
-        kept = [t for t, where in zip(body, m.body()) if where is not None]
-        return self.codes(torch.tensor(kept), modality).view(m.frames, *m.grid)
+        placed = {}  # raster index -> id (a layout writes codes out of raster order)
+        for t, where in zip(body, m.body()):
+            if isinstance(where, tuple):
+                f, r, c = where
+                placed[f * m.frame_tokens + r * m.grid[-1] + c] = t
+        return self.codes(torch.tensor([placed[i] for i in range(len(placed))]), modality).view(m.frames, *m.grid)
 
     # --- masks: bool [V]
 

@@ -125,7 +125,7 @@ class Engine:
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int | list[int], sampling: Sampling = Sampling(),
                  allowed: Allowed = Allowed(), unconditional: list[list[int]] | None = None,
-                 forced: list[list[int]] | None = None) -> list[Generation]:
+                 forced: list[list[int | None]] | None = None) -> list[Generation]:
         """Continue each prompt until it finishes (text: <eos>; a drawing: its image closes) or
         reaches its token limit. See `steps` for the arguments."""
         rows = [Generation([], []) for _ in prompts]
@@ -139,14 +139,14 @@ class Engine:
     @torch.inference_mode()
     def steps(self, prompts: list[list[int]], max_new_tokens: int | list[int], sampling: Sampling = Sampling(),
               allowed: Allowed = Allowed(), unconditional: list[list[int]] | None = None,
-              forced: list[list[int]] | None = None) -> Iterator[Step]:
+              forced: list[list[int | None]] | None = None) -> Iterator[Step]:
         """Decode all prompts together, one `Step` at a time; the caller may stop iterating at any
         time and nothing more is computed.
 
         max_new_tokens: one limit for all rows, or one per row. allowed: what rows may emit (text,
         items they may open; `format.DRAWING` for a prompt ending in <boi>). With
         `sampling.guidance`, each prompt's `unconditional` twin is decoded alongside and the
-        logits are mixed. forced: per row, tokens it must emit first.
+        logits are mixed. forced: per row, tokens it must emit first (None: a step it chooses).
         """
         v, n = self.vocab, len(prompts)
         if not prompts or any(not p for p in prompts):

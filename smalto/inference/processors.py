@@ -78,14 +78,15 @@ class TopP:
 
 class ForcedTokens:
     """Rows whose next tokens are fixed: row r emits forced[r][0], forced[r][1], ... first, whatever
-    the model prefers (a forced answer prefix, an opening <think>). Called once per step."""
+    the model prefers (a forced answer prefix, an opening <think>, a drawing's words between codes
+    it chooses: None leaves a step free). Called once per step."""
 
-    def __init__(self, forced: list[list[int]]):
+    def __init__(self, forced: list[list[int | None]]):
         self.forced = forced
         self.step = 0
 
     def __call__(self, logits: Tensor) -> Tensor:
-        rows = [(r, f[self.step]) for r, f in enumerate(self.forced) if self.step < len(f)]
+        rows = [(r, f[self.step]) for r, f in enumerate(self.forced) if self.step < len(f) and f[self.step] is not None]
         self.step += 1
         if not rows:
             return logits

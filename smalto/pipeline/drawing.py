@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from smalto import options
-from smalto.data.shapes import ShapesConfig, captions
+from smalto.data.shapes import ShapesConfig, captions, cell_words
 from smalto.errors import SmaltoError
 from smalto.format import DRAWING, caption_prompt, continue_prompt, draw_prompt, positions
 from smalto.data.tasks import CONTINUE
@@ -44,8 +44,12 @@ class Drawer:
         what still fails). Other models rank candidates by log p(prompt | image)."""
         level, k, spec = self.check_drawing_request(prompt, n, effort, best_of)
         world = replace(self.world or ShapesConfig(), image_size=self.image_size)
-        planned = [smt.absolute(spec, world, (seed or 0) + i) if spec and level.plan else prompt for i in range(n)]
-        images = self.draw([p for p in planned for _ in range(k)], self.draw_sampling(seed, **sampling))
+        scenes = [smt.plan(spec, world, (seed or 0) + i) if spec and level.plan else None for i in range(n)]
+        planned = [captions(scene)[0] if scene else prompt for scene in scenes]
+        # A model drawing in the cells layout is given the plan's words for each cell: the solver
+        # says what goes where, the model draws it (docs/test-time.md).
+        words = [cell_words(scene) for scene in scenes for _ in range(k)] if all(scenes) else None
+        images = self.draw([p for p in planned for _ in range(k)], self.draw_sampling(seed, **sampling), words=words)
         out = []
         note = None if spec is not None else self.scope(prompt)  # (a spec parsed: the prompt is in the world)
         for i, text in enumerate(planned):
@@ -118,28 +122,47 @@ class Drawer:
         return logits.log_softmax(-1).gather(-1, ids[:, -len(target):, None]).squeeze(-1).mean(1).tolist()
 
     def draw(self, prompts: list[str | list[int]], sampling: Sampling | None = None,
-             modality: str = "image") -> list[np.ndarray]:
+             modality: str = "image", words: list[list[str]] | None = None) -> list[np.ndarray]:
         """One image (or clip) per prompt (text, or its token ids), all decoded in one batch
-        (sampling: the model's defaults with seed 0 when None)."""
+        (sampling: the model's defaults with seed 0 when None). words: for a model drawing in the
+        cells layout, each prompt's cells' words (`data.shapes.cell_words`), written for it rather
+        than by it (ignored by other models)."""
         sampling = sampling or self.draw_sampling(0)
         v = self.vocab
+        m = v.modalities[v.drawn(modality)]
+        forced = None
+        if words is not None and m.blocks:
+            forced = [[t for said, block in zip(cells, m.blocks) for t in self.tokenizers.text.encode(said)
+                       + [None] * len(block)] for cells in words]
         cond = [draw_prompt(v, self.text_ids(p, beside=modality) if isinstance(p, str) else p, modality)
                 for p in prompts]
         uncond = [draw_prompt(v, [], modality) for _ in prompts]
         if sampling.guidance in (0.0, 1.0):  # one stream alone: no need to decode the other
             cond = uncond if sampling.guidance == 0.0 else cond
             sampling, uncond = replace(sampling, guidance=None), None
-        return self.finish_items(cond, sampling, modality, uncond)
+        return self.finish_items(cond, sampling, modality, uncond, forced)
 
-    def finish_items(self, prompts: list[list[int]], sampling: Sampling, modality: str,
-                     unconditional: list[list[int]] | None = None) -> list[np.ndarray]:
-        """Decode the rest of an item after each prompt (which ends inside it) into pixels."""
-        v, m = self.vocab, self.vocab.modalities[modality]
+    def item_bodies(self, prompts: list[list[int]], sampling: Sampling, modality: str,
+                    unconditional: list[list[int]] | None = None,
+                    forced: list[list[int | None]] | None = None) -> list[list[int]]:
+        """Decode the rest of an item after each prompt (which ends inside it, in the layout the
+        vocabulary draws the modality in: `Vocab.drawn`); each item's whole body, the tokens
+        between its <open> and <close> (a layout's words included). forced: per row, the tokens it
+        must emit next (None where it chooses)."""
+        v = self.vocab
+        m = v.modalities[v.drawn(modality)]
         heads = [p[len(p) - 1 - p[::-1].index(v.specials[m.open]) + 1:] for p in prompts]  # the item so far
         rows = self.engine.generate(prompts, [m.tokens + 1 - len(h) for h in heads], sampling, DRAWING,
-                                    unconditional=unconditional)
-        codes = torch.stack([v.item_codes(h + r.tokens[:m.tokens - len(h)], modality) for h, r in zip(heads, rows)])
-        return self.codecs[modality].decode(codes)
+                                    unconditional=unconditional, forced=forced)
+        return [h + r.tokens[:m.tokens - len(h)] for h, r in zip(heads, rows)]
+
+    def finish_items(self, prompts: list[list[int]], sampling: Sampling, modality: str,
+                     unconditional: list[list[int]] | None = None,
+                     forced: list[list[int | None]] | None = None) -> list[np.ndarray]:
+        """`item_bodies` decoded into pixels (a layout's codes put back in raster order)."""
+        drawn = self.vocab.drawn(modality)
+        bodies = self.item_bodies(prompts, sampling, modality, unconditional, forced)
+        return self.codecs[modality].decode(torch.stack([self.vocab.item_codes(b, drawn) for b in bodies]))
 
     def continue_clips(self, clips: list, given: int = 1, seed: int | None = 0,
                        temperature: float = 0.0) -> list[np.ndarray]:

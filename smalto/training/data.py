@@ -19,7 +19,7 @@ from torch import Tensor
 from smalto.data.folder import is_clip_folder, load_clip_folder, load_folder
 from smalto.data.gate import MAX_PIXELS
 from smalto.data.motion import ClipSample, MotionConfig, MotionWorld
-from smalto.data.shapes import Sample, Scene, ShapesWorld, premise_question, scene_key, world_config
+from smalto.data.shapes import Sample, Scene, ShapesWorld, cell_words, premise_question, scene_key, world_config
 from smalto.data.talk import conversation
 from smalto.errors import SmaltoError
 from smalto.options import Range
@@ -181,7 +181,7 @@ class ExampleStream:
         self.weights = mix.weights()
         self.cdf = _cdf(self.weights)
         # Long texts (a user's captions) are cut so that an image (a clip) always fits whole.
-        item = max(m.tokens for m in vocab.modalities.values()) if mix.clips else vocab.image_tokens
+        item = max(m.tokens for m in vocab.modalities.values() if mix.clips or m.frames == 1)
         room = max_len - item - 8
         self.room = max_len - 16  # a text-only conversation's longest message
         self.max_len = max_len
@@ -236,7 +236,9 @@ class ExampleStream:
             return task, caption_example(v, codes, list(text(canonical)), self.mix.train_prompt_images)
         if TASKS[task] == "draw":
             prompt = [] if rng.random() < self.mix.cond_dropout else list(text(captions[rng.integers(len(captions))]))
-            return task, draw_example(v, prompt, codes)
+            # (a vocabulary drawing in the cells layout writes each cell's words, even unprompted)
+            words = [self.tok.text.encode(w) for w in cell_words(scene)] if v.drawn("image") != "image" else None
+            return task, draw_example(v, prompt, codes, words=words)
         if scene is not None and self.mix.premises and rng.random() < self.mix.premises:
             qa = [premise_question(scene, self.world.cfg, rng, self.world.split)]
         if TASKS[task] == "think":

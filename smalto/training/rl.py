@@ -150,8 +150,10 @@ def rollout(engine: Engine, tokenizers: Tokenizers, task: str, items: list[tuple
     sampling = Sampling(temperature=cfg.temperature, seed=seed)
     if task == "draw":
         prompts = [draw_prompt(v, tokenizers.text.encode(text)) for (text,) in items for _ in range(g)]
-        rows = engine.generate(prompts, v.image_tokens + 1, sampling, DRAWING)
-        codes = v.codes(torch.tensor([r.tokens[:v.image_tokens] for r in rows])).view(-1, *v.image.grid)
+        drawn = v.drawn("image")
+        body = v.modalities[drawn].tokens
+        rows = engine.generate(prompts, body + 1, sampling, DRAWING)
+        codes = torch.stack([v.item_codes(r.tokens[:body], drawn) for r in rows]).view(-1, *v.image.grid)
         images = list(tokenizers.image.decode(codes))
         rewards = [draw_reward(items[i // g][0], im, world) for i, im in enumerate(images)]
         return Rollouts(task, prompts, [r.tokens for r in rows], np.array(rewards), DRAWING, images)
@@ -257,7 +259,8 @@ def train_rl(out: str | Path, cfg: RLConfig, resume: bool = False, progress: boo
     actor = copy.deepcopy(model).to(torch.bfloat16 if bf16 else torch.float32).eval()
     engine = Engine(actor, vocab)
     world = ShapesWorld(replace(shapes, min_objects=cfg.min_objects), cfg.seed, cfg.split)
-    kept = {k: meta[k] for k in ("train", "capabilities", "draw") if k in meta}
+    # (the base's streams: its unseen scenes stay unseen, as RL's prompts come from the train split)
+    kept = {k: meta[k] for k in ("train", "capabilities", "draw", "streams") if k in meta}
     files: dict[str, bytes] = {}
 
     def checkpoint(step: int) -> None:

@@ -31,6 +31,7 @@ from smalto import atomic, precision
 from smalto.adapters import AdapterConfig, attach, load_adapter, save_adapter
 from smalto.checkpoint import load_checkpoint, load_optimizer, read_meta, save_checkpoint
 from smalto.data.gate import MAX_PIXELS
+from smalto.data.shapes import cell_patches, world_config
 from smalto.errors import SmaltoError
 from smalto.format import Vocab
 from smalto.model import PRESETS, Output, Transformer, preset
@@ -56,6 +57,8 @@ COUNT, AT_LEAST_0, POSITIVE = Range(1, integer=True), Range(0, integer=True), Ra
 # An auxiliary loss: fn(model, batch, output) -> {name: scalar tensor}, added to the objective and
 # logged under its name (see train).
 LossFn = Callable[[Transformer, Batch, Output], dict[str, torch.Tensor]]
+
+LAYOUTS = ("raster", "cells")  # how drawings are written (TrainConfig.layout)
 
 
 @dataclass
@@ -106,6 +109,10 @@ class TrainConfig:
     # conv encoder with its weights ("tokenizer").
     fusion: str | None = None
     vision_init: str = "scratch"
+    # How drawings are written: "raster" (an image's codes row by row) or "cells" (ShapesWorld's
+    # nine cells in turn, each named in words, "2 small red circle", then its codes: an object's
+    # codes follow its words wherever it lies; docs/compose.md). None: raster, or init_from's.
+    layout: str | None = None
 
     # Valid values, read by __post_init__ and by the command line's flags.
     RANGES: ClassVar[dict[str, Range]] = {
@@ -141,6 +148,8 @@ class TrainConfig:
         if self.experts == 1 or self.experts and self.active_experts > self.experts:
             raise SmaltoError(f"experts must be 0 (dense) or at least 2, and active_experts at most experts, got "
                               f"{self.experts} and {self.active_experts}")
+        if self.layout not in (None, *LAYOUTS):
+            raise SmaltoError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.optimizer not in OPTIMIZERS:
             raise SmaltoError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.precision not in PRECISIONS:
@@ -220,8 +229,29 @@ def _new_model(cfg: TrainConfig):
     if shape or cfg.tokenizers is not None:
         reshaped = Transformer(replace(model.cfg, **shape))
         reshaped.load_state_dict(model.state_dict())
-        model, vocab = reshaped, Vocab.from_tokenizers(tokenizers, reshaped.cfg.position_rule)
+        rebuilt = Vocab.from_tokenizers(tokenizers, reshaped.cfg.position_rule)
+        layouts = {k: m for k, m in vocab.modalities.items() if m.blocks}  # (the checkpoint draws in them still)
+        model, vocab = reshaped, replace(rebuilt, modalities={**rebuilt.modalities, **layouts})
     return model, vocab, tokenizers
+
+
+def _drawing_layout(vocab: Vocab, cfg: TrainConfig, tokenizers) -> Vocab:
+    """The vocabulary drawing pictures as cfg.layout says: "cells" adds ShapesWorld's cell layout
+    (`Vocab.with_layout`); a checkpoint's layout is kept, and cannot be taken back to raster."""
+    drawn, world = vocab.drawn("image") != "image", world_config(cfg.data, tokenizers.image.cfg.image_size)
+    if cfg.layout == "raster" and drawn:
+        raise SmaltoError(f"init_from {cfg.init_from} draws in the cells layout; leave layout out to keep it")
+    if world is None and (drawn or cfg.layout == "cells"):
+        raise SmaltoError("the cells layout writes ShapesWorld's cells: it needs ShapesWorld data, not a folder")
+    if cfg.layout != "cells" or drawn:
+        return vocab
+    phrases = [f"{k} {size} {color} {shape}" for k in range(1, 10) for size, _ in world.sizes
+               for color in world.colors for shape in world.shapes] + [f"{k}---" for k in range(1, 10)]
+    widths = {len(tokenizers.text.encode(p)): p for p in phrases}
+    if len(widths) > 1:
+        raise SmaltoError(f"layout 'cells' needs every cell's words to be as many tokens; this text tokenizer "
+                          f"makes {' and '.join(repr(p) for p in widths.values())} {' and '.join(map(str, widths))}")
+    return vocab.with_layout("cells", "image", cell_patches(world, tokenizers.image.cfg.grid), next(iter(widths)))
 
 
 def task_losses(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, tasks: torch.Tensor
@@ -307,6 +337,7 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
             if out.exists() and any(out.iterdir()):
                 raise SmaltoError(f"{out}: already exists; pass --resume to continue it or choose another --out")
         model, vocab, tokenizers = _new_model(cfg)
+        vocab = _drawing_layout(vocab, cfg, tokenizers)
         start = 0
     if cfg.adapter is not None and not resume:
         attach(model, cfg.adapter, cfg.seed)

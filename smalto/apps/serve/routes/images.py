@@ -51,7 +51,8 @@ async def images_generations(body: p.ImageGenerationRequest, request: Request, s
         job, events = s.jobs.submit("draw", [], 0, sampling, work=work)
         drawings = await s.jobs.images(job, events, request)
     elif effort == "none" and body.best_of is None:
-        job, events = s.jobs.submit("draw", [ids] * body.n, pipe.vocab.image_tokens + 1, sampling)
+        drawn = pipe.vocab.modalities[pipe.vocab.drawn("image")]
+        job, events = s.jobs.submit("draw", [ids] * body.n, drawn.tokens + 1, sampling)
         images = await s.jobs.images(job, events, request)
         note = await s.off_the_loop(pipe.scope, body.prompt)
         readings = await s.off_the_loop(lambda: [pipe.read_drawing(image) for image in images])
