@@ -14,6 +14,9 @@ rule). How an item's tokens are numbered is the vocabulary's `position_rule`:
   frame's grid, at (s + f, s + rows, s + cols). The <eov> closing a clip of 3 latent frames of
   8x8 sits at s + 9, not s + 194: positions grow with the extent of an item, not its size.
 
+A layout's words (`Modality.blocks`) are text tokens inside the item: legal there are ordinary
+text ids; under "index" they count like codes, under "grid" each sits at its block's first code.
+
 Both rules are one table (`Phases`): per phase of the format, where its token goes relative to
 the row's base position, and how far the base moves once it is emitted.
 

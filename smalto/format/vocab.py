@@ -7,7 +7,9 @@ A new code vocabulary (audio, say) appends a range; video shares the image range
 clip's latent frames are grids of image codes, its first frame exactly an image's). A `Modality`
 says how one kind of item is written into the stream: which range its codes come from, their
 grid, how many frames and the special tokens around and between them. The legal-token masks of
-the format (`format.grammar`) are built from these ranges.
+the format (`format.grammar`) are built from these ranges. A layout is a modality that draws
+another one in a different order, with words between its blocks of codes (`Modality.blocks`,
+`Vocab.with_layout`; the cells layout of docs/compose.md); `Vocab.drawn` says which a model draws in.
 
 `position_rule` says how the format numbers positions (`format.grammar.positions`): "index"
 for a 1-D rotary model, "grid" for a 3-axis one (M-RoPE).
@@ -26,6 +28,7 @@ from smalto.tokenizers.text import SPECIAL_TOKENS
 
 POSITION_RULES = ("index", "grid")
 LAYOUT = "reserved_1"  # opens a drawing written in a layout (`Modality.blocks`; reserved_0 is xattn's picture)
+WORD = "word"  # a layout's body slot for a text token (`Modality.body`)
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,6 @@ class Span:
     @property
     def stop(self) -> int:
         return self.start + self.size
-
-
-WORD = "word"  # a body slot for a text token (`Modality.blocks`' words)
 
 
 @dataclass(frozen=True)
