@@ -39,6 +39,25 @@ def test_a_layout_writes_each_blocks_words_then_its_codes_and_reads_back_in_rast
     assert draw_prompt(L, [30]) == e.ids[:5]
 
 
+def test_a_lexicon_narrows_each_word_to_its_ids_and_labels_write_themselves():
+    lexicon = (((16,), (20, 21)), ((17,), (22,)), ((18,), (20, 23)))  # a label, then a word, per block
+    lex = V.with_layout("cells", "image", BLOCKS, 2, lexicon)
+    assert Vocab.from_json(lex.to_json()) == lex and lex.modalities["cells"].lexicon == lexicon
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=lex.size, dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                                    mlp_hidden=128, max_seq_len=64))
+    rows = Engine(model, lex).generate([draw_prompt(lex, [30])] * 8, 40, Sampling(temperature=2.0, seed=5), DRAWING)
+    said = [lex.item_words(r.tokens[:-1], "cells") for r in rows]
+    for words in said:
+        assert [w[0] for w in words] == [16, 17, 18] and words[1][1] == 22
+        assert words[0][1] in (20, 21) and words[2][1] in (20, 23)
+    assert len({w[0][1] for w in said}) > 1  # the free choices are still the model's
+    with pytest.raises(ValueError, match="its lexicon"):
+        V.with_layout("cells", "image", BLOCKS, 2, lexicon[:2])
+    with pytest.raises(ValueError, match="its lexicon"):
+        V.with_layout("cells", "image", BLOCKS, 2, (((16,), ()),) * 3)
+
+
 def test_a_layout_that_misses_a_code_or_lacks_its_words_is_refused():
     with pytest.raises(ValueError, match="blocks cover one frame's codes once"):
         V.with_layout("cells", "image", ((0, 1), (2,)), 2)
@@ -112,6 +131,9 @@ def test_a_model_trained_in_the_cells_layout_draws_in_it_and_keeps_it(cells, tmp
     _, v, tok, _ = load_checkpoint(cells)
     m = v.modalities["cells"]
     assert v.drawn("image") == "cells" and m.words == 4 and len(m.blocks) == 9
+    assert [block[0] for block in m.lexicon] == [tuple(tok.text.encode(f"{k}")) for k in range(1, 10)]
+    assert [tok.text.decode([i]) for i in m.lexicon[0][3]] == sorted(["-", " circle", " square", " triangle"],
+                                                                      key=lambda w: tok.text.encode(w)[0])
     pipe = smalto.load(cells)
     bodies = pipe.item_bodies([draw_prompt(v, pipe.text_ids("a small red circle at the center"))], Sampling(seed=0),
                               "image")

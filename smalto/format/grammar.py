@@ -14,8 +14,9 @@ rule). How an item's tokens are numbered is the vocabulary's `position_rule`:
   frame's grid, at (s + f, s + rows, s + cols). The <eov> closing a clip of 3 latent frames of
   8x8 sits at s + 9, not s + 194: positions grow with the extent of an item, not its size.
 
-A layout's words (`Modality.blocks`) are text tokens inside the item: legal there are ordinary
-text ids; under "index" they count like codes, under "grid" each sits at its block's first code.
+A layout's words (`Modality.blocks`) are text tokens inside the item: legal there are the ids its
+lexicon gives that word (a cell's number: one id), or any ordinary text id; under "index" they
+count like codes, under "grid" each sits at its block's first code.
 
 Both rules are one table (`Phases`): per phase of the format, where its token goes relative to
 the row's base position, and how far the base moves once it is emitted.
@@ -42,8 +43,8 @@ class Phases:
     step: tuple[int, ...]  # the phase after this phase's token (phase 0: `opens` decides)
     offset: tuple[tuple[int, int, int], ...]  # where this phase's token goes, from the row's base
     bump: tuple[int, ...]  # how far the base moves once this phase's token is emitted
-    # ("range", name), ("token", id) or ("words", 0) (text); phase 0's is `Allowed`'s
-    legal: tuple[tuple[str, int | str], ...]
+    # ("range", name), ("token", id), ("words", 0) (any text) or ("ids", ids); phase 0's is `Allowed`'s
+    legal: tuple[tuple[str, int | str | tuple[int, ...]], ...]
     closes: tuple[bool, ...]
     opens: dict[int, int]  # an item's opening id -> the phase of its first body token
 
@@ -73,10 +74,13 @@ def phases(v: Vocab) -> Phases:
         opens[v.specials[m.open]] = first
         cells = m.body()
         body = _body_offsets(m, cells, v.position_rule)
+        lexicon = iter(w for block in m.lexicon for w in block)  # (each word's ids, in body order)
         for k, (where, at) in enumerate(zip(cells, body)):
             step.append(first + k + 1), offset.append(at), bump.append(0), closes.append(False)
-            legal.append(("words", 0) if where == WORD else ("range", m.range) if where is not None else
-                         ("token", v.specials[m.sep]))
+            if where == WORD:
+                legal.append(("ids", next(lexicon)) if m.lexicon else ("words", 0))
+            else:
+                legal.append(("range", m.range) if where is not None else ("token", v.specials[m.sep]))
         extent = 1 + max(max(at) for at in body)
         step.append(0), offset.append((extent,) * 3), bump.append(extent + 1), closes.append(True)
         legal.append(("token", v.specials[m.close]))
@@ -147,8 +151,8 @@ class FormatState:
         for name in allowed.items:
             outside |= v.one(v.specials[v.modalities[name].open])
         table = phases(v)
-        masks = [outside] + [v.mask(what) if kind == "range" else v.text_mask() if kind == "words" else v.one(what)
-                             for kind, what in table.legal[1:]]
+        masks = [outside] + [v.mask(what) if kind == "range" else v.text_mask() if kind == "words" else
+                             v.one(*what) if kind == "ids" else v.one(what) for kind, what in table.legal[1:]]
         self.masks = torch.stack(masks).to(device)
         self.step = torch.tensor(table.step, device=device)
         self.offset = torch.tensor(table.offset, device=device)

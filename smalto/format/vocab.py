@@ -60,6 +60,9 @@ class Modality:
     blocks: tuple[tuple[int, ...], ...] = ()
     words: int = 0
     draws: str = ""  # the modality whose pictures a layout writes (its codec decodes them)
+    # Per block, per word: the ids it may be (one id: a label the format writes, the cell's
+    # number); empty: any text.
+    lexicon: tuple[tuple[tuple[int, ...], ...], ...] = ()
 
     @property
     def frame_tokens(self) -> int:
@@ -112,9 +115,12 @@ class Vocab:
             if not 1 <= m.frames <= 64 or not 1 <= len(m.grid) <= 2 or min(m.grid) < 1:
                 raise ValueError(f"modality {name!r}: 1 to 64 frames of a 1- or 2-axis grid, got {m}")
             if m.blocks and (m.frames != 1 or sorted(i for b in m.blocks for i in b) != list(range(m.frame_tokens))
-                             or m.draws not in self.modalities or m.words < 1):
+                             or m.draws not in self.modalities or m.words < 1
+                             or m.lexicon and (len(m.lexicon) != len(m.blocks) or
+                                               any(len(w) != m.words or not all(w) for w in m.lexicon))):
                 raise ValueError(f"modality {name!r}: a layout's blocks cover one frame's codes once, after "
-                                 f"words >= 1, and it draws a modality of this vocabulary")
+                                 f"words >= 1 (its lexicon: ids for each word of each block), and it draws a "
+                                 f"modality of this vocabulary")
         if self.position_rule not in POSITION_RULES:
             raise ValueError(f"position_rule must be one of {', '.join(POSITION_RULES)}, got {self.position_rule!r}")
 
@@ -131,11 +137,13 @@ class Vocab:
         return cls({"text": Span(0, text_size), "image": Span(text_size, codebook)},
                    {_name(t): tok.text.special[t] for t in SPECIAL_TOKENS}, modalities, position_rule)
 
-    def with_layout(self, name: str, of: str, blocks: tuple[tuple[int, ...], ...], words: int) -> "Vocab":
+    def with_layout(self, name: str, of: str, blocks: tuple[tuple[int, ...], ...], words: int,
+                    lexicon: tuple[tuple[tuple[int, ...], ...], ...] = ()) -> "Vocab":
         """This vocabulary, drawing modality `of` in a layout `name`: its codes in `blocks`, each
-        after `words` words (`Modality.blocks`); it opens with <|reserved_1|> and closes as `of`."""
+        after `words` words (`Modality.blocks`, `Modality.lexicon`); it opens with <|reserved_1|>
+        and closes as `of`."""
         m = self.modalities[of]
-        layout = Modality(m.range, m.grid, LAYOUT, m.close, blocks=blocks, words=words, draws=of)
+        layout = Modality(m.range, m.grid, LAYOUT, m.close, blocks=blocks, words=words, draws=of, lexicon=lexicon)
         return replace(self, modalities={**self.modalities, name: layout})
 
     def without_layouts(self) -> "Vocab":
@@ -148,7 +156,8 @@ class Vocab:
         def item(m: Modality) -> dict:
             extra = {"frames": m.frames, "sep": m.sep} if m.frames > 1 else {}
             if m.blocks:
-                extra = {"blocks": [list(b) for b in m.blocks], "words": m.words, "draws": m.draws}
+                extra = {"blocks": [list(b) for b in m.blocks], "words": m.words, "draws": m.draws,
+                         "lexicon": [[list(w) for w in b] for b in m.lexicon]}
             return {"range": m.range, "grid": list(m.grid), "open": m.open, "close": m.close, **extra}
 
         out = {"ranges": {k: [s.start, s.size] for k, s in self.ranges.items()}, "specials": dict(self.specials),
@@ -160,7 +169,8 @@ class Vocab:
         return cls({k: Span(*v) for k, v in data["ranges"].items()}, dict(data["specials"]),
                    {k: Modality(m["range"], tuple(m["grid"]), m["open"], m["close"], int(m.get("frames", 1)),
                                 str(m.get("sep", "")), tuple(tuple(b) for b in m.get("blocks", ())),
-                                int(m.get("words", 0)), str(m.get("draws", "")))
+                                int(m.get("words", 0)), str(m.get("draws", "")),
+                                tuple(tuple(tuple(w) for w in b) for b in m.get("lexicon", ())))
                     for k, m in data.get("modalities", {}).items()},
                    str(data.get("position_rule", "index")))
 

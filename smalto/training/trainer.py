@@ -245,13 +245,17 @@ def _drawing_layout(vocab: Vocab, cfg: TrainConfig, tokenizers) -> Vocab:
         raise SmaltoError("the cells layout writes ShapesWorld's cells: it needs ShapesWorld data, not a folder")
     if cfg.layout != "cells" or drawn:
         return vocab
-    phrases = [f"{k} {size} {color} {shape}" for k in range(1, 10) for size, _ in world.sizes
-               for color in world.colors for shape in world.shapes] + [f"{k}---" for k in range(1, 10)]
-    widths = {len(tokenizers.text.encode(p)): p for p in phrases}
+    said = [[tokenizers.text.encode(f"{k}{phrase}") for phrase in
+             [f" {size} {color} {shape}" for size, _ in world.sizes for color in world.colors for shape in
+              world.shapes] + ["---"]] for k in range(1, 10)]  # every cell's every possible words
+    widths = {len(ids) for cell in said for ids in cell}
     if len(widths) > 1:
         raise SmaltoError(f"layout 'cells' needs every cell's words to be as many tokens; this text tokenizer "
-                          f"makes {' and '.join(repr(p) for p in widths.values())} {' and '.join(map(str, widths))}")
-    return vocab.with_layout("cells", "image", cell_patches(world, tokenizers.image.cfg.grid), next(iter(widths)))
+                          f"makes them {' or '.join(map(str, sorted(widths)))} tokens long")
+    words = widths.pop()
+    # What each word of a cell may be: its number (one id), then any size, colour, shape or "-".
+    lexicon = tuple(tuple(tuple(sorted({ids[j] for ids in cell})) for j in range(words)) for cell in said)
+    return vocab.with_layout("cells", "image", cell_patches(world, tokenizers.image.cfg.grid), words, lexicon)
 
 
 def task_losses(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, tasks: torch.Tensor
