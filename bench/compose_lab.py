@@ -2,15 +2,16 @@
 
     python bench/compose_lab.py --levers baseline cells --seeds 0 1 2 --json docs/compose-lab.json
 
-Each run fine-tunes the shipped model for a fixed number of optimizer steps (sized to about five
-minutes on 2 cores), then draws scenes of the development seed (`shapes_eval.DEV_SEED`) that no
-training stream of the model showed (`smalto.eval.scenes`, replayed from its meta.json) and reads
-them back with the verifier: two-object exact, attribute binding, and each of the two objects
-right in its cell (the one named first and the one named second). A lever changes one thing of
-the baseline recipe; `--seeds` repeats a run with other training seeds, so each figure has its
-spread. The levers: the baseline, draw-only, a written plan, RL, and the cells layout (each cell
-named in words before its codes: `smalto train --layout cells`, the winner). docs/compose.md
-reads the table; `word_errors` and `attention_to_phrases` are its diagnostics.
+Each run fine-tunes v4 (`BASE`: bench/v4, the model shipped before the lab) for a fixed number of
+optimizer steps (sized to about five minutes on 2 cores), then draws scenes of the development
+seed (`shapes_eval.DEV_SEED`) that no training stream of the model showed (`smalto.eval.scenes`,
+replayed from its meta.json) and reads them back with the verifier: two-object exact, attribute
+binding, and each of the two objects right in its cell (the one named first and the one named
+second). A lever changes one thing of the baseline recipe; `--seeds` repeats a run with other
+training seeds, so each figure has its spread. The levers: the baseline, draw-only, a written
+plan, RL, and the cells layout (each cell named in words before its codes: `smalto train --layout
+cells`, the winner). docs/compose.md reads the table; `word_errors` and `attention_to_phrases`
+are its diagnostics.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from smalto.eval.scenes import scene_kinds
 from smalto.format import DRAWING, Allowed, draw_prompt
 from smalto.format.render import _build as build
 from smalto.inference.strategies import Sampling
-from smalto.pipeline import DEFAULT_MODEL, load
+from smalto.pipeline import load
 from smalto.training import trainer
 from smalto.training.data import ExampleStream, TaskMix
 from smalto.training.rl import RLConfig, train_rl
@@ -42,7 +43,10 @@ from smalto.training.trainer import TrainConfig
 from smalto.verify.scene import parse_image
 
 
-# The shipped model's last fine-tuning mix (docs/training.md, the shipped model's recipe).
+# The lab's base: v4, the model shipped before the lab's winner (raster drawing; the same blobs as
+# v4's in the history), so that every lever starts from where the recorded table started.
+BASE = Path(__file__).resolve().parent / "v4"
+# v4's last fine-tuning mix (docs/training.md, the shipped model's recipe).
 SHIPPED_MIX = TaskMix(caption=0.2, draw=0.3, qa=0.2, think=0.3, chat=0.8, clip_caption=0.4, clip_draw=0.4, clip_qa=0.4,
                       clip_next=0.3, premises=0.3)
 DRAW_ONLY = TaskMix(caption=0, draw=1, qa=0)
@@ -98,7 +102,7 @@ def draw_cells_given(pipe, prompts: list[str], scenes: list[Scene], seed: int) -
 
 @dataclass(frozen=True)
 class Recipe:
-    """A lab run: five minutes of fine-tuning the shipped model; the baseline goes on as it was trained."""
+    """A lab run: five minutes of fine-tuning v4 (BASE); the baseline goes on as it was trained."""
     steps: int = 150
     batch_size: int = 32
     lr: float = 3e-4
@@ -108,7 +112,7 @@ class Recipe:
     layout: str = "raster"  # how drawings are written (TrainConfig.layout; "cells": the cells lever)
 
     def train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(init_from=str(DEFAULT_MODEL), steps=self.steps, batch_size=self.batch_size,
+        return TrainConfig(init_from=str(BASE), steps=self.steps, batch_size=self.batch_size,
                            lr=self.lr, warmup=self.warmup, optimizer="adamw", mix=self.mix, context=384, seed=seed,
                            eval_every=0, save_every=self.steps, log_every=50, compile=False, layout=self.layout)
 
@@ -121,7 +125,8 @@ LEVERS: dict[str, Recipe] = {
     "cells": replace(BASELINE, mix=DRAW_ONLY, steps=320, layout="cells"),
     # GRPO on two- and three-object prompts, rewarded by the share of the prompt's constraints
     # (each object's colour, shape, size and cell) the parsed drawing satisfies.
-    "rl": RLConfig(min_objects=2, steps=40, prompts=4, group=16, lr=2e-5, kl=0.01, eval_every=0, save_every=40),
+    "rl": RLConfig(init_from=str(BASE), min_objects=2, steps=40, prompts=4, group=16, lr=2e-5, kl=0.01, eval_every=0,
+                   save_every=40),
 }
 
 
@@ -203,7 +208,7 @@ def word_errors(model_dir: Path, n: int = 48, seed: int = DEV_SEED) -> dict[str,
     return dict(errors)
 
 
-def attention_to_phrases(model_dir: Path | None = None, n: int = 48, seed: int = DEV_SEED) -> dict:
+def attention_to_phrases(model_dir: Path = BASE, n: int = 48, seed: int = DEV_SEED) -> dict:
     """Where the codes of each object look while the true drawing is read (teacher forced): the
     share of their attention, averaged over heads, on the tokens of the phrase that names their
     object ("own") and on the other object's phrase, per layer, for the object named first and the
@@ -282,7 +287,7 @@ def run(lever: str, seed: int, root: Path) -> dict:
 
 def table(results: list[dict]) -> str:
     """Mean ± half the range over seeds. (No single-object column: every one-object scene of the
-    world was in the shipped model's training, so none is unseen.)"""
+    world was in v4's training, so none is unseen.)"""
     keys = ("two_objects", "attribute_binding", "first_named", "second_named", "words_right", "given_two_objects",
             "train_minutes")
     lines = ["| lever | seeds | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]

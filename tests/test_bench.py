@@ -95,7 +95,7 @@ def test_the_cells_lever_binds_attributes_beyond_the_baseline_recipes_noise(tmp_
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("compose_lab", ROOT / "bench" / "compose_lab.py")
-    lab = importlib.util.module_from_spec(spec)
+    lab = sys.modules["compose_lab"] = importlib.util.module_from_spec(spec)  # (its dataclasses look it up)
     spec.loader.exec_module(lab)
     from smalto.training.trainer import train
 

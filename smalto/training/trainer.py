@@ -31,7 +31,7 @@ from smalto import atomic, precision
 from smalto.adapters import AdapterConfig, attach, load_adapter, save_adapter
 from smalto.checkpoint import load_checkpoint, load_optimizer, read_meta, save_checkpoint
 from smalto.data.gate import MAX_PIXELS
-from smalto.data.shapes import cell_patches, world_config
+from smalto.data.shapes import GRID, Obj, Scene, cell_patches, cell_words, world_config
 from smalto.errors import SmaltoError
 from smalto.format import Vocab
 from smalto.model import PRESETS, Output, Transformer, preset
@@ -238,17 +238,17 @@ def _new_model(cfg: TrainConfig):
 def _drawing_layout(vocab: Vocab, cfg: TrainConfig, tokenizers) -> Vocab:
     """The vocabulary drawing pictures as cfg.layout says: "cells" adds ShapesWorld's cell layout
     (`Vocab.with_layout`); a checkpoint's layout is kept, and cannot be taken back to raster."""
-    drawn, world = vocab.drawn("image") != "image", world_config(cfg.data, tokenizers.image.cfg.image_size)
-    if cfg.layout == "raster" and drawn:
+    laid_out, world = vocab.drawn("image") != "image", world_config(cfg.data, tokenizers.image.cfg.image_size)
+    if cfg.layout == "raster" and laid_out:
         raise SmaltoError(f"init_from {cfg.init_from} draws in the cells layout; leave layout out to keep it")
-    if world is None and (drawn or cfg.layout == "cells"):
+    if world is None and (laid_out or cfg.layout == "cells"):
         raise SmaltoError("the cells layout writes ShapesWorld's cells: it needs ShapesWorld data, not a folder")
-    if cfg.layout != "cells" or drawn:
+    if cfg.layout != "cells" or laid_out:
         return vocab
-    said = [[tokenizers.text.encode(f"{k}{phrase}") for phrase in
-             [f" {size} {color} {shape}" for size, _ in world.sizes for color in world.colors for shape in
-              world.shapes] + ["---"]] for k in range(1, 10)]  # every cell's every possible words
-    widths = {len(ids) for cell in said for ids in cell}
+    things = [(shape, color, size) for size, _ in world.sizes for color in world.colors for shape in world.shapes]
+    said = [[tokenizers.text.encode(cell_words(Scene((Obj(k // GRID, k % GRID, *thing),), ()))[k]) for thing in things]
+            + [tokenizers.text.encode(cell_words(Scene((), ()))[k])] for k in range(GRID * GRID)]
+    widths = {len(ids) for cell in said for ids in cell}  # (every cell's every possible words)
     if len(widths) > 1:
         raise SmaltoError(f"layout 'cells' needs every cell's words to be as many tokens; this text tokenizer "
                           f"makes them {' or '.join(map(str, sorted(widths)))} tokens long")
