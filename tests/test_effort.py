@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from smalto.apps.cli import main
-from smalto.data.shapes import ShapesConfig, ShapesWorld, premise_question
+from smalto.data.shapes import ShapesConfig, ShapesWorld, cell_words, premise_question
 from smalto.effort import EFFORTS, SURE
 from smalto.errors import SmaltoError
 from smalto.verify.scene import parse_image
+from smalto.verify import smt
 from smalto.verify.smt import Contradiction, check
 from smalto.verify.spec import SpecError, parse_prompt
 
@@ -85,7 +87,9 @@ def test_best_of_n_keeps_the_first_candidate_that_satisfies_the_spec(shipped):
     drawing = shipped.drawings(prompt, n=1, effort="medium", seed=2)[0]
     assert drawing.candidates == EFFORTS["medium"].best_of and drawing.prompt != prompt
     assert all(t.cell is not None for t in parse_prompt(drawing.prompt).things)  # drawn in absolute form
-    candidates = shipped.draw([drawing.prompt] * drawing.candidates, shipped.draw_sampling(2))
+    # (the shipped model draws cell by cell: the candidates were given the plan's words for each cell)
+    words = [cell_words(smt.plan(spec, replace(shipped.world, image_size=shipped.image_size), 2))] * drawing.candidates
+    candidates = shipped.draw([drawing.prompt] * drawing.candidates, shipped.draw_sampling(2), words=words)
     verdicts = [check(spec, parse_image(im)) for im in candidates]
     first = next((k for k, v in enumerate(verdicts) if v.satisfied), max(range(len(verdicts)),
                                                                            key=lambda k: verdicts[k].score))

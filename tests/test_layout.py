@@ -167,3 +167,20 @@ def test_words_given_to_a_cells_model_are_written_and_it_draws_the_codes_between
     assert all(v.mask("image")[t] for t, where in zip(given, m.body()) if isinstance(where, tuple))
     drawn = pipe.drawings("a small red circle at the center", effort="medium")[0]
     assert drawn.verdict is not None and drawn.candidates == 4
+
+
+def test_a_scene_the_layout_has_no_words_for_is_drawn_in_raster_order(cells):
+    """Fine-tuning a cells model on shapes-plus: "a small orange diamond" is not four words of its
+    lexicon, so that drawing is written as a plain image; the others keep the layout."""
+    from smalto.training.data import ExampleStream, TaskMix
+
+    assert draw_example(L, [30], CODES).ids[4:] == [*V.image_ids(CODES), L.eos]
+    _, v, tok, _ = load_checkpoint(cells)
+    stream = ExampleStream(tok, v, "shapes-plus", TaskMix(caption=0, draw=1, qa=0, cond_dropout=0), seed=0, max_len=160)
+    opened = {"plain": 0, "cells": 0}
+    for i, (_, e) in enumerate(stream.examples(0, 40)):
+        scene = stream.world[i].scene
+        new = any(o.shape == "diamond" or o.color == "orange" for o in scene.objects)
+        opened["plain" if v.boi in e.ids else "cells"] += 1
+        assert (v.boi in e.ids) == new and (v.reserved_1 in e.ids) != new, scene
+    assert min(opened.values()) > 0

@@ -178,10 +178,12 @@ def chat_example(v: Vocab, turns: list[tuple[str, list[int]]]) -> Example:
 
 def draw_example(v: Vocab, text: list[int], codes: Tensor, modality: str = "image",
                  words: list[list[int]] | None = None) -> Example:
-    """words: each block's words, for a vocabulary that draws the modality in a layout."""
+    """words: each block's words, for a vocabulary that draws the modality in a layout (without
+    them the drawing is written as the modality itself, e.g. a scene the layout has no words for)."""
     prompt = draw_prompt(v, text, modality)
     # <boi> is part of the answer: the model learns that a drawing request is answered by an image.
-    return _build(v, (prompt[:-1], False), (v.item_ids(v.drawn(modality), codes, words) + [v.eos], True))
+    drawn = v.drawn(modality) if words is not None else modality
+    return _build(v, (prompt[:-1], False), (v.item_ids(drawn, codes, words) + [v.eos], True))
 
 
 def continue_example(v: Vocab, text: list[int], codes: Tensor, given: int) -> Example:

@@ -68,7 +68,8 @@ class TopP:
         self.p = p
 
     def __call__(self, logits: Tensor) -> Tensor:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        # (stable: among tied tokens the first stays, as argmax keeps it, so top_p=0 is greedy)
+        sorted_logits, order = logits.sort(dim=-1, descending=True, stable=True)
         probs = sorted_logits.softmax(-1)
         # Drop a token when the ones before it already reach p; the most likely always stays.
         drop = probs.cumsum(-1) - probs >= self.p

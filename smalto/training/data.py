@@ -236,9 +236,7 @@ class ExampleStream:
             return task, caption_example(v, codes, list(text(canonical)), self.mix.train_prompt_images)
         if TASKS[task] == "draw":
             prompt = [] if rng.random() < self.mix.cond_dropout else list(text(captions[rng.integers(len(captions))]))
-            # (a vocabulary drawing in the cells layout writes each cell's words, even unprompted)
-            words = [self.tok.text.encode(w) for w in cell_words(scene)] if v.drawn("image") != "image" else None
-            return task, draw_example(v, prompt, codes, words=words)
+            return task, draw_example(v, prompt, codes, words=self._cell_words(scene))
         if scene is not None and self.mix.premises and rng.random() < self.mix.premises:
             qa = [premise_question(scene, self.world.cfg, rng, self.world.split)]
         if TASKS[task] == "think":
@@ -253,6 +251,20 @@ class ExampleStream:
         picks = [first, *more[:self.mix.qa_turns - 1]]
         pairs = [(list(text(qa[k]["q"])), list(text(qa[k]["a"]))) for k in picks]
         return task, answer_example(self.vocab, codes, pairs, self.mix.train_prompt_images)
+
+    def _cell_words(self, scene: Scene | None) -> list[list[int]] | None:
+        """Each cell's words for a vocabulary drawing in the cells layout (written even when the
+        prompt is dropped); None, and the drawing stays raster, without a layout or for a scene it
+        has no words for (a world with shapes or colours beyond the layout's lexicon)."""
+        m = self.vocab.modalities[self.vocab.drawn("image")]
+        if not m.blocks or scene is None:
+            return None
+        words = [self.tok.text.encode(w) for w in cell_words(scene)]
+        if any(len(w) != m.words for w in words):
+            return None
+        if m.lexicon and any(t not in ids for w, lexicon in zip(words, m.lexicon) for t, ids in zip(w, lexicon)):
+            return None
+        return words
 
     def _chat(self, rng: np.random.Generator, codes: Tensor, captions: list[str], qa: list[dict],
               scene: Scene | None) -> Example:
