@@ -32,7 +32,7 @@ from smalto.eval.common import pct
 from smalto.eval.shapes_eval import DEV_SEED, PROBE_DRAWING, _scenes_with
 from smalto.data.tasks import TASKS
 from smalto.eval.scenes import scene_kinds
-from smalto.format import DRAWING, Allowed, draw_prompt
+from smalto.format import Allowed, draw_prompt
 from smalto.format.render import _build as build
 from smalto.inference.strategies import Sampling
 from smalto.pipeline import load
@@ -80,24 +80,6 @@ class PlanStream(ExampleStream):
         v, text = self.vocab, list(self.encode_text(captions[rng.integers(len(captions))]))
         return task, build(v, ([v.bos, v.user, *text, v.assistant], False),
                            (plan_ids(self.tok.text, scene) + v.item_ids("image", codes) + [v.eos], True))
-
-
-# --- the cells lever (TrainConfig.layout = "cells"): each cell's words, then its codes
-
-def draw_cells_given(pipe, prompts: list[str], scenes: list[Scene], seed: int) -> list[list[int]]:
-    """The bodies of drawings in the cells layout drawn from the true words of each cell (the
-    model writes only the codes, block by block), at the pipeline's drawing settings."""
-    v, text = pipe.vocab, pipe.tokenizers.text
-    sampling = pipe.draw_sampling(seed)
-    cond = [draw_prompt(v, pipe.text_ids(p)) for p in prompts]
-    uncond = [draw_prompt(v, []) for _ in prompts]  # (the guidance twin reads the same words and codes)
-    heads = [len(c) for c in cond]
-    for k, block in enumerate(v.modalities[v.drawn("image")].blocks):
-        words = [text.encode(cell_words(s)[k]) for s in scenes]
-        cond, uncond = [c + w for c, w in zip(cond, words)], [u + w for u, w in zip(uncond, words)]
-        rows = pipe.engine.generate(cond, len(block), replace(sampling, seed=seed + k), DRAWING, unconditional=uncond)
-        cond, uncond = [c + r.tokens for c, r in zip(cond, rows)], [u + r.tokens for u, r in zip(uncond, rows)]
-    return [c[h:] for c, h in zip(cond, heads)]
 
 
 @dataclass(frozen=True)
@@ -162,11 +144,10 @@ def measure(model_dir: Path, n: int = 96, seed: int = DEV_SEED, plan: bool = Fal
         drawn, words = draw_planned(pipe, prompts, scenes if given else None, seed)
         extra["words_right"] = pct([w == plan_ids(text, s) for w, s in zip(words, scenes)])
     elif v.drawn("image") == "cells":
-        if given:
-            bodies = draw_cells_given(pipe, prompts, scenes, seed)
-        else:
-            bodies = pipe.item_bodies([draw_prompt(v, pipe.text_ids(p)) for p in prompts], pipe.draw_sampling(seed),
-                                      "image", [draw_prompt(v, []) for _ in prompts])
+        # (given: the true words forced, as effort's plan gives them, the codes the model's own)
+        forced = pipe.forced_words([cell_words(s) for s in scenes]) if given else None
+        bodies = pipe.item_bodies([draw_prompt(v, pipe.text_ids(p)) for p in prompts], pipe.draw_sampling(seed),
+                                  "image", [draw_prompt(v, []) for _ in prompts], forced)
         drawn = pipe.codecs["image"].decode(torch.stack([v.item_codes(b, "cells") for b in bodies]))
         extra["words_right"] = pct([v.item_words(b, "cells") == [text.encode(w) for w in cell_words(s)]
                                     for b, s in zip(bodies, scenes)])

@@ -160,6 +160,7 @@ def test_words_given_to_a_cells_model_are_written_and_it_draws_the_codes_between
     m = v.modalities["cells"]
     words = cell_words(Scene((Obj(1, 1, "circle", "red", "small"), Obj(0, 2, "square", "blue", "large")), ()))
     forced = [t for said, block in zip(words, m.blocks) for t in text.encode(said) + [None] * len(block)]
+    assert pipe.forced_words([words]) == [forced]
     prompt = draw_prompt(v, pipe.text_ids("a small red circle at the center"))
     free = pipe.item_bodies([prompt], Sampling(seed=0), "image")[0]
     given = pipe.item_bodies([prompt], Sampling(seed=0), "image", forced=[forced])[0]

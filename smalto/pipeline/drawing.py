@@ -129,11 +129,7 @@ class Drawer:
         than by it (ignored by other models)."""
         sampling = sampling or self.draw_sampling(0)
         v = self.vocab
-        m = v.modalities[v.drawn(modality)]
-        forced = None
-        if words is not None and m.blocks:
-            forced = [[t for said, block in zip(cells, m.blocks) for t in self.tokenizers.text.encode(said)
-                       + [None] * len(block)] for cells in words]
+        forced = self.forced_words(words, modality) if words is not None else None
         cond = [draw_prompt(v, self.text_ids(p, beside=modality) if isinstance(p, str) else p, modality)
                 for p in prompts]
         uncond = [draw_prompt(v, [], modality) for _ in prompts]
@@ -141,6 +137,15 @@ class Drawer:
             cond = uncond if sampling.guidance == 0.0 else cond
             sampling, uncond = replace(sampling, guidance=None), None
         return self.finish_items(cond, sampling, modality, uncond, forced)
+
+    def forced_words(self, words: list[list[str]], modality: str = "image") -> list[list[int | None]] | None:
+        """Each row's forced tokens for drawing given each block's words (None where the model
+        draws a code), for a vocabulary that draws the modality in a layout; None for one that does not."""
+        m = self.vocab.modalities[self.vocab.drawn(modality)]
+        if not m.blocks:
+            return None
+        return [[t for said, block in zip(cells, m.blocks) for t in self.tokenizers.text.encode(said)
+                 + [None] * len(block)] for cells in words]
 
     def item_bodies(self, prompts: list[list[int]], sampling: Sampling, modality: str,
                     unconditional: list[list[int]] | None = None,
