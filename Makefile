@@ -5,16 +5,16 @@ BIN := $(VENV)/bin
 # A CPU build that installs from local disk here; GPU users: make TORCH="torch --index-url ..."
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-slow browser clean
+.PHONY: demo test test-slow browser speech clean
 
 demo: $(VENV)/.installed
 	$(BIN)/smalto demo --out demo
 
-test: $(VENV)/.installed-test browser
+test: $(VENV)/.installed-test browser speech
 	$(BIN)/python -m pytest
 
 # Checks too slow for every run (compiling a training step): run before changing what they cover.
-test-slow: $(VENV)/.installed-test
+test-slow: $(VENV)/.installed-test speech
 	$(BIN)/python -m pytest -m slow
 
 # The web UI test drives Debian's Chromium through its ChromeDriver.
@@ -22,6 +22,12 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
+
+# Spoken captions come from Debian's espeak-ng, a formant synthesiser: no weights to download.
+speech:
+	@command -v espeak-ng >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq espeak-ng; }
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

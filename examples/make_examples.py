@@ -5,13 +5,17 @@
 two-objects.png and three-objects.png: ShapesWorld scenes the shipped model never saw in its recorded
 training streams (`smalto.eval.scenes`, development seed); scene.png: one circle (every one of the
 270 one-object scenes was in training, so none is unseen); clip.gif: a clip of ShapesWorld in motion
-(7 frames). All at the model's 32×32, so nothing is lost to resizing.
+(7 frames). All at the model's 32×32, so nothing is lost to resizing. two-objects.wav: that scene's
+sound (`smalto.data.sounds`); spoken.wav: its caption said by espeak-ng in a voice the recogniser
+never heard.
 """
 
 from pathlib import Path
 
 import smalto
 from smalto.data import ShapesConfig, ShapesWorld
+from smalto.data.sounds import SoundConfig, render_sound, write_wav
+from smalto.data.speech import VOICES, speak
 from smalto.data.video import save_clip
 from smalto.eval.scenes import scene_kinds
 from smalto.eval.video_eval import motion_world
@@ -30,6 +34,11 @@ def main() -> None:
         if (name := names.pop(len(sample.scene.objects), None)) is not None:
             save_png(HERE / name, sample.image)
             print(f"{name}: {sample.captions[0]}")
+            if name == "two-objects.png":
+                sound = SoundConfig()
+                write_wav(HERE / "two-objects.wav", render_sound(sample.scene, sound), sound.sample_rate)
+                write_wav(HERE / "spoken.wav", speak(sample.captions[0], VOICES["heldout"][0]), sound.sample_rate)
+                print(f"two-objects.wav, spoken.wav: {sample.captions[0]}")
         if not names:
             break
     one = ShapesWorld(ShapesConfig(image_size=pipe.image_size), DEV_SEED)

@@ -25,7 +25,10 @@ BIN = Path(sys.executable).parent
 SHORT = {("data", "shapes"): ["--n", "40"], ("tokenizer", "train"): ["--steps", "3", "--eval-images", "16"],
          ("train",): ["--steps", "2", "--batch-size", "4", "--eval-every", "0"],
          ("finetune",): ["--steps", "2", "--batch-size", "4"],
-         ("rl",): ["--steps", "1", "--prompts", "2", "--group", "2", "--eval-every", "0"]}
+         ("rl",): ["--steps", "1", "--prompts", "2", "--group", "2", "--eval-every", "0"],
+         ("tokenizer", "train-audio"): ["--steps", "3", "--unquantised", "1", "--batch-size", "2", "--eval-sounds", "2",
+                                        "--width", "4", "--latent-dim", "8"],
+         ("recogniser", "train"): ["--utterances", "8", "--epochs", "1", "--eval-utterances", "2", "--width", "16"]}
 
 
 def section(title: str) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 from smalto import __version__, atomic
 from smalto.apps.options_cli import (COUNT, PIXELS, SEED, SPLIT, Parser, add_config, flag, given, number, pick,
                                      finetune_flags, rl_flags, serve_flags, tokenizer_train_flags, train_flags,
-                                     video_tokenizer_flags)
+                                     video_tokenizer_flags, audio_tokenizer_flags, recogniser_flags)
 from smalto.data import ShapesConfig, ShapesWorld
 from smalto.data.shapes import WORLDS
 from smalto.assets import DEFAULT_MODEL
@@ -46,10 +46,50 @@ def _data_clips(args: argparse.Namespace) -> None:
     print(f"wrote {args.n} clips to {out}/ (clips/*.gif + data.jsonl)")
 
 
+def _data_sounds(args: argparse.Namespace) -> None:
+    from smalto.data import write_sounds
+
+    out = write_sounds(args.out, args.n, seed=args.seed, split=args.split, force=args.force)
+    print(f"wrote {args.n} sounds to {out}/ (sounds/*.wav + data.jsonl)")
+
+
+def _data_speech(args: argparse.Namespace) -> None:
+    from smalto.data import write_speech
+
+    out = write_speech(args.out, args.n, seed=args.seed, split=args.split, voices=args.voices, force=args.force)
+    print(f"wrote {args.n} spoken captions to {out}/ (sounds/*.wav + data.jsonl)")
+
+
+def _recogniser_train(args: argparse.Namespace) -> None:
+    from smalto.training.recogniser import RecogniserTrainConfig, train_recogniser
+
+    metrics = train_recogniser(args.out, pick(RecogniserTrainConfig, args), force=args.force)
+    print(metrics.table())
+    print(f"wrote {args.out}/ (recogniser.safetensors, recogniser.json, recogniser_train.json)")
+
+
+def _recogniser_transcribe(args: argparse.Namespace) -> None:
+    from smalto.data.gate import read_sound
+    from smalto.verify.recogniser import Recogniser
+
+    model = Recogniser.load(args.recogniser)
+    waves = [read_sound(path, str(path), model.cfg.sample_rate) for path in args.audio]
+    for path, text in zip(args.audio, model.transcribe(waves)):
+        print(f"{path}: {text}" if len(args.audio) > 1 else text)
+
+
 def _data_check(args: argparse.Namespace) -> None:
     from smalto.data import load_clip_folder, load_folder
-    from smalto.data.folder import is_clip_folder
+    from smalto.data.folder import is_clip_folder, is_sound_folder, load_sound_folder
 
+    if is_sound_folder(args.dir):
+        sounds = load_sound_folder(args.dir, progress=True)
+        seconds = sum(len(w) for w in sounds.sounds) / sounds.sample_rate
+        qa = sum(len(r.qa) for r in sounds.records)
+        scenes = sum(r.scene is not None for r in sounds.records)
+        print(f"{args.dir}: {len(sounds)} sounds ({seconds:.1f} s), {qa} question-answer pairs, {scenes} scene "
+              f"graphs: OK")
+        return
     if is_clip_folder(args.dir):
         clips = load_clip_folder(args.dir, args.size, progress=True, max_pixels=args.max_image_pixels)
         moving = sum(r.motion is not None for r in clips.records)
@@ -80,6 +120,16 @@ def _tokenizer_train_video(args: argparse.Namespace) -> None:
     metrics = train_video(args.out, cfg, args.tokenizer, force=args.force, init_from=args.init_from)
     print(metrics.table())
     print(f"wrote {args.out}/ (video.safetensors, video.json, video_loss.png, video_reconstructions.png)")
+
+
+def _tokenizer_train_audio(args: argparse.Namespace) -> None:
+    from smalto.tokenizers.audio import AudioCodecConfig
+    from smalto.training.audio_tokenizer import AudioTrainConfig, train_audio
+
+    cfg = pick(AudioTrainConfig, args, codec=pick(AudioCodecConfig, args, strides=tuple(args.strides)))
+    metrics = train_audio(args.out, cfg, args.tokenizer, force=args.force, init_from=args.init_from)
+    print(metrics.table())
+    print(f"wrote {args.out}/ (audio.safetensors, audio.json, audio_train.json, audio_loss.png)")
 
 
 def _tokenizer_eval(args: argparse.Namespace) -> None:
@@ -436,7 +486,24 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
                     help="frames per clip, odd (default: %(default)s)")
     dc.add_argument("--force", action="store_true", help="replace --out if it exists")
     dc.set_defaults(run=_data_clips)
-    c = data.add_parser("check", help="validate a bring-your-own folder (of images or of clips)")
+    ds = data.add_parser("sounds", help="materialise ShapesWorld's sounds as a folder (sounds/*.wav + data.jsonl)")
+    ds.add_argument("--out", type=Path, required=True, help="the folder to write")
+    ds.add_argument("--n", type=COUNT, default=100, help="sounds (default: %(default)s)")
+    ds.add_argument("--seed", type=SEED, default=0, help="which scenes (default: %(default)s)")
+    ds.add_argument("--split", **splits | {"default": "train"}, help=SPLIT.format("draw from") + " (default: "
+                                                                                    "%(default)s)")
+    ds.add_argument("--force", action="store_true", help="replace --out if it exists")
+    ds.set_defaults(run=_data_sounds)
+    dsp = data.add_parser("speech", help="ShapesWorld captions spoken by espeak-ng, as a folder of sounds")
+    dsp.add_argument("--out", type=Path, required=True, help="the folder to write")
+    dsp.add_argument("--n", type=COUNT, default=100, help="utterances (default: %(default)s)")
+    dsp.add_argument("--seed", type=SEED, default=0, help="which scenes and voices (default: %(default)s)")
+    dsp.add_argument("--split", **splits | {"default": "train"}, help=SPLIT.format("say") + " (default: %(default)s)")
+    dsp.add_argument("--voices", choices=("train", "heldout"), default="train",
+                     help="espeak-ng voices training hears, or the held-out ones (default: %(default)s)")
+    dsp.add_argument("--force", action="store_true", help="replace --out if it exists")
+    dsp.set_defaults(run=_data_speech)
+    c = data.add_parser("check", help="validate a bring-your-own folder (of images, clips or sounds)")
     c.add_argument("dir", type=Path, help="a folder with images/ and data.jsonl")
     c.add_argument("--size", type=number(Range(1, 1024, integer=True)), default=32,
                    help="image side the images are converted to (default: %(default)s)")
@@ -449,6 +516,9 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     tv = tok.add_parser("train-video", help="train a causal video tokenizer on an image tokenizer's codebook",
                         later=video_tokenizer_flags)
     tv.set_defaults(run=_tokenizer_train_video)
+    ta = tok.add_parser("train-audio", help="train a causal audio codec (residual VQ) on ShapesWorld's sounds",
+                        later=audio_tokenizer_flags)
+    ta.set_defaults(run=_tokenizer_train_audio)
     e = tok.add_parser("eval", help="PSNR, codebook usage, perplexity and verifier agreement")
     e.add_argument("--tokenizer", type=Path, default=None, help="a trained directory (default: the shipped one)")
     e.add_argument("--data", default="shapes", help="'shapes' or a folder with images/ and data.jsonl")
@@ -457,6 +527,15 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     e.add_argument("--split", **splits, help=SPLIT.format("evaluate on") + " (default: %(default)s)")
     e.add_argument("--json", type=Path, help="also write the metrics here")
     e.set_defaults(run=_tokenizer_eval)
+
+    rec = sub.add_parser("recogniser", help="the speech recogniser that judges spoken words").add_subparsers(
+        dest="rec_cmd", required=True, metavar="WHAT", help="train or transcribe")
+    rt = rec.add_parser("train", help="train it on espeak-ng speech of ShapesWorld captions", later=recogniser_flags)
+    rt.set_defaults(run=_recogniser_train)
+    rh = rec.add_parser("transcribe", help="what it hears in sound files (WAV, FLAC, OGG)")
+    rh.add_argument("audio", type=Path, nargs="+", help="sound files")
+    rh.add_argument("--recogniser", type=Path, default=None, help="a trained directory (default: the shipped one)")
+    rh.set_defaults(run=_recogniser_transcribe)
 
     tr = sub.add_parser("train", help="train the transformer on the task mix", later=train_flags)
     tr.set_defaults(run=_train)

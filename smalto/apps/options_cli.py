@@ -184,6 +184,46 @@ def video_tokenizer_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
+def audio_tokenizer_flags(t: argparse.ArgumentParser) -> None:
+    from smalto.tokenizers.audio import AudioCodecConfig
+    from smalto.training.audio_tokenizer import AudioTrainConfig
+
+    t.add_argument("--out", type=Path, required=True, help="the tokenizer directory to write (--tokenizer's files "
+                                                           "with the audio codec beside them)")
+    t.add_argument("--tokenizer", type=Path, default=None,
+                   help="the tokenizer directory it is written beside (default: the shipped one)")
+    t.add_argument("--init-from", type=Path, default=None,
+                   help="continue training this directory's audio codec (a new schedule; its config is kept)")
+    add_config(t, AudioTrainConfig, {
+        "steps": "training steps", "batch_size": "sounds per step", "crop_slots": "cells' slots in a training crop",
+        "lr": "peak learning rate", "warmup": "learning-rate warm-up steps",
+        "unquantised": "first steps trained without quantisation (then the codebooks are seeded on the latents)",
+        "wave_weight": "weight of the waveform L1 beside the spectral loss",
+        "split": SPLIT.format("hear") + " (the codec hears every composition by default)",
+        "seed": "seed of the weights and the sounds (evaluation: seed + 1)",
+        "log_every": "audio_log.jsonl gets a line every this many steps",
+        "eval_sounds": "sounds of another seed the metrics are measured on"}, split=dict(choices=ShapesWorld.SPLITS))
+    add_config(t, AudioCodecConfig, {
+        "strides": "the encoder's downsampling factors; their product is a frame's samples",
+        "width": "channels after the first convolution (doubled at each stride)", "latent_dim": "a frame's latent",
+        "levels": "residual codes per frame", "codebook_size": "codes per level",
+        "dropout": "share of training batches that keep a random prefix of the levels"},
+        strides=dict(action=None, nargs="+", type=number(Range(1, 64, integer=True))))
+    t.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+
+def recogniser_flags(t: argparse.ArgumentParser) -> None:
+    from smalto.training.recogniser import RecogniserTrainConfig
+
+    t.add_argument("--out", type=Path, required=True, help="the recogniser directory to write")
+    add_config(t, RecogniserTrainConfig, {
+        "utterances": "captions spoken by espeak-ng to train on", "epochs": "passes over them",
+        "batch_size": "utterances per step", "lr": "peak learning rate", "warmup": "learning-rate warm-up steps",
+        "seed": "seed of the weights and the utterances (evaluation: seed + 1, unseen scenes)",
+        "eval_utterances": "utterances in each evaluation set", "width": "channels of the convolutions and the GRU"})
+    t.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+
 def train_flags(tr: argparse.ArgumentParser) -> None:
     from smalto.model import PRESETS
     from smalto.model.config import FUSIONS, ROPES

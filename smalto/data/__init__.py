@@ -1,21 +1,25 @@
-"""Data: ShapesWorld (procedural, exact ground truth) and bring-your-own folders; its verifier is
-`smalto.verify.scene`."""
+"""Data: ShapesWorld (procedural, exact ground truth: pictures, clips, sounds) and bring-your-own
+folders; its verifiers are `smalto.verify.scene`, `.motion` and `.hearing`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from smalto import atomic
 
 from smalto.data.folder import (ClipFolder, ClipRecord, Folder, Record, load_clip_folder, load_folder,
                                 write_clip_folder, write_folder)
 from smalto.data.motion import MotionConfig, MotionWorld
 from smalto.data.gate import MAX_PIXELS
 from smalto.data.images import load_image
+from smalto.data.sounds import SoundConfig, SoundWorld, write_wav
 from smalto.data.shapes import Sample, Scene, ShapesConfig, ShapesWorld, parse_caption
 
 __all__ = ["MAX_PIXELS", "ClipFolder", "ClipRecord", "Folder", "MotionConfig", "MotionWorld", "Record", "Sample",
            "Scene", "ShapesConfig", "ShapesWorld", "load_clip_folder", "load_folder", "load_image",
            "parse_caption", "write_clip_folder", "write_clips", "write_folder",
-           "write_shapes"]
+           "write_shapes", "write_sounds", "write_speech"]
 
 
 def write_shapes(out: str | Path, n: int, seed: int = 0, split: str = "train",
@@ -44,3 +48,41 @@ def write_clips(out: str | Path, n: int, seed: int = 0, split: str = "train", cf
                                        [s.clip.scene(t) for t in range(s.clip.frames)])
 
     return write_clip_folder(out, items(), total=n, force=force)
+
+
+def write_sounds(out: str | Path, n: int, seed: int = 0, split: str = "train", cfg: SoundConfig | None = None,
+                 force: bool = False) -> Path:
+    """Materialise n of ShapesWorld's sounds as a folder: sounds/*.wav and data.jsonl (the canonical
+    caption as text, the questions and the scene graph beside it), atomically."""
+    from smalto.progress import bar
+
+    world, out = SoundWorld(cfg, seed, split), Path(out)
+    with atomic.directory(out, overwrite=force) as tmp:
+        (tmp / "sounds").mkdir()
+        lines = []
+        for i in bar(range(n), desc=f"writing {out}", unit="sound"):
+            s, name = world[i], f"sounds/{i + 1:06d}.wav"
+            write_wav(tmp / name, s.wave, world.cfg.sample_rate)
+            lines.append(json.dumps({"audio": name, "text": s.captions[0], "qa": s.qa, "scene": s.scene.to_dict()}))
+        atomic.write_text(tmp / "data.jsonl", "\n".join(lines) + "\n")
+    return out
+
+
+def write_speech(out: str | Path, n: int, seed: int = 0, split: str = "train", voices: str = "train",
+                 force: bool = False) -> Path:
+    """Materialise n spoken captions (`smalto.data.speech`) as a folder of sounds: sounds/*.wav and
+    data.jsonl (the caption said as text, the voice, speed and pitch, the scene graph), atomically."""
+    from smalto.data.speech import SpeechWorld
+    from smalto.progress import bar
+
+    world, out = SpeechWorld(seed=seed, split=split, voices=voices), Path(out)
+    with atomic.directory(out, overwrite=force) as tmp:
+        (tmp / "sounds").mkdir()
+        lines = []
+        for i in bar(range(n), desc=f"writing {out}", unit="utt"):
+            u, name = world[i], f"sounds/{i + 1:06d}.wav"
+            write_wav(tmp / name, u.wave, world.cfg.sample_rate)
+            lines.append(json.dumps({"audio": name, "text": u.text, "voice": u.voice, "speed": u.speed,
+                                     "pitch": u.pitch, "scene": u.scene.to_dict()}))
+        atomic.write_text(tmp / "data.jsonl", "\n".join(lines) + "\n")
+    return out

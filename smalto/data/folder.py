@@ -14,6 +14,13 @@ and optionally `motion` (its objects and their motion, `smalto.data.motion.Clip.
     DIR/clips/000001.gif
     DIR/data.jsonl   {"clip": "clips/000001.gif", "text": "...", "qa": [...], "motion": {...}, "frames": [...]}
 
+A folder of sounds has an `audio` in place of `image` (WAV, FLAC or OGG, any rate and channels:
+read as mono at the codec's rate by `smalto.data.gate.read_sound`, at most a minute each);
+`smalto data sounds` writes one from ShapesWorld's sounds:
+
+    DIR/sounds/000001.wav
+    DIR/data.jsonl   {"audio": "sounds/000001.wav", "text": "...", "qa": [...], "scene": {...}}
+
 Images are converted as `smalto.data.images` says (any mode and size becomes RGB at the configured
 side). Everything else is a `SmaltoError` naming the file and line: a missing or unreadable file,
 an image over the pixel limit, a path that leads outside the folder (`..`, absolute, or a symlink
@@ -33,7 +40,7 @@ from PIL import Image
 from smalto.progress import bar as progress_bar
 
 from smalto import atomic
-from smalto.data.gate import MAX_PIXELS
+from smalto.data.gate import MAX_PIXELS, MAX_SECONDS, read_sound
 from smalto.data.images import load_image
 from smalto.data.motion import Clip
 from smalto.data.shapes import Scene
@@ -60,6 +67,17 @@ class ClipRecord:
     qa: list[dict] = field(default_factory=list)
     motion: Clip | None = None
     frames: list[Scene] | None = None  # each frame's scene graph
+
+
+@dataclass
+class SoundFolder:
+    root: Path
+    records: list[Record]  # a record's `image` is its sound's path
+    sounds: list[np.ndarray]  # float32 mono [samples] each, at `sample_rate`
+    sample_rate: int
+
+    def __len__(self) -> int:
+        return len(self.records)
 
 
 @dataclass
@@ -166,14 +184,41 @@ def _parse_clip_line(line: str, where: str) -> ClipRecord:
     return ClipRecord(base.image, base.text, base.qa, motion, frames)
 
 
-def is_clip_folder(root: str | Path) -> bool:
-    """Whether a folder's first record is a clip."""
+def _first_has(root: str | Path, name: str) -> bool:
     try:
         first = next(line for line in inside(root, INDEX, "file").read_text(encoding="utf-8").splitlines()
                      if line.strip())
-        return "clip" in _object(first, INDEX)
+        return name in _object(first, INDEX)
     except (OSError, StopIteration, UnicodeDecodeError, SmaltoError):
         return False  # load_folder says what is wrong
+
+
+def is_clip_folder(root: str | Path) -> bool:
+    """Whether a folder's first record is a clip."""
+    return _first_has(root, "clip")
+
+
+def is_sound_folder(root: str | Path) -> bool:
+    """Whether a folder's first record is a sound."""
+    return _first_has(root, "audio")
+
+
+def load_sound_folder(root: str | Path, sample_rate: int = 16000, progress: bool = False,
+                      max_seconds: float | None = MAX_SECONDS) -> SoundFolder:
+    """Read and validate a folder of sounds; the first problem raises a SmaltoError naming its line."""
+    root = Path(root)
+    records, sounds = [], []
+    for n, line in progress_bar(_index(root), desc=f"reading {root}", enabled=progress, unit="sound"):
+        where = f"{root / INDEX}:{n}"
+        record = _parse_line(line, where, "audio")
+        try:
+            sounds.append(read_sound(inside(root, record.image, "audio"), record.image, sample_rate, max_seconds))
+        except SmaltoError as e:
+            raise SmaltoError(f"{where}: {e}") from None
+        records.append(record)
+    if not records:
+        raise SmaltoError(f"{root / INDEX}: no records (the dataset is empty)")
+    return SoundFolder(root, records, sounds, sample_rate)
 
 
 def load_clip_folder(root: str | Path, image_size: int = 32, progress: bool = False,

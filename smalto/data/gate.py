@@ -1,4 +1,4 @@
-"""The decoding gate: every picture and clip a user hands smalto is opened here.
+"""The decoding gate: every picture, clip and sound a user hands smalto is opened here.
 
 Files, a folder's entries, data URLs over HTTP, uploads and lazily opened PIL images all come
 through `opened`, which promises, before a pixel is decoded:
@@ -11,12 +11,14 @@ through `opened`, which promises, before a pixel is decoded:
 and after, that whatever the decoder raises on a hostile file (Pillow's own bomb error, a file cut
 short, a corrupt header that surfaces as `struct.error` or `IndexError` deep in a plugin) is one
 `SmaltoError` naming the input: a line and rc 2 in the CLI, a 400 in OpenAI's shape over HTTP.
-A reader for a new modality (sound) gets its own door here, with the same promises.
+Sounds come through `read_sound`, with the same promises: the header's duration, channels and
+sample rate are checked before a sample is decoded, and a bad file is one line naming it.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import struct
 import warnings
 import zlib
@@ -24,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from smalto.errors import SmaltoError
@@ -38,6 +41,9 @@ BUDGET_PICTURES = 4
 # Pillow warns from 89 MP and refuses from 179 MP; smalto refuses (by default) long before, so its
 # warning would only repeat the error that follows it.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+MAX_SECONDS = 60.0  # a sound's duration (a minute at 16 kHz mono is 3.8 MB as float32)
+MAX_CHANNELS = 8
+SAMPLE_RATES = (4000, 192000)  # what a header may declare
 # What Pillow's plugins raise on truncated or corrupt data, besides OSError.
 CORRUPT = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
 
@@ -125,3 +131,49 @@ def opened(source: str | Path | bytes | Image.Image, name: str, max_pixels: int 
                           f"all") from None
     except CORRUPT as e:
         raise SmaltoError(f"{name}: corrupt {what} ({e})") from None
+
+
+def read_sound(source: str | Path | bytes, name: str, sample_rate: int, max_seconds: float | None = MAX_SECONDS
+               ) -> np.ndarray:
+    """A WAV / FLAC / OGG file (a path, or its bytes) as float32 mono [samples] at `sample_rate`:
+    channels averaged, resampled (polyphase) when the file's rate differs. The header's duration,
+    channels and rate are checked before decoding; every problem is a SmaltoError starting with `name`."""
+    import soundfile
+
+    if not isinstance(source, bytes):  # (libsndfile reports every one of these as "System error")
+        path = Path(source)
+        if not path.exists():
+            raise SmaltoError(f"{name}: sound file not found")
+        if path.is_dir():
+            raise SmaltoError(f"{name}: is a directory, not a sound")
+        if not os.access(path, os.R_OK):
+            raise SmaltoError(f"{name}: no permission to read the sound file")
+    try:
+        with soundfile.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as f:
+            rate, channels, frames = f.samplerate, f.channels, f.frames
+            if not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
+                raise SmaltoError(f"{name}: declares {rate} Hz; a sound must be {SAMPLE_RATES[0]} .. "
+                                  f"{SAMPLE_RATES[1]} Hz")
+            if not 1 <= channels <= MAX_CHANNELS:
+                raise SmaltoError(f"{name}: declares {channels} channels; at most {MAX_CHANNELS}")
+            if max_seconds is not None and frames > max_seconds * rate:
+                raise SmaltoError(f"{name}: {frames / rate:.1f} s long; the limit is {max_seconds:g} s")
+            wave = f.read(dtype="float32", always_2d=True)
+    except SmaltoError:
+        raise
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as e:
+        detail = str(e).split(":")[-1].strip() or type(e).__name__
+        raise SmaltoError(f"{name}: not a sound file libsndfile can read (WAV, FLAC, OGG): {detail}") from None
+    if len(wave) == 0:
+        raise SmaltoError(f"{name}: holds no samples")
+    mono = wave.mean(axis=1)
+    if not np.isfinite(mono).all():
+        raise SmaltoError(f"{name}: holds samples that are not finite numbers")
+    if rate != sample_rate:
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(rate, sample_rate)
+        mono = resample_poly(mono, sample_rate // g, rate // g).astype(np.float32)
+    return np.clip(mono, -1.0, 1.0)

@@ -1,5 +1,5 @@
 """Tokenizers: byte-level BPE for text, a learned quantizing autoencoder for images, and (when a
-directory has one) a causal video tokenizer on the image codebook."""
+directory has them) a causal video tokenizer on the image codebook and a causal audio codec."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from smalto.assets import DEFAULT_MODEL
 from smalto.errors import SmaltoError
 from smalto.paths import inside
+from smalto.tokenizers.audio import AudioCodec
 from smalto.tokenizers.image import ImageTokenizer, ImageTokenizerConfig
 from smalto.tokenizers.text import SPECIAL_TOKENS, TextTokenizer
 from smalto.tokenizers.video import VideoTokenizer
@@ -17,12 +18,13 @@ from smalto.tokenizers.video import VideoTokenizer
 # The shipped model's own copy, the one copy of the shipped tokenizers (their training logs beside them).
 DEFAULT_TOKENIZERS = DEFAULT_MODEL / "tokenizers"
 
-__all__ = ["DEFAULT_TOKENIZERS", "FILES", "SPECIAL_TOKENS", "ImageTokenizer", "ImageTokenizerConfig", "TextTokenizer",
-           "Tokenizers", "VideoTokenizer", "load_tokenizers"]
+__all__ = ["AudioCodec", "DEFAULT_TOKENIZERS", "FILES", "SPECIAL_TOKENS", "ImageTokenizer", "ImageTokenizerConfig",
+           "TextTokenizer", "Tokenizers", "VideoTokenizer", "load_tokenizers"]
 
 
 # What a tokenizer directory holds that matters (train.json: how it was made, optional).
-FILES = ("text.json", "image.json", "image.safetensors", "train.json", "video.json", "video.safetensors")
+FILES = ("text.json", "image.json", "image.safetensors", "train.json", "video.json", "video.safetensors",
+         "audio.json", "audio.safetensors")
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Tokenizers:
     image: ImageTokenizer
     path: Path
     video: VideoTokenizer | None = None
+    audio: AudioCodec | None = None
 
     def copy_to(self, directory: Path) -> None:
         """Copy the files that make these tokenizers into `directory`, and nothing else: no logs or
@@ -38,8 +41,8 @@ class Tokenizers:
         someone else, packed or exported, must not carry the user's files on)."""
         directory.mkdir(parents=True, exist_ok=True)
         for name in FILES:
-            if name.startswith("video") and self.video is None:  # tokenizers taken without their video one
-                continue
+            if name.startswith("video") and self.video is None or name.startswith("audio") and self.audio is None:
+                continue  # tokenizers taken without their video or audio one
             if (source := inside(self.path, name, "file")).is_file():
                 shutil.copyfile(source, directory / name)
 
@@ -51,4 +54,5 @@ def load_tokenizers(path: str | Path | None = None) -> Tokenizers:
         raise SmaltoError(f"{path}: not a tokenizer directory (expected text.json, image.json, image.safetensors)")
     image = ImageTokenizer.load(path)
     video = VideoTokenizer.load(path, image) if inside(path, "video.json", "file").exists() else None
-    return Tokenizers(TextTokenizer.load(inside(path, "text.json", "file")), image, path, video)
+    audio = AudioCodec.load(path) if inside(path, "audio.json", "file").exists() else None
+    return Tokenizers(TextTokenizer.load(inside(path, "text.json", "file")), image, path, video, audio)

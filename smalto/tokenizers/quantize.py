@@ -1,6 +1,7 @@
 """Quantizers: continuous vectors -> discrete codes -> vectors again.
 
-Both share one small interface, so an image tokenizer can swap them by config:
+VQ and LFQ share one small interface, so an image tokenizer can swap them by config (`ResidualVQ`,
+the audio codec's, has it too, its codes with a last axis of levels):
 
     out = quantizer(z)          # z [..., dim]  ->  out.z_q [..., dim], out.codes [...], out.aux_loss []
     quantizer.codes_to_z(codes) # codes [...]   ->  [..., dim]
@@ -140,3 +141,92 @@ def build_quantizer(kind: str, dim: int, codebook_size: int, code_dim: int = 8,
             raise SmaltoError(f"LFQ needs a power-of-two codebook size, got {codebook_size}")
         return LookupFreeQuantizer(dim, bits, entropy_weight)
     raise SmaltoError(f"unknown quantizer {kind!r} (choose vq or lfq)")
+
+
+class ResidualVQ(nn.Module):
+    """Residual vector quantisation (SoundStream, EnCodec, Mimi): level l quantises what levels
+    0 .. l-1 left over, so the first code carries the most, each level refines it, and a prefix of
+    the levels is a coarser code of the same vector.
+
+    Codebooks live in the latent space itself and are running means of the vectors assigned to
+    them (EMA k-means, EnCodec's recipe), so a quantised latent is close to the latent from the
+    first step: a decoder trained on unquantised latents keeps working when quantisation starts.
+    They are seeded on the first training batch (`reseed` seeds them again on the next), and a code
+    out of use is restarted on a random residual. The encoder gets a commitment loss. `dropout`: while
+    training, that share of batches keeps only a random prefix of the levels, so fewer levels still
+    decode to a usable sound.
+
+        out = rvq(z)            # z [..., dim] -> out.z_q [..., dim], out.codes [..., levels]
+        rvq.codes_to_z(codes)   # codes [..., l] (any l <= levels) -> [..., dim]
+    """
+
+    def __init__(self, dim: int, levels: int = 4, codebook_size: int = 256, beta: float = 1.0,
+                 decay: float = 0.99, dead_threshold: float = 0.1, dropout: float = 0.0):
+        super().__init__()
+        self.levels, self.codebook_size, self.beta, self.decay = levels, codebook_size, beta, decay
+        self.dead_threshold, self.dropout = dead_threshold, dropout
+        self.register_buffer("codebooks", torch.zeros(levels, codebook_size, dim))
+        self.register_buffer("counts", torch.ones(levels, codebook_size))  # running uses per batch
+        self.register_buffer("sums", torch.zeros(levels, codebook_size, dim))
+        self.register_buffer("seeded", torch.zeros((), dtype=torch.bool))
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        flat = z.reshape(-1, z.shape[-1])
+        keep = self.levels
+        if self.training:
+            self._seed(flat.detach())
+            if self.dropout and torch.rand(()) < self.dropout:
+                keep = int(torch.randint(1, self.levels + 1, ()))
+        residual, q, codes = flat.detach(), torch.zeros_like(flat), []
+        for level in range(self.levels):
+            idx = torch.cdist(residual, self.codebooks[level]).argmin(-1)
+            if self.training:
+                self._update(level, residual, idx)
+            chosen = self.codebooks[level][idx]
+            if level < keep:
+                q = q + chosen
+            residual = residual - chosen
+            codes.append(idx)
+        aux = self.beta * F.mse_loss(flat, q)
+        z_q = flat + (q - flat).detach()
+        return QuantizerOutput(z_q.reshape(z.shape), torch.stack(codes, -1).reshape(*z.shape[:-1], self.levels), aux)
+
+    @torch.no_grad()
+    def reseed(self) -> None:
+        """Seed the codebooks again on the next training batch (after an unquantised warm-up, codes
+        start where the trained encoder's latents are)."""
+        self.seeded.fill_(False)
+
+    @torch.no_grad()
+    def _seed(self, flat: Tensor) -> None:
+        if self.seeded:
+            return
+        residual = flat.clone()
+        for level in range(self.levels):  # each level on the residuals the levels before it leave
+            picks = residual[torch.randperm(len(residual), device=flat.device)[:self.codebook_size]]
+            picks = picks[torch.arange(self.codebook_size) % len(picks)]  # (a batch smaller than the codebook)
+            self.codebooks[level] = picks
+            self.sums[level] = picks
+            self.counts[level] = 1.0
+            residual = residual - picks[torch.cdist(residual, picks).argmin(-1)]
+        self.seeded.fill_(True)
+
+    @torch.no_grad()
+    def _update(self, level: int, residual: Tensor, idx: Tensor) -> None:
+        hits = torch.bincount(idx, minlength=self.codebook_size).to(residual.dtype)
+        sums = torch.zeros_like(self.sums[level]).index_add_(0, idx, residual)
+        self.counts[level].mul_(self.decay).add_(hits, alpha=1 - self.decay)
+        self.sums[level].mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        self.codebooks[level] = self.sums[level] / self.counts[level].clamp_min(1e-5)[:, None]
+        dead = (self.counts[level] < self.dead_threshold).nonzero().flatten()
+        if len(dead):  # onto vectors of this batch, with a grace period before they can die again
+            picks = residual[torch.randint(len(residual), (len(dead),), device=residual.device)]
+            self.codebooks[level][dead] = picks
+            self.sums[level][dead] = picks
+            self.counts[level][dead] = 1.0
+
+    def codes_to_z(self, codes: Tensor) -> Tensor:
+        out = torch.zeros(*codes.shape[:-1], self.codebooks.shape[-1], device=codes.device)
+        for level in range(codes.shape[-1]):
+            out = out + self.codebooks[level][codes[..., level]]
+        return out
