@@ -220,7 +220,7 @@ def recogniser_flags(t: argparse.ArgumentParser) -> None:
         "utterances": "captions spoken by espeak-ng to train on", "epochs": "passes over them",
         "batch_size": "utterances per step", "lr": "peak learning rate", "warmup": "learning-rate warm-up steps",
         "seed": "seed of the weights and the utterances (evaluation: seed + 1, unseen scenes)",
-        "eval_utterances": "utterances in each evaluation set", "width": "channels of the convolutions and the GRU"})
+        "eval_utterances": "utterances in each evaluation set", "width": "channels of its convolutions"})
     t.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 

@@ -3,23 +3,21 @@ folders; its verifiers are `smalto.verify.scene`, `.motion` and `.hearing`."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from smalto import atomic
 
 from smalto.data.folder import (ClipFolder, ClipRecord, Folder, Record, load_clip_folder, load_folder,
-                                write_clip_folder, write_folder)
+                                write_clip_folder, write_folder, write_sound_folder)
 from smalto.data.motion import MotionConfig, MotionWorld
 from smalto.data.gate import MAX_PIXELS
 from smalto.data.images import load_image
-from smalto.data.sounds import SoundConfig, SoundWorld, write_wav
+from smalto.data.sounds import SoundConfig, SoundWorld
 from smalto.data.shapes import Sample, Scene, ShapesConfig, ShapesWorld, parse_caption
 
 __all__ = ["MAX_PIXELS", "ClipFolder", "ClipRecord", "Folder", "MotionConfig", "MotionWorld", "Record", "Sample",
            "Scene", "ShapesConfig", "ShapesWorld", "load_clip_folder", "load_folder", "load_image",
            "parse_caption", "write_clip_folder", "write_clips", "write_folder",
-           "write_shapes", "write_sounds", "write_speech"]
+           "write_shapes", "write_sound_folder", "write_sounds", "write_speech"]
 
 
 def write_shapes(out: str | Path, n: int, seed: int = 0, split: str = "train",
@@ -53,36 +51,29 @@ def write_clips(out: str | Path, n: int, seed: int = 0, split: str = "train", cf
 def write_sounds(out: str | Path, n: int, seed: int = 0, split: str = "train", cfg: SoundConfig | None = None,
                  force: bool = False) -> Path:
     """Materialise n of ShapesWorld's sounds as a folder: sounds/*.wav and data.jsonl (the canonical
-    caption as text, the questions and the scene graph beside it), atomically."""
-    from smalto.progress import bar
+    caption as text, the questions and the scene graph beside it)."""
+    world = SoundWorld(cfg, seed, split)
 
-    world, out = SoundWorld(cfg, seed, split), Path(out)
-    with atomic.directory(out, overwrite=force) as tmp:
-        (tmp / "sounds").mkdir()
-        lines = []
-        for i in bar(range(n), desc=f"writing {out}", unit="sound"):
-            s, name = world[i], f"sounds/{i + 1:06d}.wav"
-            write_wav(tmp / name, s.wave, world.cfg.sample_rate)
-            lines.append(json.dumps({"audio": name, "text": s.captions[0], "qa": s.qa, "scene": s.scene.to_dict()}))
-        atomic.write_text(tmp / "data.jsonl", "\n".join(lines) + "\n")
-    return out
+    def items():
+        for i in range(n):
+            s = world[i]
+            yield s.wave, {"text": s.captions[0], "qa": s.qa, "scene": s.scene.to_dict()}
+
+    return write_sound_folder(out, items(), world.cfg.sample_rate, total=n, force=force)
 
 
 def write_speech(out: str | Path, n: int, seed: int = 0, split: str = "train", voices: str = "train",
                  force: bool = False) -> Path:
     """Materialise n spoken captions (`smalto.data.speech`) as a folder of sounds: sounds/*.wav and
-    data.jsonl (the caption said as text, the voice, speed and pitch, the scene graph), atomically."""
+    data.jsonl (the caption said as text, the voice, speed and pitch, the scene graph)."""
     from smalto.data.speech import SpeechWorld
-    from smalto.progress import bar
 
-    world, out = SpeechWorld(seed=seed, split=split, voices=voices), Path(out)
-    with atomic.directory(out, overwrite=force) as tmp:
-        (tmp / "sounds").mkdir()
-        lines = []
-        for i in bar(range(n), desc=f"writing {out}", unit="utt"):
-            u, name = world[i], f"sounds/{i + 1:06d}.wav"
-            write_wav(tmp / name, u.wave, world.cfg.sample_rate)
-            lines.append(json.dumps({"audio": name, "text": u.text, "voice": u.voice, "speed": u.speed,
-                                     "pitch": u.pitch, "scene": u.scene.to_dict()}))
-        atomic.write_text(tmp / "data.jsonl", "\n".join(lines) + "\n")
-    return out
+    world = SpeechWorld(seed=seed, split=split, voices=voices)
+
+    def items():
+        for i in range(n):
+            u = world[i]
+            yield u.wave, {"text": u.text, "voice": u.voice, "speed": u.speed, "pitch": u.pitch,
+                           "scene": u.scene.to_dict()}
+
+    return write_sound_folder(out, items(), world.cfg.sample_rate, total=n, force=force)

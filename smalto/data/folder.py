@@ -44,6 +44,7 @@ from smalto.data.gate import MAX_PIXELS, MAX_SECONDS, read_sound
 from smalto.data.images import load_image
 from smalto.data.motion import Clip
 from smalto.data.shapes import Scene
+from smalto.data.sounds import write_wav
 from smalto.data.video import clip_bytes, load_clip
 from smalto.errors import SmaltoError
 from smalto.paths import inside
@@ -319,5 +320,21 @@ def write_clip_folder(out: str | Path, items: Iterable[tuple[np.ndarray, ClipRec
             if record.frames is not None:
                 row["frames"] = [s.to_dict() for s in record.frames]
             lines.append(json.dumps(row, ensure_ascii=False))
+        atomic.write_text(tmp / INDEX, "\n".join(lines) + "\n")
+    return out
+
+
+def write_sound_folder(out: str | Path, items: Iterable[tuple[np.ndarray, dict]], sample_rate: int,
+                       total: int | None = None, force: bool = False) -> Path:
+    """Write (wave, record) pairs as a folder of sounds/*.wav (16-bit PCM), atomically; each record
+    (its "text" and anything else) becomes a data.jsonl line with its "audio" path first."""
+    out = Path(out)
+    with atomic.directory(out, overwrite=force) as tmp:
+        (tmp / "sounds").mkdir()
+        lines = []
+        for i, (wave, record) in enumerate(progress_bar(items, total=total, desc=f"writing {out}", unit="sound")):
+            name = f"sounds/{i + 1:06d}.wav"
+            write_wav(tmp / name, wave, sample_rate)
+            lines.append(json.dumps({"audio": name, **record}, ensure_ascii=False))
         atomic.write_text(tmp / INDEX, "\n".join(lines) + "\n")
     return out
