@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from smalto.data.folder import (ClipFolder, ClipRecord, Folder, Record, load_clip_folder, load_folder,
                                 write_clip_folder, write_folder, write_sound_folder)
 from smalto.data.motion import MotionConfig, MotionWorld

@@ -40,9 +40,10 @@ class Tokenizers:
         plots, and no file a symlink would bring in from outside their folder (a checkpoint from
         someone else, packed or exported, must not carry the user's files on)."""
         directory.mkdir(parents=True, exist_ok=True)
+        absent = {part for part in ("video", "audio") if getattr(self, part) is None}  # taken without them
         for name in FILES:
-            if name.startswith("video") and self.video is None or name.startswith("audio") and self.audio is None:
-                continue  # tokenizers taken without their video or audio one
+            if name.split(".")[0] in absent:
+                continue
             if (source := inside(self.path, name, "file")).is_file():
                 shutil.copyfile(source, directory / name)
 

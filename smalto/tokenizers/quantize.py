@@ -165,7 +165,7 @@ class ResidualVQ(nn.Module):
         super().__init__()
         self.levels, self.codebook_size, self.beta, self.decay = levels, codebook_size, beta, decay
         self.dead_threshold, self.dropout = dead_threshold, dropout
-        self.register_buffer("codebooks", torch.zeros(levels, codebook_size, dim))
+        # A level's codebook is sums / counts: the running mean of the vectors each code was given.
         self.register_buffer("counts", torch.ones(levels, codebook_size))  # running uses per batch
         self.register_buffer("sums", torch.zeros(levels, codebook_size, dim))
         self.register_buffer("seeded", torch.zeros((), dtype=torch.bool))
@@ -179,10 +179,10 @@ class ResidualVQ(nn.Module):
                 keep = int(torch.randint(1, self.levels + 1, ()))
         residual, q, codes = flat.detach(), torch.zeros_like(flat), []
         for level in range(self.levels):
-            idx = torch.cdist(residual, self.codebooks[level]).argmin(-1)
+            idx = torch.cdist(residual, self.codebook(level)).argmin(-1)
             if self.training:
                 self._update(level, residual, idx)
-            chosen = self.codebooks[level][idx]
+            chosen = self.codebook(level)[idx]
             if level < keep:
                 q = q + chosen
             residual = residual - chosen
@@ -190,6 +190,9 @@ class ResidualVQ(nn.Module):
         aux = self.beta * F.mse_loss(flat, q)
         z_q = flat + (q - flat).detach()
         return QuantizerOutput(z_q.reshape(z.shape), torch.stack(codes, -1).reshape(*z.shape[:-1], self.levels), aux)
+
+    def codebook(self, level: int) -> Tensor:
+        return self.sums[level] / self.counts[level].clamp_min(1e-5)[:, None]
 
     @torch.no_grad()
     def reseed(self) -> None:
@@ -205,7 +208,6 @@ class ResidualVQ(nn.Module):
         for level in range(self.levels):  # each level on the residuals the levels before it leave
             picks = residual[torch.randperm(len(residual), device=flat.device)[:self.codebook_size]]
             picks = picks[torch.arange(self.codebook_size) % len(picks)]  # (a batch smaller than the codebook)
-            self.codebooks[level] = picks
             self.sums[level] = picks
             self.counts[level] = 1.0
             residual = residual - picks[torch.cdist(residual, picks).argmin(-1)]
@@ -217,16 +219,14 @@ class ResidualVQ(nn.Module):
         sums = torch.zeros_like(self.sums[level]).index_add_(0, idx, residual)
         self.counts[level].mul_(self.decay).add_(hits, alpha=1 - self.decay)
         self.sums[level].mul_(self.decay).add_(sums, alpha=1 - self.decay)
-        self.codebooks[level] = self.sums[level] / self.counts[level].clamp_min(1e-5)[:, None]
         dead = (self.counts[level] < self.dead_threshold).nonzero().flatten()
         if len(dead):  # onto vectors of this batch, with a grace period before they can die again
             picks = residual[torch.randint(len(residual), (len(dead),), device=residual.device)]
-            self.codebooks[level][dead] = picks
             self.sums[level][dead] = picks
             self.counts[level][dead] = 1.0
 
     def codes_to_z(self, codes: Tensor) -> Tensor:
-        out = torch.zeros(*codes.shape[:-1], self.codebooks.shape[-1], device=codes.device)
+        out = torch.zeros(*codes.shape[:-1], self.sums.shape[-1], device=codes.device)
         for level in range(codes.shape[-1]):
-            out = out + self.codebooks[level][codes[..., level]]
+            out = out + self.codebook(level)[codes[..., level]]
         return out

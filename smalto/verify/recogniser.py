@@ -134,5 +134,8 @@ class Recogniser(nn.Module):
             raise SmaltoError(f"{config}: not a speech recogniser config ({e})") from None
         check_fits(weights, lambda: cls(cfg), config.name)
         model = cls(cfg)
-        model.load_state_dict(load_file(str(weights)))
+        try:
+            model.load_state_dict(load_file(str(weights)))
+        except Exception as e:  # safetensors and torch raise several types for bad files
+            raise SmaltoError(f"{weights}: weights do not fit the config in {config.name} ({e})") from None
         return model.eval()
