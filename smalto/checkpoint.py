@@ -181,7 +181,11 @@ def load_checkpoint(path: str | Path, fusion: str | None = None, needs: str = ""
     if missing := set(model.state_dict()) - set(weights) - {"lm_head.weight"}:
         raise SmaltoError(f"{weights_file}: missing weights {sorted(missing)[:3]}")
     tokenizers = load_tokenizers(inside(path, "tokenizers", "directory"))
-    if Vocab.from_tokenizers(tokenizers, vocab.position_rule) != vocab.without_layouts():
+    try:
+        made = Vocab.from_tokenizers(tokenizers, vocab.position_rule, vocab.sound)
+    except ValueError as e:
+        raise SmaltoError(f"{path}: the tokenizers in tokenizers/ do not match the model's vocabulary ({e})") from None
+    if made != vocab.without_layouts():
         raise SmaltoError(f"{path}: the tokenizers in tokenizers/ do not match the model's vocabulary")
     if vocab.position_rule != cfg.position_rule:
         raise SmaltoError(f"{path / 'meta.json'}: a {cfg.rope} model needs the {cfg.position_rule!r} position rule, "

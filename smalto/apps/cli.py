@@ -297,10 +297,33 @@ def _fresh(out: Path, force: bool) -> Path:
     return out
 
 
+def _sound_out(out: Path, force: bool) -> Path:
+    if out.suffix.lower() != ".wav":
+        raise SmaltoError(f"{out}: a sound is written as .wav (--out sound.wav)")
+    return _fresh(out, force)
+
+
+def _save_sounds(waves: list, out: Path, sample_rate: int) -> None:
+    """One sound, or several one after another with a fifth of a second between, as a WAV."""
+    from smalto.data.sounds import write_wav
+
+    gap = np.zeros(sample_rate // 5, np.float32)
+    write_wav(out, np.concatenate([x for w in waves for x in (w, gap)][:-1]), sample_rate)
+    print(f"wrote {out} ({len(waves)} sound{'s' if len(waves) > 1 else ''} of {len(waves[0]) / sample_rate:.2f} s)")
+
+
 def _generate(args: argparse.Namespace) -> None:
     from smalto.plots import image_grid, save_png
 
     unicode_text(args.prompt)  # (before the model loads)
+    if args.video and args.audio:
+        raise SmaltoError("--video and --audio: choose one")
+    if args.audio:
+        out = _sound_out(args.out if args.out != Path("out.png") else Path("out.wav"), args.force)
+        pipe = _pipeline(args)
+        waves = pipe.generate(args.prompt, args.n, "audio", args.cfg, args.seed, args.temperature,
+                              args.top_k, args.top_p)
+        return _save_sounds(waves, out, pipe.sample_rate)
     if args.video:
         out = _clip_out(args.out if args.out != Path("out.png") else Path("out.gif"), args.force)
         clips = _pipeline(args).generate(args.prompt, args.n, "video", args.cfg, args.seed, args.temperature,
@@ -330,20 +353,53 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _read_first(args: argparse.Namespace, paths: list) -> list:
-    """The pictures and clips a command names, read through the decoding gate before the model
-    loads (which takes seconds): a file that will be refused is refused in a fraction of one.
-    Read at the side the model's image tokenizer records; left as paths where it records none
-    (loading the model then says what is wrong with the directory)."""
+    """The pictures, clips and sounds a command names, read through the decoding gate before the
+    model loads (which takes seconds): a file that will be refused is refused in a fraction of one.
+    Read at the side (the sample rate) the model's tokenizers record; left as paths where they
+    record none (loading the model then says what is wrong with the directory)."""
+    from smalto.data.gate import is_sound, read_sound
     from smalto.data.images import load_image
     from smalto.data.video import load_clip
 
-    try:
-        config = inside(inside(args.model or DEFAULT_MODEL, "tokenizers", "directory"), "image.json", "file")
-        side = int(json.loads(config.read_text())["image_size"])
-    except (OSError, ValueError, KeyError, TypeError, SmaltoError):
-        return list(paths)
-    read = [load_clip if is_clip(p) else load_image for p in paths]
-    return [r(p, side, args.max_image_pixels) for r, p in zip(read, paths)]
+    def recorded(name: str, key: str) -> int | None:
+        try:
+            config = inside(inside(args.model or DEFAULT_MODEL, "tokenizers", "directory"), name, "file")
+            return int(json.loads(config.read_text())[key])
+        except (OSError, ValueError, KeyError, TypeError, SmaltoError):
+            return None
+
+    side, rate = recorded("image.json", "image_size"), recorded("audio.json", "sample_rate")
+    out = []
+    for p in paths:
+        if is_sound(p):
+            if rate is not None:  # (checked, and left a path, so that the model's own limits name the file too)
+                read_sound(p, str(p), rate)
+            out.append(p)
+        else:
+            out.append(p if side is None else (load_clip if is_clip(p) else load_image)(p, side, args.max_image_pixels))
+    return out
+
+
+def _convert(args: argparse.Namespace) -> None:
+    from smalto.data.gate import is_sound
+    from smalto.plots import save_png
+
+    into = "audio" if args.out.suffix.lower() == ".wav" else "image"
+    out = _sound_out(args.out, args.force) if into == "audio" else _fresh(args.out, args.force)
+    if into == "image" and args.out.suffix.lower() != ".png":
+        raise SmaltoError(f"{args.out}: write a picture of a sound as .png, or a picture's sound as .wav")
+    if is_sound(args.item) == (into == "audio"):
+        raise SmaltoError(f"{args.item} -> {args.out}: a picture becomes a sound (.wav), a sound a picture (.png)")
+    item, = _read_first(args, [args.item])
+    pipe = _pipeline(args)
+    made = pipe.convert([item] * args.n, into, args.seed, guidance=args.cfg, temperature=args.temperature)
+    if into == "audio":
+        return _save_sounds(made, out, pipe.sample_rate)
+    if pipe.world:
+        for i, image in enumerate(made):
+            print(f"image {i + 1}: the verifier reads {pipe.read_drawing(image)!r}")
+    save_png(out, np.concatenate(made, axis=1).repeat(args.scale, 0).repeat(args.scale, 1))
+    print(f"wrote {out} ({args.n} image{'s' if args.n > 1 else ''})")
 
 
 def _caption(args: argparse.Namespace) -> None:
@@ -387,7 +443,8 @@ def _eval(args: argparse.Namespace) -> None:
     given = {"efforts": tuple(e for e in args.effort if e != "none")}
     given |= {} if args.seed is None else {"seed": args.seed}
     quick = dict(captions=40, questions=80, drawings=16, premises=40, relations=8, conversations=20,
-                 hallucination=20, clips=20, clip_drawings=8)
+                 hallucination=20, clips=20, clip_drawings=8, sounds=20,
+                     sound_drawings=8)
     cfg = EvalConfig(**(quick if args.quick else {}), **given)
     report = evaluate(pipe, cfg, progress=True)
     report["settings"]["quick"] = args.quick
@@ -548,12 +605,15 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     r.set_defaults(run=_rl)
 
     model = dict(type=Path, default=None, help="a trained or packed model directory (default: the shipped model)")
-    g = sub.add_parser("generate", help="draw images (or clips) for a prompt")
+    g = sub.add_parser("generate", help="draw images (or clips, or sounds) for a prompt")
     g.add_argument("prompt", help="what to draw, e.g. 'a small red circle at the top left'")
     g.add_argument("--out", type=Path, default=Path("out.png"),
-                   help="PNG to write; a .gif or .webp with --video (default: %(default)s, out.gif)")
+                   help="PNG to write; a .gif or .webp with --video, a .wav with --audio (default: %(default)s, "
+                        "out.gif, out.wav)")
     g.add_argument("--video", action="store_true",
                    help="draw a clip, e.g. 'a small red circle moves right slowly from the top left'")
+    g.add_argument("--audio", action="store_true",
+                   help="make the scene's sound, e.g. 'a large blue square at the center' (docs/audio.md)")
     g.add_argument("--n", type=number(Range(1, 64, integer=True)), default=1,
                    help="images to draw; more than one are saved as a grid (default: %(default)s)")
     g.add_argument("--cfg", type=number("guidance"), default=None,
@@ -569,11 +629,12 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--best-of", type=number("best_of"), default=None,
                    help="candidates per image, the best by the verifier kept (default: the effort's)")
     g.set_defaults(run=_generate)
-    c2 = sub.add_parser("caption", help="describe images or clips")
-    c2.add_argument("images", nargs="+", type=Path, help="image files, animated GIF/WebP clips or folders of frames")
+    c2 = sub.add_parser("caption", help="describe images, clips or sounds")
+    c2.add_argument("images", nargs="+", type=Path,
+                    help="image files, animated GIF/WebP clips, folders of frames or WAV/FLAC/OGG sounds")
     c2.set_defaults(run=_caption)
-    a = sub.add_parser("ask", help="answer a question about an image or a clip")
-    a.add_argument("image", type=Path, help="an image file, an animated GIF/WebP clip or a folder of frames")
+    a = sub.add_parser("ask", help="answer a question about an image, a clip or a sound")
+    a.add_argument("image", type=Path, help="an image file, an animated GIF/WebP clip, a folder of frames or a sound")
     a.add_argument("question", help="e.g. 'how many circles are there?'")
     a.set_defaults(run=_ask)
     a.add_argument("--thinking-budget", type=number("thinking_budget"), default=None,
@@ -582,6 +643,20 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
         command.add_argument("--beams", type=number("beams"), default=1, help="beam width; 1 is greedy (default: 1)")
         command.add_argument("--best-of", type=number("best_of"), default=None,
                              help="answers sampled and voted (default: the effort's)")
+    cv = sub.add_parser("convert", help="a picture's sound (--out x.wav) or a picture of a sound (--out x.png)")
+    cv.add_argument("item", type=Path, help="a picture (PNG, JPEG, ...) or a sound (WAV, FLAC, OGG)")
+    cv.add_argument("--out", type=Path, required=True, help="a .wav for a picture's sound, a .png for a sound's picture")
+    cv.add_argument("--n", type=number(Range(1, 64, integer=True)), default=1,
+                    help="how many to make, one after another (default: %(default)s)")
+    cv.add_argument("--cfg", type=number("guidance"), default=None,
+                    help="classifier-free guidance scale (default: the model's)")
+    cv.add_argument("--seed", type=SEED, default=0, help="sampling seed (default: %(default)s)")
+    cv.add_argument("--temperature", type=number("temperature"), default=None,
+                    help="sampling temperature; 0 is greedy (default: the model's)")
+    cv.add_argument("--scale", type=number(Range(1, 64, integer=True)), default=4,
+                    help="upscaling of a saved picture (default: %(default)s)")
+    cv.add_argument("--force", action="store_true", help="replace --out if it exists")
+    cv.set_defaults(run=_convert)
     nx = sub.add_parser("continue", help="continue a clip from its first frames (a small world model)")
     nx.add_argument("clip", type=Path, help="an animated GIF/WebP or a folder of frames, as long as the model's clips")
     nx.add_argument("--given", type=number(Range(1, 63, integer=True)), default=1,
@@ -646,17 +721,17 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the main job on the shipped default")
     d.add_argument("--out", type=Path, default=Path("demo"), help="where the gallery goes (default: %(default)s)")
     d.set_defaults(run=_demo)
-    for command in (g, c2, a, nx, ev, sv, ch, ex, b):  # everything that reads a model
+    for command in (g, c2, a, nx, cv, ev, sv, ch, ex, b):  # everything that reads a model
         command.add_argument("--model", **model)
-    for command in (g, c2, a, nx, ev, sv, ch, ex, pk):  # everything a fine-tuned adapter may ride on
+    for command in (g, c2, a, nx, cv, ev, sv, ch, ex, pk):  # everything a fine-tuned adapter may ride on
         command.add_argument("--adapter", type=Path, default=None,
                              help="a LoRA or prompt-tuning directory (smalto finetune) trained on --model, "
                                   "applied on top of it" + (" (LoRA merged into the weights)" if command in (ex, pk)
                                                             else ""))
-    for command in (g, c2, a, nx, ev, sv, ch, b):  # everything that runs a model for inference
+    for command in (g, c2, a, nx, cv, ev, sv, ch, b):  # everything that runs a model for inference
         command.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",  # smalto.precision's
                              help="the decoder's float type (auto: bf16 where the hardware has it natively)")
-    for command in (c, e, c2, a, nx, ch):  # what else reads a user's image files (train, serve: from their configs)
+    for command in (c, e, c2, a, nx, cv, ch):  # what else reads a user's image files (train, serve: from their configs)
         command.add_argument("--max-image-pixels", type=COUNT, default=MAX_PIXELS,
                              help=f"{PIXELS} (default {MAX_PIXELS:,} = 4096×4096)")
     for command in (sv, ch):  # long-running: compiling once pays

@@ -268,6 +268,8 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
                        "with its weights",
         "layout": "how drawings are written: raster (the codes row by row) or cells (each ShapesWorld cell named "
                   "in words, then its codes; docs/compose.md) (default: raster, or --init-from's)",
+        "sound_levels": "the audio codec's residual levels a sound is written with, frame by frame (default: "
+                        "--init-from's, or all the codec's when --mix has sound tasks; docs/audio.md)",
     }, preset=dict(choices=tuple(PRESETS)), rope=dict(choices=ROPES), precision=dict(choices=PRECISIONS),
        fusion=dict(choices=FUSIONS), vision_init=dict(choices=VISION_INITS), layout=dict(choices=LAYOUTS),
        optimizer=dict(choices=OPTIMIZERS),

@@ -133,6 +133,20 @@ def opened(source: str | Path | bytes | Image.Image, name: str, max_pixels: int 
         raise SmaltoError(f"{name}: corrupt {what} ({e})") from None
 
 
+SOUND_SUFFIXES = (".wav", ".flac", ".ogg", ".oga")
+SOUND_MAGIC = (b"RIFF", b"fLaC", b"OggS")  # how WAV, FLAC and OGG files begin
+
+
+def is_sound(item) -> bool:
+    """Whether an item is a sound: a path with a sound file's suffix, the bytes of one, or a 1-D
+    float array (a wave)."""
+    if isinstance(item, np.ndarray):
+        return item.ndim == 1 and np.issubdtype(item.dtype, np.floating)
+    if isinstance(item, (str, Path)):
+        return Path(item).suffix.lower() in SOUND_SUFFIXES
+    return isinstance(item, bytes) and item[:4] in SOUND_MAGIC
+
+
 def read_sound(source: str | Path | bytes, name: str, sample_rate: int, max_seconds: float | None = MAX_SECONDS
                ) -> np.ndarray:
     """A WAV / FLAC / OGG file (a path, or its bytes) as float32 mono [samples] at `sample_rate`:

@@ -150,7 +150,11 @@ class SoundWorld:
 
     def waves(self, start: int, count: int) -> np.ndarray:
         """float32 [count, samples], rendered on the fly."""
-        return np.stack([render_sound(self.scene(i), self.cfg, self.jitter(i)) for i in range(start, start + count)])
+        return self.waves_of(range(start, start + count))
+
+    def waves_of(self, indices) -> np.ndarray:
+        """float32 [len(indices), samples]: the sounds of these indices."""
+        return np.stack([render_sound(self.scene(i), self.cfg, self.jitter(i)) for i in indices])
 
 
 def write_wav(path: str | Path, wave: np.ndarray, sample_rate: int) -> None:

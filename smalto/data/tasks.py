@@ -1,14 +1,22 @@
 """The tasks a training stream mixes, by name (`--mix caption=0.3 ...`), what a model trained on a
-mix can do (recorded in its checkpoint), and the words that ask for the one task a user can only
-name: continuing a clip."""
+mix can do (recorded in its checkpoint), and the words that ask for the tasks a user can only name:
+continuing a clip, hearing a picture and drawing a sound."""
 
-TASKS = ("caption", "draw", "qa", "think", "chat", "clip_caption", "clip_draw", "clip_qa", "clip_next")
-PICTURE_TASKS, CLIP_TASKS = TASKS[:5], TASKS[5:]
+TASKS = ("caption", "draw", "qa", "think", "chat", "clip_caption", "clip_draw", "clip_qa", "clip_next",
+         "sound_caption", "sound_draw", "sound_qa", "picture_to_sound", "sound_to_picture")
+PICTURE_TASKS, CLIP_TASKS, SOUND_TASKS = TASKS[:5], TASKS[5:9], TASKS[9:]
 CONTINUE = "continue the clip"  # what the user says to have a clip's first frames continued
+HEAR_PICTURE = "what does this scene sound like?"  # a picture -> its sound
+DRAW_SOUND = "draw what you hear"  # a sound -> its picture
+SOUND_OF = "the sound of "  # half of text -> sound prompts start so (the others are the bare caption)
+REQUESTS = {("image", "audio"): HEAR_PICTURE, ("audio", "image"): DRAW_SOUND}  # (from, into) -> its words
 
 # Which modality each task teaches a model to read, and to draw.
-READS = {"image": ("caption", "qa", "think", "chat"), "video": ("clip_caption", "clip_qa", "clip_next")}
-DRAWS = {"image": ("draw",), "video": ("clip_draw", "clip_next")}
+READS = {"image": ("caption", "qa", "think", "chat", "picture_to_sound"),
+         "video": ("clip_caption", "clip_qa", "clip_next"),
+         "audio": ("sound_caption", "sound_qa", "sound_to_picture")}
+DRAWS = {"image": ("draw", "sound_to_picture"), "video": ("clip_draw", "clip_next"),
+         "audio": ("sound_draw", "picture_to_sound")}
 
 
 def capabilities(mix: dict) -> dict:

@@ -25,6 +25,9 @@ checks use too.
   answers and drawings of scenes that have them, against the image tokenizer's round trip;
 - video (a model trained on clips): clip captions, questions about motion, clips drawn from
   captions and clips continued, read back by the clip verifier (`smalto.eval.video_eval`);
+- sound (a model trained on sounds): sounds captioned and asked about, made from captions and
+  from pictures, and pictures drawn from sounds, each judged by the sound or pixel verifier
+  (`smalto.eval.sound_eval`);
 - effort: the same QA, premise and drawing metrics at each test-time effort level asked for
   (`smalto.effort`), with the tokens and seconds they cost, by who answered: the reply as given,
   the model's own answer, how often the solver overrode it; drawings as pass@N (the verifier
@@ -50,6 +53,7 @@ from smalto.eval.common import BATCH, at_most, batches, pct
 from smalto.eval.conversations import CHAT_ROWS, eval_conversation
 from smalto.eval.hallucination import ROWS, eval_hallucination, eval_pope, flat
 from smalto.eval.scenes import KINDS, scene_kinds
+from smalto.eval.sound_eval import SOUND_BASELINES, SOUND_ROWS, eval_sound
 from smalto.eval.video_eval import VIDEO_BASELINES, VIDEO_ROWS, eval_video, motion_world
 from smalto.format import Vocab
 from smalto.model import Transformer
@@ -76,6 +80,8 @@ class EvalConfig:
     hallucination: int = 200  # scenes asked about (POPE: twice per setting), captioned (CHAIR) and primed
     clips: int = 100  # clips captioned and asked about (a model trained on clips)
     clip_drawings: int = 32  # clips drawn, and continued
+    sounds: int = 100  # sounds captioned and asked about (a model trained on sounds)
+    sound_drawings: int = 32  # sounds made from captions and from pictures, and pictures from sounds
     efforts: tuple[str, ...] = ()  # test-time effort levels to report besides "none"
 
 
@@ -278,6 +284,7 @@ def evaluate(pipe: Pipeline, cfg: EvalConfig = EvalConfig(), heldout: bool = Tru
     for name in found.kinds:
         plan += [(name, section, "none") for section in SECTIONS]
         plan += [(name, "video", "none")] if pipe.reads_clips and name != "seen" else []
+        plan += [(name, "sound", "none")] if pipe.hears else []
         plan += [(name, "effort", e) for e in (cfg.efforts if name != "seen" else ())]
     plan += [(None, "new_words", "none")] if pipe.world is not None and pipe.world.new_words else []
     bar = progress_bar(plan, desc="ShapesEval", unit="section", enabled=progress)
@@ -289,6 +296,8 @@ def evaluate(pipe: Pipeline, cfg: EvalConfig = EvalConfig(), heldout: bool = Tru
         elif section == "video":  # (clips are many: a clip is seen again by chance almost never)
             report[name]["video"] = eval_video(pipe, motion_world(pipe, cfg.seed, "heldout" if name == "heldout" else
                                                                   "train"), cfg.clips, cfg.clip_drawings, cfg.seed)
+        elif section == "sound":
+            report[name]["sound"] = eval_sound(pipe, world, cfg.sounds, cfg.sound_drawings, cfg.seed)
         elif section == "effort":
             start = time.perf_counter()
             draw = eval_drawing(pipe, world, cfg.drawings, cfg.guidance, cfg.seed, effort, relations=cfg.relations)
@@ -343,6 +352,9 @@ def summary_table(report: dict) -> str:
     if any("video" in report[s] for s in kinds):
         rows += [(f"clip {k.replace('_', ' ')}", "video", k, ("video", VIDEO_BASELINES[k]) if k in VIDEO_BASELINES
                   else None) for k in VIDEO_ROWS]
+    if any("sound" in report[s] for s in kinds):
+        rows += [(f"sound {k.replace('_', ' ')}", "sound", k, ("sound", SOUND_BASELINES[k]) if k in SOUND_BASELINES
+                  else None) for k in SOUND_ROWS]
     header = "| metric (%), the model's own tokens | " + " | ".join(f"{s} scenes" for s in kinds) + " | baseline |"
     lines = [header, "|---" * (len(kinds) + 2) + "|"]
     base_kind = "unseen" if "unseen" in kinds else kinds[0]
@@ -353,7 +365,8 @@ def summary_table(report: dict) -> str:
         lines.append(f"| {label} | " + " | ".join(map(_cell, cells)) + f" | {_cell(baseline)} |")
     lines.append("")
     lines.append("Baselines: the most frequent count or answer of each question type on the same items; POPE "
-                 "always saying yes; a clip that copies its given frames. '—': the kind holds no such scene.")
+                 "always saying yes; a clip that copies its given frames; silence for a sound. '—': the kind holds "
+                 "no such scene.")
     if "scenes" in report:
         sc = report["scenes"]
         lines.append(f"Scenes: {sc['scenes_in_training']} distinct scenes in the recorded training streams"

@@ -3,11 +3,12 @@ positions, and what may legally come next while decoding."""
 
 from smalto.format.grammar import DRAWING, Allowed, FormatState, positions
 from smalto.format.render import (PICTURE, Example, answer_example, answer_prompt, caption_example, caption_prompt,
-                                  chat_example, chat_prompt, continue_example, continue_prompt, draw_example,
+                                  chat_example, chat_prompt, continue_example, continue_prompt, convert_example,
+                                  convert_prompt, draw_example,
                                   draw_prompt, fuse, fuse_ids, picture_starts, think_example)
 from smalto.format.vocab import Modality, Span, Vocab
 
 __all__ = ["DRAWING", "PICTURE", "Allowed", "Example", "FormatState", "Modality", "Span", "Vocab",
            "answer_example", "answer_prompt", "caption_example", "caption_prompt", "chat_example", "chat_prompt",
-           "continue_example", "continue_prompt", "draw_example", "draw_prompt", "fuse", "fuse_ids", "picture_starts",
+           "continue_example", "continue_prompt", "convert_example", "convert_prompt", "draw_example", "draw_prompt", "fuse", "fuse_ids", "picture_starts",
            "positions", "think_example"]

@@ -43,7 +43,8 @@ class Phases:
     step: tuple[int, ...]  # the phase after this phase's token (phase 0: `opens` decides)
     offset: tuple[tuple[int, int, int], ...]  # where this phase's token goes, from the row's base
     bump: tuple[int, ...]  # how far the base moves once this phase's token is emitted
-    # ("range", name), ("token", id), ("words", 0) (any text) or ("ids", ids); phase 0's is `Allowed`'s
+    # ("range", name), ("span", (start, stop)) (a residual level's part of a range), ("token", id),
+    # ("words", 0) (any text) or ("ids", ids); phase 0's is `Allowed`'s
     legal: tuple[tuple[str, int | str | tuple[int, ...]], ...]
     closes: tuple[bool, ...]
     opens: dict[int, int]  # an item's opening id -> the phase of its first body token
@@ -69,7 +70,7 @@ def phases(v: Vocab) -> Phases:
     if (cached := v.__dict__.get("_phases")) is not None:
         return cached
     step, offset, bump, legal, closes, opens = [-1], [(0, 0, 0)], [1], [("outside", 0)], [False], {}
-    for m in v.modalities.values():
+    for name, m in v.modalities.items():
         first = len(step)
         opens[v.specials[m.open]] = first
         cells = m.body()
@@ -79,8 +80,10 @@ def phases(v: Vocab) -> Phases:
             step.append(first + k + 1), offset.append(at), bump.append(0), closes.append(False)
             if where == WORD:
                 legal.append(("ids", next(lexicon)) if m.lexicon else ("words", 0))
-            else:
-                legal.append(("range", m.range) if where is not None else ("token", v.specials[m.sep]))
+            elif where is None:
+                legal.append(("token", v.specials[m.sep]))
+            else:  # (a residual level's codes come from its part of the range)
+                legal.append(("span", v.level_span(name, where[2])) if m.levels else ("range", m.range))
         extent = 1 + max(max(at) for at in body)
         step.append(0), offset.append((extent,) * 3), bump.append(extent + 1), closes.append(True)
         legal.append(("token", v.specials[m.close]))
@@ -151,8 +154,9 @@ class FormatState:
         for name in allowed.items:
             outside |= v.one(v.specials[v.modalities[name].open])
         table = phases(v)
-        masks = [outside] + [v.mask(what) if kind == "range" else v.text_mask() if kind == "words" else
-                             v.one(*what) if kind == "ids" else v.one(what) for kind, what in table.legal[1:]]
+        masks = [outside] + [v.mask(what) if kind == "range" else v.span_mask(*what) if kind == "span" else
+                             v.text_mask() if kind == "words" else v.one(*what) if kind == "ids" else v.one(what)
+                             for kind, what in table.legal[1:]]
         self.masks = torch.stack(masks).to(device)
         self.step = torch.tensor(table.step, device=device)
         self.offset = torch.tensor(table.offset, device=device)

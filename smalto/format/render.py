@@ -14,6 +14,11 @@ A clip takes an image's place in caption, answer and draw (`modality="video"`): 
 
 (the given latent frames are context, the rest is trained: a small world model).
 
+A sound (`modality="audio"`, <boa> frames' levels <eoa>) takes an image's place in caption, answer
+and draw too, and one modality may be asked for as another (a picture's sound, a sound's picture):
+
+    convert  <bos> <user> <boi> v1..v64 <eoi> request <assistant> <boa> a1..a216 <eoa> <eos>
+
 The assistant's part is trained (loss_mask is True for tokens the model must predict); the
 user's text is context. The user's image codes may be trained too (`train_image`): the image is
 processed anyway, so predicting it is free signal for learning what images look like.
@@ -127,6 +132,12 @@ def draw_prompt(v: Vocab, text: list[int], modality: str = "image") -> list[int]
     return [v.bos, v.user, *text, v.assistant, v.specials[v.modalities[v.drawn(modality)].open]]
 
 
+def convert_prompt(v: Vocab, codes: Tensor, modality: str, request: list[int], into: str) -> list[int]:
+    """An item and a request for it in another modality: ends with that modality's opening (its
+    layout's, `Vocab.drawn`), so what follows is the answer's body."""
+    return chat_prompt(v, [("user", v.item_ids(modality, codes) + request)]) + [v.specials[v.modalities[v.drawn(into)].open]]
+
+
 def continue_prompt(v: Vocab, text: list[int], codes: Tensor, given: int) -> list[int]:
     """A clip's first `given` latent frames, each with its <eof>: what follows is the rest of the clip."""
     return draw_prompt(v, text, "video") + v.video_ids(codes)[1:_given_end(v, given)]
@@ -184,6 +195,16 @@ def draw_example(v: Vocab, text: list[int], codes: Tensor, modality: str = "imag
     # <boi> is part of the answer: the model learns that a drawing request is answered by an image.
     drawn = v.drawn(modality) if words is not None else modality
     return _build(v, (prompt[:-1], False), (v.item_ids(drawn, codes, words) + [v.eos], True))
+
+
+def convert_example(v: Vocab, codes: Tensor, modality: str, request: list[int], answer: Tensor, into: str,
+                    words: list[list[int]] | None = None, train_item: bool = False) -> Example:
+    """An item of `modality`, a request, and the same thing as an item of `into` (drawn in its
+    layout when `words` are given, as `draw_example`); train_item: also predict the user's item."""
+    item = v.item_ids(modality, codes)
+    drawn = v.drawn(into) if words is not None else into
+    return _build(v, ([v.bos, v.user, item[0]], False), (item[1:], train_item), ([*request, v.assistant], False),
+                  (v.item_ids(drawn, answer, words) + [v.eos], True))
 
 
 def continue_example(v: Vocab, text: list[int], codes: Tensor, given: int) -> Example:

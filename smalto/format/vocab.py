@@ -1,10 +1,13 @@
 """The unified vocabulary: named ranges of ids, one for text and one per code vocabulary.
 
-    text   [0, T)       the BPE's ids, its special tokens first
-    image  [T, T + K)   the image tokenizer's K codes
+    text   [0, T)                the BPE's ids, its special tokens first
+    image  [T, T + K)            the image tokenizer's K codes
+    audio  [T + K, T + K + L*A)  the audio codec's first L residual levels, A codes each, in turn
 
-A new code vocabulary (audio, say) appends a range; video shares the image range by design (a
-clip's latent frames are grids of image codes, its first frame exactly an image's). A `Modality`
+A new code vocabulary appends a range; video shares the image range by design (a clip's latent
+frames are grids of image codes, its first frame exactly an image's). A sound is a grid of
+(frames, levels): written frame by frame, each frame's levels coarse to fine (the flattened
+layout), each level's codes from its own part of the range (`Modality.levels`). A `Modality`
 says how one kind of item is written into the stream: which range its codes come from, their
 grid, how many frames and the special tokens around and between them. The legal-token masks of
 the format (`format.grammar`) are built from these ranges. A layout is a modality that draws
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from smalto.tokenizers.text import SPECIAL_TOKENS
+from smalto.tokenizers.text import RENAMED as _RENAMED, SPECIAL_TOKENS
 
 
 POSITION_RULES = ("index", "grid")
@@ -63,6 +66,9 @@ class Modality:
     # Per block, per word: the ids it may be (one id: a label the format writes, the cell's
     # number); empty: any text.
     lexicon: tuple[tuple[tuple[int, ...], ...], ...] = ()
+    # Residual levels (a sound): the grid's columns are `levels` levels, column c's codes the c-th
+    # of `levels` equal parts of the range, so a level-0 code can not stand where a level-2 one must.
+    levels: int = 0
 
     @property
     def frame_tokens(self) -> int:
@@ -91,6 +97,9 @@ def _name(token: str) -> str:
     return token.removeprefix("<|").removesuffix("|>")
 
 
+RENAMED = {_name(old): _name(new) for old, new in _RENAMED.items()}  # "reserved_2" -> "boa", ...
+
+
 @dataclass(frozen=True)
 class Vocab:
     ranges: dict[str, Span]  # "text" first, from 0; then each code vocabulary, contiguous
@@ -114,6 +123,10 @@ class Vocab:
                 raise ValueError(f"modality {name!r} names an unknown range or special token")
             if not 1 <= m.frames <= 64 or not 1 <= len(m.grid) <= 2 or min(m.grid) < 1:
                 raise ValueError(f"modality {name!r}: 1 to 64 frames of a 1- or 2-axis grid, got {m}")
+            if m.levels and (m.grid[-1] != m.levels or len(m.grid) != 2 or m.blocks
+                             or self.ranges[m.range].size % m.levels):
+                raise ValueError(f"modality {name!r}: residual levels are the columns of a 2-axis grid, each a "
+                                 f"equal part of its range, got {m}")
             if m.blocks and (m.frames != 1 or sorted(i for b in m.blocks for i in b) != list(range(m.frame_tokens))
                              or m.draws not in self.modalities or m.words < 1
                              or m.lexicon and (len(m.lexicon) != len(m.blocks) or
@@ -125,17 +138,33 @@ class Vocab:
             raise ValueError(f"position_rule must be one of {', '.join(POSITION_RULES)}, got {self.position_rule!r}")
 
     @classmethod
-    def from_tokenizers(cls, tok, position_rule: str = "index") -> "Vocab":
+    def from_tokenizers(cls, tok, position_rule: str = "index", sound: tuple[int, int] | None = None) -> "Vocab":
         """The image tokenizer's codes as the "image" modality; with a video tokenizer, clips of
-        its latent frames as the "video" modality, from the same range."""
+        its latent frames as the "video" modality, from the same range; with `sound` = (frames,
+        levels), sounds of that many audio codec frames and its first `levels` levels as the
+        "audio" modality, in a range of their own (a model hears only when trained to)."""
         text_size, codebook = tok.text.vocab_size, tok.image.codebook_size
         grid = tok.image.cfg.grid
+        ranges = {"text": Span(0, text_size), "image": Span(text_size, codebook)}
         modalities = {"image": Modality("image", (grid, grid), "boi", "eoi")}
         if getattr(tok, "video", None) is not None:
             frames = tok.video.cfg.latent_frames(tok.video.cfg.frames)
             modalities["video"] = Modality("image", (grid, grid), "bov", "eov", frames, "eof")
-        return cls({"text": Span(0, text_size), "image": Span(text_size, codebook)},
-                   {_name(t): tok.text.special[t] for t in SPECIAL_TOKENS}, modalities, position_rule)
+        if sound is not None:
+            frames, levels = sound
+            codec = getattr(tok, "audio", None)
+            if codec is None or not 1 <= levels <= codec.cfg.levels:
+                raise ValueError(f"sounds of {levels} residual levels need an audio codec of as many "
+                                 f"(these tokenizers have {'none' if codec is None else codec.cfg.levels})")
+            ranges["audio"] = Span(text_size + codebook, levels * codec.cfg.codebook_size)
+            modalities["audio"] = Modality("audio", (frames, levels), "boa", "eoa", levels=levels)
+        return cls(ranges, {_name(t): tok.text.special[t] for t in SPECIAL_TOKENS}, modalities, position_rule)
+
+    @property
+    def sound(self) -> tuple[int, int] | None:
+        """(frames, levels) of this vocabulary's sounds (`from_tokenizers`), None if it has none."""
+        m = self.modalities.get("audio")
+        return None if m is None else (m.grid[0], m.levels)
 
     def with_layout(self, name: str, of: str, blocks: tuple[tuple[int, ...], ...], words: int,
                     lexicon: tuple[tuple[tuple[int, ...], ...], ...] = ()) -> "Vocab":
@@ -155,6 +184,8 @@ class Vocab:
     def to_json(self) -> dict:
         def item(m: Modality) -> dict:
             extra = {"frames": m.frames, "sep": m.sep} if m.frames > 1 else {}
+            if m.levels:
+                extra = {"levels": m.levels}
             if m.blocks:
                 extra = {"blocks": [list(b) for b in m.blocks], "words": m.words, "draws": m.draws,
                          "lexicon": [[list(w) for w in b] for b in m.lexicon]}
@@ -166,11 +197,13 @@ class Vocab:
 
     @classmethod
     def from_json(cls, data: dict) -> "Vocab":
-        return cls({k: Span(*v) for k, v in data["ranges"].items()}, dict(data["specials"]),
+        specials = {RENAMED.get(k, k): i for k, i in data["specials"].items()}  # (stored before they had names)
+        return cls({k: Span(*v) for k, v in data["ranges"].items()}, specials,
                    {k: Modality(m["range"], tuple(m["grid"]), m["open"], m["close"], int(m.get("frames", 1)),
                                 str(m.get("sep", "")), tuple(tuple(b) for b in m.get("blocks", ())),
                                 int(m.get("words", 0)), str(m.get("draws", "")),
-                                tuple(tuple(tuple(w) for w in b) for b in m.get("lexicon", ())))
+                                tuple(tuple(tuple(w) for w in b) for b in m.get("lexicon", ())),
+                                int(m.get("levels", 0)))
                     for k, m in data.get("modalities", {}).items()},
                    str(data.get("position_rule", "index")))
 
@@ -221,8 +254,16 @@ class Vocab:
                 ids += list(said) + [flat[i] for i in block]
             return ids + [self.specials[m.close]]
         for f, frame in enumerate(codes.reshape(m.frames, -1)):
-            ids += ([self.specials[m.sep]] if f and m.sep else []) + (frame + offset).tolist()
+            ids += ([self.specials[m.sep]] if f and m.sep else []) + (frame + self._offsets(m, frame.numel())).tolist()
         return ids + [self.specials[m.close]]
+
+    def _offsets(self, m: Modality, n: int) -> Tensor | int:
+        """What n raster-ordered codes of `m` add to become ids: its range's start, and for residual
+        levels each level's part of it."""
+        start = self.ranges[m.range].start
+        if not m.levels:
+            return start
+        return start + (torch.arange(n) % m.levels) * (self.ranges[m.range].size // m.levels)
 
     def drawn(self, modality: str) -> str:
         """The modality a drawing of `modality` is written in: a layout of it when the vocabulary
@@ -243,8 +284,9 @@ class Vocab:
         return self.item_ids("video", codes)
 
     def codes(self, ids: Tensor, modality: str = "image") -> Tensor:
-        """Unified ids of an item's codes (separators left out) -> its codebook indices."""
-        return ids - self.ranges[self.modalities[modality].range].start
+        """Unified ids of an item's codes (raster order, separators left out) -> its codebook indices."""
+        offsets = self._offsets(self.modalities[modality], ids.numel())
+        return ids - (offsets.view(ids.shape) if torch.is_tensor(offsets) else offsets)
 
     def item_codes(self, body: list[int], modality: str) -> Tensor:
         """The tokens between an item's <open> and <close> -> codes [frames, *grid]."""
@@ -259,9 +301,20 @@ class Vocab:
     # --- masks: bool [V]
 
     def mask(self, range_name: str) -> Tensor:
-        span, mask = self.ranges[range_name], torch.zeros(self.size, dtype=torch.bool)
-        mask[span.start:span.stop] = True
+        span = self.ranges[range_name]
+        return self.span_mask(span.start, span.stop)
+
+    def span_mask(self, start: int, stop: int) -> Tensor:
+        mask = torch.zeros(self.size, dtype=torch.bool)
+        mask[start:stop] = True
         return mask
+
+    def level_span(self, modality: str, level: int) -> tuple[int, int]:
+        """The ids a residual modality's `level` codes take: (start, stop)."""
+        m = self.modalities[modality]
+        span = self.ranges[m.range]
+        size = span.size // m.levels
+        return span.start + level * size, span.start + (level + 1) * size
 
     def text_mask(self) -> Tensor:
         """Ordinary text tokens (the text range without its special tokens)."""

@@ -11,9 +11,12 @@ A model trained on clips (a video tokenizer beside the image one) reads and draw
 same calls (each modality is a registered codec, `smalto.pipeline.modalities`):
 
     clips = pipe.generate("a small red circle moves right slowly from the top left", modality="video")
+    waves = pipe.generate("a large blue square at the center", modality="audio")   # a model trained on sounds
     pipe.caption("clip.gif")                   # clips: GIF/WebP files, frame folders, uint8 [T, H, W, 3]
     pipe.ask("clip.gif", "which way does the red circle move?")
     pipe.continue_clip("clip.gif", given=1)    # the rest of a clip from its first latent frame
+    pipe.caption("two-objects.wav")            # sounds: WAV/FLAC/OGG files, float waves at pipe.sample_rate
+    pipe.sound_of("scene.png"), pipe.picture_of("two-objects.wav")   # one modality as the other
 
 `effort` ("none", "low", "medium", "high"; see `smalto.effort`) spends more compute for
 better answers and drawings: thinking, votes, solver-planned prompts and best-of-N drawings
@@ -79,6 +82,7 @@ class Pipeline(Inputs, Answers, Drawer):
     world: ShapesConfig | None = field(default_factory=ShapesConfig)
     thinks: bool = False  # trained to think (`<think>` traces); else thinking efforts only vote
     clips: bool = False  # trained on clips (its tokenizers may hold a video tokenizer it never learned)
+    sounds: bool = False  # trained on sounds (likewise an audio codec)
     # The training streams behind the weights (`training.data.stream_record`), so an evaluation can
     # tell the scenes it saw from those it did not; None: never recorded.
     streams: list[dict] | None = None
@@ -197,8 +201,8 @@ class Pipeline(Inputs, Answers, Drawer):
                  seed: int | None = 0, temperature: float | None = None, top_k: int | None = None,
                  top_p: float | None = None, effort: str | None = None, best_of: int | None = None
                  ) -> list[np.ndarray]:
-        """Draw n pictures (uint8 [H, W, 3]) or clips (modality="video": [T, H, W, 3]) for a
-        prompt, with classifier-free guidance of the given scale (1 = conditional only, 0 =
+        """Draw n pictures (uint8 [H, W, 3]), clips (modality="video": [T, H, W, 3]) or sounds
+        (modality="audio": float32 waves at `sample_rate`) for a prompt, with classifier-free guidance of the given scale (1 = conditional only, 0 =
         unconditional); None takes the model's default (see `draw_defaults`). effort / best_of:
         see `drawings` (pictures; clips are drawn without them)."""
         sampling = dict(guidance=guidance, temperature=temperature, top_k=top_k, top_p=top_p)
@@ -207,6 +211,8 @@ class Pipeline(Inputs, Answers, Drawer):
         if modality not in self.codecs:
             if modality == "video":
                 self.need_clips()  # (it says why)
+            if modality == "audio":
+                self.need_sounds()
             raise SmaltoError(f"{self.name} draws {' and '.join(self.codecs)}, not {modality!r}")
         if effort not in (None, "none") or best_of is not None:
             raise SmaltoError(f"{modality} items are drawn without test-time effort")
@@ -218,6 +224,15 @@ class Pipeline(Inputs, Answers, Drawer):
                        effort: str | None = None, best_of: int | None = None) -> list[np.ndarray]:
         """`generate(prompt, n, modality="image", ...)`."""
         return self.generate(prompt, n, "image", guidance, seed, temperature, top_k, top_p, effort, best_of)
+
+    def sound_of(self, picture, n: int = 1, seed: int | None = 0, **sampling) -> list[np.ndarray]:
+        """n sounds (float32 waves at `sample_rate`) of what a picture shows ("what does this scene
+        sound like?"); sampling: guidance, temperature, top_k, top_p (the drawing defaults)."""
+        return self.convert([picture] * n, "audio", seed, **sampling)
+
+    def picture_of(self, sound, n: int = 1, seed: int | None = 0, **sampling) -> list[np.ndarray]:
+        """n pictures (uint8 [H, W, 3]) of what a sound holds ("draw what you hear")."""
+        return self.convert([sound] * n, "image", seed, **sampling)
 
     def continue_clip(self, clip, given: int = 1, n: int = 1, seed: int | None = 0,
                       temperature: float = 0.0) -> list[np.ndarray]:
@@ -274,7 +289,8 @@ def load(path: str | Path | None = None, dtype: str | torch.dtype = "auto", comp
     can = _capabilities(path, trained, train)
     pipe = Pipeline(model, vocab, tokenizers, path, {**DRAW_DEFAULTS, **_draw_defaults(path, meta)},
                     world=world_config(data, tokenizers.image.cfg.image_size) if isinstance(data, str) else None,
-                    thinks=can["thinks"], clips="video" in can["reads"], streams=trained.get("streams"))
+                    thinks=can["thinks"], clips="video" in can["reads"], sounds="audio" in can["reads"],
+                    streams=trained.get("streams"))
     if compile:
         pipe.engine.compile()
         pipe.engine.warm_up()

@@ -1,4 +1,4 @@
-"""Drawing: pictures and clips decoded from prompts, with classifier-free guidance, and with
+"""Drawing: pictures, clips and sounds decoded from prompts (or from each other), with classifier-free guidance, and with
 test-time compute the solver's plan, best-of-N candidates and the verifier's choice.
 
 `Drawer` is the part of `Pipeline` that writes items rather than text; it reads the pipeline's
@@ -15,8 +15,8 @@ import torch
 from smalto import options
 from smalto.data.shapes import ShapesConfig, captions, cell_words
 from smalto.errors import SmaltoError
-from smalto.format import DRAWING, caption_prompt, continue_prompt, draw_prompt, positions
-from smalto.data.tasks import CONTINUE
+from smalto.format import DRAWING, caption_prompt, continue_prompt, convert_prompt, draw_prompt, positions
+from smalto.data.tasks import CONTINUE, REQUESTS
 from smalto.inference import Sampling
 from smalto.effort import Drawing, effort_level
 from smalto.verify import smt
@@ -168,6 +168,25 @@ class Drawer:
         drawn = self.vocab.drawn(modality)
         bodies = self.item_bodies(prompts, sampling, modality, unconditional, forced)
         return self.codecs[modality].decode(torch.stack([self.vocab.item_codes(b, drawn) for b in bodies]))
+
+    def convert(self, items: list, into: str, seed: int | None = 0, **sampling) -> list[np.ndarray]:
+        """Each item as the other modality, as the model was taught (`data.tasks.REQUESTS`): a
+        picture's sound (into="audio"), or a picture of a sound (into="image"), with the drawing
+        defaults and classifier-free guidance against the unconditional stream."""
+        codec = self.codec_of(items)
+        if (codec.name, into) not in REQUESTS:
+            known = ", ".join(f"{a} -> {b}" for a, b in REQUESTS)
+            raise SmaltoError(f"{codec.name} -> {into} is not a conversion this model was taught (known: {known})")
+        if into not in self.codecs:
+            raise SmaltoError(f"{self.name} was not trained on {'sounds' if into == 'audio' else into}")
+        request = self.text_ids(REQUESTS[codec.name, into], beside=codec.name)
+        prompts = [convert_prompt(self.vocab, codes, codec.name, request, into) for codes in codec.encode(codec.read(items))]
+        sampling = self.draw_sampling(seed, **sampling)
+        uncond = [draw_prompt(self.vocab, [], into) for _ in prompts]
+        if sampling.guidance in (0.0, 1.0):
+            prompts = uncond if sampling.guidance == 0.0 else prompts
+            sampling, uncond = replace(sampling, guidance=None), None
+        return self.finish_items(prompts, sampling, into, uncond)
 
     def continue_clips(self, clips: list, given: int = 1, seed: int | None = 0,
                        temperature: float = 0.0) -> list[np.ndarray]:

@@ -1,4 +1,4 @@
-"""What goes into the model: messages, pictures and clips read through the decoding gate, text
+"""What goes into the model: messages, pictures, clips and sounds read through the decoding gate, text
 ids, the prompts of each task, and the checks that they fit the context.
 
 `Inputs` is the part of `Pipeline` that turns a user's items into token ids; it needs the
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from smalto.data.gate import is_sound, read_sound
 from smalto.data.images import convert_image, load_image
 from smalto.data.video import as_clip, is_clip
 from smalto.errors import ContextLengthError, SmaltoError
@@ -31,7 +32,8 @@ class Message:
     role: str  # one of ROLES
     text: str = ""
     # paths, PIL images or uint8 arrays [H, W, 3] (user turns only); clips too: arrays [T, H, W, 3],
-    # animated GIF/WebP paths, folders of frames (a model trained on clips)
+    # animated GIF/WebP paths, folders of frames (a model trained on clips); sounds: WAV/FLAC/OGG
+    # paths or bytes, float waves [samples] at the codec's rate (a model trained on sounds)
     images: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -129,6 +131,49 @@ class Inputs:
         frames = np.stack(self.check_clips(clips))  # first: it says why a model cannot read clips
         return self.tokenizers.video.encode(frames)
 
+    # --- sounds
+
+    @property
+    def hears(self) -> bool:
+        """Trained on sounds: they are in its vocabulary, and it learned them."""
+        return self.sounds and self.vocab.sound is not None and self.tokenizers.audio is not None
+
+    @property
+    def sample_rate(self) -> int:
+        self.need_sounds()
+        return self.tokenizers.audio.cfg.sample_rate
+
+    @property
+    def sound_seconds(self) -> float:
+        """How long a sound this model hears or makes is (shorter ones are heard padded with silence)."""
+        self.need_sounds()
+        return self.vocab.sound[0] * self.tokenizers.audio.cfg.hop / self.sample_rate
+
+    def need_sounds(self) -> None:
+        if not self.hears:
+            why = f" (a {self.model.cfg.fusion} model reads pictures only)" if self.model.cfg.fusion != "tokens" else ""
+            raise SmaltoError(f"{self.name} was not trained on sounds{why}")
+
+    def sound_waves(self, sounds: list) -> np.ndarray:
+        """Sounds (WAV/FLAC/OGG paths or bytes, float waves at the codec's rate) -> float32 [B, samples]
+        of this model's length, each padded with silence; one longer is refused, naming it."""
+        self.need_sounds()
+        length, out = round(self.sound_seconds * self.sample_rate), []
+        for k, sound in enumerate(sounds):
+            name = str(sound) if isinstance(sound, (str, Path)) else f"sound {k + 1}"
+            if isinstance(sound, np.ndarray):
+                wave = sound.astype(np.float32)
+                if not np.isfinite(wave).all():
+                    raise SmaltoError(f"{name}: holds samples that are not finite numbers")
+                wave = np.clip(wave, -1, 1)
+            else:
+                wave = read_sound(sound, name, self.sample_rate)
+            if len(wave) > length:
+                raise SmaltoError(f"{name}: {len(wave) / self.sample_rate:.2f} s long; this model hears sounds of "
+                                  f"up to {self.sound_seconds:.2f} s")
+            out.append(np.pad(wave, (0, length - len(wave))))
+        return np.stack(out)
+
     # --- the registry
 
     @property
@@ -137,8 +182,10 @@ class Inputs:
         return codecs(self)
 
     def codec_for(self, item) -> Codec:
-        """The codec that reads `item` (a SmaltoError for a clip given to a model without clips)."""
-        if is_clip(item):
+        """The codec that reads `item` (a SmaltoError for a clip or a sound given to a model without them)."""
+        if is_sound(item):
+            self.need_sounds()
+        elif is_clip(item):
             self.need_clips()
         return next(c for c in self.codecs.values() if c.claims(item))
 
@@ -146,7 +193,7 @@ class Inputs:
         """The one codec of a batch of items."""
         found = {self.codec_for(item).name for item in items}
         if len(found) > 1:
-            raise SmaltoError("a batch holds pictures or clips, not both")
+            raise SmaltoError(f"a batch holds one kind of item, not {' and '.join(sorted(found))} together")
         return self.codecs[found.pop() if found else "image"]
 
     # --- text and prompts
@@ -198,7 +245,7 @@ class Inputs:
         for m in self.check_messages(messages):
             if m.role in ("user", "assistant"):
                 ids = []
-                for item in m.images:  # pictures, or clips (arrays [T, H, W, 3], animations, frame folders)
+                for item in m.images:  # pictures, clips (arrays [T, H, W, 3], animations, frame folders), sounds
                     codec = self.codec_for(item)
                     if codec.name == "image":  # (its pixels kept for a model that reads them)
                         pictures.append(self.pictures([item])[0])
@@ -215,9 +262,11 @@ class Inputs:
         decoded pictures and clips (arrays) but without encoding them: a server checks it off the
         model's thread, where torch runs."""
         self.check_messages(messages)
-        items = [np.asarray(item) for m in messages for item in m.images]
-        if clips := [item for item in items if item.ndim == 4]:
+        items = [item if is_sound(item) else np.asarray(item) for m in messages for item in m.images]
+        if clips := [item for item in items if not is_sound(item) and item.ndim == 4]:
             self.check_clips(clips)
+        if sounds := [item for item in items if is_sound(item)]:
+            self.sound_waves(sounds)
         text = self.chat_prompt([Message(m.role, m.text) for m in messages])
         tokens = sum(self.codec_for(item).tokens for item in items)
         return self.check_context(len(text) + tokens, "the conversation")

@@ -17,17 +17,18 @@ from typing import Callable
 import numpy as np
 import torch
 
+from smalto.data.gate import is_sound
 from smalto.data.video import is_clip
 
 
 @dataclass(frozen=True)
 class Codec:
-    name: str  # its modality in the vocabulary ("image", "video")
+    name: str  # its modality in the vocabulary ("image", "video", "audio")
     claims: Callable[[object], bool]  # is this item (a path, bytes, array, PIL image) one of ours?
-    read: Callable[[list], np.ndarray]  # items -> pixels at the model's size, through the gate
+    read: Callable[[list], np.ndarray]  # items -> pixels (a wave) at the model's size, through the gate
     encode: Callable[[np.ndarray], torch.Tensor]  # pixels [B, ...] -> codes [B, ...]
     ids: Callable[[torch.Tensor], list[int]]  # one item's codes -> its ids in the stream
-    decode: Callable[[torch.Tensor], list[np.ndarray]]  # codes [B, frames, h, w] -> pixels, one per item
+    decode: Callable[[torch.Tensor], list[np.ndarray]]  # codes [B, frames, h, w] -> pixels (a wave), one per item
     tokens: int  # prompt tokens one item takes
 
     def item_ids(self, items: list) -> list[list[int]]:
@@ -36,10 +37,17 @@ class Codec:
 
 
 def codecs(pipe) -> dict[str, Codec]:
-    """The codecs of what `pipe` (an `Inputs`) reads: pictures always, clips when it was trained on
-    them. Ordered by precedence: the first whose `claims` accepts an item reads it."""
+    """The codecs of what `pipe` (an `Inputs`) reads: pictures always, clips and sounds when it was
+    trained on them. Ordered by precedence: the first whose `claims` accepts an item reads it."""
     v, tok = pipe.vocab, pipe.tokenizers
     found = {}
+    if pipe.hears:  # (codes [B, frames, levels] in the stream; the codec's are [B, levels, frames])
+        levels = v.sound[1]
+        found["audio"] = Codec("audio", is_sound, pipe.sound_waves,
+                               lambda waves: tok.audio.encode(waves)[:, :levels].transpose(1, 2),
+                               lambda codes: v.item_ids("audio", codes),
+                               lambda codes: list(tok.audio.decode(codes[:, 0].transpose(1, 2))),
+                               v.modalities["audio"].tokens + 2)
     if pipe.reads_clips:
         frames = tok.video.cfg.frames
         found["video"] = Codec("video", is_clip, lambda items: np.stack(pipe.check_clips(items)), tok.video.encode,

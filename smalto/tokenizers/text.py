@@ -23,8 +23,11 @@ SPECIAL_TOKENS = (
     "<|bov|>", "<|eov|>", "<|eof|>",  # begin / end of video, end of frame
     "<|user|>", "<|assistant|>",
     "<|think|>", "<|/think|>",
-    *(f"<|reserved_{i}|>" for i in range(4)),  # room to grow without retraining
+    "<|reserved_0|>", "<|reserved_1|>",  # room to grow without retraining (in use: format.vocab, format.render)
+    "<|boa|>", "<|eoa|>",  # begin / end of audio: once reserved_2 and reserved_3 (`RENAMED`)
 )
+# Special tokens given a name after tokenizers were trained with them reserved: same ids, new names.
+RENAMED = {"<|reserved_2|>": "<|boa|>", "<|reserved_3|>": "<|eoa|>"}
 
 
 class TextTokenizer:
@@ -53,7 +56,10 @@ class TextTokenizer:
     @classmethod
     def load(cls, path: str | Path) -> "TextTokenizer":
         try:
-            return cls(Tokenizer.from_file(str(path)))
+            text = Path(path).read_text()
+            for old, new in RENAMED.items():  # (a tokenizer trained before the tokens had names)
+                text = text.replace(f'"{old}"', f'"{new}"') if f'"{new}"' not in text else text
+            return cls(Tokenizer.from_str(text))
         except Exception as e:  # tokenizers raises a bare Exception on bad files
             raise SmaltoError(f"{path}: not a readable tokenizer file ({e})") from None
 

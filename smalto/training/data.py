@@ -20,12 +20,13 @@ from smalto.data.folder import is_clip_folder, load_clip_folder, load_folder
 from smalto.data.gate import MAX_PIXELS
 from smalto.data.motion import ClipSample, MotionConfig, MotionWorld
 from smalto.data.shapes import Sample, Scene, ShapesWorld, cell_words, premise_question, scene_key, world_config
+from smalto.data.sounds import SoundConfig, SoundWorld
 from smalto.data.talk import conversation
 from smalto.errors import SmaltoError
 from smalto.options import Range
-from smalto.data.tasks import CLIP_TASKS, CONTINUE, TASKS
+from smalto.data.tasks import CLIP_TASKS, CONTINUE, DRAW_SOUND, HEAR_PICTURE, PICTURE_TASKS, SOUND_OF, SOUND_TASKS, TASKS
 from smalto.format import (Example, Vocab, answer_example, caption_example, chat_example, continue_example,
-                           draw_example, fuse, think_example)
+                           convert_example, draw_example, fuse, think_example)
 from smalto.model.fusion import Images, batch_images
 from smalto.tokenizers import Tokenizers
 from smalto.verify.spec import parse_question
@@ -51,6 +52,13 @@ class TaskMix:
     clip_draw: float = 0.0
     clip_qa: float = 0.0
     clip_next: float = 0.0
+    # ShapesWorld heard (smalto.data.sounds; the tokenizers need an audio codec): describe a sound,
+    # make one from a description, answer about one, a picture's sound and a sound's picture.
+    sound_caption: float = 0.0
+    sound_draw: float = 0.0
+    sound_qa: float = 0.0
+    picture_to_sound: float = 0.0
+    sound_to_picture: float = 0.0
     # Share of QA and thinking questions that name an object without its place, half of them one
     # the scene lacks ("what color is the square?" -> "there is no square"). ShapesWorld only.
     premises: float = 0.0
@@ -76,6 +84,10 @@ class TaskMix:
     @property
     def clips(self) -> bool:
         return any(getattr(self, task) for task in CLIP_TASKS)
+
+    @property
+    def sounds(self) -> bool:
+        return any(getattr(self, task) for task in SOUND_TASKS)
 
     def weights(self) -> np.ndarray:
         w = np.array([getattr(self, task) for task in TASKS], dtype=np.float64)
@@ -158,12 +170,13 @@ def stream_record(stream: ExampleStream, examples: int) -> dict | None:
 
 def seen_scenes(streams: list[dict]) -> set[str]:
     """The keys (`scene_key`) of every ShapesWorld scene that recorded training streams showed as a
-    picture, replayed example by example (about 50 µs an example)."""
+    picture or a sound (a scene heard is a scene the model knows), replayed example by example
+    (about 50 µs an example)."""
     keys: set[str] = set()
     for r in streams:
         world = ShapesWorld(replace(world_config(r["data"]), reserve=r["reserve"]), r["seed"], "train")
         cdf = _cdf(TaskMix(**r["mix"]).weights())
-        picture = [task not in CLIP_TASKS for task in TASKS]
+        picture = [task not in CLIP_TASKS for task in TASKS]  # (sound tasks hear scene i of the same world)
         for i in range(r["examples"]):
             if picture[draw_task(example_rng(r["seed"], i), cdf)]:
                 keys.add(scene_key(world.scene(i)))
@@ -175,32 +188,40 @@ class ExampleStream:
                  seed: int = 0, split: str = "train", max_len: int = 160, max_pixels: int | None = MAX_PIXELS,
                  fusion: str = "tokens"):
         self.tok, self.vocab, self.mix, self.seed, self.fusion, self.data = tokenizers, vocab, mix, seed, fusion, data
-        if fusion != "tokens" and mix.clips:
-            raise SmaltoError(f"a {fusion} model reads pictures as pixels, and clips only as tokens: "
-                              f"clip tasks need the tokens design")
+        if fusion != "tokens" and (mix.clips or mix.sounds):
+            raise SmaltoError(f"a {fusion} model reads pictures as pixels, and clips and sounds only as tokens: "
+                              f"clip and sound tasks need the tokens design")
         self.weights = mix.weights()
         self.cdf = _cdf(self.weights)
         # Long texts (a user's captions) are cut so that an image (a clip) always fits whole.
-        item = max(m.tokens for m in vocab.modalities.values() if mix.clips or m.frames == 1)
+        streamed = {"image": True, "video": mix.clips, "audio": mix.sounds}
+        item = max(m.tokens for k, m in vocab.modalities.items() if streamed.get(m.draws or k))
+        if mix.sounds and "audio" in vocab.modalities:  # (a picture and its sound in one example)
+            item = vocab.image_tokens + vocab.modalities["audio"].tokens + 2
         room = max_len - item - 8
         self.room = max_len - 16  # a text-only conversation's longest message
         self.max_len = max_len
         if room < 8:
             raise SmaltoError(f"a context of {max_len} tokens leaves no room for text beside "
-                              f"{'a clip' if mix.clips else 'an image'} ({item} tokens)")
+                              f"{'a picture and a sound' if mix.sounds else 'a clip' if mix.clips else 'an image'} "
+                              f"({item} tokens)")
         self.encode_text = lru_cache(maxsize=65536)(lambda s: tuple(tokenizers.text.encode(s)[:room // 2]))
         size = tokenizers.image.cfg.image_size
-        self.motion = self.folder = self.clip_folder = None
+        self.motion = self.sounds = self.folder = self.clip_folder = None
         if (world := world_config(data, size)) is not None:
             self.world = ShapesWorld(world, seed, split)
             if mix.clips:
                 self._need_video()
                 self.motion = MotionWorld(MotionConfig(tokenizers.video.cfg.frames, world), seed, split)
+            if mix.sounds:
+                self.sounds = self._sound_world(world, seed, split)
             return
         self.world = None
+        if mix.sounds:
+            raise SmaltoError(f"sound tasks hear ShapesWorld (--data shapes); {data} is a folder")
         if is_clip_folder(data):
             self._need_video()
-            if self.weights[:len(TASKS) - len(CLIP_TASKS)].any():
+            if self.weights[:len(PICTURE_TASKS)].any():
                 raise SmaltoError(f"{data} is a folder of clips: it trains the clip tasks only (--mix 0 0 0 0 0 "
                                   f"CLIP_CAPTION CLIP_DRAW CLIP_QA CLIP_NEXT)")
             self.clip_folder = load_clip_folder(data, size, progress=True, max_pixels=max_pixels)
@@ -219,6 +240,19 @@ class ExampleStream:
         n = len(items)
         self._order = lru_cache(maxsize=2)(lambda epoch: np.random.default_rng([seed, 5, epoch]).permutation(n))
         self.codes = torch.cat([encode(items[i:i + 256]) for i in range(0, n, 256)])
+
+    def _sound_world(self, world, seed: int, split: str) -> SoundWorld:
+        if self.tok.audio is None or self.vocab.sound is None:
+            raise SmaltoError(f"sound tasks need an audio codec beside the image tokenizer ({self.tok.path} has no "
+                              f"audio.json; `smalto tokenizer train-audio` makes one) and a vocabulary with sounds")
+        try:
+            sounds = SoundWorld(SoundConfig(sample_rate=self.tok.audio.cfg.sample_rate, world=world), seed, split)
+        except SmaltoError as e:
+            raise SmaltoError(f"sound tasks: {e}") from None
+        if sounds.cfg.samples != self.vocab.sound[0] * self.tok.audio.cfg.hop:
+            raise SmaltoError(f"sound tasks: a scene's sound is {sounds.cfg.samples} samples, and the vocabulary's "
+                              f"sounds are {self.vocab.sound[0]} frames of {self.tok.audio.cfg.hop}")
+        return sounds
 
     def _need_video(self) -> None:
         if self.tok.video is None or "video" not in self.vocab.modalities:
@@ -300,13 +334,31 @@ class ExampleStream:
         given = int(rng.integers(1, v.modalities["video"].frames))
         return continue_example(v, list(text(CONTINUE)), codes, given)
 
+    def _sound_example(self, rng: np.random.Generator, task: int, sound: Tensor, picture: Tensor,
+                       sample: Sample) -> Example:
+        """sound: codes [frames, levels]; picture: the scene's image codes."""
+        text, v, name, heard = self.encode_text, self.vocab, TASKS[task], self.mix.train_prompt_images
+        if name == "sound_caption" or (name == "sound_qa" and not sample.qa):
+            return caption_example(v, sound, list(text(sample.captions[0])), heard, "audio")
+        if name == "sound_qa":
+            pair = sample.qa[rng.integers(len(sample.qa))]
+            return answer_example(v, sound, [(list(text(pair["q"])), list(text(pair["a"])))], heard, "audio")
+        if name == "sound_draw":
+            said = sample.captions[rng.integers(len(sample.captions))]
+            prompt = [] if rng.random() < self.mix.cond_dropout else list(text(SOUND_OF * (rng.random() < 0.5) + said))
+            return draw_example(v, prompt, sound, "audio")
+        if name == "picture_to_sound":
+            return convert_example(v, picture, "image", list(text(HEAR_PICTURE)), sound, "audio", train_item=heard)
+        return convert_example(v, sound, "audio", list(text(DRAW_SOUND)), picture, "image",
+                               self._cell_words(sample.scene), heard)
+
     def examples(self, start: int, count: int) -> list[tuple[int, Example]]:
         """Examples start .. start+count-1 as (task index, example)."""
         rngs = {i: example_rng(self.seed, i) for i in range(start, start + count)}
         tasks = {i: draw_task(rng, self.cdf) for i, rng in rngs.items()}
         out: dict[int, tuple[int, Example]] = {}
         if self.world is not None:
-            pictures = [i for i in rngs if TASKS[tasks[i]] not in CLIP_TASKS]
+            pictures = [i for i in rngs if TASKS[tasks[i]] in PICTURE_TASKS]
             if pictures:
                 samples = [self.world[i] for i in pictures]
                 codes = self.tok.image.encode(np.stack([s.image for s in samples]))
@@ -318,6 +370,12 @@ class ExampleStream:
                 codes = self.tok.video.encode(np.stack([s.frames for s in samples]))
                 for i, s, c in zip(clips, samples, codes):
                     out[i] = tasks[i], self._clip_example(rngs[i], tasks[i], c, s)
+            if heard := [i for i in rngs if TASKS[tasks[i]] in SOUND_TASKS]:
+                samples = [self.world[i] for i in heard]  # (sound i is scene i: its picture pairs with it)
+                sounds = self.tok.audio.encode(self.sounds.waves_of(heard))[:, :self.vocab.sound[1]].transpose(1, 2)
+                pictures = self.tok.image.encode(np.stack([s.image for s in samples]))
+                for i, s, a, c in zip(heard, samples, sounds, pictures):
+                    out[i] = tasks[i], self._sound_example(rngs[i], tasks[i], a, c, s)
             return [out[i] for i in rngs]
         n = len(self.codes)
         for i, rng in rngs.items():

@@ -32,6 +32,7 @@ from smalto.adapters import AdapterConfig, attach, load_adapter, save_adapter
 from smalto.checkpoint import load_checkpoint, load_optimizer, read_meta, save_checkpoint
 from smalto.data.gate import MAX_PIXELS
 from smalto.data.shapes import GRID, Obj, Scene, cell_patches, cell_words, world_config
+from smalto.data.sounds import SoundConfig
 from smalto.errors import SmaltoError
 from smalto.format import Vocab
 from smalto.model import PRESETS, Output, Transformer, preset
@@ -113,13 +114,18 @@ class TrainConfig:
     # nine cells in turn, each named in words, "2 small red circle", then its codes: an object's
     # codes follow its words wherever it lies; docs/compose.md). None: raster, or init_from's.
     layout: str | None = None
+    # The audio codec's residual levels each sound is written with (frame by frame, coarse to fine),
+    # 1 to the codec's; None: init_from's, or all of the codec's when the mix has sound tasks. A
+    # model trained without sounds grows the audio range when its mix first has them.
+    sound_levels: int | None = None
 
     # Valid values, read by __post_init__ and by the command line's flags.
     RANGES: ClassVar[dict[str, Range]] = {
         "steps": COUNT, "batch_size": COUNT, "grad_accum": COUNT, "lr": POSITIVE, "warmup": AT_LEAST_0,
         "weight_decay": Range(0), "grad_clip": POSITIVE, "seed": SAMPLING["seed"], "log_every": COUNT,
         "eval_every": AT_LEAST_0, "save_every": COUNT, "max_image_pixels": COUNT, "experts": AT_LEAST_0,
-        "active_experts": COUNT, "context": Range(16, MAX_CONTEXT, integer=True)}
+        "active_experts": COUNT, "context": Range(16, MAX_CONTEXT, integer=True),
+        "sound_levels": Range(1, 32, integer=True)}
     # What a resumed run may change: how long it runs and how, not what it computes.
     MAY_CHANGE: ClassVar[tuple[str, ...]] = ("steps", "compile")
     # Fields added after runs were saved without them, with the value those runs were trained with.
@@ -200,6 +206,41 @@ def _same_tokenizers(a: Path, b: Path) -> bool:
                for name in ("text.json", "image.json", "image.safetensors"))
 
 
+def _sound(cfg: TrainConfig, tokenizers, had: tuple[int, int] | None = None) -> tuple[int, int] | None:
+    """(frames, levels) of the sounds a run's vocabulary writes: init_from's (`had`), or the
+    codec's frames of a ShapesWorld scene's sound at cfg.sound_levels (all the codec's by default)
+    when the run hears sounds."""
+    if had is not None:
+        if cfg.sound_levels not in (None, had[1]):
+            raise SmaltoError(f"init_from {cfg.init_from} writes sounds with {had[1]} levels, not {cfg.sound_levels}; "
+                              f"leave sound_levels out to keep them")
+        return had
+    if not cfg.mix.sounds and cfg.sound_levels is None:
+        return None
+    codec = tokenizers.audio
+    if codec is None:
+        raise SmaltoError(f"sounds need an audio codec beside the image tokenizer ({tokenizers.path} has no "
+                          f"audio.json; `smalto tokenizer train-audio` makes one)")
+    levels = codec.cfg.levels if cfg.sound_levels is None else cfg.sound_levels
+    if levels > codec.cfg.levels:
+        raise SmaltoError(f"sound_levels {levels}: the audio codec in {tokenizers.path} has {codec.cfg.levels}")
+    return SoundConfig(sample_rate=codec.cfg.sample_rate).samples // codec.cfg.hop, levels
+
+
+def _grown(model: Transformer, size: int) -> Transformer:
+    """The model with a vocabulary of `size` ids: its embeddings (and head) kept, the new rows drawn
+    as a fresh model's are, so that ids it never saw start where new ids would."""
+    grown = Transformer(replace(model.cfg, vocab_size=size))
+    state = model.state_dict()
+    for key in ("embed.weight", "lm_head.weight"):
+        if key in state:
+            rows = grown.state_dict()[key].clone()
+            rows[:state[key].shape[0]] = state[key]
+            state[key] = rows
+    grown.load_state_dict(state)
+    return grown
+
+
 def _new_model(cfg: TrainConfig):
     """(model, vocab, tokenizers) for a new run: fresh weights, or init_from's (checked against what
     the config names)."""
@@ -212,7 +253,7 @@ def _new_model(cfg: TrainConfig):
             fusion=cfg.fusion, image_size=image.image_size, patch=image.downsample,
             vision_encoder=asdict(image) if cfg.vision_init == "tokenizer" else None)
         model_cfg = preset(cfg.preset, 1, cfg.experts, cfg.active_experts, **shape, **fused)
-        vocab = Vocab.from_tokenizers(tokenizers, model_cfg.position_rule)
+        vocab = Vocab.from_tokenizers(tokenizers, model_cfg.position_rule, _sound(cfg, tokenizers))
         model = Transformer(replace(model_cfg, vocab_size=vocab.size))
         if model.cfg.vision_encoder is not None:
             model.vision.stem[0].load_state_dict(tokenizers.image.encoder.state_dict())
@@ -226,12 +267,13 @@ def _new_model(cfg: TrainConfig):
                           f"leave them out to use the checkpoint's")
     if cfg.tokenizers is not None:  # the same text and image tokenizers, perhaps with a video tokenizer added
         tokenizers = load_tokenizers(cfg.tokenizers)
-    if shape or cfg.tokenizers is not None:
+    sound = _sound(cfg, tokenizers, vocab.sound)
+    if shape or cfg.tokenizers is not None or sound != vocab.sound:
         reshaped = Transformer(replace(model.cfg, **shape))
         reshaped.load_state_dict(model.state_dict())
-        rebuilt = Vocab.from_tokenizers(tokenizers, reshaped.cfg.position_rule)
+        rebuilt = Vocab.from_tokenizers(tokenizers, reshaped.cfg.position_rule, sound)
         layouts = {k: m for k, m in vocab.modalities.items() if m.blocks}  # (the checkpoint draws in them still)
-        model, vocab = reshaped, replace(rebuilt, modalities={**rebuilt.modalities, **layouts})
+        model, vocab = _grown(reshaped, rebuilt.size), replace(rebuilt, modalities={**rebuilt.modalities, **layouts})
     return model, vocab, tokenizers
 
 

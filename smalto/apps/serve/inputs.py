@@ -1,4 +1,5 @@
-"""Reading a request: data-URL images and clips (size checked before decoding), messages, stop strings."""
+"""Reading a request: data-URL images and clips, base64 sounds (sizes checked before decoding),
+messages, stop strings."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from smalto.apps.serve import protocol as p
 from smalto.apps.serve.errors import APIError
-from smalto.data.gate import Budget, ClipTooLong, ImageTooLarge, OverBudget
+from smalto.data.gate import MAX_SECONDS, SOUND_MAGIC, Budget, ClipTooLong, ImageTooLarge, OverBudget, read_sound
 from smalto.data.images import load_image
 from smalto.data.video import frame_count, load_clip
 from smalto.errors import SmaltoError
@@ -50,16 +51,41 @@ def decode_image(url: str, param: str, size: int, max_pixels: int | None, budget
                        code="invalid_image") from None
 
 
+# A sound's base64 may hold MAX_SECONDS of 16-bit stereo at 48 kHz (its header's duration is
+# checked again before decoding, against the gate's limits).
+MAX_SOUND_BASE64 = int(MAX_SECONDS * 48_000 * 2 * 2 * 4 / 3) + 1024
+
+
+def decode_audio(part: p.InputAudio, param: str, sample_rate: int) -> np.ndarray:
+    """An input_audio part's sound as float32 mono [samples] at `sample_rate`; its size, header and
+    duration are checked before decoding."""
+    if len(part.data) > MAX_SOUND_BASE64:
+        raise APIError(400, f"the sound is over {MAX_SOUND_BASE64:,} base64 characters (about {MAX_SECONDS:g} s)",
+                       param=param, code="invalid_audio")
+    try:
+        raw = base64.b64decode(part.data, validate=True)
+    except (binascii.Error, ValueError):
+        raise APIError(400, "the sound's data is not valid base64", param=param, code="invalid_base64") from None
+    if raw[:4] not in SOUND_MAGIC:
+        raise APIError(400, f"the sound is not a {part.format} file (sounds: WAV, FLAC or OGG)", param=param,
+                       code="invalid_audio")
+    try:
+        return read_sound(raw, "the sound", sample_rate)
+    except SmaltoError as e:
+        raise APIError(400, str(e), param=param, code="invalid_audio") from None
+
+
 def count_images(messages: list[p.ChatMessage]) -> int:
-    """Images and clips."""
-    return sum(isinstance(part, (p.ImagePart, p.VideoPart)) for m in messages if isinstance(m.content, list)
-               for part in m.content)
+    """Images, clips and sounds."""
+    return sum(isinstance(part, (p.ImagePart, p.VideoPart, p.AudioPart)) for m in messages
+               if isinstance(m.content, list) for part in m.content)
 
 
 def to_messages(messages: list[p.ChatMessage], size: int, max_pixels: int | None,
-                budget: int | None = None) -> list[Message]:
+                budget: int | None = None, sample_rate: int | None = None) -> list[Message]:
     """The request's messages, with every image decoded and converted to the model's size; all of
-    them together may decode `budget` pixels (default: four pictures at `max_pixels`)."""
+    them together may decode `budget` pixels (default: four pictures at `max_pixels`); sounds are
+    read at `sample_rate` (None: the model hears none, and a sound is refused)."""
     budget = Budget(budget) if budget is not None else Budget.for_one(max_pixels)
     out = []
     for i, m in enumerate(messages):
@@ -70,6 +96,13 @@ def to_messages(messages: list[p.ChatMessage], size: int, max_pixels: int | None
         for j, part in enumerate(m.content):
             if isinstance(part, p.TextPart):
                 texts.append(part.text)
+            elif isinstance(part, p.AudioPart):
+                where = f"messages.{i}.content.{j}.input_audio"
+                if m.role != "user":
+                    raise APIError(400, f"sounds are only accepted in user messages, not {m.role}", param=where)
+                if sample_rate is None:
+                    raise APIError(400, "this model was not trained on sounds", param=where, code="invalid_audio")
+                images.append(decode_audio(part.input_audio, where, sample_rate))
             else:
                 video = isinstance(part, p.VideoPart)
                 where = f"messages.{i}.content.{j}.{'video_url' if video else 'image_url'}"

@@ -83,7 +83,18 @@ class VideoPart(Strict):
     video_url: VideoURL
 
 
-ContentPart = Annotated[Union[TextPart, ImagePart, VideoPart], Field(discriminator="type")]
+class InputAudio(Strict):
+    data: str = Field(description="The sound file's bytes, base64-encoded.")
+    format: Literal["wav", "flac", "ogg"] = Field(description="Its format (what libsndfile reads).")
+
+
+class AudioPart(Strict):
+    """A sound, as OpenAI's input_audio content part (a model trained on sounds)."""
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+ContentPart = Annotated[Union[TextPart, ImagePart, VideoPart, AudioPart], Field(discriminator="type")]
 
 
 class ChatMessage(Strict):

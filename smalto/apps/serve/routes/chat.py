@@ -78,7 +78,8 @@ async def chat_completions(body: p.ChatCompletionRequest, request: Request, s: S
 def _read(s: Server, body: p.ChatCompletionRequest) -> tuple[list[Message], int]:
     """The request's messages, pictures decoded, and its prompt's length (on the readers' pool;
     checked without torch: the pictures are encoded on the model's thread)."""
-    messages = to_messages(body.messages, s.pipe.image_size, s.cfg.max_image_pixels, s.cfg.max_request_pixels)
+    messages = to_messages(body.messages, s.pipe.image_size, s.cfg.max_image_pixels, s.cfg.max_request_pixels,
+                           s.pipe.sample_rate if s.pipe.hears else None)
     try:
         return messages, s.pipe.prompt_length(messages)
     except SmaltoError as e:
