@@ -64,7 +64,8 @@ def test_tokenizers_and_checkpoints_from_before_the_audio_tokens_had_names_load_
     pictures = Vocab({"text": V.ranges["text"], "image": V.ranges["image"]}, V.specials,
                      {"image": V.modalities["image"]})
     stored = pictures.to_json()
-    stored["specials"] = {{"boa": "reserved_2", "eoa": "reserved_3"}.get(k, k): i for k, i in stored["specials"].items()}
+    old_names = {"boa": "reserved_2", "eoa": "reserved_3"}
+    stored["specials"] = {old_names.get(k, k): i for k, i in stored["specials"].items()}
     assert Vocab.from_json(stored) == pictures
 
 

@@ -645,7 +645,8 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
                              help="answers sampled and voted (default: the effort's)")
     cv = sub.add_parser("convert", help="a picture's sound (--out x.wav) or a picture of a sound (--out x.png)")
     cv.add_argument("item", type=Path, help="a picture (PNG, JPEG, ...) or a sound (WAV, FLAC, OGG)")
-    cv.add_argument("--out", type=Path, required=True, help="a .wav for a picture's sound, a .png for a sound's picture")
+    cv.add_argument("--out", type=Path, required=True,
+                    help="a .wav for a picture's sound, a .png for a sound's picture")
     cv.add_argument("--n", type=number(Range(1, 64, integer=True)), default=1,
                     help="how many to make, one after another (default: %(default)s)")
     cv.add_argument("--cfg", type=number("guidance"), default=None,

@@ -10,5 +10,6 @@ from smalto.format.vocab import Modality, Span, Vocab
 
 __all__ = ["DRAWING", "PICTURE", "Allowed", "Example", "FormatState", "Modality", "Span", "Vocab",
            "answer_example", "answer_prompt", "caption_example", "caption_prompt", "chat_example", "chat_prompt",
-           "continue_example", "continue_prompt", "convert_example", "convert_prompt", "draw_example", "draw_prompt", "fuse", "fuse_ids", "picture_starts",
+           "continue_example", "continue_prompt", "convert_example", "convert_prompt", "draw_example", "draw_prompt",
+           "fuse", "fuse_ids", "picture_starts",
            "positions", "think_example"]

@@ -135,7 +135,8 @@ def draw_prompt(v: Vocab, text: list[int], modality: str = "image") -> list[int]
 def convert_prompt(v: Vocab, codes: Tensor, modality: str, request: list[int], into: str) -> list[int]:
     """An item and a request for it in another modality: ends with that modality's opening (its
     layout's, `Vocab.drawn`), so what follows is the answer's body."""
-    return chat_prompt(v, [("user", v.item_ids(modality, codes) + request)]) + [v.specials[v.modalities[v.drawn(into)].open]]
+    opening = v.specials[v.modalities[v.drawn(into)].open]
+    return chat_prompt(v, [("user", v.item_ids(modality, codes) + request)]) + [opening]
 
 
 def continue_prompt(v: Vocab, text: list[int], codes: Tensor, given: int) -> list[int]:

@@ -202,9 +202,10 @@ class Pipeline(Inputs, Answers, Drawer):
                  top_p: float | None = None, effort: str | None = None, best_of: int | None = None
                  ) -> list[np.ndarray]:
         """Draw n pictures (uint8 [H, W, 3]), clips (modality="video": [T, H, W, 3]) or sounds
-        (modality="audio": float32 waves at `sample_rate`) for a prompt, with classifier-free guidance of the given scale (1 = conditional only, 0 =
-        unconditional); None takes the model's default (see `draw_defaults`). effort / best_of:
-        see `drawings` (pictures; clips are drawn without them)."""
+        (modality="audio": float32 waves at `sample_rate`) for a prompt, with classifier-free
+        guidance of the given scale (1 = conditional only, 0 = unconditional); None takes the
+        model's default (see `draw_defaults`). effort / best_of: see `drawings` (pictures; clips
+        and sounds are drawn without them)."""
         sampling = dict(guidance=guidance, temperature=temperature, top_k=top_k, top_p=top_p)
         if modality == "image":
             return [d.image for d in self.drawings(prompt, n, effort, best_of, seed, **sampling)]

@@ -1,5 +1,6 @@
-"""Drawing: pictures, clips and sounds decoded from prompts (or from each other), with classifier-free guidance, and with
-test-time compute the solver's plan, best-of-N candidates and the verifier's choice.
+"""Drawing: pictures, clips and sounds decoded from prompts (or from each other), with
+classifier-free guidance, and with test-time compute the solver's plan, best-of-N candidates and
+the verifier's choice.
 
 `Drawer` is the part of `Pipeline` that writes items rather than text; it reads the pipeline's
 engine, vocab, tokenizers, world and drawing defaults.
@@ -180,7 +181,8 @@ class Drawer:
         if into not in self.codecs:
             raise SmaltoError(f"{self.name} was not trained on {'sounds' if into == 'audio' else into}")
         request = self.text_ids(REQUESTS[codec.name, into], beside=codec.name)
-        prompts = [convert_prompt(self.vocab, codes, codec.name, request, into) for codes in codec.encode(codec.read(items))]
+        prompts = [convert_prompt(self.vocab, codes, codec.name, request, into)
+                   for codes in codec.encode(codec.read(items))]
         sampling = self.draw_sampling(seed, **sampling)
         uncond = [draw_prompt(self.vocab, [], into) for _ in prompts]
         if sampling.guidance in (0.0, 1.0):

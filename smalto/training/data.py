@@ -24,7 +24,8 @@ from smalto.data.sounds import SoundConfig, SoundWorld
 from smalto.data.talk import conversation
 from smalto.errors import SmaltoError
 from smalto.options import Range
-from smalto.data.tasks import CLIP_TASKS, CONTINUE, DRAW_SOUND, HEAR_PICTURE, PICTURE_TASKS, SOUND_OF, SOUND_TASKS, TASKS
+from smalto.data.tasks import (CLIP_TASKS, CONTINUE, DRAW_SOUND, HEAR_PICTURE, PICTURE_TASKS, SOUND_OF, SOUND_TASKS,
+                               TASKS)
 from smalto.format import (Example, Vocab, answer_example, caption_example, chat_example, continue_example,
                            convert_example, draw_example, fuse, think_example)
 from smalto.model.fusion import Images, batch_images
