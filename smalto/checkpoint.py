@@ -182,7 +182,7 @@ def load_checkpoint(path: str | Path, fusion: str | None = None, needs: str = ""
         raise SmaltoError(f"{weights_file}: missing weights {sorted(missing)[:3]}")
     tokenizers = load_tokenizers(inside(path, "tokenizers", "directory"))
     try:
-        made = Vocab.from_tokenizers(tokenizers, vocab.position_rule, vocab.sound)
+        made = Vocab.from_tokenizers(tokenizers, vocab.position_rule, vocab.sound, vocab.pattern)
     except ValueError as e:
         raise SmaltoError(f"{path}: the tokenizers in tokenizers/ do not match the model's vocabulary ({e})") from None
     if made != vocab.without_layouts():

@@ -35,7 +35,7 @@ def test_kv_cached_decoding_equals_full_forward(kw):
 def test_left_padding_does_not_change_a_rows_logits():
     model = tiny()
     prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13]]
-    ids, valid, positions = left_pad(Vocab({"text": Span(0, 97)}, {"pad": 0}), prompts)
+    ids, valid, positions, _ = left_pad(Vocab({"text": Span(0, 97)}, {"pad": 0}), prompts)
     cache = KVCache(model.cfg, 2)
     padded = model(ids, positions, cache, valid)[1, -1]
     alone = model(torch.tensor([prompts[1]]))[0, -1]

@@ -2,6 +2,8 @@
 the audio range; the grammar that decodes them; the sound tasks of the training stream; a model
 that grows the range; and every interface reading and making sounds."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -10,10 +12,10 @@ from smalto.data.shapes import ShapesWorld
 from smalto.data.sounds import SoundConfig, SoundWorld, write_wav
 from smalto.data.tasks import SOUND_TASKS, TASKS
 from smalto.errors import SmaltoError
-from smalto.format import Allowed, FormatState, Modality, Span, Vocab, positions
+from smalto.format import Allowed, Carrying, FormatState, Modality, Span, Vocab, positions
 from smalto.inference import Engine, Sampling
 from smalto.model import ModelConfig, Transformer, preset
-from smalto.pipeline import Pipeline
+from smalto.pipeline import Message, Pipeline
 from smalto.tokenizers import load_tokenizers
 from smalto.tokenizers.text import SPECIAL_TOKENS, TextTokenizer
 from smalto.training.data import ExampleStream, TaskMix
@@ -52,6 +54,53 @@ def test_the_grammar_allows_each_level_only_its_own_codes_and_cached_decoding_is
         for t, step in zip(row.tokens, logits):
             expected.append(step.masked_fill(~legal.mask()[0], float("-inf")).log_softmax(-1)[t])
             legal.advance(torch.tensor([t]))
+        torch.testing.assert_close(torch.tensor(row.logprobs), torch.stack(expected), atol=1e-4, rtol=1e-4)
+
+
+DELAYED = Vocab(V.ranges, SPECIALS, {"image": V.modalities["image"],
+                                     "audio": Modality("audio", (3, 2), "boa", "eoa", levels=2, pattern="delay")})
+
+
+def test_a_delayed_sound_takes_a_step_a_frame_each_carrying_the_finer_level_of_the_frame_before():
+    ids = DELAYED.item_ids("audio", CODES)
+    assert list(ids) == [V.boa, 57, 56, 61, 69, V.eoa], "level 0 of frames 0, 1, 2, then level 1 of frame 2"
+    assert ids.extra == [[-1, -1], [-1, -1], [-1, 71], [-1, 67], [-1, -1], [-1, -1]], "level 1 of frames 0, 1"
+    assert torch.equal(DELAYED.item_codes(ids[1:-1], "audio", ids[1:-1].extra)[0], CODES)
+    assert Vocab.from_json(DELAYED.to_json()) == DELAYED and DELAYED.width == 2
+    prompt = [V.bos, V.user] + ids + [V.assistant]
+    assert prompt.extra[2:8] == ids.extra and prompt.extra[0] == [-1, -1], "`+` keeps what the tokens carry"
+    with pytest.raises(ValueError, match="without the codes they carry"):
+        DELAYED.carried(list(prompt))
+
+
+@pytest.mark.parametrize("guidance", [None, 2.0])
+def test_a_delayed_step_picks_each_carried_code_among_its_levels_ids_and_caches_as_the_full_forward_pass(guidance):
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=V.size, dim=32, n_layers=2, n_heads=2, n_kv_heads=1, mlp_hidden=64,
+                                    max_seq_len=64)).eval()
+    engine = Engine(model, DELAYED)
+    heard = [V.bos, V.user] + DELAYED.item_ids("audio", CODES) + [V.assistant, V.boa]
+    for prompt in ([V.bos, V.user, 20, V.assistant, V.boa], heard):
+        row = engine.generate([prompt], 5, Sampling(1.5, seed=1, guidance=guidance), Allowed(text=False),
+                              unconditional=[[V.bos, V.user, V.assistant, V.boa]] if guidance else None)[0]
+        assert row.tokens[-1] == V.eoa and len(row.tokens) == 5
+        assert [56 <= t < 64 for t in row.tokens[:3]] == [True] * 3 and 64 <= row.tokens[3] < 72
+        assert [[k >= 0 for k in r] for r in row.extra[:4]] == [[False, False], [False, True], [False, True],
+                                                               [False, False]]
+        assert all(64 <= r[1] < 72 for r in row.extra[1:3])
+        if guidance:
+            continue
+        full = prompt + Carrying(row.tokens, row.extra)
+        logits = model(torch.tensor([list(full)]), positions(DELAYED, full)[None],
+                       extra=torch.tensor([full.extra])).logits[0, len(prompt) - 1:-1]
+        state, expected = FormatState(DELAYED, [prompt], Allowed(text=False)), []
+        for t, carried, step in zip(row.tokens, row.extra, logits):
+            lp = step.masked_fill(~state.mask()[0], float("-inf")).log_softmax(-1)[t]
+            for k, c in enumerate(carried):
+                if c >= 0:
+                    lp = lp + step.masked_fill(~state.extra_mask()[0, k], float("-inf")).log_softmax(-1)[c]
+            expected.append(lp)
+            state.advance(torch.tensor([t]))
         torch.testing.assert_close(torch.tensor(row.logprobs), torch.stack(expected), atol=1e-4, rtol=1e-4)
 
 
@@ -101,6 +150,29 @@ def test_the_stream_hears_scene_i_of_its_world_and_pairs_it_with_its_picture(tok
             assert len(trained) == 111 + 65 * (name == "picture_to_sound"), "and the picture read: its codes, <eoi>"
 
 
+def test_a_delayed_stream_carries_each_steps_finer_levels_and_trains_on_them(tok):
+    from smalto.training.data import collate
+    from smalto.training.trainer import token_losses
+
+    delayed = Vocab.from_tokenizers(tok, sound=(54, 4), pattern="delay")
+    examples = ExampleStream(tok, delayed, mix=TaskMix(caption=0, draw=0, qa=0, sound_draw=1), seed=2,
+                             max_len=384).examples(0, 4)
+    sounds = tok.audio.encode(SoundWorld(SoundConfig(), 2, "train").waves(0, 4)).transpose(1, 2)
+    for (_, e), codes in zip(examples, sounds):
+        start = e.ids.index(delayed.boa)
+        assert len(e.ids) - start == 57 + 3, "54 frames + 3 steps of delay, <eoa>, <eos>"
+        body = e.ids[start + 1:start + 58]
+        assert torch.equal(delayed.step_codes("audio", body, e.extra[start + 1:start + 58]), codes)
+    batch = collate(examples, delayed.pad, 384)
+    carried = int(((batch.extra_targets >= 0) & batch.mask[..., None]).sum())
+    assert carried == 4 * (54 * 4 - 57) and batch.tokens == int(batch.mask.sum()) + carried, "every other code is carried"
+    logits = torch.zeros(*batch.targets.shape, delayed.size)
+    spans = [delayed.level_span("audio", k) for k in range(4)]
+    loss, stats = token_losses(logits, batch.targets, batch.mask, batch.tasks, batch.extra_targets, spans)
+    expected = int(batch.mask.sum()) * math.log(delayed.size) + carried * math.log(256)
+    assert float(loss) == pytest.approx(expected, rel=1e-5) and int(stats[0]) == batch.tokens
+
+
 def test_a_model_without_sounds_grows_the_audio_range_and_keeps_what_it_knew(micro_base, tmp_path):
     from smalto.checkpoint import load_checkpoint
     from smalto.training.trainer import TrainConfig, _new_model
@@ -133,6 +205,22 @@ def test_the_pipeline_reads_and_makes_sounds_through_its_codec(pipe, tmp_path):
     assert np.array_equal(made[0], pipe.generate("a small red circle at the center", n=2, modality="audio",
                                                  seed=1)[0])
     assert pipe.picture_of(path)[0].shape == (32, 32, 3) and pipe.sound_of(ShapesWorld()[0].image)[0].shape == (21600,)
+
+
+def test_a_delayed_pipeline_hears_and_makes_sounds_of_all_four_levels(tok):
+    delayed = Vocab.from_tokenizers(tok, sound=(54, 4), pattern="delay")
+    torch.manual_seed(0)
+    pipe = Pipeline(Transformer(preset("shapes-micro", delayed.size, max_seq_len=256)).eval(), delayed, tok,
+                    sounds=True)
+    wave = SoundWorld(SoundConfig(), 0, "train")[0].wave
+    prompt = pipe.caption_prompts([wave])[0]
+    codec = pipe.codecs["audio"]
+    assert len(prompt) == 2 + 59 + 1 and prompt.extra == delayed.carried(prompt)
+    assert torch.equal(delayed.step_codes("audio", prompt[3:60], prompt.extra[3:60]), codec.encode(wave[None])[0])
+    made = pipe.generate("a small red circle at the center", modality="audio", seed=3)[0]
+    assert made.shape == (21600,) and pipe.sound_of(ShapesWorld()[0].image)[0].shape == (21600,)
+    chat = pipe.chat_prompt([Message("user", "what do you hear?", images=[wave])])
+    assert chat.extra[3:60] == prompt.extra[3:60], "a sound in a conversation carries its levels too"
 
 
 def test_sounds_a_model_cannot_take_are_refused_naming_them(pipe, tok, tmp_path):

@@ -228,6 +228,7 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
     from smalto.model import PRESETS
     from smalto.model.config import FUSIONS, ROPES
     from smalto.training.data import TaskMix
+    from smalto.format.vocab import PATTERNS
     from smalto.training.optim import OPTIMIZERS
     from smalto.training.trainer import COMPILE_FROM, DEFAULT_PRESET, LAYOUTS, PRECISIONS, VISION_INITS, TrainConfig
 
@@ -270,9 +271,12 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
                   "in words, then its codes; docs/compose.md) (default: raster, or --init-from's)",
         "sound_levels": "the audio codec's residual levels a sound is written with, frame by frame (default: "
                         "--init-from's, or all the codec's when --mix has sound tasks; docs/audio.md)",
+        "sound_pattern": "how a sound's levels are laid out: flat (a token per code, frame by frame) or delay (a "
+                         "token per step carrying the finer levels of the frames before, MusicGen) (default: "
+                         "--init-from's, or flat)",
     }, preset=dict(choices=tuple(PRESETS)), rope=dict(choices=ROPES), precision=dict(choices=PRECISIONS),
        fusion=dict(choices=FUSIONS), vision_init=dict(choices=VISION_INITS), layout=dict(choices=LAYOUTS),
-       optimizer=dict(choices=OPTIMIZERS),
+       optimizer=dict(choices=OPTIMIZERS), sound_pattern=dict(choices=PATTERNS),
        compile=dict(action=argparse.BooleanOptionalAction), freeze=dict(metavar="PATTERN"))
     mix = defaults(TaskMix)
     tr.add_argument("--mix", type=mix_weight, nargs="+", default=tuple((t, mix[t]) for t in TASKS if mix[t]),

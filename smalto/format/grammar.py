@@ -48,6 +48,8 @@ class Phases:
     legal: tuple[tuple[str, int | str | tuple[int, ...]], ...]
     closes: tuple[bool, ...]
     opens: dict[int, int]  # an item's opening id -> the phase of its first body token
+    # A delayed sound's step: (modality, the levels its token carries beside itself); () elsewhere
+    carries: tuple[tuple[str, tuple[int, ...]] | tuple[()], ...] = ()
 
 
 def _body_offsets(m: Modality, body: list, rule: str) -> list[tuple[int, int, int]]:
@@ -70,14 +72,17 @@ def phases(v: Vocab) -> Phases:
     if (cached := v.__dict__.get("_phases")) is not None:
         return cached
     step, offset, bump, legal, closes, opens = [-1], [(0, 0, 0)], [1], [("outside", 0)], [False], {}
+    carries: list = [()]
     for name, m in v.modalities.items():
         first = len(step)
         opens[v.specials[m.open]] = first
         cells = m.body()
         body = _body_offsets(m, cells, v.position_rule)
         lexicon = iter(w for block in m.lexicon for w in block)  # (each word's ids, in body order)
-        for k, (where, at) in enumerate(zip(cells, body)):
+        steps = m.steps() if m.pattern == "delay" else [()] * len(cells)
+        for k, (where, at, held) in enumerate(zip(cells, body, steps)):
             step.append(first + k + 1), offset.append(at), bump.append(0), closes.append(False)
+            carries.append((name, tuple(level for _, level in held[1:])) if held else ())
             if where == WORD:
                 legal.append(("ids", next(lexicon)) if m.lexicon else ("words", 0))
             elif where is None:
@@ -87,7 +92,8 @@ def phases(v: Vocab) -> Phases:
         extent = 1 + max(max(at) for at in body)
         step.append(0), offset.append((extent,) * 3), bump.append(extent + 1), closes.append(True)
         legal.append(("token", v.specials[m.close]))
-    table = Phases(tuple(step), tuple(offset), tuple(bump), tuple(legal), tuple(closes), opens)
+        carries.append(())
+    table = Phases(tuple(step), tuple(offset), tuple(bump), tuple(legal), tuple(closes), opens, tuple(carries))
     v.__dict__["_phases"] = table  # Vocab is frozen; the table is derived from it and never changes
     return table
 
@@ -158,6 +164,16 @@ class FormatState:
                              v.text_mask() if kind == "words" else v.one(*what) if kind == "ids" else v.one(what)
                              for kind, what in table.legal[1:]]
         self.masks = torch.stack(masks).to(device)
+        # What each phase's token carries beside itself (a delayed sound's finer levels): per
+        # phase, per slot, the ids that level may be (none: the slot stays empty, -1).
+        self.width = v.width
+        if self.width:
+            extra = torch.zeros(len(table.step), self.width, v.size, dtype=torch.bool)
+            for phase, held in enumerate(table.carries):
+                if held:
+                    levels = v.level_masks(held[0])
+                    extra[phase, list(held[1])] = levels[list(held[1])]
+            self.extra_masks = extra.to(device)
         self.step = torch.tensor(table.step, device=device)
         self.offset = torch.tensor(table.offset, device=device)
         self.bump = torch.tensor(table.bump, device=device)
@@ -189,6 +205,11 @@ class FormatState:
             mask = torch.where((self.thought >= self.budget)[:, None], self.closing, mask)
         self._mask = mask
         return mask
+
+    def extra_mask(self) -> Tensor | None:
+        """bool [B, width, V]: the ids each row's next token may carry in each slot (all False: it
+        carries nothing there); None for a vocabulary whose tokens carry nothing."""
+        return self.extra_masks[self.phase] if self.width else None
 
     def positions(self) -> Tensor:
         """int64 [B, 3]: where each row's next token goes."""

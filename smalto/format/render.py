@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from smalto.format.grammar import positions
-from smalto.format.vocab import Vocab
+from smalto.format.vocab import Vocab, join
 
 
 # xattn's place for a picture in the stream (Llama 3.2 Vision's <|image|>): a reserved special token
@@ -52,6 +52,9 @@ class Example:
     # fused designs: the pixels (uint8 [H, W, 3]) of the pictures it reads, and where each starts
     pictures: list = field(default_factory=list)
     picture_at: list[int] = field(default_factory=list)
+    # what each token carries beside itself (a delayed sound's finer levels, `Vocab.item_extra`):
+    # a row of `Vocab.width` ids per token, -1 where none; None when no token carries any
+    extra: list[list[int]] | None = None
 
 
 def picture_starts(v: Vocab, ids: list[int], fusion: str) -> list[int]:
@@ -91,11 +94,9 @@ def fuse(v: Vocab, example: Example, fusion: str, picture=None) -> Example:
 
 
 def _build(v: Vocab, *segments: tuple[list[int], bool]) -> Example:
-    ids, mask = [], []
-    for seg, trained in segments:
-        ids += seg
-        mask += [trained] * len(seg)
-    return Example(ids, mask, positions(v, ids))
+    ids = join(*(seg for seg, _ in segments))
+    mask = [trained for seg, trained in segments for _ in seg]
+    return Example(list(ids), mask, positions(v, ids), extra=v.carried(ids))
 
 
 # --- prompts (what inference feeds the model) and training examples (prompt + target)
@@ -107,15 +108,15 @@ def chat_prompt(v: Vocab, turns: list[tuple[str, list[int]]]) -> list[int]:
 
     turns are (role, ids) with role "user" or "assistant"; a user's ids may hold images
     (`image_ids`). Captioning and answering are its one-turn cases."""
-    ids = [v.bos]
+    parts = [[v.bos]]
     for role, content in turns:
         if role == "user":
-            ids += [v.user, *content]
+            parts += [[v.user], content]
         elif role == "assistant":
-            ids += [v.assistant, *content, v.eos]
+            parts += [[v.assistant], content, [v.eos]]
         else:
             raise ValueError(f"role must be user or assistant, got {role!r}")
-    return ids + [v.assistant]
+    return join(*parts, [v.assistant])
 
 
 def caption_prompt(v: Vocab, codes: Tensor, modality: str = "image") -> list[int]:
@@ -182,9 +183,9 @@ def chat_example(v: Vocab, turns: list[tuple[str, list[int]]]) -> Example:
     segments = [([v.bos], False)]
     for role, content in turns:
         if role == "user":
-            segments.append(([v.user, *content], False))
+            segments += [([v.user], False), (content, False)]
         else:
-            segments += [([v.assistant], False), ([*content, v.eos], True)]
+            segments += [([v.assistant], False), (content + [v.eos], True)]
     return _build(v, *segments)
 
 

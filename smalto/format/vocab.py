@@ -6,8 +6,11 @@
 
 A new code vocabulary appends a range; video shares the image range by design (a clip's latent
 frames are grids of image codes, its first frame exactly an image's). A sound is a grid of
-(frames, levels): written frame by frame, each frame's levels coarse to fine (the flattened
-layout), each level's codes from its own part of the range (`Modality.levels`). A `Modality`
+(frames, levels), each level's codes from its own part of the range (`Modality.levels`), in one of
+two patterns (`Modality.pattern`): "flat", a token per code, frame by frame, each frame's levels
+coarse to fine; or "delay" (MusicGen), a token per step, step s holding level k of frame s - k for
+every k at once: the coarsest as the step's token, the others as its extra codes (`item_extra`),
+whose embeddings the model adds to it and which it predicts beside it. A `Modality`
 says how one kind of item is written into the stream: which range its codes come from, their
 grid, how many frames and the special tokens around and between them. The legal-token masks of
 the format (`format.grammar`) are built from these ranges. A layout is a modality that draws
@@ -30,6 +33,7 @@ from smalto.tokenizers.text import RENAMED as _RENAMED, SPECIAL_TOKENS
 
 
 POSITION_RULES = ("index", "grid")
+PATTERNS = ("flat", "delay")  # how a sound's residual levels are laid out (`Modality.pattern`)
 LAYOUT = "reserved_1"  # opens a drawing written in a layout (`Modality.blocks`; reserved_0 is xattn's picture)
 WORD = "word"  # a layout's body slot for a text token (`Modality.body`)
 
@@ -69,6 +73,7 @@ class Modality:
     # Residual levels (a sound): the grid's columns are `levels` levels, column c's codes the c-th
     # of `levels` equal parts of the range, so a level-0 code can not stand where a level-2 one must.
     levels: int = 0
+    pattern: str = "flat"  # residual levels: "flat" or "delay" (PATTERNS)
 
     @property
     def frame_tokens(self) -> int:
@@ -76,13 +81,23 @@ class Modality:
 
     @property
     def tokens(self) -> int:
-        """Tokens between <open> and <close>: every frame's codes, the separators and the words."""
+        """Tokens between <open> and <close>: every frame's codes, the separators and the words (a
+        delayed sound: a step per frame, and one per level after the first, K - 1 more)."""
+        if self.pattern == "delay":
+            return self.grid[0] + self.levels - 1
         return self.frames * self.frame_tokens + (self.frames - 1) * bool(self.sep) + len(self.blocks) * self.words
+
+    def steps(self) -> list[list[tuple[int, int]]]:
+        """A delayed sound's steps: each one's codes as (frame, level), coarsest first (its token)."""
+        frames = self.grid[0]
+        return [[(s - k, k) for k in range(self.levels) if 0 <= s - k < frames] for s in range(self.tokens)]
 
     def body(self) -> list[tuple[int, int, int] | str | None]:
         """Each token between <open> and <close>: a code's (frame, row, column), None for a
         separator, WORD for a word."""
         rows, cols = self.grid[-2:] if len(self.grid) > 1 else (1, self.grid[0])
+        if self.pattern == "delay":  # (each step's token: its coarsest code)
+            return [(0, *step[0]) for step in self.steps()]
         if self.blocks:
             return [w for block in self.blocks for w in [WORD] * self.words + [(0, i // cols, i % cols) for i in block]]
         out: list[tuple[int, int, int] | str | None] = []
@@ -91,6 +106,40 @@ class Modality:
                 out.append(None)
             out += [(f, r, c) for r in range(rows) for c in range(cols)]
         return out
+
+
+class Carrying(list):
+    """Ids whose tokens carry codes beside themselves (a delayed sound's finer levels,
+    `Modality.pattern`): `extra`, a row of ids per token, -1 where none. Slicing and `+` keep the
+    rows (`join` mixes plain lists in); anything that rebuilds the list otherwise drops them, and
+    the engine and the training stream refuse a delayed item without them (`carried`)."""
+
+    def __init__(self, ids=(), extra=()):
+        super().__init__(ids)
+        self.extra = [list(row) for row in extra]
+        if len(self.extra) != len(self):
+            raise ValueError(f"{len(self)} ids carry {len(self.extra)} rows")
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return Carrying(list.__getitem__(self, k), self.extra[k])
+        return list.__getitem__(self, k)
+
+    def __add__(self, other):
+        return join(self, other)
+
+    def __radd__(self, other):
+        return join(other, self)
+
+
+def join(*parts: list[int]) -> list[int]:
+    """The parts one after another: a `Carrying` if any part carries codes (the others' tokens none)."""
+    width = max((len(p.extra[0]) for p in parts if isinstance(p, Carrying) and p.extra), default=0)
+    ids = [t for p in parts for t in p]
+    if not width:
+        return ids
+    return Carrying(ids, [row for p in parts for row in (p.extra if isinstance(p, Carrying) and p.extra
+                                                          else [[-1] * width] * len(p))])
 
 
 def _name(token: str) -> str:
@@ -127,6 +176,9 @@ class Vocab:
                              or self.ranges[m.range].size % m.levels):
                 raise ValueError(f"modality {name!r}: residual levels are the columns of a 2-axis grid, each a "
                                  f"equal part of its range, got {m}")
+            if m.pattern not in PATTERNS or m.pattern != "flat" and not m.levels:
+                raise ValueError(f"modality {name!r}: pattern must be one of {', '.join(PATTERNS)}, and a delay needs "
+                                 f"residual levels")
             if m.blocks and (m.frames != 1 or sorted(i for b in m.blocks for i in b) != list(range(m.frame_tokens))
                              or m.draws not in self.modalities or m.words < 1
                              or m.lexicon and (len(m.lexicon) != len(m.blocks) or
@@ -138,11 +190,13 @@ class Vocab:
             raise ValueError(f"position_rule must be one of {', '.join(POSITION_RULES)}, got {self.position_rule!r}")
 
     @classmethod
-    def from_tokenizers(cls, tok, position_rule: str = "index", sound: tuple[int, int] | None = None) -> "Vocab":
+    def from_tokenizers(cls, tok, position_rule: str = "index", sound: tuple[int, int] | None = None,
+                        pattern: str = "flat") -> "Vocab":
         """The image tokenizer's codes as the "image" modality; with a video tokenizer, clips of
         its latent frames as the "video" modality, from the same range; with `sound` = (frames,
         levels), sounds of that many audio codec frames and its first `levels` levels as the
-        "audio" modality, in a range of their own (a model hears only when trained to)."""
+        "audio" modality, in a range of their own, laid out in `pattern` (a model hears only when
+        trained to)."""
         text_size, codebook = tok.text.vocab_size, tok.image.codebook_size
         grid = tok.image.cfg.grid
         ranges = {"text": Span(0, text_size), "image": Span(text_size, codebook)}
@@ -157,7 +211,7 @@ class Vocab:
                 raise ValueError(f"sounds of {levels} residual levels need an audio codec of as many "
                                  f"(these tokenizers have {'none' if codec is None else codec.cfg.levels})")
             ranges["audio"] = Span(text_size + codebook, levels * codec.cfg.codebook_size)
-            modalities["audio"] = Modality("audio", (frames, levels), "boa", "eoa", levels=levels)
+            modalities["audio"] = Modality("audio", (frames, levels), "boa", "eoa", levels=levels, pattern=pattern)
         return cls(ranges, {_name(t): tok.text.special[t] for t in SPECIAL_TOKENS}, modalities, position_rule)
 
     @property
@@ -166,6 +220,15 @@ class Vocab:
         m = self.modalities.get("audio")
         return None if m is None else (m.grid[0], m.levels)
 
+    @property
+    def pattern(self) -> str:
+        """How this vocabulary's sounds lay out their levels ("flat" without sounds)."""
+        return self.modalities["audio"].pattern if "audio" in self.modalities else "flat"
+
+    @property
+    def width(self) -> int:
+        """Codes a token may carry beside itself (`item_extra`): the levels of a delayed modality, or 0."""
+        return max((m.levels for m in self.modalities.values() if m.pattern == "delay"), default=0)
     def with_layout(self, name: str, of: str, blocks: tuple[tuple[int, ...], ...], words: int,
                     lexicon: tuple[tuple[tuple[int, ...], ...], ...] = ()) -> "Vocab":
         """This vocabulary, drawing modality `of` in a layout `name`: its codes in `blocks`, each
@@ -185,7 +248,7 @@ class Vocab:
         def item(m: Modality) -> dict:
             extra = {"frames": m.frames, "sep": m.sep} if m.frames > 1 else {}
             if m.levels:
-                extra = {"levels": m.levels}
+                extra = {"levels": m.levels} | ({"pattern": m.pattern} if m.pattern != "flat" else {})
             if m.blocks:
                 extra = {"blocks": [list(b) for b in m.blocks], "words": m.words, "draws": m.draws,
                          "lexicon": [[list(w) for w in b] for b in m.lexicon]}
@@ -203,7 +266,7 @@ class Vocab:
                                 str(m.get("sep", "")), tuple(tuple(b) for b in m.get("blocks", ())),
                                 int(m.get("words", 0)), str(m.get("draws", "")),
                                 tuple(tuple(tuple(w) for w in b) for b in m.get("lexicon", ())),
-                                int(m.get("levels", 0)))
+                                int(m.get("levels", 0)), str(m.get("pattern", "flat")))
                     for k, m in data.get("modalities", {}).items()},
                    str(data.get("position_rule", "index")))
 
@@ -253,9 +316,54 @@ class Vocab:
             for block, said in zip(m.blocks, words):
                 ids += list(said) + [flat[i] for i in block]
             return ids + [self.specials[m.close]]
+        if m.pattern == "delay":  # (a Carrying: each step's finer levels beside its token)
+            unified = self._unified(m, codes)
+            steps = ids + [unified[f][k] for (f, k), *_ in m.steps()] + [self.specials[m.close]]
+            return Carrying(steps, self.item_extra(modality, codes))
         for f, frame in enumerate(codes.reshape(m.frames, -1)):
             ids += ([self.specials[m.sep]] if f and m.sep else []) + (frame + self._offsets(m, frame.numel())).tolist()
         return ids + [self.specials[m.close]]
+
+    def _unified(self, m: Modality, codes: Tensor) -> list[list[int]]:
+        """A sound's codes [frames, levels] as ids, indexed [frame][level]."""
+        return (codes.reshape(m.grid) + self._offsets(m, codes.numel()).view(m.grid)).tolist()
+
+    def item_extra(self, modality: str, codes: Tensor) -> list[list[int]]:
+        """What each token of `item_ids` carries beside itself, `width` ids a token, -1 where none:
+        a delayed sound's step holds its finer levels' codes, slot k level k (its token's level
+        left -1); <open>, <close> and every other modality's tokens carry none."""
+        if not self.width:
+            return [[] for _ in range(self.modalities[modality].tokens + 2)]
+        m = self.modalities[modality]
+        rows = [[-1] * self.width for _ in range(self.modalities[modality].tokens + 2)]
+        if m.pattern == "delay":
+            unified = self._unified(m, codes)
+            for row, step in zip(rows[1:], m.steps()):
+                for f, k in step[1:]:
+                    row[k] = unified[f][k]
+        return rows
+
+    def carried(self, ids: list[int]) -> list[list[int]] | None:
+        """The rows `ids` carry (`Carrying.extra`), or None when none of its tokens carries codes;
+        a ValueError for ids holding a delayed item whose rows were dropped."""
+        if isinstance(ids, Carrying) and ids.extra:
+            return ids.extra
+        delayed = {self.specials[m.open] for m in self.modalities.values() if m.pattern == "delay" and m.levels > 1}
+        if any(t in delayed and len(ids) - i > 2 for i, t in enumerate(ids)):  # (its second step carries codes)
+            raise ValueError("a delayed sound's tokens are given without the codes they carry (build the "
+                             "sequence with `+`, `join` or slices of `item_ids`, which keep them)")
+        return None
+
+    def step_codes(self, modality: str, tokens: list[int], extra: list[list[int]]) -> Tensor:
+        """A delayed sound's steps (its tokens and their extra codes) -> codes [frames, levels]."""
+        m = self.modalities[modality]
+        unified = torch.zeros(m.grid, dtype=torch.long)
+        for token, row, step in zip(tokens, extra, m.steps()):
+            (f, k), rest = step[0], step[1:]
+            unified[f, k] = token
+            for f, k in rest:
+                unified[f, k] = row[k]
+        return self.codes(unified.reshape(-1), modality).view(m.grid)
 
     def _offsets(self, m: Modality, n: int) -> Tensor | int:
         """What n raster-ordered codes of `m` add to become ids: its range's start, and for residual
@@ -288,9 +396,14 @@ class Vocab:
         offsets = self._offsets(self.modalities[modality], ids.numel())
         return ids - (offsets.view(ids.shape) if torch.is_tensor(offsets) else offsets)
 
-    def item_codes(self, body: list[int], modality: str) -> Tensor:
-        """The tokens between an item's <open> and <close> -> codes [frames, *grid]."""
+    def item_codes(self, body: list[int], modality: str, extra: list[list[int]] | None = None) -> Tensor:
+        """The tokens between an item's <open> and <close> -> codes [frames, *grid] (a delayed
+        sound: with what each token carries, `item_extra`)."""
         m = self.modalities[modality]
+        if m.pattern == "delay":
+            if extra is None:
+                raise ValueError(f"a delayed {modality} item's codes are its tokens and what they carry")
+            return self.step_codes(modality, body, extra)[None]
         placed = {}  # raster index -> id (a layout writes codes out of raster order)
         for t, where in zip(body, m.body()):
             if isinstance(where, tuple):
@@ -308,6 +421,10 @@ class Vocab:
         mask = torch.zeros(self.size, dtype=torch.bool)
         mask[start:stop] = True
         return mask
+
+    def level_masks(self, modality: str) -> Tensor:
+        """bool [levels, V]: each residual level's ids."""
+        return torch.stack([self.span_mask(*self.level_span(modality, k)) for k in range(self.modalities[modality].levels)])
 
     def level_span(self, modality: str, level: int) -> tuple[int, int]:
         """The ids a residual modality's `level` codes take: (start, stop)."""

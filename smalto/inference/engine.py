@@ -10,12 +10,17 @@ Every emitted token comes with its log-probability under the model among the tok
 allows (log_softmax of its masked logits, before guidance and sampling processors: the policy's
 own probability), and each row may have its own token limit. Equal prompts in a batch (the
 candidates of best-of-N, the unconditional twins of guidance) are prefilled once.
+
+A token may carry codes beside itself (a delayed sound's finer levels, `Vocab.item_extra`): a
+prompt holding them is a `format.Carrying`, and at a step whose phase carries codes each is
+picked from the same logits among its level's ids (MusicGen's parallel heads), with the same
+guidance and sampling, and fed with the token at the next step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -38,8 +43,8 @@ class Prompt(list):
 
 
 def _key(prompt: list[int]) -> tuple:
-    """Equal prompts read the same pictures too."""
-    return tuple(prompt), tuple(map(id, getattr(prompt, "pictures", ())))
+    """Equal prompts read the same pictures, and their tokens carry the same codes, too."""
+    return tuple(prompt), tuple(map(id, getattr(prompt, "pictures", ()))), tuple(map(tuple, getattr(prompt, "extra", ())))
 
 
 @dataclass
@@ -47,27 +52,34 @@ class Step:
     """One decoding step of every row: the token and its log-probability (pad and 0 once a row
     has finished)."""
     tokens: Tensor  # int64 [B]
-    logprobs: Tensor  # float32 [B]
+    logprobs: Tensor  # float32 [B] (with the codes it carries: their log-probabilities added)
+    extra: Tensor | None = None  # int64 [B, width]: the codes each token carries (-1: none), if any may
 
 
 @dataclass
 class Generation:
     tokens: list[int]  # the new ids, without the prompt
     logprobs: list[float]
+    extra: list[list[int]] = field(default_factory=list)  # per token, the codes it carries (if any may)
 
 
-def left_pad(v: Vocab, prompts: list[list[int]]) -> tuple[Tensor, Tensor, Tensor]:
-    """ids, valid [B, L] and positions [B, 3, L] for prompts padded on the left to the longest
-    (padding is at position 0 and hidden from attention)."""
+def left_pad(v: Vocab, prompts: list[list[int]]) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """ids, valid [B, L], positions [B, 3, L] and the codes tokens carry [B, L, width] (None when no
+    prompt's do) for prompts padded on the left to the longest (padding is at position 0 and
+    hidden from attention)."""
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), v.pad, dtype=torch.long)
     valid = torch.zeros(len(prompts), width, dtype=torch.bool)
     pos = torch.zeros(len(prompts), 3, width, dtype=torch.long)
+    carried = [v.carried(p) for p in prompts]
+    extra = torch.full((len(prompts), width, v.width), -1, dtype=torch.long) if any(carried) else None
     for i, p in enumerate(prompts):
         ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
         valid[i, width - len(p):] = True
         pos[i, :, width - len(p):] = positions(v, p)
-    return ids, valid, pos
+        if carried[i]:
+            extra[i, width - len(p):] = torch.tensor(carried[i], dtype=torch.long)
+    return ids, valid, pos, extra
 
 
 class Engine:
@@ -119,9 +131,11 @@ class Engine:
             raise ValueError(f"prompt ({prompt_len} tokens) + {max_new} new tokens exceed the "
                              f"context of {self.model.cfg.max_seq_len - self.model.prompt_tokens}")
 
-    def _step(self, tokens: Tensor, where: Tensor, cache: KVCache) -> Tensor:
-        """Feed one new token per row at its position [B, 3]; the next logits [B, V]."""
-        return self.model(tokens[:, None], where[:, :, None], cache, network=self.network).logits[:, -1].float()
+    def _step(self, tokens: Tensor, where: Tensor, cache: KVCache, extra: Tensor | None = None) -> Tensor:
+        """Feed one new token per row at its position [B, 3] (with the codes it carries [B, width]);
+        the next logits [B, V]."""
+        return self.model(tokens[:, None], where[:, :, None], cache, network=self.network,
+                          extra=None if extra is None else extra[:, None]).logits[:, -1].float()
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int | list[int], sampling: Sampling = Sampling(),
                  allowed: Allowed = Allowed(), unconditional: list[list[int]] | None = None,
@@ -130,10 +144,13 @@ class Engine:
         reaches its token limit. See `steps` for the arguments."""
         rows = [Generation([], []) for _ in prompts]
         for step in self.steps(prompts, max_new_tokens, sampling, allowed, unconditional, forced):
-            for row, token, logprob in zip(rows, step.tokens.tolist(), step.logprobs.tolist()):
+            carried = step.extra.tolist() if step.extra is not None else [None] * len(rows)
+            for row, token, logprob, codes in zip(rows, step.tokens.tolist(), step.logprobs.tolist(), carried):
                 if token != self.vocab.pad:
                     row.tokens.append(token)
                     row.logprobs.append(logprob)
+                    if codes is not None:
+                        row.extra.append(codes)
         return rows
 
     @torch.inference_mode()
@@ -167,7 +184,7 @@ class Engine:
             if _key(p) not in unique:
                 unique[_key(p)] = len(kept)
                 kept.append(p)
-        ids, valid, pos = left_pad(v, kept)
+        ids, valid, pos, extra = left_pad(v, kept)
         longest = int(limits.max())
         self._check_room(ids.shape[1], longest)
         if longest == 0:
@@ -175,7 +192,8 @@ class Engine:
         device = self.device
         cache = self._cache(len(unique), ids.shape[1] + longest)
         logits = self.model(ids.to(device), pos.to(device), cache, valid.to(device),
-                            images=self.images(kept, ids.shape[1])).logits[:, -1].float()
+                            images=self.images(kept, ids.shape[1]),
+                            extra=None if extra is None else extra.to(device)).logits[:, -1].float()
         if len(unique) < len(rows):
             copies = torch.tensor([unique[_key(p)] for p in rows], device=device)
             cache.reorder(copies)
@@ -187,18 +205,45 @@ class Engine:
         pick = sampling.strategy(device)
         limits, done = limits.to(device), limits.to(device) == 0
         for step in range(longest):
-            logprobs = logits[:n].masked_fill(~state.mask()[:n], float("-inf")).log_softmax(-1)
+            raw = logits[:n]
+            logprobs = raw.masked_fill(~state.mask()[:n], float("-inf")).log_softmax(-1)
+            guided_logits = processors[0](logits) if guided else raw
             for processor in processors:
                 logits = processor(logits)
             token = torch.where(done, v.pad, pick(logits))
             logprob = torch.where(done, 0.0, logprobs.gather(1, token[:, None]).squeeze(1))
+            codes = None
+            if state.width:  # (before `advance`: the codes the step's phase carries)
+                codes, carried_logp = self._carried(state.extra_mask()[:n], raw, guided_logits, sampling, pick)
+                codes = torch.where(done[:, None], -1, codes)
+                logprob = logprob + torch.where(done, 0.0, carried_logp)
             feed, where = torch.cat([token, token]) if guided else token, state.positions()
             state.advance(feed)
             done |= state.finished[:n] | (step + 1 >= limits)
-            yield Step(token, logprob)
+            yield Step(token, logprob, codes)
             if bool(done.all()):
                 return
-            logits = self._step(feed, where, cache)
+            logits = self._step(feed, where, cache, None if codes is None else torch.cat([codes, codes]) if guided
+                                else codes)
+
+    @staticmethod
+    def _carried(masks: Tensor, raw: Tensor, guided: Tensor, sampling: Sampling, pick) -> tuple[Tensor, Tensor]:
+        """The codes each row's token carries, [n, width] (-1 where its phase carries none), each
+        picked among its level's ids from the step's guided logits with the sampling's processors,
+        and their summed log-probabilities under the model (from the raw logits, as a token's)."""
+        n, width, size = masks.shape
+        held = masks.any(-1)  # [n, width]
+        if not bool(held.any()):
+            return torch.full((n, width), -1, dtype=torch.long, device=raw.device), raw.new_zeros(n)
+        # (a slot that carries nothing is given one legal id to pick, then emptied)
+        legal = masks | (~held[..., None] & (torch.arange(size, device=raw.device) == 0))
+        chosen = guided[:, None].expand(n, width, size).masked_fill(~legal, float("-inf")).reshape(n * width, size)
+        for processor in sampling.processors():
+            chosen = processor(chosen)
+        codes = torch.where(held, pick(chosen).view(n, width), -1)
+        logp = raw[:, None].masked_fill(~legal, float("-inf")).log_softmax(-1)
+        picked = logp.gather(-1, codes.clamp_min(0)[..., None]).squeeze(-1)
+        return codes, torch.where(held, picked, 0.0).sum(-1)
 
     @torch.inference_mode()
     def beam_search(self, prompt: list[int], beams: int = 4, max_new_tokens: int = 48,
@@ -208,10 +253,10 @@ class Engine:
         v = self.vocab
         options.check("beams", beams)
         self._check_room(len(prompt), max_new_tokens)
-        ids, valid, pos = left_pad(v, [prompt])
+        ids, valid, pos, extra = left_pad(v, [prompt])
         cache = self._cache(1, len(prompt) + max_new_tokens)
-        logits = self.model(ids.to(self.device), pos.to(self.device), cache,
-                            images=self.images([prompt], ids.shape[1])).logits[:, -1].float()
+        logits = self.model(ids.to(self.device), pos.to(self.device), cache, images=self.images([prompt], ids.shape[1]),
+                            extra=None if extra is None else extra.to(self.device)).logits[:, -1].float()
         state = FormatState(v, [prompt], Allowed(), self.device)
         legal = FormatMask(state)
         alive: list[list[int]] = [[]]

@@ -166,7 +166,8 @@ class Transformer(nn.Module):
 
     def forward(self, ids: Tensor | None = None, positions: Tensor | None = None, cache: KVCache | None = None,
                 valid: Tensor | None = None, embeds: Tensor | None = None,
-                network: Callable[..., Tensor] | None = None, images: Images | None = None) -> Output:
+                network: Callable[..., Tensor] | None = None, images: Images | None = None,
+                extra: Tensor | None = None) -> Output:
         """ids [B, T] (or embeds [B, T, dim]) -> logits [B, T, V] and the auxiliary loss.
 
         positions: [B, 3, T], (time, row, column) per token as the format assigns them (default:
@@ -175,10 +176,14 @@ class Transformer(nn.Module):
         network: what runs the layers (default `self.network`; the engine passes a compiled copy).
         images: the pictures the tokens read (projector and xattn designs); with a cache, xattn keeps
         what it needs of them for the decoding steps that follow.
+        extra [B, T, width]: ids each token carries beside itself (a delayed sound's finer levels,
+        -1 where none), their embeddings added to the token's (MusicGen's summed codebooks).
         """
         if (ids is None) == (embeds is None):
             raise ValueError("pass either ids or embeds")
         x = self.embed(ids) if embeds is None else embeds
+        if extra is not None:
+            x = x + (self.embed(extra.clamp_min(0)) * (extra >= 0)[..., None].to(x.dtype)).sum(-2)
         b, t = x.shape[:2]
         n = self.prompt_tokens
         if positions is None:

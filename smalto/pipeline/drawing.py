@@ -16,7 +16,7 @@ import torch
 from smalto import options
 from smalto.data.shapes import ShapesConfig, captions, cell_words
 from smalto.errors import SmaltoError
-from smalto.format import DRAWING, caption_prompt, continue_prompt, convert_prompt, draw_prompt, positions
+from smalto.format import DRAWING, Carrying, caption_prompt, continue_prompt, convert_prompt, draw_prompt, positions
 from smalto.data.tasks import CONTINUE, REQUESTS
 from smalto.inference import Sampling
 from smalto.effort import Drawing, effort_level
@@ -160,6 +160,8 @@ class Drawer:
         heads = [p[len(p) - 1 - p[::-1].index(v.specials[m.open]) + 1:] for p in prompts]  # the item so far
         rows = self.engine.generate(prompts, [m.tokens + 1 - len(h) for h in heads], sampling, DRAWING,
                                     unconditional=unconditional, forced=forced)
+        if m.pattern == "delay":  # (a delayed sound's steps, with the codes each carries)
+            return [h + Carrying(r.tokens, r.extra)[:m.tokens - len(h)] for h, r in zip(heads, rows)]
         return [h + r.tokens[:m.tokens - len(h)] for h, r in zip(heads, rows)]
 
     def finish_items(self, prompts: list[list[int]], sampling: Sampling, modality: str,
@@ -168,7 +170,8 @@ class Drawer:
         """`item_bodies` decoded into pixels (a layout's codes put back in raster order)."""
         drawn = self.vocab.drawn(modality)
         bodies = self.item_bodies(prompts, sampling, modality, unconditional, forced)
-        return self.codecs[modality].decode(torch.stack([self.vocab.item_codes(b, drawn) for b in bodies]))
+        return self.codecs[modality].decode(torch.stack([self.vocab.item_codes(b, drawn, getattr(b, "extra", None))
+                                                         for b in bodies]))
 
     def convert(self, items: list, into: str, seed: int | None = 0, **sampling) -> list[np.ndarray]:
         """Each item as the other modality, as the model was taught (`data.tasks.REQUESTS`): a

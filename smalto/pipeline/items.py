@@ -249,9 +249,9 @@ class Inputs:
                     codec = self.codec_for(item)
                     if codec.name == "image":  # (its pixels kept for a model that reads them)
                         pictures.append(self.pictures([item])[0])
-                        ids += self.vocab.image_ids(self.image_codes(pictures[-1:])[0])
-                    else:
-                        ids += codec.item_ids([item])[0]
+                        ids = ids + self.vocab.image_ids(self.image_codes(pictures[-1:])[0])
+                    else:  # (`+` keeps the codes a delayed sound's tokens carry)
+                        ids = ids + codec.item_ids([item])[0]
                 turns.append((m.role, ids + self.text_ids(m.text, f"a {m.role} message")))
         prompt = self.reading(chat_prompt(self.vocab, turns), pictures)
         self.check_context(len(prompt), "the conversation")

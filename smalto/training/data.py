@@ -105,14 +105,23 @@ class Batch:
     mask: Tensor  # [B, L] True where the target is trained
     tasks: Tensor  # [B] index into TASKS
     images: Images | None = None  # the pictures the rows read, for models that see pixels
+    # What each token carries beside itself (a delayed sound's finer levels; `Vocab.item_extra`):
+    # [B, L, width] ids, -1 where none, for the inputs and for the targets (trained where the
+    # target token is); None when no row carries any.
+    extra: Tensor | None = None
+    extra_targets: Tensor | None = None
 
     @property
     def tokens(self) -> int:
-        return int(self.mask.sum())
+        """Trained predictions: tokens, and the codes they carry."""
+        carried = 0 if self.extra_targets is None else int(((self.extra_targets >= 0) & self.mask[..., None]).sum())
+        return int(self.mask.sum()) + carried
 
     def to(self, device: torch.device) -> Batch:
+        move = (lambda t: None if t is None else t.to(device))
         return Batch(*(t.to(device) for t in (self.ids, self.positions, self.targets, self.mask, self.tasks)),
-                     None if self.images is None else self.images.to(device))
+                     None if self.images is None else self.images.to(device), move(self.extra),
+                     move(self.extra_targets))
 
 
 def data_position(step: int, micro: int, rank: int, world_size: int, batch_size: int, grad_accum: int) -> int:
@@ -141,7 +150,14 @@ def collate(examples: list[tuple[int, Example]], pad: int, max_len: int) -> Batc
     # (a picture cut off by max_len is dropped with it)
     starts = [[s for s in e.picture_at if s < width - 1] for _, e in examples]
     images = batch_images([e.pictures[:len(s)] for (_, e), s in zip(examples, starts)], starts)
-    return Batch(ids[:, :-1], positions[:, :, :-1], ids[:, 1:], mask[:, 1:], tasks, images)
+    extra = None
+    if rows := [e.extra for _, e in examples if e.extra is not None]:
+        extra = torch.full((len(examples), width, len(rows[0][0])), -1, dtype=torch.long)
+        for row, (_, e) in enumerate(examples):
+            if e.extra is not None:
+                extra[row, :min(len(e.ids), width)] = torch.tensor(e.extra[:width])
+    return Batch(ids[:, :-1], positions[:, :, :-1], ids[:, 1:], mask[:, 1:], tasks, images,
+                 None if extra is None else extra[:, :-1], None if extra is None else extra[:, 1:])
 
 
 def example_rng(seed: int, index: int) -> np.random.Generator:

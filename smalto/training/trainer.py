@@ -35,6 +35,7 @@ from smalto.data.shapes import GRID, Obj, Scene, cell_patches, cell_words, world
 from smalto.data.sounds import SoundConfig
 from smalto.errors import SmaltoError
 from smalto.format import Vocab
+from smalto.format.vocab import PATTERNS
 from smalto.model import PRESETS, Output, Transformer, preset
 from smalto.model.config import FUSIONS, MAX_CONTEXT, ROPES
 from smalto.options import SAMPLING, Range
@@ -118,6 +119,9 @@ class TrainConfig:
     # 1 to the codec's; None: init_from's, or all of the codec's when the mix has sound tasks. A
     # model trained without sounds grows the audio range when its mix first has them.
     sound_levels: int | None = None
+    # How those levels are laid out (format.vocab.PATTERNS): "flat", a token per code, or "delay",
+    # a token per step carrying the finer levels of earlier frames (MusicGen); None: init_from's, or flat.
+    sound_pattern: str | None = None
 
     # Valid values, read by __post_init__ and by the command line's flags.
     RANGES: ClassVar[dict[str, Range]] = {
@@ -154,6 +158,8 @@ class TrainConfig:
         if self.experts == 1 or self.experts and self.active_experts > self.experts:
             raise SmaltoError(f"experts must be 0 (dense) or at least 2, and active_experts at most experts, got "
                               f"{self.experts} and {self.active_experts}")
+        if self.sound_pattern not in (None, *PATTERNS):
+            raise SmaltoError(f"sound_pattern must be one of {', '.join(PATTERNS)}, got {self.sound_pattern!r}")
         if self.layout not in (None, *LAYOUTS):
             raise SmaltoError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -253,7 +259,8 @@ def _new_model(cfg: TrainConfig):
             fusion=cfg.fusion, image_size=image.image_size, patch=image.downsample,
             vision_encoder=asdict(image) if cfg.vision_init == "tokenizer" else None)
         model_cfg = preset(cfg.preset, 1, cfg.experts, cfg.active_experts, **shape, **fused)
-        vocab = Vocab.from_tokenizers(tokenizers, model_cfg.position_rule, _sound(cfg, tokenizers))
+        vocab = Vocab.from_tokenizers(tokenizers, model_cfg.position_rule, _sound(cfg, tokenizers),
+                                      cfg.sound_pattern or "flat")
         model = Transformer(replace(model_cfg, vocab_size=vocab.size))
         if model.cfg.vision_encoder is not None:
             model.vision.stem[0].load_state_dict(tokenizers.image.encoder.state_dict())
@@ -267,11 +274,12 @@ def _new_model(cfg: TrainConfig):
                           f"leave them out to use the checkpoint's")
     if cfg.tokenizers is not None:  # the same text and image tokenizers, perhaps with a video tokenizer added
         tokenizers = load_tokenizers(cfg.tokenizers)
-    sound = _sound(cfg, tokenizers, vocab.sound)
-    if shape or cfg.tokenizers is not None or sound != vocab.sound:
+    sound, pattern = _sound(cfg, tokenizers, vocab.sound), cfg.sound_pattern or vocab.pattern
+    if shape or cfg.tokenizers is not None or sound != vocab.sound or pattern != vocab.pattern:
         reshaped = Transformer(replace(model.cfg, **shape))
         reshaped.load_state_dict(model.state_dict())
-        rebuilt = Vocab.from_tokenizers(tokenizers, reshaped.cfg.position_rule, sound)
+        # (the same ids in another pattern: the weights fit, and what was learned carries over)
+        rebuilt = Vocab.from_tokenizers(tokenizers, reshaped.cfg.position_rule, sound, pattern)
         layouts = {k: m for k, m in vocab.modalities.items() if m.blocks}  # (the checkpoint draws in them still)
         model, vocab = _grown(reshaped, rebuilt.size), replace(rebuilt, modalities={**rebuilt.modalities, **layouts})
     return model, vocab, tokenizers
@@ -307,18 +315,31 @@ def task_losses(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
     return loss_sum / stats[0].clamp_min(1), task_means(stats)
 
 
-def token_losses(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, tasks: torch.Tensor
+def token_losses(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, tasks: torch.Tensor,
+                 carried: torch.Tensor | None = None, spans: Sequence[tuple[int, int]] = ()
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """The summed cross-entropy over trained tokens, and (detached) [tokens, loss sum, then per
-    task tokens and loss sum]: sums, so that several processes' batches add up to one batch's."""
+    task tokens and loss sum]: sums, so that several processes' batches add up to one batch's.
+
+    carried [B, L, width]: the codes each target token carries (a delayed sound's finer levels,
+    -1 where none), each predicted from the same logits among its level's ids (`spans[k]`: level
+    k's), as MusicGen's parallel heads: the head's rows for level k are that level's head."""
     per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view_as(targets)
     per_token = per_token * mask
+    counts = mask.long()
+    if carried is not None:
+        for k, (start, stop) in enumerate(spans):
+            held = (carried[..., k] >= 0) & mask
+            logp = logits[..., start:stop].float().log_softmax(-1)
+            picked = logp.gather(-1, (carried[..., k] - start).clamp(0, stop - start - 1)[..., None]).squeeze(-1)
+            per_token = per_token - picked * held
+            counts = counts + held
     loss_sum = per_token.sum()
     with torch.no_grad():
-        stats = [mask.sum(), loss_sum.detach()]
+        stats = [counts.sum(), loss_sum.detach()]
         for i in range(len(TASKS)):
             rows = tasks == i
-            stats += [mask[rows].sum(), per_token[rows].sum()]
+            stats += [counts[rows].sum(), per_token[rows].sum()]
     return loss_sum, torch.stack([x.float() for x in stats])
 
 
@@ -416,10 +437,13 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
     # Weights and optimizer state stay float32; matmuls run in bf16 where the hardware has it.
     bf16 = precision.resolve(cfg.precision, device) == torch.bfloat16
 
+    spans = [vocab.level_span("audio", k) for k in range(vocab.width)]  # (a delayed sound's levels)
+
     def forward_loss(batch: Batch) -> tuple[Output, torch.Tensor, torch.Tensor]:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            output = net(batch.ids, batch.positions, images=batch.images)
-        return output, *token_losses(output.logits, batch.targets, batch.mask, batch.tasks)
+            output = net(batch.ids, batch.positions, images=batch.images, extra=batch.extra)
+        return output, *token_losses(output.logits, batch.targets, batch.mask, batch.tasks, batch.extra_targets,
+                                     spans)
 
     if cfg.compile if cfg.compile is not None else cfg.steps >= COMPILE_FROM:
         # one graph for every batch width (dynamic): examples differ in length
