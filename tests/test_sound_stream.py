@@ -165,7 +165,8 @@ def test_a_delayed_stream_carries_each_steps_finer_levels_and_trains_on_them(tok
         assert torch.equal(delayed.step_codes("audio", body, e.extra[start + 1:start + 58]), codes)
     batch = collate(examples, delayed.pad, 384)
     carried = int(((batch.extra_targets >= 0) & batch.mask[..., None]).sum())
-    assert carried == 4 * (54 * 4 - 57) and batch.tokens == int(batch.mask.sum()) + carried, "every other code is carried"
+    assert carried == 4 * (54 * 4 - 57), "every code but the steps' own is carried, and trained"
+    assert batch.tokens == int(batch.mask.sum()) + carried
     logits = torch.zeros(*batch.targets.shape, delayed.size)
     spans = [delayed.level_span("audio", k) for k in range(4)]
     loss, stats = token_losses(logits, batch.targets, batch.mask, batch.tasks, batch.extra_targets, spans)

@@ -424,7 +424,8 @@ class Vocab:
 
     def level_masks(self, modality: str) -> Tensor:
         """bool [levels, V]: each residual level's ids."""
-        return torch.stack([self.span_mask(*self.level_span(modality, k)) for k in range(self.modalities[modality].levels)])
+        levels = self.modalities[modality].levels
+        return torch.stack([self.span_mask(*self.level_span(modality, k)) for k in range(levels)])
 
     def level_span(self, modality: str, level: int) -> tuple[int, int]:
         """The ids a residual modality's `level` codes take: (start, stop)."""

@@ -44,7 +44,8 @@ class Prompt(list):
 
 def _key(prompt: list[int]) -> tuple:
     """Equal prompts read the same pictures, and their tokens carry the same codes, too."""
-    return tuple(prompt), tuple(map(id, getattr(prompt, "pictures", ()))), tuple(map(tuple, getattr(prompt, "extra", ())))
+    carried = tuple(map(tuple, getattr(prompt, "extra", ())))
+    return tuple(prompt), tuple(map(id, getattr(prompt, "pictures", ()))), carried
 
 
 @dataclass
