@@ -102,13 +102,19 @@ def hf_state_dict(model: Transformer, dtype: torch.dtype) -> dict[str, torch.Ten
 
 
 def unified_tokenizer(tokenizers: Tokenizers, vocab: Vocab) -> Tokenizer:
-    """The text BPE with the image codes appended as special tokens (ids text_size ...)."""
+    """The text BPE with the image codes appended as special tokens (ids text_size ...), then a
+    model that hears' audio codes (`<|aud_0|>` ...: each level's 256 in turn)."""
     tok = Tokenizer.from_str(tokenizers.text.tokenizer.to_str())
     if tok.get_vocab_size() != vocab.text_size:
         raise SmaltoError(f"the text tokenizer has {tok.get_vocab_size()} ids, the model expects {vocab.text_size}")
-    tok.add_special_tokens([AddedToken(f"<|img_{i}|>", special=True) for i in range(vocab.ranges["image"].size)])
-    if tok.token_to_id(f"<|img_{vocab.ranges['image'].size - 1}|>") != vocab.size - 1:
-        raise SmaltoError("image tokens did not land on the model's image ids")
+    for name, prefix in (("image", "img"), ("audio", "aud")):
+        if name in vocab.ranges:
+            span = vocab.ranges[name]
+            tok.add_special_tokens([AddedToken(f"<|{prefix}_{i}|>", special=True) for i in range(span.size)])
+            if tok.token_to_id(f"<|{prefix}_{span.size - 1}|>") != span.stop - 1:
+                raise SmaltoError(f"{name} tokens did not land on the model's {name} ids")
+    if tok.get_vocab_size() != vocab.size:
+        raise SmaltoError(f"the exported tokenizer has {tok.get_vocab_size()} ids, the model {vocab.size}")
     return tok
 
 
@@ -188,6 +194,13 @@ def _readme(config: dict, vocab: Vocab, meta: dict) -> str:
                f"(\"2 small red circle\", \"1---\" when empty) and the codes of the cell's patches (raster "
                f"indices {[list(b) for b in drawn.blocks[:2]]}, ...), then `<|eoi|>`") if drawn.blocks else \
         "drawing is `<|bos|><|user|> prompt <|assistant|><|boi|>` followed by the image's codes"
+    sounds = ""
+    if vocab.sound is not None:
+        span, (frames, levels) = vocab.ranges["audio"], vocab.sound
+        sounds = (f"\n- ids {span.start} .. {span.stop - 1}: audio codes, `<|aud_0|>` .. `<|aud_{span.size - 1}|>`, "
+                  f"{levels} levels of {span.size // levels} in turn. A sound is `<|boa|>` + its {frames} codec "
+                  f"frames' codes ({vocab.pattern}; docs/audio.md) + `<|eoa|>`; smalto's audio codec turns them "
+                  f"into a waveform.")
     return f"""# smalto model, exported for transformers
 
 Exported by smalto {__version__} from a `{meta.get('train', {}).get('preset') or 'smalto'}` model at step
@@ -205,8 +218,9 @@ tokenizer = AutoTokenizer.from_pretrained("this-folder")
 - ids 0 .. {vocab.text_size - 1}: the byte-level BPE for text; its first ids are the special tokens
   (`<|bos|>` {vocab.bos}, `<|eos|>` {vocab.eos}, `<|pad|>` {vocab.pad}, `<|boi|>` {vocab.boi},
   `<|eoi|>` {vocab.eoi}, `<|user|>` {vocab.user}, `<|assistant|>` {vocab.assistant}).
-- ids {vocab.text_size} .. {vocab.size - 1}: image codes, `<|img_0|>` .. `<|img_{vocab.ranges['image'].size - 1}|>`.
-  An image is `<|boi|>` + {vocab.image_tokens} codes (row-major) + `<|eoi|>`.
+- ids {vocab.text_size} .. {vocab.ranges['image'].stop - 1}: image codes, `<|img_0|>` ..
+  `<|img_{vocab.ranges['image'].size - 1}|>`.
+  An image is `<|boi|>` + {vocab.image_tokens} codes (row-major) + `<|eoi|>`.{sounds}
 
 Sequences are short chats: `<|bos|><|user|> [image] question <|assistant|> answer <|eos|>`;
 {drawing} (the chat template builds the text part).

@@ -62,7 +62,8 @@ def test_the_shipped_model_is_format_2_with_fused_projections():
     names = load_file(DEFAULT_MODEL / "model.safetensors").keys()
     assert "layers.0.attn.qkv_proj.weight" in names and "layers.0.attn.q_proj.weight" not in names
     shipped = Vocab.from_json(read_meta(DEFAULT_MODEL)["vocab"])
-    assert shipped.without_layouts() == Vocab.from_tokenizers(load_tokenizers(DEFAULT_MODEL / "tokenizers"))
+    assert shipped.without_layouts() == Vocab.from_tokenizers(load_tokenizers(DEFAULT_MODEL / "tokenizers"),
+                                                              sound=shipped.sound, pattern=shipped.pattern)
     assert shipped.drawn("image") == "cells"  # v5 draws cell by cell (docs/compose.md)
 
 

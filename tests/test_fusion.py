@@ -199,7 +199,7 @@ def test_commands_that_need_codes_say_so(runs, tmp_path):
     assert refused.returncode != 0 and "is a projector model" in refused.stderr and "Traceback" not in refused.stderr
     exported = run("export", "--model", str(runs["xattn"]), "--out", str(tmp_path / "hf"))
     assert exported.returncode != 0 and "transformers' Qwen3 reads token ids only" in exported.stderr
-    with pytest.raises(SmaltoError, match="clip tasks need the tokens design"):
+    with pytest.raises(SmaltoError, match="clip and sound tasks need the tokens design"):
         ExampleStream(TOKENIZERS, VOCAB, mix=TaskMix(clip_caption=1), fusion="xattn")
     with pytest.raises(SmaltoError, match="names how a new projector or xattn model's ViT starts"):
         TrainConfig(vision_init="tokenizer")

@@ -71,12 +71,12 @@ def test_use_it_runs_as_written(here):
         r = run(argv, here)
         assert r.returncode == 0, (argv, r.stderr[-2000:])
         assert r.stdout.strip(), argv  # every command says what it did
-    for out in ("circles.png", "planned.png", "next.gif", "clip.gif"):
+    for out in ("circles.png", "planned.png", "next.gif", "clip.gif", "heard.wav"):
         assert (here / out).stat().st_size > 0, out
     python, = blocks("python", "Use it")
     r = run(["python", "-c", python], here)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert len(r.stdout.splitlines()) == 5, r.stdout
+    assert len(r.stdout.splitlines()) == 6, r.stdout
 
 
 def test_train_your_own_runs_as_written_in_a_few_steps(here):

@@ -175,7 +175,7 @@ def test_a_delayed_stream_carries_each_steps_finer_levels_and_trains_on_them(tok
 
 
 def test_a_model_without_sounds_grows_the_audio_range_and_keeps_what_it_knew(micro_base, tmp_path):
-    from smalto.checkpoint import load_checkpoint
+    from smalto.checkpoint import load_checkpoint, save_checkpoint
     from smalto.training.trainer import TrainConfig, _new_model
 
     base, vocab, _, _ = load_checkpoint(micro_base)
@@ -184,6 +184,11 @@ def test_a_model_without_sounds_grows_the_audio_range_and_keeps_what_it_knew(mic
     assert grown_vocab.sound == (54, 2) and grown_vocab.size == vocab.size + 512
     ids = torch.tensor([[vocab.bos, vocab.user, 30, 31, vocab.assistant]])
     torch.testing.assert_close(grown(ids).logits[..., :vocab.size], base(ids).logits)
+    save_checkpoint(tmp_path / "heard", grown, grown_vocab, load_tokenizers(), extra={"step": 0})
+    wider, wider_vocab, _ = _new_model(TrainConfig(init_from=str(tmp_path / "heard"), sound_levels=4,
+                                                   sound_pattern="delay", mix=TaskMix(sound_caption=1)))
+    assert wider_vocab.sound == (54, 4) and wider_vocab.pattern == "delay", "levels added at the range's end"
+    torch.testing.assert_close(wider(ids).logits[..., :grown_vocab.size], grown(ids).logits)
     with pytest.raises(SmaltoError, match="sound tasks hear ShapesWorld"):
         ExampleStream(load_tokenizers(), grown_vocab, str(tmp_path), TaskMix(sound_caption=1), max_len=384)
 

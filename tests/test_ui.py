@@ -1,5 +1,5 @@
 """The web UI, end to end in headless Chromium (Debian's chromium + chromium-driver, driven by selenium):
-upload an image, ask, see the streamed reply; drop an image; draw and see the grid."""
+upload an image, ask, see the streamed reply; drop an image; draw and see the grid; attach a sound."""
 
 import base64
 import os
@@ -178,3 +178,23 @@ def test_a_model_that_reads_clips_draws_them_and_the_page_plays_them(browser, mi
         link = cards[0].find_element(By.TAG_NAME, "a")
         assert link.get_attribute("href").startswith("data:image/gif")
         assert link.get_attribute("download").endswith(".gif")
+
+
+def test_a_model_that_hears_takes_a_sound_and_the_page_plays_it(browser, tmp_path):
+    from smalto.data.sounds import SoundConfig, SoundWorld, write_wav
+    from smalto.pipeline import Message
+
+    from test_sound_serve import hearing_pipeline
+
+    pipe, path = hearing_pipeline(), tmp_path / "scene.wav"
+    write_wav(path, SoundWorld(SoundConfig(), 3, "train")[1].wave, 16000)
+    with running_server(pipe, ServeConfig(model_name="sound-test")) as url:
+        browser.get(url)
+        wait(browser).until(EC.text_to_be_present_in_element((By.ID, "model-name"), "sound-test"))
+        browser.find_element(By.ID, "file-input").send_keys(str(path))
+        wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#attachments .chip audio"))
+        browser.find_element(By.ID, "chat-input").send_keys("how many circles are there?", Keys.ENTER)
+        reply = wait(browser, 60).until(lambda d: [m for m in d.find_elements(By.CSS_SELECTOR, ".msg.assistant")
+                                                   if "pending" not in m.get_attribute("class")])
+        assert reply[-1].text == pipe.chat([Message("user", "how many circles are there?", images=[path])])
+        assert browser.find_elements(By.CSS_SELECTOR, ".msg.user audio"), "the sound plays in the conversation"

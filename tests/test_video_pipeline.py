@@ -97,9 +97,11 @@ def test_a_model_trained_on_clips_reads_draws_and_continues_them(micro_clips):
     with pytest.raises(SmaltoError, match="1 to 2 latent frames"):
         pipe.continue_clip(CLIP, given=3)
     assert list(pipe.codecs) == ["video", "image"] and pipe.codec_for(CLIP).name == "video"
-    with pytest.raises(SmaltoError, match="pictures or clips, not both"):
+    with pytest.raises(SmaltoError, match="one kind of item, not image and video together"):
         pipe.caption_batch([CLIP, CLIP[0]])
-    with pytest.raises(SmaltoError, match="draws video and image, not 'audio'"):
+    with pytest.raises(SmaltoError, match="draws video and image, not 'smell'"):
+        pipe.generate("a rose", modality="smell")
+    with pytest.raises(SmaltoError, match="was not trained on sounds"):
         pipe.generate("a hum", modality="audio")
     with pytest.raises(SmaltoError, match="without test-time effort"):
         pipe.generate("a small red circle moves right slowly from the top left", modality="video", effort="high")

@@ -297,6 +297,16 @@ def _fresh(out: Path, force: bool) -> Path:
     return out
 
 
+def _drawing_flags(p: argparse.ArgumentParser, n_help: str) -> None:
+    """How many items a command makes, and how it samples them."""
+    p.add_argument("--n", type=number(Range(1, 64, integer=True)), default=1, help=n_help)
+    p.add_argument("--cfg", type=number("guidance"), default=None,
+                   help="classifier-free guidance scale (default: the model's)")
+    p.add_argument("--seed", type=SEED, default=0, help="sampling seed (default: %(default)s)")
+    p.add_argument("--temperature", type=number("temperature"), default=None,
+                   help="sampling temperature; 0 is greedy (default: the model's)")
+
+
 def _sound_out(out: Path, force: bool) -> Path:
     if out.suffix.lower() != ".wav":
         raise SmaltoError(f"{out}: a sound is written as .wav (--out sound.wav)")
@@ -614,13 +624,7 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
                    help="draw a clip, e.g. 'a small red circle moves right slowly from the top left'")
     g.add_argument("--audio", action="store_true",
                    help="make the scene's sound, e.g. 'a large blue square at the center' (docs/audio.md)")
-    g.add_argument("--n", type=number(Range(1, 64, integer=True)), default=1,
-                   help="images to draw; more than one are saved as a grid (default: %(default)s)")
-    g.add_argument("--cfg", type=number("guidance"), default=None,
-                   help="classifier-free guidance scale (default: the model's)")
-    g.add_argument("--seed", type=SEED, default=0, help="sampling seed (default: %(default)s)")
-    g.add_argument("--temperature", type=number("temperature"), default=None,
-                   help="sampling temperature; 0 is greedy (default: the model's)")
+    _drawing_flags(g, "images to draw; more than one are saved as a grid (default: %(default)s)")
     g.add_argument("--top-k", type=number("top_k"), default=None, help="0 keeps every code (default: the model's)")
     g.add_argument("--top-p", type=number("top_p"), default=None, help="nucleus sampling (default: the model's)")
     g.add_argument("--scale", type=number(Range(1, 64, integer=True)), default=4,
@@ -647,13 +651,7 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     cv.add_argument("item", type=Path, help="a picture (PNG, JPEG, ...) or a sound (WAV, FLAC, OGG)")
     cv.add_argument("--out", type=Path, required=True,
                     help="a .wav for a picture's sound, a .png for a sound's picture")
-    cv.add_argument("--n", type=number(Range(1, 64, integer=True)), default=1,
-                    help="how many to make, one after another (default: %(default)s)")
-    cv.add_argument("--cfg", type=number("guidance"), default=None,
-                    help="classifier-free guidance scale (default: the model's)")
-    cv.add_argument("--seed", type=SEED, default=0, help="sampling seed (default: %(default)s)")
-    cv.add_argument("--temperature", type=number("temperature"), default=None,
-                    help="sampling temperature; 0 is greedy (default: the model's)")
+    _drawing_flags(cv, "how many to make, side by side or one after another (default: %(default)s)")
     cv.add_argument("--scale", type=number(Range(1, 64, integer=True)), default=4,
                     help="upscaling of a saved picture (default: %(default)s)")
     cv.add_argument("--force", action="store_true", help="replace --out if it exists")

@@ -87,6 +87,11 @@ class SoundConfig:
         return self.samples / self.sample_rate
 
 
+def audible(world: ShapesConfig | None) -> bool:
+    """Whether a world has a sound: every colour a pitch, every shape a timbre (None, a folder: no)."""
+    return world is not None and set(world.colors) <= set(PITCHES) and set(world.shapes) <= set(TIMBRES)
+
+
 def note(pitch: float, timbre: str, amplitude: float, cfg: SoundConfig) -> np.ndarray:
     """One slot's samples: a band-limited note from phase zero, its envelope, then the gap."""
     n = cfg.slot_samples

@@ -174,7 +174,7 @@ class Vocab:
                 raise ValueError(f"modality {name!r}: 1 to 64 frames of a 1- or 2-axis grid, got {m}")
             if m.levels and (m.grid[-1] != m.levels or len(m.grid) != 2 or m.blocks
                              or self.ranges[m.range].size % m.levels):
-                raise ValueError(f"modality {name!r}: residual levels are the columns of a 2-axis grid, each a "
+                raise ValueError(f"modality {name!r}: residual levels are the columns of a 2-axis grid, each an "
                                  f"equal part of its range, got {m}")
             if m.pattern not in PATTERNS or m.pattern != "flat" and not m.levels:
                 raise ValueError(f"modality {name!r}: pattern must be one of {', '.join(PATTERNS)}, and a delay needs "

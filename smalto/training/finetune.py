@@ -13,12 +13,15 @@ AdamW at the method's learning rate; see docs/post-training.md for what each cos
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
 from smalto.adapters import AdapterConfig, fingerprint
 from smalto.checkpoint import load_checkpoint, read_meta
+from smalto.data.shapes import world_config
+from smalto.data.sounds import audible
+from smalto.data.tasks import SOUND_TASKS
 from smalto.errors import SmaltoError
 from smalto.options import SAMPLING, Range
 from smalto.training.data import TaskMix
@@ -60,12 +63,16 @@ class FinetuneConfig:
                 valid.check(getattr(self, name), name)
 
     def train_config(self) -> TrainConfig:
-        """What `smalto train` runs for full, lora and prompt: the base's own task mix."""
+        """What `smalto train` runs for full, lora and prompt: the base's own task mix (without its
+        sound tasks on data that has no sound: a folder, or a world with a colour or shape that has
+        no pitch or timbre, as shapes-plus's orange and star)."""
         from smalto.pipeline import DEFAULT_MODEL
 
         base = str(self.base or DEFAULT_MODEL)
         saved = read_meta(base).get("train", {})
         mix = TaskMix(**saved["mix"]) if isinstance(saved.get("mix"), dict) else TaskMix()
+        if mix.sounds and not audible(world_config(self.data)):
+            mix = replace(mix, **{task: 0.0 for task in SOUND_TASKS})
         adapter = None if self.method == "full" else \
             AdapterConfig(self.method, self.rank, self.alpha, tokens=self.tokens)
         return TrainConfig(init_from=base, data=self.data, steps=self.steps, batch_size=self.batch_size,

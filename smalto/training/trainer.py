@@ -213,15 +213,13 @@ def _same_tokenizers(a: Path, b: Path) -> bool:
 
 
 def _sound(cfg: TrainConfig, tokenizers, had: tuple[int, int] | None = None) -> tuple[int, int] | None:
-    """(frames, levels) of the sounds a run's vocabulary writes: init_from's (`had`), or the
-    codec's frames of a ShapesWorld scene's sound at cfg.sound_levels (all the codec's by default)
-    when the run hears sounds."""
-    if had is not None:
-        if cfg.sound_levels not in (None, had[1]):
-            raise SmaltoError(f"init_from {cfg.init_from} writes sounds with {had[1]} levels, not {cfg.sound_levels}; "
-                              f"leave sound_levels out to keep them")
+    """(frames, levels) of the sounds a run's vocabulary writes: init_from's (`had`, with
+    cfg.sound_levels levels if it says: the audio range is the last, so levels are added or
+    dropped at its end), or the codec's frames of a ShapesWorld scene's sound at cfg.sound_levels
+    (all the codec's by default) when the run hears sounds."""
+    if had is not None and cfg.sound_levels in (None, had[1]):
         return had
-    if not cfg.mix.sounds and cfg.sound_levels is None:
+    if had is None and not cfg.mix.sounds and cfg.sound_levels is None:
         return None
     codec = tokenizers.audio
     if codec is None:
@@ -234,14 +232,15 @@ def _sound(cfg: TrainConfig, tokenizers, had: tuple[int, int] | None = None) -> 
 
 
 def _grown(model: Transformer, size: int) -> Transformer:
-    """The model with a vocabulary of `size` ids: its embeddings (and head) kept, the new rows drawn
-    as a fresh model's are, so that ids it never saw start where new ids would."""
+    """The model with a vocabulary of `size` ids: its embeddings (and head) kept up to `size`, any
+    new rows drawn as a fresh model's are, so that ids it never saw start where new ids would."""
     grown = Transformer(replace(model.cfg, vocab_size=size))
     state = model.state_dict()
     for key in ("embed.weight", "lm_head.weight"):
         if key in state:
             rows = grown.state_dict()[key].clone()
-            rows[:state[key].shape[0]] = state[key]
+            kept = min(size, state[key].shape[0])
+            rows[:kept] = state[key][:kept]
             state[key] = rows
     grown.load_state_dict(state)
     return grown

@@ -27,7 +27,8 @@ async def index():
 async def ui_config(s: Server = Depends(server)):
     pipe = s.pipe
     return {"model": s.cfg.model_name, "image_size": pipe.image_size, "needs_key": s.cfg.api_key is not None,
-            "draw": pipe.draw_defaults, "examples": _examples(pipe.image_size), "clips": pipe.reads_clips}
+            "draw": pipe.draw_defaults, "examples": _examples(pipe.image_size), "clips": pipe.reads_clips,
+            "sounds": pipe.hears}
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,4 +1,4 @@
-// smalto's web UI: chat (with images, streamed replies) and draw, over the server's OpenAI API.
+// smalto's web UI: chat (with images and sounds, streamed replies) and draw, over the server's OpenAI API.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -61,13 +61,31 @@ function bubble(role, text = "", images = []) {
   $("empty").hidden = true;
   const div = document.createElement("div");
   div.className = `msg ${role}`;
-  images.forEach((src) => div.append(image(src)));
+  images.forEach((src) => div.append(shown(src)));
   const span = document.createElement("span");
   span.textContent = text;
   div.append(span);
   $("messages").append(div);
   div.scrollIntoView({ block: "end" });
   return span;
+}
+
+// An attachment is an image's data URL (a string) or a sound: { audio: its data URL, format }.
+function sound(src) {
+  const player = document.createElement("audio");
+  player.controls = true;
+  player.src = src;
+  player.className = "sound";
+  return player;
+}
+
+const shown = (item) => (typeof item === "string" ? image(item) : sound(item.audio));
+
+const SOUND_FORMATS = { wav: "wav", wave: "wav", flac: "flac", ogg: "ogg", oga: "ogg" };
+
+function soundFormat(file) {
+  const ext = file.name.split(".").pop().toLowerCase();
+  return SOUND_FORMATS[ext] || SOUND_FORMATS[file.type.replace(/^audio\/(x-)?/, "")];
 }
 
 function renderAttachments() {
@@ -80,16 +98,30 @@ function renderAttachments() {
     remove.textContent = "×";
     remove.title = "Remove";
     remove.onclick = () => { state.attachments.splice(i, 1); renderAttachments(); };
-    chip.append(image(src), remove);
+    chip.append(shown(src), remove);
     return chip;
   }));
 }
 
 function attachFile(file) {
-  if (!file || !file.type.startsWith("image/")) { toast("That is not an image file."); return; }
+  const format = file && soundFormat(file);
+  if (format && !state.config?.sounds) { toast("This model was not trained on sounds."); return; }
+  if (!file || (!format && !file.type.startsWith("image/"))) {
+    toast(state.config?.sounds ? "That is not an image or a sound (WAV, FLAC, OGG)." : "That is not an image file.");
+    return;
+  }
   const reader = new FileReader();
-  reader.onload = () => { state.attachments.push(reader.result); renderAttachments(); $("chat-input").focus(); };
+  reader.onload = () => {
+    state.attachments.push(format ? { audio: reader.result, format } : reader.result);
+    renderAttachments();
+    $("chat-input").focus();
+  };
   reader.readAsDataURL(file);
+}
+
+function part(item) {
+  if (typeof item === "string") return { type: "image_url", image_url: { url: item } };
+  return { type: "input_audio", input_audio: { data: item.audio.split(",")[1], format: item.format } };
 }
 
 function setBusy(busy) {
@@ -97,7 +129,7 @@ function setBusy(busy) {
   $("send").classList.toggle("stop", busy);
 }
 
-const hasImage = (m) => Array.isArray(m.content) && m.content.some((p) => p.type === "image_url");
+const hasItem = (m) => Array.isArray(m.content) && m.content.some((p) => p.type !== "text");
 
 async function send() {
   if (state.controller) { state.controller.abort(); return; }  // the button is "Stop" while replying
@@ -105,16 +137,16 @@ async function send() {
   const text = input.value.trim();
   const images = state.attachments;
   if (!text && !images.length) return;
-  if (images.length && state.history.some(hasImage)) {
+  if (images.length && state.history.some(hasItem)) {
     // The model reads one image per conversation: a new image starts a new one.
     state.history = [];
     const divider = document.createElement("div");
     divider.className = "divider";
-    divider.textContent = "new image, new conversation";
+    divider.textContent = "new item, new conversation";
     $("messages").append(divider);
   }
   const content = images.length
-    ? [...images.map((url) => ({ type: "image_url", image_url: { url } })), ...(text ? [{ type: "text", text }] : [])]
+    ? [...images.map(part), ...(text ? [{ type: "text", text }] : [])]
     : text;
   state.history.push({ role: "user", content });
   bubble("user", text, images);
@@ -321,6 +353,11 @@ async function init() {
   wire();
   const config = await (await fetch("/ui/config")).json();
   state.model = config.model;
+  state.config = config;
+  if (config.sounds) {
+    $("file-input").accept = "image/*,audio/wav,audio/x-wav,audio/flac,audio/ogg,.wav,.flac,.ogg";
+    $("attach-label").title = "Attach an image or a sound (WAV, FLAC, OGG)";
+  }
   $("model-name").textContent = `${config.model} · ${config.image_size}×${config.image_size} images`;
   $("draw-guidance").placeholder = String(config.draw.guidance);
   $("draw-clip-label").hidden = !config.clips;
