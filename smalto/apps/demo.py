@@ -31,7 +31,7 @@ from smalto.verify.motion import parse_clip
 
 # A third of `smalto eval`'s items, unseen and held-out scenes: the demo shows the model, `smalto eval` measures it.
 DEMO_EVAL = EvalConfig(captions=64, questions=128, drawings=16, premises=64, relations=16, conversations=32,
-                       hallucination=64, clips=32, clip_drawings=8)
+                       hallucination=64, clips=32, clip_drawings=8, sounds=32, sound_drawings=8)
 
 PROMPTS = [
     "a large red circle at the center",

@@ -208,7 +208,7 @@ class Engine:
         for step in range(longest):
             raw = logits[:n]
             logprobs = raw.masked_fill(~state.mask()[:n], float("-inf")).log_softmax(-1)
-            guided_logits = processors[0](logits) if guided else raw
+            guided_logits = processors[0](logits) if guided else raw  # (Guidance, the first processor)
             for processor in processors:
                 logits = processor(logits)
             token = torch.where(done, v.pad, pick(logits))
@@ -224,8 +224,8 @@ class Engine:
             yield Step(token, logprob, codes)
             if bool(done.all()):
                 return
-            logits = self._step(feed, where, cache, None if codes is None else torch.cat([codes, codes]) if guided
-                                else codes)
+            carried = codes if codes is None or not guided else torch.cat([codes, codes])  # (the twins carry them too)
+            logits = self._step(feed, where, cache, carried)
 
     @staticmethod
     def _carried(masks: Tensor, raw: Tensor, guided: Tensor, sampling: Sampling, pick) -> tuple[Tensor, Tensor]:
