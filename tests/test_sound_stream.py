@@ -3,6 +3,7 @@ the audio range; the grammar that decodes them; the sound tasks of the training 
 that grows the range; and every interface reading and making sounds."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -246,3 +247,23 @@ def test_sounds_a_model_cannot_take_are_refused_naming_them(pipe, tok, tmp_path)
         deaf.caption(long)
     with pytest.raises(SmaltoError, match="was not trained on sounds"):
         deaf.generate("a small red circle at the center", modality="audio")
+
+
+def test_the_cli_writes_the_sound_it_made_and_says_what_the_verifier_hears_in_it(tmp_path):
+    import subprocess
+    import sys
+
+    from smalto.data.gate import read_sound
+    from smalto.data.shapes import captions
+    from smalto.verify.hearing import parse_sound
+
+    out = tmp_path / "heard.wav"
+    r = subprocess.run([sys.executable, "-m", "smalto", "convert", "examples/two-objects.png", "--out", str(out)],
+                       capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert r.returncode == 0, r.stderr
+    scene = parse_sound(read_sound(out, "heard.wav", 16000))
+    heard = captions(scene)[0] if scene.objects else "silence"
+    assert r.stdout.splitlines()[0] == f"sound 1: the verifier hears {heard!r}"
+    again = subprocess.run([sys.executable, "-m", "smalto", "convert", "examples/two-objects.png", "--out", str(out)],
+                           capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert again.returncode != 0 and "already exists" in again.stderr and "Traceback" not in again.stderr

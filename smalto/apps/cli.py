@@ -313,10 +313,20 @@ def _sound_out(out: Path, force: bool) -> Path:
     return _fresh(out, force)
 
 
-def _save_sounds(waves: list, out: Path, sample_rate: int) -> None:
-    """One sound, or several one after another with a fifth of a second between, as a WAV."""
-    from smalto.data.sounds import write_wav
+def _save_sounds(waves: list, out: Path, pipe) -> None:
+    """One sound, or several one after another with a fifth of a second between, as a WAV; for a
+    ShapesWorld model, what the sound verifier hears in each (what came out, not what was asked)."""
+    from smalto.data.shapes import captions
+    from smalto.data.sounds import SoundConfig, audible, write_wav
+    from smalto.verify.hearing import parse_sound
 
+    sample_rate = pipe.sample_rate
+    if audible(pipe.world):
+        cfg = SoundConfig(sample_rate=sample_rate, world=pipe.world)
+        for i, wave in enumerate(waves):
+            scene = parse_sound(wave, cfg)
+            heard = captions(scene)[0] if scene.objects else "silence"
+            print(f"sound {i + 1}: the verifier hears {heard!r}")
     gap = np.zeros(sample_rate // 5, np.float32)
     write_wav(out, np.concatenate([x for w in waves for x in (w, gap)][:-1]), sample_rate)
     print(f"wrote {out} ({len(waves)} sound{'s' if len(waves) > 1 else ''} of {len(waves[0]) / sample_rate:.2f} s)")
@@ -333,7 +343,7 @@ def _generate(args: argparse.Namespace) -> None:
         pipe = _pipeline(args)
         waves = pipe.generate(args.prompt, args.n, "audio", args.cfg, args.seed, args.temperature,
                               args.top_k, args.top_p)
-        return _save_sounds(waves, out, pipe.sample_rate)
+        return _save_sounds(waves, out, pipe)
     if args.video:
         out = _clip_out(args.out if args.out != Path("out.png") else Path("out.gif"), args.force)
         clips = _pipeline(args).generate(args.prompt, args.n, "video", args.cfg, args.seed, args.temperature,
@@ -404,7 +414,7 @@ def _convert(args: argparse.Namespace) -> None:
     pipe = _pipeline(args)
     made = pipe.convert([item] * args.n, into, args.seed, guidance=args.cfg, temperature=args.temperature)
     if into == "audio":
-        return _save_sounds(made, out, pipe.sample_rate)
+        return _save_sounds(made, out, pipe)
     if pipe.world:
         for i, image in enumerate(made):
             print(f"image {i + 1}: the verifier reads {pipe.read_drawing(image)!r}")
