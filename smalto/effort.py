@@ -94,7 +94,7 @@ class Reply:
 
 @dataclass
 class Drawing:
-    """An image and how it was chosen: the prompt drawn (the solver's absolute rewrite when
+    """An image (or a sound's wave) and how it was chosen: the prompt drawn (the solver's absolute rewrite when
     planned: the plan, not what came out), the verifier's verdict on it and its reading of the
     pixels (what came out), and the number of candidates it was chosen from (with more than one,
     the verifier selected it: pass@N, not the model's rate per drawing)."""

@@ -201,6 +201,11 @@ def _readme(config: dict, vocab: Vocab, meta: dict) -> str:
                   f"{levels} levels of {span.size // levels} in turn. A sound is `<|boa|>` + its {frames} codec "
                   f"frames' codes ({vocab.pattern}; docs/audio.md) + `<|eoa|>`; smalto's audio codec turns them "
                   f"into a waveform.")
+        slots = vocab.modalities[vocab.drawn("audio")]
+        if slots.blocks:
+            sounds += (f" Making a sound, the model writes `<|reserved_0|>`, then for each of the {len(slots.blocks)} "
+                       f"cells the same {slots.words} words as a drawing and the codes of the cell's time slot, "
+                       f"then `<|eoa|>`.")
     return f"""# smalto model, exported for transformers
 
 Exported by smalto {__version__} from a `{meta.get('train', {}).get('preset') or 'smalto'}` model at step

@@ -130,10 +130,11 @@ def heard(tok):
 
 
 def test_the_stream_hears_scene_i_of_its_world_and_pairs_it_with_its_picture(tok, heard):
-    mix = TaskMix(caption=0, draw=0, qa=0, **{t: 1 for t in SOUND_TASKS})
+    scenes = set(SOUND_TASKS) - {"sound_next"}  # (a melody to continue is no scene: tests/test_melodies.py)
+    mix = TaskMix(caption=0, draw=0, qa=0, **{t: 1 for t in scenes})
     stream = ExampleStream(tok, heard, mix=mix, seed=4, max_len=384)
     examples = stream.examples(0, 60)
-    assert {TASKS[t] for t, _ in examples} == set(SOUND_TASKS)
+    assert {TASKS[t] for t, _ in examples} == scenes
     assert [e.ids for _, e in examples[:6]] == [e.ids for _, e in stream.examples(0, 6)]
     waves = SoundWorld(SoundConfig(), 4, "train").waves(0, 60)
     sounds = tok.audio.encode(waves)[:, :2].transpose(1, 2)

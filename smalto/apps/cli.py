@@ -313,15 +313,16 @@ def _sound_out(out: Path, force: bool) -> Path:
     return _fresh(out, force)
 
 
-def _save_sounds(waves: list, out: Path, pipe) -> None:
+def _save_sounds(waves: list, out: Path, pipe, said: bool = False) -> None:
     """One sound, or several one after another with a fifth of a second between, as a WAV; for a
-    ShapesWorld model, what the sound verifier hears in each (what came out, not what was asked)."""
+    ShapesWorld model, what the sound verifier hears in each (what came out, not what was asked)
+    unless that was `said` already."""
     from smalto.data.shapes import captions
     from smalto.data.sounds import SoundConfig, audible, write_wav
     from smalto.verify.hearing import parse_sound
 
     sample_rate = pipe.sample_rate
-    if audible(pipe.world):
+    if audible(pipe.world) and not said:
         cfg = SoundConfig(sample_rate=sample_rate, world=pipe.world)
         for i, wave in enumerate(waves):
             scene = parse_sound(wave, cfg)
@@ -332,18 +333,35 @@ def _save_sounds(waves: list, out: Path, pipe) -> None:
     print(f"wrote {out} ({len(waves)} sound{'s' if len(waves) > 1 else ''} of {len(waves[0]) / sample_rate:.2f} s)")
 
 
+def _say_drawings(drawings: list, prompt: str, kind: str = "image", verb: str = "reads") -> None:
+    """What came out of each drawing, as the verifier reads (hears) it; the plan only beside it."""
+    if drawings[0].note:
+        print(f"note: {drawings[0].note}", file=sys.stderr)
+    for i, d in enumerate(drawings):
+        line = f"{kind} {i + 1}" + (f": the verifier {verb} {d.reading!r}" if d.reading else "")
+        if d.verdict is not None:
+            line += (", which satisfies the prompt" if d.verdict.satisfied else
+                     ", which fails: " + "; ".join(d.verdict.failed))
+            line += f" (best of {d.candidates})" if d.candidates > 1 else ""
+        if d.prompt != prompt:
+            line += f"; planned as {d.prompt!r}"
+        print(line)
+
+
 def _generate(args: argparse.Namespace) -> None:
     from smalto.plots import image_grid, save_png
 
     unicode_text(args.prompt)  # (before the model loads)
     if args.video and args.audio:
         raise SmaltoError("--video and --audio: choose one")
+    sampling = dict(guidance=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     if args.audio:
         out = _sound_out(args.out if args.out != Path("out.png") else Path("out.wav"), args.force)
         pipe = _pipeline(args)
-        waves = pipe.generate(args.prompt, args.n, "audio", args.cfg, args.seed, args.temperature,
-                              args.top_k, args.top_p)
-        return _save_sounds(waves, out, pipe)
+        pipe.need_sounds()
+        drawings = pipe.drawings(args.prompt, args.n, args.effort, args.best_of, args.seed, "audio", **sampling)
+        _say_drawings(drawings, args.prompt, "sound", "hears")
+        return _save_sounds([d.image for d in drawings], out, pipe, said=True)
     if args.video:
         out = _clip_out(args.out if args.out != Path("out.png") else Path("out.gif"), args.force)
         clips = _pipeline(args).generate(args.prompt, args.n, "video", args.cfg, args.seed, args.temperature,
@@ -351,19 +369,8 @@ def _generate(args: argparse.Namespace) -> None:
         return _save_clips(clips, out, args.scale)
     out = _fresh(args.out, args.force)
     pipe = _pipeline(args)
-    drawings = pipe.drawings(args.prompt, n=args.n, effort=args.effort, best_of=args.best_of, seed=args.seed,
-                             guidance=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    if drawings[0].note:
-        print(f"note: {drawings[0].note}", file=sys.stderr)
-    for i, d in enumerate(drawings):  # what came out, as the verifier reads it; the plan only beside it
-        line = f"image {i + 1}" + (f": the verifier reads {d.reading!r}" if d.reading else "")
-        if d.verdict is not None:
-            line += (", which satisfies the prompt" if d.verdict.satisfied else
-                     ", which fails: " + "; ".join(d.verdict.failed))
-            line += f" (best of {d.candidates})" if d.candidates > 1 else ""
-        if d.prompt != args.prompt:
-            line += f"; planned as {d.prompt!r}"
-        print(line)
+    drawings = pipe.drawings(args.prompt, args.n, args.effort, args.best_of, args.seed, **sampling)
+    _say_drawings(drawings, args.prompt)
     images = [d.image for d in drawings]
     if args.n == 1:  # (at the grid's scale, without its border)
         save_png(out, images[0].repeat(args.scale, 0).repeat(args.scale, 1))
@@ -432,11 +439,21 @@ def _caption(args: argparse.Namespace) -> None:
 
 
 def _continue(args: argparse.Namespace) -> None:
+    from smalto.data.gate import is_sound
+
+    if is_sound(args.item):  # (a melody's start: --given is seconds of it)
+        out = _sound_out(args.out if args.out != Path("next.gif") else Path("next.wav"), args.force)
+        sound, = _read_first(args, [args.item])
+        pipe = _pipeline(args)
+        return _save_sounds(pipe.continue_sound(sound, args.given, args.n, args.seed, args.temperature), out, pipe)
+    if args.given is not None and args.given != int(args.given):
+        raise SmaltoError(f"--given {args.given}: a clip is given whole latent frames (1, 2, ...)")
     out = _clip_out(args.out, args.force)
-    clip, = _read_first(args, [args.clip])
+    clip, = _read_first(args, [args.item])
     pipe = _pipeline(args)
     pipe.max_image_pixels = args.max_image_pixels
-    _save_clips(pipe.continue_clip(clip, args.given, args.n, args.seed, args.temperature), out, args.scale)
+    given = 1 if args.given is None else int(args.given)
+    _save_clips(pipe.continue_clip(clip, given, args.n, args.seed, args.temperature), out, args.scale)
 
 
 def _ask(args: argparse.Namespace) -> None:
@@ -542,43 +559,34 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="make or check datasets").add_subparsers(
         dest="data_cmd", required=True, metavar="WHAT", help="shapes or check")
-    s = data.add_parser("shapes", help="materialise ShapesWorld scenes as images/ + data.jsonl")
-    s.add_argument("--out", required=True, type=Path, help="the folder to write")
-    s.add_argument("--n", type=COUNT, required=True, help="number of scenes")
-    s.add_argument("--seed", type=SEED, default=0, help="which scenes (default: %(default)s)")
-    s.add_argument("--split", **splits | {"default": "train"},
-                   help=SPLIT.format("draw from") + " (default: %(default)s)")
+    def folder(name: str, help: str, items: str, split: str, n: int | None = 100, **split_flags):
+        """A `data` command writing a folder: --out, --n, --seed, --split and --force, as every one has."""
+        d = data.add_parser(name, help=help)
+        d.add_argument("--out", required=True, type=Path, help="the folder to write")
+        d.add_argument("--n", type=COUNT, default=n, required=n is None,
+                       help=items + (" (default: %(default)s)" if n else ""))
+        d.add_argument("--seed", type=SEED, default=0, help="which scenes (default: %(default)s)")
+        d.add_argument("--split", **splits | split_flags, help=split + " (default: %(default)s)")
+        d.add_argument("--force", action="store_true", help="replace --out if it exists")
+        return d
+
+    s = folder("shapes", "materialise ShapesWorld scenes as images/ + data.jsonl", "number of scenes",
+               SPLIT.format("draw from"), None, default="train")
     add_config(s, ShapesConfig, {"image_size": "image side in pixels", "max_objects": "most objects in a scene"},
                image_size=dict(flag="--size", type=number(Range(12, 1024, integer=True))),
                max_objects=dict(type=int, choices=(1, 2, 3, 4)))
-    s.add_argument("--force", action="store_true", help="replace --out if it exists")
     s.set_defaults(run=_data_shapes)
-    dc = data.add_parser("clips", help="materialise clips of ShapesWorld in motion as a folder")
-    dc.add_argument("--out", type=Path, required=True, help="the folder to write")
-    dc.add_argument("--n", type=COUNT, default=100, help="clips (default: %(default)s)")
-    dc.add_argument("--seed", type=SEED, default=0, help="(default: %(default)s)")
-    dc.add_argument("--split", **splits, help="train: no held-out motion; heldout: one in every clip (default: "
-                                               "%(default)s)")
+    dc = folder("clips", "materialise clips of ShapesWorld in motion as a folder", "clips",
+                "train: no held-out motion; heldout: one in every clip")
     dc.add_argument("--frames", type=number(Range(1, 63, integer=True)), default=7,
                     help="frames per clip, odd (default: %(default)s)")
-    dc.add_argument("--force", action="store_true", help="replace --out if it exists")
     dc.set_defaults(run=_data_clips)
-    ds = data.add_parser("sounds", help="materialise ShapesWorld's sounds as a folder (sounds/*.wav + data.jsonl)")
-    ds.add_argument("--out", type=Path, required=True, help="the folder to write")
-    ds.add_argument("--n", type=COUNT, default=100, help="sounds (default: %(default)s)")
-    ds.add_argument("--seed", type=SEED, default=0, help="which scenes (default: %(default)s)")
-    ds.add_argument("--split", **splits | {"default": "train"}, help=SPLIT.format("draw from") + " (default: "
-                                                                                    "%(default)s)")
-    ds.add_argument("--force", action="store_true", help="replace --out if it exists")
-    ds.set_defaults(run=_data_sounds)
-    dsp = data.add_parser("speech", help="ShapesWorld captions spoken by espeak-ng, as a folder of sounds")
-    dsp.add_argument("--out", type=Path, required=True, help="the folder to write")
-    dsp.add_argument("--n", type=COUNT, default=100, help="utterances (default: %(default)s)")
-    dsp.add_argument("--seed", type=SEED, default=0, help="which scenes and voices (default: %(default)s)")
-    dsp.add_argument("--split", **splits | {"default": "train"}, help=SPLIT.format("say") + " (default: %(default)s)")
+    folder("sounds", "materialise ShapesWorld's sounds as a folder (sounds/*.wav + data.jsonl)", "sounds",
+           SPLIT.format("draw from"), default="train").set_defaults(run=_data_sounds)
+    dsp = folder("speech", "ShapesWorld captions spoken by espeak-ng, as a folder of sounds", "utterances",
+                 SPLIT.format("say"), default="train")
     dsp.add_argument("--voices", choices=("train", "heldout"), default="train",
                      help="espeak-ng voices training hears, or the held-out ones (default: %(default)s)")
-    dsp.add_argument("--force", action="store_true", help="replace --out if it exists")
     dsp.set_defaults(run=_data_speech)
     c = data.add_parser("check", help="validate a bring-your-own folder (of images, clips or sounds)")
     c.add_argument("dir", type=Path, help="a folder with images/ and data.jsonl")
@@ -666,13 +674,17 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
                     help="upscaling of a saved picture (default: %(default)s)")
     cv.add_argument("--force", action="store_true", help="replace --out if it exists")
     cv.set_defaults(run=_convert)
-    nx = sub.add_parser("continue", help="continue a clip from its first frames (a small world model)")
-    nx.add_argument("clip", type=Path, help="an animated GIF/WebP or a folder of frames, as long as the model's clips")
-    nx.add_argument("--given", type=number(Range(1, 63, integer=True)), default=1,
-                    help="latent frames given: 1 is the first frame alone, each more adds 4 frames (default: 1)")
-    nx.add_argument("--out", type=Path, default=Path("next.gif"), help="GIF or WebP to write (default: %(default)s)")
+    nx = sub.add_parser("continue", help="continue a clip from its first frames (a small world model), or a "
+                                         "sound from its first notes")
+    nx.add_argument("item", type=Path, help="an animated GIF/WebP or a folder of frames, as long as the model's "
+                                            "clips; or a WAV/FLAC/OGG sound, shorter than the model's")
+    nx.add_argument("--given", type=number(Range(0.001, 63)), default=None,
+                    help="a clip's latent frames given: 1 is the first frame alone, each more adds 4 frames "
+                         "(default: 1); a sound's seconds given (default: all of it)")
+    nx.add_argument("--out", type=Path, default=Path("next.gif"),
+                    help="GIF or WebP to write, or WAV for a sound (default: next.gif, next.wav)")
     nx.add_argument("--n", type=number(Range(1, 64, integer=True)), default=1,
-                    help="continuations, saved side by side (default: %(default)s)")
+                    help="continuations, saved side by side (a sound's one after another) (default: %(default)s)")
     nx.add_argument("--seed", type=SEED, default=0, help="sampling seed (default: %(default)s)")
     nx.add_argument("--temperature", type=number("temperature"), default=0.0,
                     help="sampling temperature; 0 is greedy (default: %(default)s)")

@@ -268,7 +268,8 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
         "vision_init": "a new projector or xattn model's ViT stem: from scratch, or the image tokenizer's encoder "
                        "with its weights",
         "layout": "how drawings are written: raster (the codes row by row) or cells (each ShapesWorld cell named "
-                  "in words, then its codes; docs/compose.md) (default: raster, or --init-from's)",
+                  "in words, then its codes, or a flat sound's time slot; docs/compose.md) (default: raster, or "
+                  "--init-from's)",
         "sound_levels": "the audio codec's residual levels a sound is written with, frame by frame (default: "
                         "--init-from's, or all the codec's when --mix has sound tasks; docs/audio.md)",
         "sound_pattern": "how a sound's levels are laid out: flat (a token per code, frame by frame) or delay (a "

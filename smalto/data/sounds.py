@@ -92,6 +92,18 @@ def audible(world: ShapesConfig | None) -> bool:
     return world is not None and set(world.colors) <= set(PITCHES) and set(world.shapes) <= set(TIMBRES)
 
 
+def slot_codes(frames: int, levels: int) -> tuple[tuple[int, ...], ...]:
+    """For each cell (raster order), the raster indices of a sound's codes [frames, levels] that
+    fall in its time slot: a sound's counterpart of `shapes.cell_patches`, what the cells layout
+    writes after each cell's words (a codec frame never straddles two slots: `SoundConfig.slot`)."""
+    cells = GRID * GRID
+    if frames % cells:
+        raise SmaltoError(f"a sound of {frames} codec frames does not split into {cells} equal time slots")
+    per = frames // cells
+    return tuple(tuple(f * levels + k for f in range(c * per, (c + 1) * per) for k in range(levels))
+                 for c in range(cells))
+
+
 def note(pitch: float, timbre: str, amplitude: float, cfg: SoundConfig) -> np.ndarray:
     """One slot's samples: a band-limited note from phase zero, its envelope, then the gap."""
     n = cfg.slot_samples
@@ -157,9 +169,13 @@ class SoundWorld:
         """float32 [count, samples], rendered on the fly."""
         return self.waves_of(range(start, start + count))
 
+    def wave(self, index: int) -> np.ndarray:
+        """float32 [samples]: sound `index` (its scene, heard, without the captions and questions)."""
+        return render_sound(self.scene(index), self.cfg, self.jitter(index))
+
     def waves_of(self, indices) -> np.ndarray:
         """float32 [len(indices), samples]: the sounds of these indices."""
-        return np.stack([render_sound(self.scene(i), self.cfg, self.jitter(i)) for i in indices])
+        return np.stack([self.wave(i) for i in indices])
 
 
 def write_wav(path: str | Path, wave: np.ndarray, sample_rate: int) -> None:

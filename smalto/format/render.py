@@ -140,13 +140,19 @@ def convert_prompt(v: Vocab, codes: Tensor, modality: str, request: list[int], i
     return chat_prompt(v, [("user", v.item_ids(modality, codes) + request)]) + [opening]
 
 
-def continue_prompt(v: Vocab, text: list[int], codes: Tensor, given: int) -> list[int]:
-    """A clip's first `given` latent frames, each with its <eof>: what follows is the rest of the clip."""
-    return draw_prompt(v, text, "video") + v.video_ids(codes)[1:_given_end(v, given)]
+def continue_prompt(v: Vocab, text: list[int], codes: Tensor, given: int, modality: str = "video") -> list[int]:
+    """An item's first `given` frames, written as the item itself (never a layout): a clip's latent
+    frames each with its <eof>, or a flat sound's codec frames. What follows is the rest of it."""
+    return [v.bos, v.user, *text, v.assistant] + v.item_ids(modality, codes)[:_given_end(v, given, modality)]
 
 
-def _given_end(v: Vocab, given: int) -> int:
-    m = v.modalities["video"]
+def _given_end(v: Vocab, given: int, modality: str = "video") -> int:
+    m = v.modalities[modality]
+    if m.levels:  # (a sound's codec frames are its grid's rows, each its levels' codes)
+        if m.pattern != "flat" or not 1 <= given < m.grid[0]:
+            raise ValueError(f"a flat sound's continuation is given 1 to {m.grid[0] - 1} of its codec frames, "
+                             f"got {given} ({m.pattern})")
+        return 1 + given * m.levels
     if not 1 <= given < m.frames:
         raise ValueError(f"a continuation is given 1 to {m.frames - 1} latent frames, got {given}")
     return 1 + given * (m.frame_tokens + 1)  # <bov>, then each frame and its <eof>
@@ -209,7 +215,8 @@ def convert_example(v: Vocab, codes: Tensor, modality: str, request: list[int], 
                   (v.item_ids(drawn, answer, words) + [v.eos], True))
 
 
-def continue_example(v: Vocab, text: list[int], codes: Tensor, given: int) -> Example:
-    """Given a clip's first latent frames, predict the rest of it."""
-    end = _given_end(v, given)
-    return _build(v, (continue_prompt(v, text, codes, given), False), (v.video_ids(codes)[end:] + [v.eos], True))
+def continue_example(v: Vocab, text: list[int], codes: Tensor, given: int, modality: str = "video") -> Example:
+    """Given an item's first frames (`continue_prompt`), predict the rest of it."""
+    end = _given_end(v, given, modality)
+    return _build(v, (continue_prompt(v, text, codes, given, modality), False),
+                  (v.item_ids(modality, codes)[end:] + [v.eos], True))

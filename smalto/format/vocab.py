@@ -34,7 +34,9 @@ from smalto.tokenizers.text import RENAMED as _RENAMED, SPECIAL_TOKENS
 
 POSITION_RULES = ("index", "grid")
 PATTERNS = ("flat", "delay")  # how a sound's residual levels are laid out (`Modality.pattern`)
-LAYOUT = "reserved_1"  # opens a drawing written in a layout (`Modality.blocks`; reserved_0 is xattn's picture)
+LAYOUT = "reserved_1"  # opens a picture drawn in a layout (`Modality.blocks`)
+# opens a sound drawn in a layout: reserved_0, which xattn models write for a picture, so they draw sounds flat
+SOUND_LAYOUT = "reserved_0"
 WORD = "word"  # a layout's body slot for a text token (`Modality.body`)
 
 
@@ -172,7 +174,7 @@ class Vocab:
                 raise ValueError(f"modality {name!r} names an unknown range or special token")
             if not 1 <= m.frames <= 64 or not 1 <= len(m.grid) <= 2 or min(m.grid) < 1:
                 raise ValueError(f"modality {name!r}: 1 to 64 frames of a 1- or 2-axis grid, got {m}")
-            if m.levels and (m.grid[-1] != m.levels or len(m.grid) != 2 or m.blocks
+            if m.levels and (m.grid[-1] != m.levels or len(m.grid) != 2 or m.blocks and m.pattern != "flat"
                              or self.ranges[m.range].size % m.levels):
                 raise ValueError(f"modality {name!r}: residual levels are the columns of a 2-axis grid, each an "
                                  f"equal part of its range, got {m}")
@@ -230,12 +232,15 @@ class Vocab:
         """Codes a token may carry beside itself (`item_extra`): the levels of a delayed modality, or 0."""
         return max((m.levels for m in self.modalities.values() if m.pattern == "delay"), default=0)
     def with_layout(self, name: str, of: str, blocks: tuple[tuple[int, ...], ...], words: int,
-                    lexicon: tuple[tuple[tuple[int, ...], ...], ...] = ()) -> "Vocab":
+                    lexicon: tuple[tuple[tuple[int, ...], ...], ...] = (), opening: str = LAYOUT) -> "Vocab":
         """This vocabulary, drawing modality `of` in a layout `name`: its codes in `blocks`, each
-        after `words` words (`Modality.blocks`, `Modality.lexicon`); it opens with <|reserved_1|>
-        and closes as `of`."""
+        after `words` words (`Modality.blocks`, `Modality.lexicon`); it opens with `opening` and
+        closes as `of` (a sound's layout keeps its levels: each code from its level's part)."""
         m = self.modalities[of]
-        layout = Modality(m.range, m.grid, LAYOUT, m.close, blocks=blocks, words=words, draws=of, lexicon=lexicon)
+        if m.pattern != "flat" or any(k.open == opening for k in self.modalities.values()):
+            raise ValueError(f"a layout of {of!r} needs a flat item and an opening token of its own, not {opening!r}")
+        layout = Modality(m.range, m.grid, opening, m.close, blocks=blocks, words=words, draws=of, lexicon=lexicon,
+                          levels=m.levels)
         return replace(self, modalities={**self.modalities, name: layout})
 
     def without_layouts(self) -> "Vocab":
@@ -250,8 +255,8 @@ class Vocab:
             if m.levels:
                 extra = {"levels": m.levels} | ({"pattern": m.pattern} if m.pattern != "flat" else {})
             if m.blocks:
-                extra = {"blocks": [list(b) for b in m.blocks], "words": m.words, "draws": m.draws,
-                         "lexicon": [[list(w) for w in b] for b in m.lexicon]}
+                extra |= {"blocks": [list(b) for b in m.blocks], "words": m.words, "draws": m.draws,
+                          "lexicon": [[list(w) for w in b] for b in m.lexicon]}
             return {"range": m.range, "grid": list(m.grid), "open": m.open, "close": m.close, **extra}
 
         out = {"ranges": {k: [s.start, s.size] for k, s in self.ranges.items()}, "specials": dict(self.specials),
@@ -308,11 +313,11 @@ class Vocab:
         m = self.modalities[modality]
         if codes.numel() != m.frames * m.frame_tokens:
             raise ValueError(f"a {modality} item holds {m.frames} x {m.grid} codes, got {tuple(codes.shape)}")
-        ids, offset = [self.specials[m.open]], self.ranges[m.range].start
+        ids = [self.specials[m.open]]
         if m.blocks:
             if words is None or len(words) != len(m.blocks) or any(len(w) != m.words for w in words):
                 raise ValueError(f"a {modality} item writes {m.words} words before each of its {len(m.blocks)} blocks")
-            flat = (codes.reshape(-1) + offset).tolist()
+            flat = (codes.reshape(-1) + self._offsets(m, codes.numel())).tolist()
             for block, said in zip(m.blocks, words):
                 ids += list(said) + [flat[i] for i in block]
             return ids + [self.specials[m.close]]

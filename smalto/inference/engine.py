@@ -208,7 +208,8 @@ class Engine:
         for step in range(longest):
             raw = logits[:n]
             logprobs = raw.masked_fill(~state.mask()[:n], float("-inf")).log_softmax(-1)
-            guided_logits = processors[0](logits) if guided else raw  # (Guidance, the first processor)
+            # (a carried code is picked from the guided logits before the format masks them: only then)
+            guided_logits = processors[0](logits) if guided and state.width else raw
             for processor in processors:
                 logits = processor(logits)
             token = torch.where(done, v.pad, pick(logits))

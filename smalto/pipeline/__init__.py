@@ -204,11 +204,11 @@ class Pipeline(Inputs, Answers, Drawer):
         """Draw n pictures (uint8 [H, W, 3]), clips (modality="video": [T, H, W, 3]) or sounds
         (modality="audio": float32 waves at `sample_rate`) for a prompt, with classifier-free
         guidance of the given scale (1 = conditional only, 0 = unconditional); None takes the
-        model's default (see `draw_defaults`). effort / best_of: see `drawings` (pictures; clips
-        and sounds are drawn without them)."""
+        model's default (see `draw_defaults`). effort / best_of: see `drawings` (pictures and
+        sounds; clips are drawn without them)."""
         sampling = dict(guidance=guidance, temperature=temperature, top_k=top_k, top_p=top_p)
-        if modality == "image":
-            return [d.image for d in self.drawings(prompt, n, effort, best_of, seed, **sampling)]
+        if modality == "image" or modality == "audio" and modality in self.codecs:
+            return [d.image for d in self.drawings(prompt, n, effort, best_of, seed, modality, **sampling)]
         if modality not in self.codecs:
             if modality == "video":
                 self.need_clips()  # (it says why)
@@ -241,6 +241,13 @@ class Pipeline(Inputs, Answers, Drawer):
         each later latent frame holds 4 frames), n times (greedy when temperature is 0: the
         world's physics is deterministic). The returned clips start with the given frames."""
         return self.continue_clips([clip] * n, given, seed, temperature)
+
+    def continue_sound(self, sound, given: float | None = None, n: int = 1, seed: int | None = 0,
+                       temperature: float = 0.0) -> list[np.ndarray]:
+        """A sound carried on from its first `given` seconds (None: all of it) to `sound_seconds`,
+        n times (greedy when temperature is 0: a melody's start decides the rest). Each returned
+        sound starts with the given part."""
+        return self.continue_sounds([sound] * n, given, seed, temperature)
 
 
 def _draw_defaults(path: Path, meta: dict) -> dict:

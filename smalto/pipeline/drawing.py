@@ -15,13 +15,15 @@ import torch
 
 from smalto import options
 from smalto.data.shapes import ShapesConfig, captions, cell_words
+from smalto.data.sounds import SoundConfig
 from smalto.errors import SmaltoError
 from smalto.format import DRAWING, Carrying, caption_prompt, continue_prompt, convert_prompt, draw_prompt, positions
-from smalto.data.tasks import CONTINUE, REQUESTS
+from smalto.data.tasks import CONTINUE, CONTINUE_SOUND, REQUESTS
 from smalto.inference import Sampling
 from smalto.effort import Drawing, effort_level
 from smalto.verify import smt
 from smalto.verify import spec as specs
+from smalto.verify.hearing import parse_sound
 from smalto.verify.scene import parse_image
 
 MAX_DRAWN = 256  # candidates drawn for one request (n × best_of)
@@ -34,15 +36,21 @@ class Drawer:
         return Sampling(seed=seed, **{**self.draw_defaults, **{k: v for k, v in overrides.items() if v is not None}})
 
     def drawings(self, prompt: str, n: int = 1, effort: str | None = None, best_of: int | None = None,
-                 seed: int | None = 0, **sampling) -> list[Drawing]:
-        """n drawings of a prompt, each chosen from `best_of` candidates (effort's number when None).
+                 seed: int | None = 0, modality: str = "image", **sampling) -> list[Drawing]:
+        """n drawings of a prompt (modality "audio": sounds), each chosen from `best_of` candidates
+        (effort's number when None).
 
         A ShapesWorld model with effort above "none" reads the prompt as a specification (a
         SpecError names words outside the grammar; a Contradiction the conflicting phrases), and
         draws the solver's absolute rewrite of it ("... left of ..." becomes two cells); each
-        candidate is judged by the pixel verifier against the specification and the first that
-        satisfies it is kept, else the one satisfying most constraints (`Drawing.verdict` says
-        what still fails). Other models rank candidates by log p(prompt | image)."""
+        candidate is judged by the pixel (or sound) verifier against the specification and the
+        first that satisfies it is kept, else the one satisfying most constraints
+        (`Drawing.verdict` says what still fails). Other models rank candidates by
+        log p(prompt | image)."""
+        if modality == "audio":
+            self.need_sounds()
+        elif modality != "image":
+            raise SmaltoError(f"drawings are pictures or sounds (modality 'image' or 'audio'), not {modality!r}")
         level, k, spec = self.check_drawing_request(prompt, n, effort, best_of)
         world = replace(self.world or ShapesConfig(), image_size=self.image_size)
         scenes = [smt.plan(spec, world, (seed or 0) + i) if spec and level.plan else None for i in range(n)]
@@ -50,13 +58,14 @@ class Drawer:
         # A model drawing in the cells layout is given the plan's words for each cell: the solver
         # says what goes where, the model draws it (docs/test-time.md).
         words = [cell_words(scene) for scene in scenes for _ in range(k)] if all(scenes) else None
-        images = self.draw([p for p in planned for _ in range(k)], self.draw_sampling(seed, **sampling), words=words)
+        items = self.draw([p for p in planned for _ in range(k)], self.draw_sampling(seed, **sampling), modality,
+                          words)
         out = []
         note = None if spec is not None else self.scope(prompt)  # (a spec parsed: the prompt is in the world)
         for i, text in enumerate(planned):
-            candidates = images[i * k:(i + 1) * k]
+            candidates = items[i * k:(i + 1) * k]
             if spec is not None:
-                scenes = [parse_image(image, world) for image in candidates]
+                scenes = [self.read_scene(item, modality) for item in candidates]
                 verdicts = [smt.check(spec, scene) for scene in scenes]
                 best = next((j for j, v in enumerate(verdicts) if v.satisfied),
                             max(range(k), key=lambda j: verdicts[j].score))
@@ -69,15 +78,21 @@ class Drawer:
                 drawing = Drawing(candidates[best], text, None, k, scores[best], first=candidates[0])
             else:
                 drawing = Drawing(candidates[0], text)
-            out.append(replace(drawing, reading=self.read_drawing(drawing.image), note=note))
+            scene = self.read_scene(drawing.image, modality) if self.world else None
+            out.append(replace(drawing, reading=None if scene is None else _reading(scene), note=note))
         return out
+
+    def read_scene(self, item: np.ndarray, modality: str = "image"):
+        """The scene the pixel verifier sees in a drawn picture, or the sound verifier hears in a
+        sound (a ShapesWorld model's)."""
+        if modality == "audio":
+            return parse_sound(item, SoundConfig(sample_rate=self.sample_rate, world=self.world))
+        return parse_image(item, replace(self.world, image_size=self.image_size))
 
     def read_drawing(self, image: np.ndarray) -> str | None:
         """What the pixel verifier reads in a drawn picture, as its canonical caption (None for a
         model of a folder's pictures, whose world the verifier does not know)."""
-        if not self.world:
-            return None
-        return _reading(parse_image(image, replace(self.world, image_size=self.image_size)))
+        return _reading(self.read_scene(image)) if self.world else None
 
     def scope(self, prompt: str) -> str | None:
         """Why a drawing prompt lies outside the world a ShapesWorld model knows, or None: the
@@ -150,13 +165,13 @@ class Drawer:
 
     def item_bodies(self, prompts: list[list[int]], sampling: Sampling, modality: str,
                     unconditional: list[list[int]] | None = None,
-                    forced: list[list[int | None]] | None = None) -> list[list[int]]:
+                    forced: list[list[int | None]] | None = None, written: str | None = None) -> list[list[int]]:
         """Decode the rest of an item after each prompt (which ends inside it, in the layout the
-        vocabulary draws the modality in: `Vocab.drawn`); each item's whole body, the tokens
-        between its <open> and <close> (a layout's words included). forced: per row, the tokens it
-        must emit next (None where it chooses)."""
+        vocabulary draws the modality in, `Vocab.drawn`, unless `written` names another); each
+        item's whole body, the tokens between its <open> and <close> (a layout's words included).
+        forced: per row, the tokens it must emit next (None where it chooses)."""
         v = self.vocab
-        m = v.modalities[v.drawn(modality)]
+        m = v.modalities[written or v.drawn(modality)]
         heads = [p[len(p) - 1 - p[::-1].index(v.specials[m.open]) + 1:] for p in prompts]  # the item so far
         rows = self.engine.generate(prompts, [m.tokens + 1 - len(h) for h in heads], sampling, DRAWING,
                                     unconditional=unconditional, forced=forced)
@@ -166,10 +181,10 @@ class Drawer:
 
     def finish_items(self, prompts: list[list[int]], sampling: Sampling, modality: str,
                      unconditional: list[list[int]] | None = None,
-                     forced: list[list[int | None]] | None = None) -> list[np.ndarray]:
+                     forced: list[list[int | None]] | None = None, written: str | None = None) -> list[np.ndarray]:
         """`item_bodies` decoded into pixels (a layout's codes put back in raster order)."""
-        drawn = self.vocab.drawn(modality)
-        bodies = self.item_bodies(prompts, sampling, modality, unconditional, forced)
+        drawn = written or self.vocab.drawn(modality)
+        bodies = self.item_bodies(prompts, sampling, modality, unconditional, forced, drawn)
         return self.codecs[modality].decode(torch.stack([self.vocab.item_codes(b, drawn, getattr(b, "extra", None))
                                                          for b in bodies]))
 
@@ -201,6 +216,28 @@ class Drawer:
         except ValueError as e:
             raise SmaltoError(str(e)) from None
         return self.finish_items(prompts, Sampling(temperature=temperature, seed=seed), "video")
+
+
+    def continue_sounds(self, sounds: list, given: float | None = None, seed: int | None = 0,
+                        temperature: float = 0.0) -> list[np.ndarray]:
+        """Each sound carried on to this model's length (`sound_seconds`) from its first `given`
+        seconds (None: all of it), cut to whole codec frames, as the model was taught on melodies
+        (`data.melodies`); written flat whatever layout it makes sounds in. Each returned sound
+        starts with the given part as the codec hears it."""
+        waves, lengths = self.sound_waves(sounds, lengths=True)
+        hop, frames = self.tokenizers.audio.cfg.hop, self.vocab.sound[0]
+        if given is not None and not given > 0:
+            raise SmaltoError(f"given must be a number of seconds > 0, got {given}")
+        kept = [min(n, round(given * self.sample_rate)) if given is not None else n for n in lengths]
+        for k, n in enumerate(kept):
+            if not 1 <= n // hop < frames:
+                raise SmaltoError(f"sound {k + 1}: {n / self.sample_rate:.2f} s to continue from; give "
+                                  f"{hop / self.sample_rate:.3f} to {(frames - 1) * hop / self.sample_rate:.2f} s "
+                                  f"(this model's sounds last {self.sound_seconds:.2f} s)")
+        text = self.text_ids(CONTINUE_SOUND, beside="audio")
+        prompts = [continue_prompt(self.vocab, text, codes, n // hop, "audio")
+                   for codes, n in zip(self.codecs["audio"].encode(waves), kept)]
+        return self.finish_items(prompts, Sampling(temperature=temperature, seed=seed), "audio", written="audio")
 
 
 def _reading(scene) -> str:

@@ -154,11 +154,12 @@ class Inputs:
             why = f" (a {self.model.cfg.fusion} model reads pictures only)" if self.model.cfg.fusion != "tokens" else ""
             raise SmaltoError(f"{self.name} was not trained on sounds{why}")
 
-    def sound_waves(self, sounds: list) -> np.ndarray:
+    def sound_waves(self, sounds: list, lengths: bool = False) -> np.ndarray | tuple[np.ndarray, list[int]]:
         """Sounds (WAV/FLAC/OGG paths or bytes, float waves at the codec's rate) -> float32 [B, samples]
-        of this model's length, each padded with silence; one longer is refused, naming it."""
+        of this model's length, each padded with silence; one longer is refused, naming it.
+        lengths: also each sound's own length in samples, before the padding."""
         self.need_sounds()
-        length, out = round(self.sound_seconds * self.sample_rate), []
+        length, out, own = round(self.sound_seconds * self.sample_rate), [], []
         for k, sound in enumerate(sounds):
             name = str(sound) if isinstance(sound, (str, Path)) else f"sound {k + 1}"
             if isinstance(sound, np.ndarray):
@@ -172,7 +173,8 @@ class Inputs:
                 raise SmaltoError(f"{name}: {len(wave) / self.sample_rate:.2f} s long; this model hears sounds of "
                                   f"up to {self.sound_seconds:.2f} s")
             out.append(np.pad(wave, (0, length - len(wave))))
-        return np.stack(out)
+            own.append(len(wave))
+        return (np.stack(out), own) if lengths else np.stack(out)
 
     # --- the registry
 

@@ -16,24 +16,20 @@ choice, not the codec's.)
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
-from smalto import atomic
 from smalto.errors import SmaltoError
 from smalto.options import Range
-from smalto.paths import inside
 from smalto.tokenizers.quantize import ResidualVQ
-from smalto.weights import check_fits
+from smalto.weights import load_module, save_module
 
 
 @dataclass(frozen=True)
@@ -178,25 +174,8 @@ class AudioCodec(nn.Module):
         return self.decoder(z)[:, 0].clamp(-1, 1).cpu().numpy()
 
     def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        state = {k: v.contiguous() for k, v in self.state_dict().items()}
-        atomic.write_bytes(directory / "audio.safetensors", save(state))
-        atomic.write_text(directory / "audio.json", json.dumps(asdict(self.cfg), indent=2) + "\n")
+        save_module(self, self.cfg, directory, "audio")
 
     @classmethod
     def load(cls, directory: str | Path) -> AudioCodec:
-        config, weights = (inside(directory, f"audio.{ext}", "file") for ext in ("json", "safetensors"))
-        for f in (config, weights):
-            if not f.is_file():
-                raise SmaltoError(f"{f}: missing (not an audio codec directory?)")
-        try:
-            cfg = AudioCodecConfig(**json.loads(config.read_text()))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise SmaltoError(f"{config}: not an audio codec config ({e})") from None
-        check_fits(weights, lambda: cls(cfg), config.name)
-        codec = cls(cfg)
-        try:
-            codec.load_state_dict(load_file(str(weights)))
-        except Exception as e:  # safetensors and torch raise several types for bad files
-            raise SmaltoError(f"{weights}: weights do not fit the config in {config.name} ({e})") from None
-        return codec.eval()
+        return load_module(directory, "audio", "an audio codec", lambda raw: AudioCodecConfig(**raw), cls)

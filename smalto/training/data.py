@@ -20,12 +20,13 @@ from smalto.data.folder import is_clip_folder, load_clip_folder, load_folder
 from smalto.data.gate import MAX_PIXELS
 from smalto.data.motion import ClipSample, MotionConfig, MotionWorld
 from smalto.data.shapes import Sample, Scene, ShapesWorld, cell_words, premise_question, scene_key, world_config
+from smalto.data.melodies import GIVEN, SLOTS, MelodyWorld
 from smalto.data.sounds import SoundConfig, SoundWorld
 from smalto.data.talk import conversation
 from smalto.errors import SmaltoError
 from smalto.options import Range
-from smalto.data.tasks import (CLIP_TASKS, CONTINUE, DRAW_SOUND, HEAR_PICTURE, PICTURE_TASKS, SOUND_OF, SOUND_TASKS,
-                               TASKS)
+from smalto.data.tasks import (CLIP_TASKS, CONTINUE, CONTINUE_SOUND, DRAW_SOUND, HEAR_PICTURE, PICTURE_TASKS,
+                               SOUND_OF, SOUND_TASKS, TASKS)
 from smalto.format import (Example, Vocab, answer_example, caption_example, chat_example, continue_example,
                            convert_example, draw_example, fuse, think_example)
 from smalto.model.fusion import Images, batch_images
@@ -60,6 +61,8 @@ class TaskMix:
     sound_qa: float = 0.0
     picture_to_sound: float = 0.0
     sound_to_picture: float = 0.0
+    # Continue a melody (smalto.data.melodies) from its first four to six notes; the rest is trained.
+    sound_next: float = 0.0
     # Share of QA and thinking questions that name an object without its place, half of them one
     # the scene lacks ("what color is the square?" -> "there is no square"). ShapesWorld only.
     premises: float = 0.0
@@ -193,7 +196,8 @@ def seen_scenes(streams: list[dict]) -> set[str]:
     for r in streams:
         world = ShapesWorld(replace(world_config(r["data"]), reserve=r["reserve"]), r["seed"], "train")
         cdf = _cdf(TaskMix(**r["mix"]).weights())
-        picture = [task not in CLIP_TASKS for task in TASKS]  # (sound tasks hear scene i of the same world)
+        # (sound tasks hear scene i of the same world; a melody to continue is no scene)
+        picture = [task not in CLIP_TASKS and task != "sound_next" for task in TASKS]
         for i in range(r["examples"]):
             if picture[draw_task(example_rng(r["seed"], i), cdf)]:
                 keys.add(scene_key(world.scene(i)))
@@ -214,7 +218,7 @@ class ExampleStream:
         streamed = {"image": True, "video": mix.clips, "audio": mix.sounds}
         item = max(m.tokens for k, m in vocab.modalities.items() if streamed.get(m.draws or k))
         if mix.sounds and "audio" in vocab.modalities:  # (a picture and its sound in one example)
-            item = vocab.image_tokens + vocab.modalities["audio"].tokens + 2
+            item = vocab.image_tokens + vocab.modalities[vocab.drawn("audio")].tokens + 2
         room = max_len - item - 8
         self.room = max_len - 16  # a text-only conversation's longest message
         self.max_len = max_len
@@ -224,7 +228,7 @@ class ExampleStream:
                               f"({item} tokens)")
         self.encode_text = lru_cache(maxsize=65536)(lambda s: tuple(tokenizers.text.encode(s)[:room // 2]))
         size = tokenizers.image.cfg.image_size
-        self.motion = self.sounds = self.folder = self.clip_folder = None
+        self.motion = self.sounds = self.melodies = self.folder = self.clip_folder = None
         if (world := world_config(data, size)) is not None:
             self.world = ShapesWorld(world, seed, split)
             if mix.clips:
@@ -232,6 +236,7 @@ class ExampleStream:
                 self.motion = MotionWorld(MotionConfig(tokenizers.video.cfg.frames, world), seed, split)
             if mix.sounds:
                 self.sounds = self._sound_world(world, seed, split)
+                self.melodies = MelodyWorld(self.sounds.cfg, seed)
             return
         self.world = None
         if mix.sounds:
@@ -303,11 +308,11 @@ class ExampleStream:
         pairs = [(list(text(qa[k]["q"])), list(text(qa[k]["a"]))) for k in picks]
         return task, answer_example(self.vocab, codes, pairs, self.mix.train_prompt_images)
 
-    def _cell_words(self, scene: Scene | None) -> list[list[int]] | None:
-        """Each cell's words for a vocabulary drawing in the cells layout (written even when the
-        prompt is dropped); None, and the drawing stays raster, without a layout or for a scene it
-        has no words for (a world with shapes or colours beyond the layout's lexicon)."""
-        m = self.vocab.modalities[self.vocab.drawn("image")]
+    def _cell_words(self, scene: Scene | None, modality: str = "image") -> list[list[int]] | None:
+        """Each cell's words for a vocabulary drawing the modality in the cells layout (written even
+        when the prompt is dropped); None, and the drawing stays raster, without a layout or for a
+        scene it has no words for (a world with shapes or colours beyond the layout's lexicon)."""
+        m = self.vocab.modalities[self.vocab.drawn(modality)]
         if not m.blocks or scene is None:
             return None
         words = [self.tok.text.encode(w) for w in cell_words(scene)]
@@ -363,9 +368,14 @@ class ExampleStream:
         if name == "sound_draw":
             said = sample.captions[rng.integers(len(sample.captions))]
             prompt = [] if rng.random() < self.mix.cond_dropout else list(text(SOUND_OF * (rng.random() < 0.5) + said))
-            return draw_example(v, prompt, sound, "audio")
+            return draw_example(v, prompt, sound, "audio", self._cell_words(sample.scene, "audio"))
+        if name == "sound_next":  # (`sound` is melody i's: a melody's start fixes the rest of it)
+            per = v.sound[0] // SLOTS
+            given = per * int(rng.choice(GIVEN))
+            return continue_example(v, list(text(CONTINUE_SOUND)), sound, given, "audio")
         if name == "picture_to_sound":
-            return convert_example(v, picture, "image", list(text(HEAR_PICTURE)), sound, "audio", train_item=heard)
+            return convert_example(v, picture, "image", list(text(HEAR_PICTURE)), sound, "audio",
+                                   self._cell_words(sample.scene, "audio"), heard)
         return convert_example(v, sound, "audio", list(text(DRAW_SOUND)), picture, "image",
                                self._cell_words(sample.scene), heard)
 
@@ -389,7 +399,9 @@ class ExampleStream:
                     out[i] = tasks[i], self._clip_example(rngs[i], tasks[i], c, s)
             if heard := [i for i in rngs if TASKS[tasks[i]] in SOUND_TASKS]:
                 samples = [self.world[i] for i in heard]  # (sound i is scene i: its picture pairs with it)
-                sounds = self.tok.audio.encode(self.sounds.waves_of(heard))[:, :self.vocab.sound[1]].transpose(1, 2)
+                waves = np.stack([self.melodies.wave(i) if TASKS[tasks[i]] == "sound_next" else self.sounds.wave(i)
+                                  for i in heard])
+                sounds = self.tok.audio.encode(waves)[:, :self.vocab.sound[1]].transpose(1, 2)
                 pictures = self.tok.image.encode(np.stack([s.image for s in samples]))
                 for i, s, a, c in zip(heard, samples, sounds, pictures):
                     out[i] = tasks[i], self._sound_example(rngs[i], tasks[i], a, c, s)

@@ -31,11 +31,11 @@ from smalto import atomic, precision
 from smalto.adapters import AdapterConfig, attach, load_adapter, save_adapter
 from smalto.checkpoint import load_checkpoint, load_optimizer, read_meta, save_checkpoint
 from smalto.data.gate import MAX_PIXELS
-from smalto.data.shapes import GRID, Obj, Scene, cell_patches, cell_words, world_config
-from smalto.data.sounds import SoundConfig
+from smalto.data.shapes import GRID, Obj, Scene, ShapesConfig, cell_patches, cell_words, world_config
+from smalto.data.sounds import SoundConfig, slot_codes
 from smalto.errors import SmaltoError
 from smalto.format import Vocab
-from smalto.format.vocab import PATTERNS
+from smalto.format.vocab import PATTERNS, SOUND_LAYOUT
 from smalto.model import PRESETS, Output, Transformer, preset
 from smalto.model.config import FUSIONS, MAX_CONTEXT, ROPES
 from smalto.options import SAMPLING, Range
@@ -113,7 +113,8 @@ class TrainConfig:
     vision_init: str = "scratch"
     # How drawings are written: "raster" (an image's codes row by row) or "cells" (ShapesWorld's
     # nine cells in turn, each named in words, "2 small red circle", then its codes: an object's
-    # codes follow its words wherever it lies; docs/compose.md). None: raster, or init_from's.
+    # codes follow its words wherever it lies; docs/compose.md), and a flat sound's nine time slots
+    # the same way (docs/audio.md). None: raster, or init_from's.
     layout: str | None = None
     # The audio codec's residual levels each sound is written with (frame by frame, coarse to fine),
     # 1 to the codec's; None: init_from's, or all of the codec's when the mix has sound tasks. A
@@ -274,26 +275,51 @@ def _new_model(cfg: TrainConfig):
     if cfg.tokenizers is not None:  # the same text and image tokenizers, perhaps with a video tokenizer added
         tokenizers = load_tokenizers(cfg.tokenizers)
     sound, pattern = _sound(cfg, tokenizers, vocab.sound), cfg.sound_pattern or vocab.pattern
+    old = vocab
     if shape or cfg.tokenizers is not None or sound != vocab.sound or pattern != vocab.pattern:
         reshaped = Transformer(replace(model.cfg, **shape))
         reshaped.load_state_dict(model.state_dict())
         # (the same ids in another pattern: the weights fit, and what was learned carries over)
         rebuilt = Vocab.from_tokenizers(tokenizers, reshaped.cfg.position_rule, sound, pattern)
-        layouts = {k: m for k, m in vocab.modalities.items() if m.blocks}  # (the checkpoint draws in them still)
+        layouts = {k: m for k, m in vocab.modalities.items() if m.blocks and m.draws != "audio"}
         model, vocab = _grown(reshaped, rebuilt.size), replace(rebuilt, modalities={**rebuilt.modalities, **layouts})
+        if slots := next((m for m in old.modalities.values() if m.draws == "audio"), None):  # (still drawn so)
+            if pattern != "flat":
+                raise SmaltoError(f"init_from {cfg.init_from} draws sounds in the cells layout, which writes "
+                                  f"their levels flat; sound_pattern {pattern!r} can not")
+            vocab = vocab.with_layout("slots", "audio", slot_codes(*sound), slots.words, slots.lexicon, slots.open)
     return model, vocab, tokenizers
 
 
-def _drawing_layout(vocab: Vocab, cfg: TrainConfig, tokenizers) -> Vocab:
-    """The vocabulary drawing pictures as cfg.layout says: "cells" adds ShapesWorld's cell layout
-    (`Vocab.with_layout`); a checkpoint's layout is kept, and cannot be taken back to raster."""
+def _drawing_layout(vocab: Vocab, cfg: TrainConfig, tokenizers, fusion: str) -> Vocab:
+    """The vocabulary drawing as cfg.layout says: "cells" adds ShapesWorld's cell layout for
+    pictures (`Vocab.with_layout`) and, when it has flat sounds, for sounds: the same words
+    before each cell's time slot ("slots"). A checkpoint's layouts are kept, and cannot be taken
+    back to raster; "cells" on a checkpoint with only the picture layout adds the sound's."""
     laid_out, world = vocab.drawn("image") != "image", world_config(cfg.data, tokenizers.image.cfg.image_size)
     if cfg.layout == "raster" and laid_out:
         raise SmaltoError(f"init_from {cfg.init_from} draws in the cells layout; leave layout out to keep it")
     if world is None and (laid_out or cfg.layout == "cells"):
         raise SmaltoError("the cells layout writes ShapesWorld's cells: it needs ShapesWorld data, not a folder")
-    if cfg.layout != "cells" or laid_out:
+    if cfg.layout != "cells":
         return vocab
+    words, lexicon = _cell_lexicon(world, tokenizers)
+    if not laid_out:
+        vocab = vocab.with_layout("cells", "image", cell_patches(world, tokenizers.image.cfg.grid), words, lexicon)
+    if vocab.sound and vocab.drawn("audio") == "audio":
+        if vocab.pattern != "flat":
+            raise SmaltoError(f"the cells layout writes a sound's levels flat, not {vocab.pattern!r} "
+                              f"(sound_pattern flat, or layout raster for delayed sounds)")
+        if fusion == "xattn":
+            raise SmaltoError("an xattn model writes <|reserved_0|> for its pictures, the token that opens a sound "
+                              "drawn in the cells layout: draw its sounds flat (layout raster)")
+        vocab = vocab.with_layout("slots", "audio", slot_codes(*vocab.sound), words, lexicon, SOUND_LAYOUT)
+    return vocab
+
+
+def _cell_lexicon(world: ShapesConfig, tokenizers) -> tuple[int, tuple[tuple[tuple[int, ...], ...], ...]]:
+    """(words a cell's description takes, what each word of each cell may be: its number, one id,
+    then any size, colour, shape or "-") for ShapesWorld's cells under this text tokenizer."""
     things = [(shape, color, size) for size, _ in world.sizes for color in world.colors for shape in world.shapes]
     said = [[tokenizers.text.encode(cell_words(Scene((Obj(k // GRID, k % GRID, *thing),), ()))[k]) for thing in things]
             + [tokenizers.text.encode(cell_words(Scene((), ()))[k])] for k in range(GRID * GRID)]
@@ -302,9 +328,7 @@ def _drawing_layout(vocab: Vocab, cfg: TrainConfig, tokenizers) -> Vocab:
         raise SmaltoError(f"layout 'cells' needs every cell's words to be as many tokens; this text tokenizer "
                           f"makes them {' or '.join(map(str, sorted(widths)))} tokens long")
     words = widths.pop()
-    # What each word of a cell may be: its number (one id), then any size, colour, shape or "-".
-    lexicon = tuple(tuple(tuple(sorted({ids[j] for ids in cell})) for j in range(words)) for cell in said)
-    return vocab.with_layout("cells", "image", cell_patches(world, tokenizers.image.cfg.grid), words, lexicon)
+    return words, tuple(tuple(tuple(sorted({ids[j] for ids in cell})) for j in range(words)) for cell in said)
 
 
 def task_losses(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, tasks: torch.Tensor
@@ -403,7 +427,7 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
             if out.exists() and any(out.iterdir()):
                 raise SmaltoError(f"{out}: already exists; pass --resume to continue it or choose another --out")
         model, vocab, tokenizers = _new_model(cfg)
-        vocab = _drawing_layout(vocab, cfg, tokenizers)
+        vocab = _drawing_layout(vocab, cfg, tokenizers, model.cfg.fusion)
         start = 0
     if cfg.adapter is not None and not resume:
         attach(model, cfg.adapter, cfg.seed)

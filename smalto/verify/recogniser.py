@@ -14,22 +14,17 @@ bidirectional GRU trained ten times slower, its 112 steps an utterance run one a
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
-from smalto import atomic
 from smalto.assets import DEFAULT_RECOGNISER
 from smalto.data.shapes import NUMBER_WORDS, POSITIONS, ShapesConfig
-from smalto.errors import SmaltoError
-from smalto.paths import inside
 from smalto.verify.hearing import log_mel
-from smalto.weights import check_fits
+from smalto.weights import load_module, save_module
 
 
 def caption_words(world: ShapesConfig | None = None) -> tuple[str, ...]:
@@ -114,28 +109,13 @@ class Recogniser(nn.Module):
         return out
 
     def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        atomic.write_bytes(directory / "recogniser.safetensors",
-                           save({k: v.contiguous() for k, v in self.state_dict().items()}))
-        atomic.write_text(directory / "recogniser.json", json.dumps(asdict(self.cfg), indent=2) + "\n")
+        save_module(self, self.cfg, directory, "recogniser")
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> Recogniser:
         """A directory written by `smalto recogniser train`; None loads the shipped one."""
-        directory = DEFAULT_RECOGNISER if directory is None else Path(directory)
-        config, weights = (inside(directory, f"recogniser.{ext}", "file") for ext in ("json", "safetensors"))
-        for f in (config, weights):
-            if not f.is_file():
-                raise SmaltoError(f"{f}: missing (not a speech recogniser directory?)")
-        try:
-            raw = json.loads(config.read_text())
-            cfg = RecogniserConfig(**{**raw, "vocabulary": tuple(raw.get("vocabulary", caption_words()))})
-        except (json.JSONDecodeError, TypeError) as e:
-            raise SmaltoError(f"{config}: not a speech recogniser config ({e})") from None
-        check_fits(weights, lambda: cls(cfg), config.name)
-        model = cls(cfg)
-        try:
-            model.load_state_dict(load_file(str(weights)))
-        except Exception as e:  # safetensors and torch raise several types for bad files
-            raise SmaltoError(f"{weights}: weights do not fit the config in {config.name} ({e})") from None
-        return model.eval()
+        def config(raw: dict) -> RecogniserConfig:
+            return RecogniserConfig(**{**raw, "vocabulary": tuple(raw.get("vocabulary", caption_words()))})
+
+        return load_module(DEFAULT_RECOGNISER if directory is None else directory, "recogniser",
+                           "a speech recogniser", config, cls)
