@@ -218,7 +218,7 @@ def test_tokenizer_eval_defaults_to_the_shipped_tokenizer(tmp_path):
 def test_demo_writes_a_gallery(tmp_path):
     from smalto.apps.demo import PROMPTS
 
-    r = smalto("demo", "--out", "demo", cwd=tmp_path)
+    r = smalto("demo", "--out", "demo", "--quick", cwd=tmp_path)  # (`make demo` runs it whole)
     assert r.returncode == 0, r.stderr
     assert "| caption exact |" in r.stdout and "| draw single object |" in r.stdout
     page = (tmp_path / "demo" / "index.html").read_text()

@@ -90,3 +90,39 @@ def test_the_cli_continues_a_sound_and_says_what_the_verifier_hears(tmp_path):
                               str(tmp_path / "next.gif")], capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "a sound is written as .wav" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+@pytest.fixture(scope="module")
+def laid_out(tok):
+    from smalto.training.trainer import TrainConfig, _drawing_layout
+
+    return _drawing_layout(Vocab.from_tokenizers(tok, sound=(54, 2)), TrainConfig(layout="cells"), tok, "tokens")
+
+
+def test_in_the_cells_layout_a_melody_is_heard_from_its_start_and_made_whole_words_first(tok, laid_out):
+    from smalto.data.shapes import cell_words
+
+    examples = ExampleStream(tok, laid_out, mix=TaskMix(caption=0, draw=0, qa=0, sound_next=1), seed=6,
+                             max_len=384).examples(0, 8)
+    world, opened = MelodyWorld(SoundConfig(), 6), laid_out.specials["reserved_0"]
+    full = tok.audio.encode(world.waves_of(range(8)))[:, :2].transpose(1, 2)
+    for i, (_, e) in enumerate(examples):
+        heard = e.ids[e.ids.index(laid_out.boa):e.ids.index(laid_out.eoa) + 1]
+        codes = laid_out.item_codes(heard[1:-1], "audio")[0]
+        wave = world.wave(i)
+        starts = [tok.audio.encode(np.where(np.arange(21600) < g * 2400, wave, 0)[None])[0, :2].T for g in GIVEN]
+        assert any(torch.equal(codes, start) for start in starts), "the first 4 to 6 notes heard, the rest silent"
+        start = e.ids.index(opened)
+        words = [tok.text.encode(w) for w in cell_words(world[i].scene)]
+        assert e.ids[start:] == laid_out.item_ids("slots", full[i], words) + [laid_out.eos], "the whole melody"
+        assert all(e.loss_mask[start:]) and not any(e.loss_mask[:start]), "trained: the answer, not the start heard"
+
+
+def test_a_layout_pipeline_continues_a_sound_by_remaking_it_whole(tok, laid_out):
+    torch.manual_seed(0)
+    pipe = Pipeline(Transformer(preset("shapes-micro", laid_out.size, max_seq_len=384)).eval(), laid_out, tok,
+                    sounds=True)
+    start = MelodyWorld(SoundConfig(), 1).wave(0)[:5 * 2400]
+    made = pipe.continue_sound(start, n=2, temperature=1.0, seed=4)
+    assert [w.shape for w in made] == [(21600,)] * 2 and not np.array_equal(made[0], made[1])
+    assert np.array_equal(pipe.continue_sound(start)[0], pipe.continue_sound(start)[0])

@@ -76,7 +76,7 @@ def test_shipped_model_stays_above_its_floor():
     pipe = smalto.load()
     assert pipe.model.cfg.n_layers == 6 and pipe.draw_defaults["guidance"] > 0
     small = EvalConfig(captions=48, questions=96, drawings=16, premises=48, relations=8, conversations=24,
-                       hallucination=16, clips=24, clip_drawings=8)
+                       hallucination=16, clips=24, clip_drawings=8, sounds=24, sound_drawings=8)
     report = evaluate(pipe, small, kinds=("unseen", "heldout"))
     assert report["scenes"]["verified"]  # checked against the recorded training streams
     unseen, heldout = report["unseen"], report["heldout"]
@@ -88,6 +88,9 @@ def test_shipped_model_stays_above_its_floor():
     clips = unseen["video"]  # v3 reads, draws and continues clips, better than copying the given frames
     assert clips["caption_exact"] >= 10 and clips["qa_overall"] >= 45
     assert clips["continue_exact"] > clips["copy_exact"] and clips["continue_motion"] > clips["copy_motion"]
+    heard = unseen["sound"]  # v9 reads sounds and makes them in the cells layout (84 and 78 % on 32 each)
+    assert heard["caption_exact"] >= 25 and heard["draw_faithful"] >= 37.5 and heard["picture_to_sound"] >= 50
+    assert heard["draw_given_words"] >= 87.5  # (sound QA beside its baseline: 100 questions, docs/audio.md)
     # thinking: the model's own answers, and the solver's from its description, both scored
     from smalto.data.shapes import ShapesConfig
     from smalto.eval.scenes import scene_kinds

@@ -74,7 +74,7 @@ def test_bad_options_are_clear_errors(tmp_path):
 
 def test_a_long_conversation_forgets_early_turns_but_keeps_the_image(tmp_path):
     save_png(tmp_path / "scene.png", SAMPLE.image)
-    questions = [qa["q"] for qa in SAMPLE.qa] * 3
+    questions = [qa["q"] for qa in SAMPLE.qa] * 6  # (enough turns to fill the context whatever the replies)
     r = chat(["/image scene.png", *questions], tmp_path, "--preview", "never")
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert "the context is full" in r.stdout and "error" not in r.stdout

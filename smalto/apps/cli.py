@@ -474,15 +474,14 @@ def _ask(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from smalto.eval.shapes_eval import EvalConfig, evaluate, summary_table
+    from dataclasses import replace
+
+    from smalto.eval.shapes_eval import QUICK_EVAL, EvalConfig, evaluate, summary_table
 
     pipe = _pipeline(args)
     given = {"efforts": tuple(e for e in args.effort if e != "none")}
     given |= {} if args.seed is None else {"seed": args.seed}
-    quick = dict(captions=40, questions=80, drawings=16, premises=40, relations=8, conversations=20,
-                 hallucination=20, clips=20, clip_drawings=8, sounds=20,
-                     sound_drawings=8)
-    cfg = EvalConfig(**(quick if args.quick else {}), **given)
+    cfg = replace(QUICK_EVAL if args.quick else EvalConfig(), **given)
     report = evaluate(pipe, cfg, progress=True)
     report["settings"]["quick"] = args.quick
     print(summary_table(report))
@@ -546,7 +545,7 @@ def _bench(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from smalto.apps.demo import run_demo
 
-    run_demo(args.out)
+    run_demo(args.out, quick=args.quick)
 
 
 def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
@@ -741,6 +740,8 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     b.set_defaults(run=_bench)
     d = sub.add_parser("demo", help="the main job on the shipped default")
     d.add_argument("--out", type=Path, default=Path("demo"), help="where the gallery goes (default: %(default)s)")
+    d.add_argument("--quick", action="store_true", help="its ShapesEval on eval --quick's items: a check that it "
+                                                        "runs, not figures to quote")
     d.set_defaults(run=_demo)
     for command in (g, c2, a, nx, cv, ev, sv, ch, ex, b):  # everything that reads a model
         command.add_argument("--model", **model)

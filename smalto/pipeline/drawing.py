@@ -222,8 +222,9 @@ class Drawer:
                         temperature: float = 0.0) -> list[np.ndarray]:
         """Each sound carried on to this model's length (`sound_seconds`) from its first `given`
         seconds (None: all of it), cut to whole codec frames, as the model was taught on melodies
-        (`data.melodies`); written flat whatever layout it makes sounds in. Each returned sound
-        starts with the given part as the codec hears it."""
+        (`data.melodies`). A model making sounds in the cells layout hears the start and makes the
+        whole sound anew, each cell's words before its slot (its start as it heard it); another
+        writes the start flat and carries its codes on."""
         waves, lengths = self.sound_waves(sounds, lengths=True)
         hop, frames = self.tokenizers.audio.cfg.hop, self.vocab.sound[0]
         if given is not None and not given > 0:
@@ -234,10 +235,13 @@ class Drawer:
                 raise SmaltoError(f"sound {k + 1}: {n / self.sample_rate:.2f} s to continue from; give "
                                   f"{hop / self.sample_rate:.3f} to {(frames - 1) * hop / self.sample_rate:.2f} s "
                                   f"(this model's sounds last {self.sound_seconds:.2f} s)")
-        text = self.text_ids(CONTINUE_SOUND, beside="audio")
-        prompts = [continue_prompt(self.vocab, text, codes, n // hop, "audio")
-                   for codes, n in zip(self.codecs["audio"].encode(waves), kept)]
-        return self.finish_items(prompts, Sampling(temperature=temperature, seed=seed), "audio", written="audio")
+        text, v, sampling = self.text_ids(CONTINUE_SOUND, beside="audio"), self.vocab, Sampling(temperature, seed=seed)
+        waves = np.stack([np.where(np.arange(len(w)) < n // hop * hop, w, 0) for w, n in zip(waves, kept)])
+        codes = self.codecs["audio"].encode(waves)
+        if v.drawn("audio") != "audio":
+            return self.finish_items([convert_prompt(v, c, "audio", text, "audio") for c in codes], sampling, "audio")
+        prompts = [continue_prompt(v, text, c, n // hop, "audio") for c, n in zip(codes, kept)]
+        return self.finish_items(prompts, sampling, "audio", written="audio")
 
 
 def _reading(scene) -> str:

@@ -369,15 +369,35 @@ class ExampleStream:
             said = sample.captions[rng.integers(len(sample.captions))]
             prompt = [] if rng.random() < self.mix.cond_dropout else list(text(SOUND_OF * (rng.random() < 0.5) + said))
             return draw_example(v, prompt, sound, "audio", self._cell_words(sample.scene, "audio"))
-        if name == "sound_next":  # (`sound` is melody i's: a melody's start fixes the rest of it)
-            per = v.sound[0] // SLOTS
-            given = per * int(rng.choice(GIVEN))
-            return continue_example(v, list(text(CONTINUE_SOUND)), sound, given, "audio")
         if name == "picture_to_sound":
             return convert_example(v, picture, "image", list(text(HEAR_PICTURE)), sound, "audio",
                                    self._cell_words(sample.scene, "audio"), heard)
         return convert_example(v, sound, "audio", list(text(DRAW_SOUND)), picture, "image",
                                self._cell_words(sample.scene), heard)
+
+    def _sound_codes(self, waves: np.ndarray) -> Tensor:
+        """float32 [B, samples] -> the codes the vocabulary writes, [B, frames, levels]."""
+        return self.tok.audio.encode(waves)[:, :self.vocab.sound[1]].transpose(1, 2)
+
+    def _melody_examples(self, indices: list[int], rngs: dict) -> list[Example]:
+        """Melody i continued from its first four to six notes (`data.melodies`). A vocabulary that
+        makes sounds in the cells layout hears the start (the rest silent) and answers with the
+        whole melody in the layout, each cell's words before its slot: reading the given notes and
+        carrying their rule on are words, which the codes after them follow. Else the start is
+        written flat inside the answer's sound and the rest of its codes are trained."""
+        v, request = self.vocab, list(self.encode_text(CONTINUE_SOUND))
+        given = [int(rngs[i].choice(GIVEN)) for i in indices]
+        waves = self.melodies.waves_of(indices)
+        full = self._sound_codes(waves)
+        if v.drawn("audio") == "audio":
+            per = v.sound[0] // SLOTS
+            return [continue_example(v, request, codes, per * g, "audio") for codes, g in zip(full, given)]
+        slot = self.melodies.cfg.slot_samples
+        starts = self._sound_codes(np.stack([np.where(np.arange(len(w)) < g * slot, w, 0)
+                                             for w, g in zip(waves, given)]))
+        return [convert_example(v, start, "audio", request, codes, "audio", self._cell_words(self.melodies[i].scene,
+                                                                                               "audio"))
+                for i, start, codes in zip(indices, starts, full)]
 
     def examples(self, start: int, count: int) -> list[tuple[int, Example]]:
         """Examples start .. start+count-1 as (task index, example)."""
@@ -397,14 +417,14 @@ class ExampleStream:
                 codes = self.tok.video.encode(np.stack([s.frames for s in samples]))
                 for i, s, c in zip(clips, samples, codes):
                     out[i] = tasks[i], self._clip_example(rngs[i], tasks[i], c, s)
-            if heard := [i for i in rngs if TASKS[tasks[i]] in SOUND_TASKS]:
+            if heard := [i for i in rngs if TASKS[tasks[i]] in SOUND_TASKS and TASKS[tasks[i]] != "sound_next"]:
                 samples = [self.world[i] for i in heard]  # (sound i is scene i: its picture pairs with it)
-                waves = np.stack([self.melodies.wave(i) if TASKS[tasks[i]] == "sound_next" else self.sounds.wave(i)
-                                  for i in heard])
-                sounds = self.tok.audio.encode(waves)[:, :self.vocab.sound[1]].transpose(1, 2)
+                sounds = self._sound_codes(self.sounds.waves_of(heard))
                 pictures = self.tok.image.encode(np.stack([s.image for s in samples]))
                 for i, s, a, c in zip(heard, samples, sounds, pictures):
                     out[i] = tasks[i], self._sound_example(rngs[i], tasks[i], a, c, s)
+            if melodies := [i for i in rngs if TASKS[tasks[i]] == "sound_next"]:
+                out |= {i: (tasks[i], e) for i, e in zip(melodies, self._melody_examples(melodies, rngs))}
             return [out[i] for i in rngs]
         n = len(self.codes)
         for i, rng in rngs.items():
