@@ -358,7 +358,6 @@ def _generate(args: argparse.Namespace) -> None:
     if args.audio:
         out = _sound_out(args.out if args.out != Path("out.png") else Path("out.wav"), args.force)
         pipe = _pipeline(args)
-        pipe.need_sounds()
         drawings = pipe.drawings(args.prompt, args.n, args.effort, args.best_of, args.seed, "audio", **sampling)
         _say_drawings(drawings, args.prompt, "sound", "hears")
         return _save_sounds([d.image for d in drawings], out, pipe, said=True)

@@ -245,8 +245,8 @@ class Pipeline(Inputs, Answers, Drawer):
     def continue_sound(self, sound, given: float | None = None, n: int = 1, seed: int | None = 0,
                        temperature: float = 0.0) -> list[np.ndarray]:
         """A sound carried on from its first `given` seconds (None: all of it) to `sound_seconds`,
-        n times (greedy when temperature is 0: a melody's start decides the rest). Each returned
-        sound starts with the given part."""
+        n times (greedy when temperature is 0: a melody's start decides the rest); see
+        `continue_sounds` for how the start is kept (flat) or remade (the cells layout)."""
         return self.continue_sounds([sound] * n, given, seed, temperature)
 
 
