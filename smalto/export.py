@@ -155,6 +155,10 @@ def export_hf(model_dir: str | Path, out: str | Path, dtype: torch.dtype = torch
     model, vocab, tokenizers, meta = load_checkpoint(
         model_dir, "tokens", "transformers' Qwen3 reads token ids only, and has no place for a vision tower or "
         "cross-attention blocks. Serve it with `smalto serve`")
+    if model.cfg.depth_levels:
+        raise SmaltoError(f"{model_dir}: its sounds' finer levels come from a depth head (the depth pattern, "
+                          f"docs/audio.md), which no transformers architecture has; serve it with `smalto serve`, "
+                          f"or train its sounds flat or delayed to export")
     if model.cfg.rope != "1d":
         raise SmaltoError(f"{model_dir}: a {model.cfg.rope} model does not export to transformers: the text-only "
                           f"architectures smalto maps onto (Qwen3) take one position per token, and the ones with "

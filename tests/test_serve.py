@@ -125,8 +125,9 @@ def test_a_prompt_outside_the_world_is_drawn_with_a_note_saying_so(client):
 
 
 def test_models_list_and_retrieve(client):
-    assert [m.id for m in client.models.list()] == [NAME]
+    assert [m.id for m in client.models.list()] == [NAME, "smalto-recogniser"]  # (transcriptions' model)
     assert client.models.retrieve(NAME).owned_by == "smalto"
+    assert client.models.retrieve("smalto-recogniser").id == "smalto-recogniser"
 
 
 @pytest.mark.parametrize("call, error", [

@@ -2,6 +2,7 @@
 and every response matches the schema the server publishes (status codes, bodies, auth). 40
 examples per route in `make test`, 400 in `make test-slow`."""
 
+import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -10,10 +11,12 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from smalto.apps.serve import ServeConfig
 
 from conftest import running_server
+from test_sound_serve import wav_bytes
 
 NAME, KEY = "fuzz", "fuzz-key"
-OPERATIONS = ["POST /v1/chat/completions", "POST /v1/images/generations", "GET /v1/models",
-              "GET /v1/models/{model}", "GET /health"]
+SPEECH = wav_bytes(np.zeros(8000, np.float32))  # half a second of silence: a readable file
+OPERATIONS = ["POST /v1/chat/completions", "POST /v1/images/generations", "POST /v1/audio/speech",
+              "POST /v1/audio/transcriptions", "GET /v1/models", "GET /v1/models/{model}", "GET /health"]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,9 @@ def test_no_server_errors_and_responses_match_the_schema(api, label, examples):
     def fuzz(case):
         # An unknown model is a 404 (tested on its own); naming the served one lets the fuzzer go deeper.
         if isinstance(case.body, dict) and "model" in case.body:
-            case.body["model"] = NAME
+            case.body["model"] = "smalto-recogniser" if "transcriptions" in label else NAME
+        if "transcriptions" in label and isinstance(case.body, dict) and len(statuses) % 2:
+            case.body["file"] = SPEECH  # (random bytes are never a sound: half the time, a real one)
         if case.path_parameters and len(statuses) % 2:  # half the time, once a status was seen
             case.path_parameters["model"] = NAME
         # (a slow answer is not a server error: the server's own --timeout, 120 s, gives the 504)

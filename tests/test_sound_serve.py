@@ -80,9 +80,67 @@ def test_a_sound_the_model_cannot_hear_is_a_400_naming_it(server, data, fmt, sta
         "code"] == "invalid_base64"
 
 
-def test_a_model_that_never_heard_a_sound_refuses_one(micro_base):
+def test_a_model_that_never_heard_a_sound_refuses_one_and_makes_none(micro_base):
     import smalto
 
     with running_server(smalto.load(micro_base), ServeConfig(model_name="deaf")) as url:
         r = httpx.post(f"{url}/v1/chat/completions", json={"model": "deaf", "messages": heard(wav_bytes(WAVE), "hi")})
+        made = httpx.post(f"{url}/v1/audio/speech", json={"model": "deaf", "voice": "shapes", "input": "a red circle"})
     assert r.status_code == 400 and r.json()["error"]["message"] == "this model was not trained on sounds"
+    assert made.status_code == 400 and made.json()["error"]["message"] == "deaf was not trained on sounds"
+
+
+def test_speech_is_the_sound_the_model_makes_for_the_input_with_what_the_verifier_hears(server, pipe):
+    import soundfile
+
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+    said = "a small red circle at the center"
+    r = client.audio.speech.with_raw_response.create(model=NAME, voice="shapes", input=said, response_format="wav",
+                                                     extra_body={"seed": 3})
+    wave, rate = soundfile.read(io.BytesIO(r.content), dtype="float32")
+    made = pipe.drawings(said, 1, None, None, 3, "audio")[0]
+    assert rate == 16000 and wave.shape == made.image.shape == (21600,)
+    np.testing.assert_allclose(wave, made.image, atol=1 / 16384)  # (16-bit PCM)
+    assert r.headers["content-type"] == "audio/wav" and r.headers["x-smalto-reading"] == made.reading
+    assert "x-smalto-verdict" not in r.headers, "no effort: nothing judged against the prompt"
+    planned = client.audio.speech.with_raw_response.create(
+        model=NAME, voice="shapes", input=said, response_format="flac", extra_body={"seed": 3,
+                                                                                  "reasoning_effort": "low"})
+    verdict = __import__("json").loads(planned.headers["x-smalto-verdict"])
+    assert set(verdict) == {"satisfied", "score", "failed"} and planned.headers["content-type"] == "audio/flac"
+    assert soundfile.read(io.BytesIO(planned.content))[0].shape == (21600,)
+
+
+@pytest.mark.parametrize("change, param, says", [
+    ({"voice": "alloy"}, "voice", "one voice, 'shapes'"),
+    ({"response_format": "mp3"}, "response_format", "'mp3' is not available"),
+    ({"speed": 2.0}, "speed", "one speed"),
+    ({"input": "a red circle", "model": "gpt-4o-mini-tts"}, "model", "does not exist"),
+])
+def test_speech_the_model_cannot_make_is_a_400_naming_the_field(server, change, param, says):
+    r = httpx.post(f"{server}/v1/audio/speech", json={"model": NAME, "voice": "shapes", "input": "a red circle",
+                                                      **change})
+    assert r.status_code in (400, 404) and says in r.json()["error"]["message"] and r.json()["error"]["param"] == param
+
+
+def test_transcriptions_are_the_recognisers_and_name_it(server):
+    from smalto.data.speech import SpeechWorld
+    from smalto.verify.recogniser import Recogniser, words
+
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list()] == [NAME, "smalto-recogniser"]
+    spoken = SpeechWorld(seed=1, split="unseen")[0]
+    data = wav_bytes(spoken.wave)
+    r = client.audio.transcriptions.create(model="smalto-recogniser", file=("said.wav", data))
+    assert r.text == Recogniser.load().transcribe([spoken.wave])[0] == " ".join(words(spoken.text))
+    text = client.audio.transcriptions.create(model="smalto-recogniser", file=("said.wav", data),
+                                              response_format="text")
+    assert text == r.text + "\n"
+    with pytest.raises(openai.BadRequestError, match="does not recognise speech yet"):
+        client.audio.transcriptions.create(model=NAME, file=("said.wav", data))
+    with pytest.raises(openai.BadRequestError, match="'junk.wav': not a sound file"):
+        client.audio.transcriptions.create(model="smalto-recogniser",
+                                           file=("junk.wav", b"RIFF\x00\x00\x00\x00WAVEjunk"))
+    with pytest.raises(openai.BadRequestError, match="61.0 s long"):
+        client.audio.transcriptions.create(model="smalto-recogniser",
+                                           file=("long.wav", wav_bytes(np.zeros(16000 * 61, np.float32))))

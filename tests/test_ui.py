@@ -198,3 +198,63 @@ def test_a_model_that_hears_takes_a_sound_and_the_page_plays_it(browser, tmp_pat
                                                    if "pending" not in m.get_attribute("class")])
         assert reply[-1].text == pipe.chat([Message("user", "how many circles are there?", images=[path])])
         assert browser.find_elements(By.CSS_SELECTOR, ".msg.user audio"), "the sound plays in the conversation"
+
+
+def test_a_recording_from_the_microphone_is_heard_and_sounds_are_made_in_draw_mode(tmp_path):
+    """Chromium's fake microphone plays a ShapesWorld sound; the page records it (stopping by itself
+    at the longest sound the model hears), attaches it, and the model hears it; Draw makes sounds
+    through /v1/audio/speech and says what the verifier hears in each."""
+    import io
+
+    import numpy as np
+    import soundfile
+
+    from smalto.data.sounds import SoundConfig, SoundWorld, write_wav
+    from smalto.pipeline import Message
+
+    from test_sound_serve import hearing_pipeline
+
+    heard = tmp_path / "microphone.wav"
+    write_wav(heard, np.tile(SoundWorld(SoundConfig(), 3, "train")[1].wave, 3), 16000)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 f"--use-file-for-fake-audio-capture={heard}", "--autoplay-policy=no-user-gesture-required",
+                 f"--user-data-dir={tmp_path / 'chromium'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    pipe = hearing_pipeline()
+    try:
+        with running_server(pipe, ServeConfig(model_name="sound-test")) as url:
+            driver.get(url)
+            wait(driver).until(EC.text_to_be_present_in_element((By.ID, "model-name"), "sound-test"))
+            driver.find_element(By.ID, "record").click()
+            wait(driver).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#attachments .chip audio"))
+            assert "recording" not in driver.find_element(By.ID, "record").get_attribute("class"), "it stopped itself"
+            recorded = base64.b64decode(driver.execute_script("return state.attachments[0].audio.split(',')[1]"))
+            wave, rate = soundfile.read(io.BytesIO(recorded), dtype="float32")
+            assert rate == 16000 and len(wave) == 21600, "the longest sound the model hears, 1.35 s"
+            assert np.sqrt(np.mean(wave ** 2)) > 0.02, "the microphone's sound, not silence"
+            driver.find_element(By.ID, "chat-input").send_keys("how many circles are there?", Keys.ENTER)
+            reply = wait(driver, 60).until(lambda d: [m for m in d.find_elements(By.CSS_SELECTOR, ".msg.assistant")
+                                                      if "pending" not in m.get_attribute("class")])
+            assert reply[-1].text == pipe.chat([Message("user", "how many circles are there?", images=[recorded])])
+
+            driver.find_element(By.ID, "mode-draw").click()
+            driver.find_element(By.ID, "draw-sound").click()
+            for field, value in (("draw-n", "2"), ("draw-seed", "4")):
+                box = driver.find_element(By.ID, field)
+                box.clear()
+                box.send_keys(value)
+            said = "a small red circle at the center"
+            driver.find_element(By.ID, "draw-prompt").send_keys(said, Keys.ENTER)
+            cards = wait(driver, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".sound-result")) == 2
+                                           and d.find_elements(By.CSS_SELECTOR, ".sound-result"))
+            for i, card in enumerate(cards):
+                made = pipe.drawings(said, 1, None, None, 4 + i, "audio")[0]
+                assert card.find_element(By.CSS_SELECTOR, ".reading").text == f"hears: {made.reading}"
+                assert card.find_element(By.TAG_NAME, "a").get_attribute("download").endswith(f"-seed{4 + i}.wav")
+                assert card.find_elements(By.TAG_NAME, "audio")
+    finally:
+        driver.quit()

@@ -200,6 +200,8 @@ def audio_tokenizer_flags(t: argparse.ArgumentParser) -> None:
         "unquantised": "first steps trained without quantisation (then the codebooks are seeded on the latents)",
         "wave_weight": "weight of the waveform L1 beside the spectral loss",
         "split": SPLIT.format("hear") + " (the codec hears every composition by default)",
+        "speech": "share of each batch that is spoken captions (espeak-ng, training voices)",
+        "speech_pool": "spoken captions made once and cropped at random",
         "seed": "seed of the weights and the sounds (evaluation: seed + 1)",
         "log_every": "audio_log.jsonl gets a line every this many steps",
         "eval_sounds": "sounds of another seed the metrics are measured on"}, split=dict(choices=ShapesWorld.SPLITS))
@@ -272,9 +274,10 @@ def train_flags(tr: argparse.ArgumentParser) -> None:
                   "--init-from's)",
         "sound_levels": "the audio codec's residual levels a sound is written with, frame by frame (default: "
                         "--init-from's, or all the codec's when --mix has sound tasks; docs/audio.md)",
-        "sound_pattern": "how a sound's levels are laid out: flat (a token per code, frame by frame) or delay (a "
-                         "token per step carrying the finer levels of the frames before, MusicGen) (default: "
-                         "--init-from's, or flat)",
+        "sound_pattern": "how a sound's levels are laid out: flat (a token per code, frame by frame), delay (a "
+                         "token per step carrying the finer levels of the frames before, MusicGen) or depth (a "
+                         "token per frame carrying its finer levels, which a small depth head predicts, Moshi) "
+                         "(default: --init-from's, or flat)",
     }, preset=dict(choices=tuple(PRESETS)), rope=dict(choices=ROPES), precision=dict(choices=PRECISIONS),
        fusion=dict(choices=FUSIONS), vision_init=dict(choices=VISION_INITS), layout=dict(choices=LAYOUTS),
        optimizer=dict(choices=OPTIMIZERS), sound_pattern=dict(choices=PATTERNS),

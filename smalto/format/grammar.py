@@ -79,7 +79,7 @@ def phases(v: Vocab) -> Phases:
         cells = m.body()
         body = _body_offsets(m, cells, v.position_rule)
         lexicon = iter(w for block in m.lexicon for w in block)  # (each word's ids, in body order)
-        steps = m.steps() if m.pattern == "delay" else [()] * len(cells)
+        steps = m.steps() if m.stepped else [()] * len(cells)
         for k, (where, at, held) in enumerate(zip(cells, body, steps)):
             step.append(first + k + 1), offset.append(at), bump.append(0), closes.append(False)
             carries.append((name, tuple(level for _, level in held[1:])) if held else ())

@@ -142,17 +142,18 @@ def convert_prompt(v: Vocab, codes: Tensor, modality: str, request: list[int], i
 
 def continue_prompt(v: Vocab, text: list[int], codes: Tensor, given: int, modality: str = "video") -> list[int]:
     """An item's first `given` frames, written as the item itself (never a layout): a clip's latent
-    frames each with its <eof>, or a flat sound's codec frames. What follows is the rest of it."""
+    frames each with its <eof>, or a flat or depth sound's codec frames. What follows is the rest of it."""
     return [v.bos, v.user, *text, v.assistant] + v.item_ids(modality, codes)[:_given_end(v, given, modality)]
 
 
 def _given_end(v: Vocab, given: int, modality: str = "video") -> int:
     m = v.modalities[modality]
     if m.levels:  # (a sound's codec frames are its grid's rows, each its levels' codes)
-        if m.pattern != "flat" or not 1 <= given < m.grid[0]:
-            raise ValueError(f"a flat sound's continuation is given 1 to {m.grid[0] - 1} of its codec frames, "
-                             f"got {given} ({m.pattern})")
-        return 1 + given * m.levels
+        # (a delayed sound's first steps hold only the coarse levels of its last frames)
+        if m.pattern == "delay" or not 1 <= given < m.grid[0]:
+            raise ValueError(f"a flat or depth sound's continuation is given 1 to {m.grid[0] - 1} of its codec "
+                             f"frames, got {given} ({m.pattern})")
+        return 1 + given * (1 if m.stepped else m.levels)  # (depth: a step a frame, carrying its levels)
     if not 1 <= given < m.frames:
         raise ValueError(f"a continuation is given 1 to {m.frames - 1} latent frames, got {given}")
     return 1 + given * (m.frame_tokens + 1)  # <bov>, then each frame and its <eof>

@@ -7,10 +7,12 @@
 A new code vocabulary appends a range; video shares the image range by design (a clip's latent
 frames are grids of image codes, its first frame exactly an image's). A sound is a grid of
 (frames, levels), each level's codes from its own part of the range (`Modality.levels`), in one of
-two patterns (`Modality.pattern`): "flat", a token per code, frame by frame, each frame's levels
-coarse to fine; or "delay" (MusicGen), a token per step, step s holding level k of frame s - k for
+three patterns (`Modality.pattern`): "flat", a token per code, frame by frame, each frame's levels
+coarse to fine; "delay" (MusicGen), a token per step, step s holding level k of frame s - k for
 every k at once: the coarsest as the step's token, the others as its extra codes (`item_extra`),
-whose embeddings the model adds to it and which it predicts beside it. A `Modality`
+whose embeddings the model adds to it and which it predicts beside it; or "depth" (Moshi), a token
+per frame, its level 0, carrying the frame's finer levels, which a small depth head predicts one
+after another from the model's state (`model.transformer.DepthHead`). A `Modality`
 says how one kind of item is written into the stream: which range its codes come from, their
 grid, how many frames and the special tokens around and between them. The legal-token masks of
 the format (`format.grammar`) are built from these ranges. A layout is a modality that draws
@@ -33,7 +35,7 @@ from smalto.tokenizers.text import RENAMED as _RENAMED, SPECIAL_TOKENS
 
 
 POSITION_RULES = ("index", "grid")
-PATTERNS = ("flat", "delay")  # how a sound's residual levels are laid out (`Modality.pattern`)
+PATTERNS = ("flat", "delay", "depth")  # how a sound's residual levels are laid out (`Modality.pattern`)
 LAYOUT = "reserved_1"  # opens a picture drawn in a layout (`Modality.blocks`)
 # opens a sound drawn in a layout: reserved_0, which xattn models write for a picture, so they draw sounds flat
 SOUND_LAYOUT = "reserved_0"
@@ -75,7 +77,12 @@ class Modality:
     # Residual levels (a sound): the grid's columns are `levels` levels, column c's codes the c-th
     # of `levels` equal parts of the range, so a level-0 code can not stand where a level-2 one must.
     levels: int = 0
-    pattern: str = "flat"  # residual levels: "flat" or "delay" (PATTERNS)
+    pattern: str = "flat"  # residual levels: "flat", "delay" or "depth" (PATTERNS)
+
+    @property
+    def stepped(self) -> bool:
+        """A token per step carrying codes beside itself (the delay and depth patterns), not per code."""
+        return self.pattern != "flat"
 
     @property
     def frame_tokens(self) -> int:
@@ -84,21 +91,25 @@ class Modality:
     @property
     def tokens(self) -> int:
         """Tokens between <open> and <close>: every frame's codes, the separators and the words (a
-        delayed sound: a step per frame, and one per level after the first, K - 1 more)."""
-        if self.pattern == "delay":
-            return self.grid[0] + self.levels - 1
+        delayed sound: a step per frame, and one per level after the first, K - 1 more; depth: a
+        step per frame)."""
+        if self.stepped:
+            return self.grid[0] + (self.levels - 1) * (self.pattern == "delay")
         return self.frames * self.frame_tokens + (self.frames - 1) * bool(self.sep) + len(self.blocks) * self.words
 
     def steps(self) -> list[list[tuple[int, int]]]:
-        """A delayed sound's steps: each one's codes as (frame, level), coarsest first (its token)."""
+        """A stepped sound's steps: each one's codes as (frame, level), coarsest first (its token);
+        in the depth pattern step s holds frame s's levels."""
         frames = self.grid[0]
+        if self.pattern == "depth":
+            return [[(s, k) for k in range(self.levels)] for s in range(frames)]
         return [[(s - k, k) for k in range(self.levels) if 0 <= s - k < frames] for s in range(self.tokens)]
 
     def body(self) -> list[tuple[int, int, int] | str | None]:
         """Each token between <open> and <close>: a code's (frame, row, column), None for a
         separator, WORD for a word."""
         rows, cols = self.grid[-2:] if len(self.grid) > 1 else (1, self.grid[0])
-        if self.pattern == "delay":  # (each step's token: its coarsest code)
+        if self.stepped:  # (each step's token: its coarsest code)
             return [(0, *step[0]) for step in self.steps()]
         if self.blocks:
             return [w for block in self.blocks for w in [WORD] * self.words + [(0, i // cols, i % cols) for i in block]]
@@ -111,10 +122,10 @@ class Modality:
 
 
 class Carrying(list):
-    """Ids whose tokens carry codes beside themselves (a delayed sound's finer levels,
+    """Ids whose tokens carry codes beside themselves (a stepped sound's finer levels,
     `Modality.pattern`): `extra`, a row of ids per token, -1 where none. Slicing and `+` keep the
     rows (`join` mixes plain lists in); anything that rebuilds the list otherwise drops them, and
-    the engine and the training stream refuse a delayed item without them (`carried`)."""
+    the engine and the training stream refuse a stepped item without them (`carried`)."""
 
     def __init__(self, ids=(), extra=()):
         super().__init__(ids)
@@ -179,8 +190,8 @@ class Vocab:
                 raise ValueError(f"modality {name!r}: residual levels are the columns of a 2-axis grid, each an "
                                  f"equal part of its range, got {m}")
             if m.pattern not in PATTERNS or m.pattern != "flat" and not m.levels:
-                raise ValueError(f"modality {name!r}: pattern must be one of {', '.join(PATTERNS)}, and a delay needs "
-                                 f"residual levels")
+                raise ValueError(f"modality {name!r}: pattern must be one of {', '.join(PATTERNS)}, and a stepped "
+                                 f"one needs residual levels")
             if m.blocks and (m.frames != 1 or sorted(i for b in m.blocks for i in b) != list(range(m.frame_tokens))
                              or m.draws not in self.modalities or m.words < 1
                              or m.lexicon and (len(m.lexicon) != len(m.blocks) or
@@ -229,8 +240,8 @@ class Vocab:
 
     @property
     def width(self) -> int:
-        """Codes a token may carry beside itself (`item_extra`): the levels of a delayed modality, or 0."""
-        return max((m.levels for m in self.modalities.values() if m.pattern == "delay"), default=0)
+        """Codes a token may carry beside itself (`item_extra`): the levels of a stepped modality, or 0."""
+        return max((m.levels for m in self.modalities.values() if m.stepped), default=0)
     def with_layout(self, name: str, of: str, blocks: tuple[tuple[int, ...], ...], words: int,
                     lexicon: tuple[tuple[tuple[int, ...], ...], ...] = (), opening: str = LAYOUT) -> "Vocab":
         """This vocabulary, drawing modality `of` in a layout `name`: its codes in `blocks`, each
@@ -321,7 +332,7 @@ class Vocab:
             for block, said in zip(m.blocks, words):
                 ids += list(said) + [flat[i] for i in block]
             return ids + [self.specials[m.close]]
-        if m.pattern == "delay":  # (a Carrying: each step's finer levels beside its token)
+        if m.stepped:  # (a Carrying: each step's finer levels beside its token)
             unified = self._unified(m, codes)
             steps = ids + [unified[f][k] for (f, k), *_ in m.steps()] + [self.specials[m.close]]
             return Carrying(steps, self.item_extra(modality, codes))
@@ -335,13 +346,13 @@ class Vocab:
 
     def item_extra(self, modality: str, codes: Tensor) -> list[list[int]]:
         """What each token of `item_ids` carries beside itself, `width` ids a token, -1 where none:
-        a delayed sound's step holds its finer levels' codes, slot k level k (its token's level
+        a stepped sound's step holds its finer levels' codes, slot k level k (its token's level
         left -1); <open>, <close> and every other modality's tokens carry none."""
         if not self.width:
             return [[] for _ in range(self.modalities[modality].tokens + 2)]
         m = self.modalities[modality]
         rows = [[-1] * self.width for _ in range(self.modalities[modality].tokens + 2)]
-        if m.pattern == "delay":
+        if m.stepped:
             unified = self._unified(m, codes)
             for row, step in zip(rows[1:], m.steps()):
                 for f, k in step[1:]:
@@ -350,17 +361,19 @@ class Vocab:
 
     def carried(self, ids: list[int]) -> list[list[int]] | None:
         """The rows `ids` carry (`Carrying.extra`), or None when none of its tokens carries codes;
-        a ValueError for ids holding a delayed item whose rows were dropped."""
+        a ValueError for ids holding a stepped item whose rows were dropped."""
         if isinstance(ids, Carrying) and ids.extra:
             return ids.extra
-        delayed = {self.specials[m.open] for m in self.modalities.values() if m.pattern == "delay" and m.levels > 1}
-        if any(t in delayed and len(ids) - i > 2 for i, t in enumerate(ids)):  # (its second step carries codes)
-            raise ValueError("a delayed sound's tokens are given without the codes they carry (build the "
+        stepped = {self.specials[m.open]: m.pattern == "delay" for m in self.modalities.values()
+                   if m.stepped and m.levels > 1}
+        # (a delayed sound's second step carries codes, a depth one's first)
+        if any(t in stepped and len(ids) - i > 1 + stepped[t] for i, t in enumerate(ids)):
+            raise ValueError("a stepped sound's tokens are given without the codes they carry (build the "
                              "sequence with `+`, `join` or slices of `item_ids`, which keep them)")
         return None
 
     def step_codes(self, modality: str, tokens: list[int], extra: list[list[int]]) -> Tensor:
-        """A delayed sound's steps (its tokens and their extra codes) -> codes [frames, levels]."""
+        """A stepped sound's steps (its tokens and their extra codes) -> codes [frames, levels]."""
         m = self.modalities[modality]
         unified = torch.zeros(m.grid, dtype=torch.long)
         for token, row, step in zip(tokens, extra, m.steps()):
@@ -402,12 +415,12 @@ class Vocab:
         return ids - (offsets.view(ids.shape) if torch.is_tensor(offsets) else offsets)
 
     def item_codes(self, body: list[int], modality: str, extra: list[list[int]] | None = None) -> Tensor:
-        """The tokens between an item's <open> and <close> -> codes [frames, *grid] (a delayed
+        """The tokens between an item's <open> and <close> -> codes [frames, *grid] (a stepped
         sound: with what each token carries, `item_extra`)."""
         m = self.modalities[modality]
-        if m.pattern == "delay":
+        if m.stepped:
             if extra is None:
-                raise ValueError(f"a delayed {modality} item's codes are its tokens and what they carry")
+                raise ValueError(f"a stepped {modality} item's codes are its tokens and what they carry")
             return self.step_codes(modality, body, extra)[None]
         placed = {}  # raster index -> id (a layout writes codes out of raster order)
         for t, where in zip(body, m.body()):

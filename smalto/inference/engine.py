@@ -11,10 +11,12 @@ allows (log_softmax of its masked logits, before guidance and sampling processor
 own probability), and each row may have its own token limit. Equal prompts in a batch (the
 candidates of best-of-N, the unconditional twins of guidance) are prefilled once.
 
-A token may carry codes beside itself (a delayed sound's finer levels, `Vocab.item_extra`): a
+A token may carry codes beside itself (a stepped sound's finer levels, `Vocab.item_extra`): a
 prompt holding them is a `format.Carrying`, and at a step whose phase carries codes each is
-picked from the same logits among its level's ids (MusicGen's parallel heads), with the same
-guidance and sampling, and fed with the token at the next step.
+picked with the same guidance and sampling as the token and fed with it at the next step. In
+the delay pattern each comes from the same logits among its level's ids (MusicGen's parallel
+heads); in the depth pattern the model's depth head predicts them one level after another from
+the step's state and the codes picked before (Moshi).
 """
 
 from __future__ import annotations
@@ -132,11 +134,18 @@ class Engine:
             raise ValueError(f"prompt ({prompt_len} tokens) + {max_new} new tokens exceed the "
                              f"context of {self.model.cfg.max_seq_len - self.model.prompt_tokens}")
 
-    def _step(self, tokens: Tensor, where: Tensor, cache: KVCache, extra: Tensor | None = None) -> Tensor:
+    def _step(self, tokens: Tensor, where: Tensor, cache: KVCache, extra: Tensor | None = None
+              ) -> tuple[Tensor, Tensor | None]:
         """Feed one new token per row at its position [B, 3] (with the codes it carries [B, width]);
-        the next logits [B, V]."""
-        return self.model(tokens[:, None], where[:, :, None], cache, network=self.network,
-                          extra=None if extra is None else extra[:, None]).logits[:, -1].float()
+        the next logits [B, V] and `_last`'s state."""
+        return self._last(self.model(tokens[:, None], where[:, :, None], cache, network=self.network,
+                                     extra=None if extra is None else extra[:, None]))
+
+    @staticmethod
+    def _last(output) -> tuple[Tensor, Tensor | None]:
+        """The last position's logits (float32) and final state [B, dim] (a model with a depth head,
+        which predicts from it; else None)."""
+        return output.logits[:, -1].float(), None if output.hidden is None else output.hidden[:, -1]
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int | list[int], sampling: Sampling = Sampling(),
                  allowed: Allowed = Allowed(), unconditional: list[list[int]] | None = None,
@@ -192,13 +201,13 @@ class Engine:
             return
         device = self.device
         cache = self._cache(len(unique), ids.shape[1] + longest)
-        logits = self.model(ids.to(device), pos.to(device), cache, valid.to(device),
-                            images=self.images(kept, ids.shape[1]),
-                            extra=None if extra is None else extra.to(device)).logits[:, -1].float()
+        logits, hidden = self._last(self.model(ids.to(device), pos.to(device), cache, valid.to(device),
+                                               images=self.images(kept, ids.shape[1]),
+                                               extra=None if extra is None else extra.to(device)))
         if len(unique) < len(rows):
             copies = torch.tensor([unique[_key(p)] for p in rows], device=device)
             cache.reorder(copies)
-            logits = logits[copies]
+            logits, hidden = logits[copies], None if hidden is None else hidden[copies]
 
         state = FormatState(v, rows, allowed, device)
         processors: list[Processor] = [*([Guidance(sampling.guidance)] if guided else []), FormatMask(state),
@@ -216,7 +225,11 @@ class Engine:
             logprob = torch.where(done, 0.0, logprobs.gather(1, token[:, None]).squeeze(1))
             codes = None
             if state.width:  # (before `advance`: the codes the step's phase carries)
-                codes, carried_logp = self._carried(state.extra_mask()[:n], raw, guided_logits, sampling, pick)
+                if self.model.depth is not None:
+                    codes, carried_logp = self._depth_carried(state.extra_mask()[:n], hidden, token, sampling, pick,
+                                                              processors[0] if guided else None)
+                else:
+                    codes, carried_logp = self._carried(state.extra_mask()[:n], raw, guided_logits, sampling, pick)
                 codes = torch.where(done[:, None], -1, codes)
                 logprob = logprob + torch.where(done, 0.0, carried_logp)
             feed, where = torch.cat([token, token]) if guided else token, state.positions()
@@ -226,7 +239,7 @@ class Engine:
             if bool(done.all()):
                 return
             carried = codes if codes is None or not guided else torch.cat([codes, codes])  # (the twins carry them too)
-            logits = self._step(feed, where, cache, carried)
+            logits, hidden = self._step(feed, where, cache, carried)
 
     @staticmethod
     def _carried(masks: Tensor, raw: Tensor, guided: Tensor, sampling: Sampling, pick) -> tuple[Tensor, Tensor]:
@@ -247,6 +260,37 @@ class Engine:
         picked = logp.gather(-1, codes.clamp_min(0)[..., None]).squeeze(-1)
         return codes, torch.where(held, picked, 0.0).sum(-1)
 
+    def _depth_carried(self, masks: Tensor, state: Tensor, token: Tensor, sampling: Sampling, pick,
+                       guidance: Guidance | None) -> tuple[Tensor, Tensor]:
+        """`_carried` for a model with a depth head: slot k's code (level k) from the head's
+        logits given the step's state [rows, dim] and the frame's codes so far (the token, then
+        slots 1 .. k-1), with the guidance (the twins' states after the n rows') and the
+        sampling's processors; and their summed log-probabilities under the model."""
+        n, width, size = masks.shape
+        held = masks.any(-1)
+        codes = torch.full((n, width), -1, dtype=torch.long, device=token.device)
+        logp_sum = torch.zeros(n, device=token.device)
+        if not bool(held.any()):
+            return codes, logp_sum
+        rows = len(state)  # (n, or 2n with the unconditional twins)
+        frame = token.repeat(rows // n)[:, None]  # [rows, k]: the frame's ids so far
+        for k in range(1, width):
+            start, stop = self.vocab.level_span("audio", k)
+            local = self.model.depth_logits(state, frame)[:, -1].float()  # [rows, codes]: level k's
+            full = local.new_full((rows, size), float("-inf"))
+            full[:, start:stop] = local
+            legal = masks[:, k] | (~held[:, k, None] & (torch.arange(size, device=token.device) == start))
+            raw = full[:n].masked_fill(~legal, float("-inf"))
+            chosen = (guidance(full) if guidance is not None else full[:n]).masked_fill(~legal, float("-inf"))
+            for processor in sampling.processors():
+                chosen = processor(chosen)
+            picked = pick(chosen)
+            logp = raw.log_softmax(-1).gather(1, picked[:, None]).squeeze(1)
+            codes[:, k] = torch.where(held[:, k], picked, -1)
+            logp_sum += torch.where(held[:, k], logp, 0.0)
+            frame = torch.cat([frame, picked.repeat(rows // n)[:, None]], 1)
+        return codes, logp_sum
+
     @torch.inference_mode()
     def beam_search(self, prompt: list[int], beams: int = 4, max_new_tokens: int = 48,
                     length_penalty: float = 1.0) -> list[int]:
@@ -257,8 +301,9 @@ class Engine:
         self._check_room(len(prompt), max_new_tokens)
         ids, valid, pos, extra = left_pad(v, [prompt])
         cache = self._cache(1, len(prompt) + max_new_tokens)
-        logits = self.model(ids.to(self.device), pos.to(self.device), cache, images=self.images([prompt], ids.shape[1]),
-                            extra=None if extra is None else extra.to(self.device)).logits[:, -1].float()
+        logits, _ = self._last(self.model(ids.to(self.device), pos.to(self.device), cache,
+                                          images=self.images([prompt], ids.shape[1]),
+                                          extra=None if extra is None else extra.to(self.device)))
         state = FormatState(v, [prompt], Allowed(), self.device)
         legal = FormatMask(state)
         alive: list[list[int]] = [[]]
@@ -289,7 +334,7 @@ class Engine:
             state.reorder(kept)
             feed, where = torch.tensor(next_tokens, device=self.device), state.positions()
             state.advance(feed)
-            logits = self._step(feed, where, cache)
+            logits, _ = self._step(feed, where, cache)
         if not finished:  # ran out of room: the best unfinished beam
             return alive[int(scores.argmax())]
         return max(finished, key=lambda f: f[0])[1]

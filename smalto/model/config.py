@@ -47,15 +47,30 @@ class ModelConfig:
     # The ViT's stem: None, a linear map of each patch (from scratch); or the image tokenizer's
     # encoder config (its conv encoder, weights copied at the start of training).
     vision_encoder: dict | None = None
+    # A depth head (smalto.model.depth, Moshi's depth transformer) for sounds in the depth pattern:
+    # the finer residual levels of a frame, depth_levels of them (0: no head), each of depth_codes,
+    # level 1's codes from id depth_start on (where a tied head finds their embeddings).
+    depth_levels: int = 0
+    depth_codes: int = 256
+    depth_layers: int = 1
+    depth_start: int = 0
 
     def __post_init__(self) -> None:
         # Bounds that keep a config read from someone else's meta.json from allocating without
         # limit (the weights themselves are checked against the file, see smalto.weights).
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden", "max_seq_len",
-                     "vision_dim", "vision_layers", "vision_heads", "patch", "image_size", "xattn_every"):
+                     "vision_dim", "vision_layers", "vision_heads", "patch", "image_size", "xattn_every",
+                     "depth_codes", "depth_layers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.depth_levels, bool) or not isinstance(self.depth_levels, int) or \
+                not 0 <= self.depth_levels <= 16 or self.depth_layers > MAX_LAYERS:
+            raise ValueError(f"depth_levels must be an integer 0 .. 16 and depth_layers at most {MAX_LAYERS}, got "
+                             f"{self.depth_levels!r} and {self.depth_layers!r}")
+        if self.depth_levels and not 0 <= self.depth_start <= self.vocab_size - self.depth_levels * self.depth_codes:
+            raise ValueError(f"a depth head's {self.depth_levels} x {self.depth_codes} codes from id "
+                             f"{self.depth_start} must lie inside the vocabulary of {self.vocab_size}")
         if self.n_layers > MAX_LAYERS or self.max_seq_len > MAX_CONTEXT:
             raise ValueError(f"n_layers must be at most {MAX_LAYERS} and max_seq_len at most {MAX_CONTEXT}, got "
                              f"{self.n_layers} and {self.max_seq_len}")

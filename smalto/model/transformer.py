@@ -1,13 +1,14 @@
 """The decoder: one Transformer over one stream of tokens. It knows nothing of tasks or images.
 
-    logits, aux_loss = model(ids, positions, cache=None)   # ids [B, T], positions [B, 3, T]
+    out = model(ids, positions, cache=None)   # ids [B, T], positions [B, 3, T] -> out.logits, out.aux_loss
 
 or `model(embeds=...)` with input embeddings [B, T, dim] in place of ids, so that continuous
 features can be spliced into the stream. A model of another fusion design than discrete tokens
 (`cfg.fusion`, smalto.model.fusion) also takes the pixels of the pictures its stream reads
 (`images=`): the projector splices their features in, xattn attends to them. The auxiliary
 loss (zero for dense layers) is what layers such as mixture-of-experts routers add to the
-training objective.
+training objective. A model with a depth head (`cfg.depth_levels`, `DepthHead`) also returns its
+final states, from which the head predicts a sound frame's finer codes.
 
 Qwen3-style blocks (pre-norm RMSNorm, rotary positions, grouped-query attention through
 `scaled_dot_product_attention`, per-head RMSNorm on queries and keys, SwiGLU MLP), so it maps
@@ -130,9 +131,61 @@ class Block(nn.Module):
         return x + self.mlp(self.post_attn_norm(x)), None
 
 
+class DepthHead(nn.Module):
+    """A sound frame's finer residual codes, one after another (Moshi's depth transformer, small).
+
+    In the depth pattern a sound is a token per codec frame, its coarsest code; the frame's finer
+    codes ride along with it (`format.Carrying`). The decoder's state at the step that predicts frame t
+    sees frames before t; the depth head turns it into frame t's finer codes, level by level, each
+    one seeing the levels before it in the same frame:
+
+        position k (0 .. L-1):  in(state) + embed(code of level k) + level[k]  ->  code of level k + 1
+
+    Causal attention over those L positions, so level k + 1 is conditioned on levels 0 .. k (the
+    delay pattern gets the same conditioning by predicting level k a step later). The code
+    embeddings are the decoder's own (its audio range); each level has its own output head over
+    that level's codes, tied to those codes' embeddings when the decoder ties its own head (so a
+    finer code's embedding learns from being predicted, as in the delay pattern, not only from
+    being read). Tiny: a frame holds at most a few levels, so it runs without a cache, and a
+    decoding step recomputes it for each level (L <= 3 positions).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.levels, self.codes = cfg.depth_levels, cfg.depth_codes
+        small = ModelConfig(vocab_size=1, dim=cfg.dim, n_layers=cfg.depth_layers, n_heads=cfg.n_heads,
+                            n_kv_heads=cfg.n_kv_heads, mlp_hidden=cfg.mlp_hidden, max_seq_len=cfg.depth_levels,
+                            norm_eps=cfg.norm_eps, qk_norm=cfg.qk_norm)
+        self.input = nn.Linear(cfg.dim, cfg.dim, bias=False)  # the decoder's state, read anew
+        self.level = nn.Parameter(torch.zeros(cfg.depth_levels, cfg.dim))
+        self.layers = nn.ModuleList(Block(small) for _ in range(cfg.depth_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        # (tied: the decoder passes its embedding rows of levels 1 .. L, `Transformer.depth_logits`)
+        self.heads = None if cfg.tie_embeddings else nn.Parameter(
+            torch.randn(cfg.depth_levels, cfg.depth_codes, cfg.dim) * 0.02)
+        cos, sin = rope_tables(small)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def forward(self, state: Tensor, codes: Tensor, heads: Tensor | None = None) -> Tensor:
+        """state [..., dim] (the decoder's final hidden state, normalised), codes [..., k, dim]
+        (embeddings of the frame's levels 0 .. k-1, k <= levels) -> logits [..., k, codes]:
+        position j's over level j + 1's codes. heads [levels, codes, dim]: the tied output heads."""
+        heads = self.heads if heads is None else heads
+        lead, k = codes.shape[:-2], codes.shape[-2]
+        x = (self.input(state)[..., None, :] + codes + self.level[:k].to(codes.dtype)).reshape(-1, k, codes.shape[-1])
+        cos, sin = self.rope_cos[:k][None, None], self.rope_sin[:k][None, None]
+        for block in self.layers:
+            x, _ = block(x, cos, sin, None, None)
+        x = self.norm(x)
+        return torch.einsum("nkd,kcd->nkc", x, heads[:k].to(x.dtype)).reshape(*lead, k, self.codes)
+
+
 class Output(NamedTuple):
     logits: Tensor  # [B, T, V]
     aux_loss: Tensor  # scalar: what the layers add to the training loss (0 for dense layers)
+    hidden: Tensor | None = None  # [B, T, dim]: the final normalised states (a model with a depth head)
+    depth: Tensor | None = None  # [N, L, depth_codes]: the depth head's logits for the N frames named
 
 
 class Transformer(nn.Module):
@@ -146,6 +199,7 @@ class Transformer(nn.Module):
         self.vision = VisionTower(cfg) if cfg.fusion != "tokens" else None
         self.xattn = nn.ModuleList(GatedCrossAttention(cfg) for _ in range(0, cfg.n_layers, cfg.xattn_every)) \
             if cfg.fusion == "xattn" else None
+        self.depth = DepthHead(cfg) if cfg.depth_levels else None
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         # Prompt tuning's learned embeddings (smalto.adapters.PromptTokens), put before every sequence.
@@ -167,7 +221,7 @@ class Transformer(nn.Module):
     def forward(self, ids: Tensor | None = None, positions: Tensor | None = None, cache: KVCache | None = None,
                 valid: Tensor | None = None, embeds: Tensor | None = None,
                 network: Callable[..., Tensor] | None = None, images: Images | None = None,
-                extra: Tensor | None = None) -> Output:
+                extra: Tensor | None = None, depth: Tensor | None = None) -> Output:
         """ids [B, T] (or embeds [B, T, dim]) -> logits [B, T, V] and the auxiliary loss.
 
         positions: [B, 3, T], (time, row, column) per token as the format assigns them (default:
@@ -178,6 +232,10 @@ class Transformer(nn.Module):
         what it needs of them for the decoding steps that follow.
         extra [B, T, width]: ids each token carries beside itself (a delayed sound's finer levels,
         -1 where none), their embeddings added to the token's (MusicGen's summed codebooks).
+        depth [B, T, L] (a model with a depth head; training): the ids of the frame each position
+        predicts, levels 0 .. L-1 (-1 where it predicts none), for the head to predict levels
+        1 .. L from (teacher forcing): `Output.depth`, for the positions that predict a frame only,
+        in row-major order (a text position costs the head nothing).
         """
         if (ids is None) == (embeds is None):
             raise ValueError("pass either ids or embeds")
@@ -206,14 +264,30 @@ class Transformer(nn.Module):
         run = network or self.network
         offset = 0 if cache is None else cache.length
         cross = self._cross(images, cache, offset + n * bool(n and first), offset + torch.arange(t, device=x.device))
+        head = self.depth is None  # (the depth head reads the states the logits are made from)
         if cache is None:
-            logits, aux = run(x, self.rotary(positions), None, None, None, None, cross=cross)
+            out, aux = run(x, self.rotary(positions), None, None, None, None, head=head, cross=cross)
         else:
             slots, mask = cache.claim(t, valid)
-            logits, aux = run(x, self.rotary(positions), cache.k, cache.v, slots, mask, cross=cross)
+            out, aux = run(x, self.rotary(positions), cache.k, cache.v, slots, mask, head=head, cross=cross)
         if n and first:
-            logits = logits[:, n:]
-        return Output(logits, logits.new_zeros(()) if aux is None else aux)
+            out = out[:, n:]
+        hidden, logits = (None, out) if head else (out, self.lm_head(out))
+        frames = None
+        if depth is not None:
+            if self.depth is None:
+                raise ValueError("this model has no depth head")
+            rows = depth[..., 0] >= 0
+            frames = self.depth_logits(hidden[rows], depth[rows])
+        return Output(logits, logits.new_zeros(()) if aux is None else aux, hidden, frames)
+
+    def depth_logits(self, state: Tensor, frame: Tensor) -> Tensor:
+        """The depth head's logits [..., k, depth_codes] for levels 1 .. k of frames whose ids so far
+        are `frame` [..., k] (levels 0 .. k-1), from the decoder's final states [..., dim]."""
+        c = self.cfg
+        heads = self.embed.weight[c.depth_start:c.depth_start + c.depth_levels * c.depth_codes].view(
+            c.depth_levels, c.depth_codes, c.dim) if c.tie_embeddings else None
+        return self.depth(state, self.embed(frame), heads)
 
     def _splice(self, x: Tensor, images: Images) -> Tensor:
         """The projector: each picture's features in place of its codes' embeddings (the tokens

@@ -175,7 +175,7 @@ class Drawer:
         heads = [p[len(p) - 1 - p[::-1].index(v.specials[m.open]) + 1:] for p in prompts]  # the item so far
         rows = self.engine.generate(prompts, [m.tokens + 1 - len(h) for h in heads], sampling, DRAWING,
                                     unconditional=unconditional, forced=forced)
-        if m.pattern == "delay":  # (a delayed sound's steps, with the codes each carries)
+        if m.stepped:  # (a stepped sound's steps, with the codes each carries)
             return [h + Carrying(r.tokens, r.extra)[:m.tokens - len(h)] for h, r in zip(heads, rows)]
         return [h + r.tokens[:m.tokens - len(h)] for h, r in zip(heads, rows)]
 

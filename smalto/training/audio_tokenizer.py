@@ -64,6 +64,10 @@ class AudioTrainConfig:
     # The codec is the model's ears, so it hears every composition, the held-out ones too (as the image
     # tokenizer sees them): trained on "train" only, it heard the held-out red triangles as squares.
     split: str = "all"
+    # Share of each batch that is speech (espeak-ng captions, training voices): heard only as notes,
+    # the codec turns a spoken caption into tones (67 % word error through it).
+    speech: float = 0.0
+    speech_pool: int = 1500  # utterances spoken once and cropped at random (espeak-ng is slower than a step)
     seed: int = 0
     log_every: int = 25
     eval_sounds: int = 200
@@ -73,6 +77,7 @@ class AudioTrainConfig:
         **dict.fromkeys(("steps", "batch_size", "log_every", "eval_sounds"), Range(1, integer=True)),
         "crop_slots": Range(1, 9, integer=True), "unquantised": Range(0, integer=True),
         "lr": Range(0, low_open=True), "warmup": Range(0, integer=True), "wave_weight": Range(0),
+        "speech": Range(0, 1), "speech_pool": Range(1, integer=True),
         "seed": SAMPLING["seed"]}
 
     def __post_init__(self) -> None:
@@ -135,6 +140,10 @@ class AudioMetrics:
     realtime: float = 0.0  # seconds of sound encoded and decoded per second of compute (batches of 50)
     heldout_agreement: float | None = None  # verifier agreement on sounds with a held-out pair in each
     silence: dict = field(default_factory=dict)  # the trivial baseline: every sound decoded as silence
+    # Speech through the codec: the recogniser's word error (%) on unseen captions in training voices,
+    # decoding levels 1 .. l, and on the originals (what the recogniser itself misses).
+    speech_word_error: list[float] = field(default_factory=list)
+    speech_word_error_originals: float | None = None
 
     def table(self) -> str:
         rows = [("sounds", f"{self.sounds} x {self.seconds:.2f} s"), ("SI-SDR", f"{self.si_sdr:.2f} dB"),
@@ -145,6 +154,9 @@ class AudioMetrics:
                     "" if self.heldout_agreement is None else f" ({self.heldout_agreement:.2f} % held-out pairs)")),
                 ("by levels kept", " ".join(f"{a:.1f}%" for a in self.levels_agreement)),
                 ("real time", f"{self.realtime:.0f}x (encode + decode)"),
+                *([("speech word error", " ".join(f"{e:.1f}%" for e in self.speech_word_error)
+                    + f" by levels kept (originals {self.speech_word_error_originals:.1f}%)")]
+                  if self.speech_word_error else []),
                 ("silence baseline", ", ".join(f"{k} {v:g}" for k, v in self.silence.items()))]
         return "\n".join(f"{k:<20}{v}" for k, v in rows)
 
@@ -193,15 +205,56 @@ def evaluate_audio_codec(codec: AudioCodec, world: SoundWorld, n: int, batch_siz
     return metrics, x, y
 
 
+def speech_word_error(codec: AudioCodec, n: int, seed: int, voices: str = "train") -> tuple[list[float], float]:
+    """The recogniser's word error (%) on `n` spoken captions of unseen scenes (in the training
+    voices, or `voices="heldout"`) after the codec's round trip, decoding levels 1 .. l; and on the
+    originals."""
+    from smalto.data.speech import SpeechConfig, SpeechWorld
+    from smalto.verify.recogniser import Recogniser, word_errors, words
+
+    hear = Recogniser.load()
+    said = [SpeechWorld(SpeechConfig(sample_rate=codec.cfg.sample_rate), seed, "unseen", voices)[i] for i in range(n)]
+    total = sum(len(words(u.text)) for u in said)
+
+    def error(waves: list[np.ndarray]) -> float:
+        return round(100 * sum(word_errors(words(h), words(u.text)) for h, u in zip(hear.transcribe(waves), said))
+                     / total, 2)
+
+    codec.eval()
+    codes = [codec.encode(torch.tensor(u.wave)[None]) for u in said]
+    by_levels = [error([codec.decode(c[:, :level])[0, :len(u.wave)] for c, u in zip(codes, said)])
+                 for level in range(1, codec.cfg.levels + 1)]
+    return by_levels, error([u.wave for u in said])
+
+
+def speech_crops(cfg: AudioTrainConfig, samples: int, sample_rate: int, hop: int) -> Iterator[np.ndarray]:
+    """Endless crops of `samples` from a pool of spoken captions (training scenes and voices),
+    starting on a frame boundary; a shorter utterance is padded with silence."""
+    from smalto.data.speech import SpeechConfig, SpeechWorld
+
+    world = SpeechWorld(SpeechConfig(sample_rate=sample_rate), cfg.seed, "train")
+    pool = [world[i].wave for i in progress_bar(range(cfg.speech_pool), desc="speaking", unit="caption")]
+    rng = np.random.default_rng([cfg.seed, 11])
+    while True:
+        wave = pool[int(rng.integers(len(pool)))]
+        at = int(rng.integers(max(len(wave) - samples, 0) // hop + 1)) * hop
+        crop = wave[at:at + samples]
+        yield np.pad(crop, (0, samples - len(crop)))
+
+
 def crops(world: SoundWorld, cfg: AudioTrainConfig) -> Iterator[torch.Tensor]:
     """Endless batches of `crop_slots` consecutive slots from random sounds, cut on slot boundaries
-    (where notes start, as in a whole sound)."""
+    (where notes start, as in a whole sound); `cfg.speech` of each batch is speech instead."""
     rng = np.random.default_rng([cfg.seed, 7])
     slot, slots = world.cfg.slot_samples, 9 - cfg.crop_slots + 1
-    for start in itertools.count(0, cfg.batch_size):
-        waves = world.waves(start, cfg.batch_size)
-        at = rng.integers(slots, size=cfg.batch_size) * slot
-        yield torch.tensor(np.stack([w[a:a + cfg.crop_slots * slot] for w, a in zip(waves, at)]))
+    spoken = round(cfg.speech * cfg.batch_size)
+    speech = speech_crops(cfg, cfg.crop_slots * slot, world.cfg.sample_rate, cfg.codec.hop) \
+        if spoken else None
+    for start in itertools.count(0, cfg.batch_size - spoken):
+        waves = world.waves(start, cfg.batch_size - spoken)
+        at = rng.integers(slots, size=len(waves)) * slot
+        batch = [w[a:a + cfg.crop_slots * slot] for w, a in zip(waves, at)]
+        yield torch.tensor(np.stack(batch + [next(speech) for _ in range(spoken)]))
 
 
 def train_audio_codec(codec: AudioCodec, batches: Iterator[torch.Tensor], cfg: AudioTrainConfig,
@@ -261,6 +314,8 @@ def train_audio(out: str | Path, cfg: AudioTrainConfig, tokenizers: str | Path |
     metrics, _, _ = evaluate_audio_codec(codec, SoundWorld(world_cfg, cfg.seed + 1, "all"), cfg.eval_sounds)
     heldout, _, _ = evaluate_audio_codec(codec, SoundWorld(world_cfg, cfg.seed + 1, "heldout"), cfg.eval_sounds)
     metrics.heldout_agreement = heldout.verifier_agreement
+    if cfg.speech:
+        metrics.speech_word_error, metrics.speech_word_error_originals = speech_word_error(codec, 100, cfg.seed + 1)
     with atomic.directory(out, overwrite=force) as tmp:
         base.copy_to(tmp)
         codec.save(tmp)

@@ -37,7 +37,7 @@ from smalto.errors import SmaltoError
 from smalto.format import Vocab
 from smalto.format.vocab import PATTERNS, SOUND_LAYOUT
 from smalto.model import PRESETS, Output, Transformer, preset
-from smalto.model.config import FUSIONS, MAX_CONTEXT, ROPES
+from smalto.model.config import FUSIONS, MAX_CONTEXT, ROPES, ModelConfig
 from smalto.options import SAMPLING, Range
 from smalto.paths import inside
 from smalto.plots import loss_curve
@@ -120,8 +120,9 @@ class TrainConfig:
     # 1 to the codec's; None: init_from's, or all of the codec's when the mix has sound tasks. A
     # model trained without sounds grows the audio range when its mix first has them.
     sound_levels: int | None = None
-    # How those levels are laid out (format.vocab.PATTERNS): "flat", a token per code, or "delay",
-    # a token per step carrying the finer levels of earlier frames (MusicGen); None: init_from's, or flat.
+    # How those levels are laid out (format.vocab.PATTERNS): "flat", a token per code; "delay", a
+    # token per step carrying the finer levels of earlier frames (MusicGen); or "depth", a token per
+    # frame carrying its finer levels, which a depth head predicts (Moshi); None: init_from's, or flat.
     sound_pattern: str | None = None
 
     # Valid values, read by __post_init__ and by the command line's flags.
@@ -261,7 +262,7 @@ def _new_model(cfg: TrainConfig):
         model_cfg = preset(cfg.preset, 1, cfg.experts, cfg.active_experts, **shape, **fused)
         vocab = Vocab.from_tokenizers(tokenizers, model_cfg.position_rule, _sound(cfg, tokenizers),
                                       cfg.sound_pattern or "flat")
-        model = Transformer(replace(model_cfg, vocab_size=vocab.size))
+        model = Transformer(_depth_config(replace(model_cfg, vocab_size=vocab.size), vocab))
         if model.cfg.vision_encoder is not None:
             model.vision.stem[0].load_state_dict(tokenizers.image.encoder.state_dict())
         return model, vocab, tokenizers
@@ -288,7 +289,30 @@ def _new_model(cfg: TrainConfig):
                 raise SmaltoError(f"init_from {cfg.init_from} draws sounds in the cells layout, which writes "
                                   f"their levels flat; sound_pattern {pattern!r} can not")
             vocab = vocab.with_layout("slots", "audio", slot_codes(*sound), slots.words, slots.lexicon, slots.open)
-    return model, vocab, tokenizers
+    return _with_depth_head(model, vocab), vocab, tokenizers
+
+
+def _depth_config(model_cfg: ModelConfig, vocab: Vocab) -> ModelConfig:
+    """The model's config with a depth head for the vocabulary's sounds if they are in the depth
+    pattern (their finer levels), and none otherwise."""
+    if vocab.pattern != "depth" or vocab.sound[1] < 2:
+        return replace(model_cfg, depth_levels=0)
+    levels = vocab.sound[1]
+    return replace(model_cfg, depth_levels=levels - 1, depth_codes=vocab.ranges["audio"].size // levels,
+                   depth_start=vocab.level_span("audio", 1)[0])
+
+
+def _with_depth_head(model: Transformer, vocab: Vocab) -> Transformer:
+    """`model` with the depth head `_depth_config` says: one added with fresh weights when its sounds
+    take the depth pattern now, taken off when they leave it; every other weight kept."""
+    cfg = _depth_config(model.cfg, vocab)
+    if cfg == model.cfg:
+        return model
+    fitted = Transformer(cfg)
+    kept = {k: v for k, v in model.state_dict().items() if not k.startswith("depth.")}
+    missing, unexpected = fitted.load_state_dict(kept, strict=False)
+    assert not unexpected and all(k.startswith("depth.") for k in missing), (missing, unexpected)
+    return fitted
 
 
 def _drawing_layout(vocab: Vocab, cfg: TrainConfig, tokenizers, fusion: str) -> Vocab:
@@ -338,19 +362,38 @@ def task_losses(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
     return loss_sum / stats[0].clamp_min(1), task_means(stats)
 
 
+def depth_frames(targets: torch.Tensor, carried: torch.Tensor, mask: torch.Tensor, levels: int) -> torch.Tensor:
+    """What a depth head reads in training (`Transformer.forward(depth=)`): per position, the ids of
+    the frame it predicts, levels 0 .. levels-1 (its target token, then what the target carries),
+    -1 where it predicts no sound frame. carried [B, T, width], `token_losses`'."""
+    held = (carried[..., 1] >= 0) & mask
+    return torch.cat([targets[..., None], carried[..., 1:levels]], -1).masked_fill(~held[..., None], -1)
+
+
 def token_losses(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, tasks: torch.Tensor,
-                 carried: torch.Tensor | None = None, spans: Sequence[tuple[int, int]] = ()
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 carried: torch.Tensor | None = None, spans: Sequence[tuple[int, int]] = (),
+                 depth: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The summed cross-entropy over trained tokens, and (detached) [tokens, loss sum, then per
     task tokens and loss sum]: sums, so that several processes' batches add up to one batch's.
 
-    carried [B, L, width]: the codes each target token carries (a delayed sound's finer levels,
-    -1 where none), each predicted from the same logits among its level's ids (`spans[k]`: level
-    k's), as MusicGen's parallel heads: the head's rows for level k are that level's head."""
+    carried [B, L, width]: the codes each target token carries (a stepped sound's finer levels,
+    -1 where none). Delay pattern: each predicted from the same logits among its level's ids
+    (`spans[k]`: level k's), as MusicGen's parallel heads: the head's rows for level k are that
+    level's head. Depth pattern: from the depth head's logits, `depth` [N, width - 1, codes] for
+    the N positions whose target carries codes, in row-major order (`Output.depth` given
+    `depth_frames`; its slot j is level j + 1, local to that level's span)."""
     per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view_as(targets)
     per_token = per_token * mask
     counts = mask.long()
-    if carried is not None:
+    if depth is not None:
+        frames = (carried[..., 1] >= 0) & mask  # (as `depth_frames` chose them)
+        finer = carried[frames][:, 1:1 + depth.shape[-2]]  # [N, levels]
+        starts = torch.tensor([start for start, _ in spans[1:1 + depth.shape[-2]]], device=finer.device)
+        local = (finer - starts).clamp(0, depth.shape[-1] - 1)
+        picked = depth.float().log_softmax(-1).gather(-1, local[..., None]).squeeze(-1) * (finer >= 0)
+        per_token = per_token - torch.zeros_like(per_token).masked_scatter(frames, picked.sum(-1))
+        counts = counts + torch.zeros_like(counts).masked_scatter(frames, (finer >= 0).sum(-1))
+    elif carried is not None:
         for k, (start, stop) in enumerate(spans):
             held = (carried[..., k] >= 0) & mask
             logp = logits[..., start:stop].float().log_softmax(-1)
@@ -460,13 +503,16 @@ def train(out: str | Path, cfg: TrainConfig, resume: bool = False, progress: boo
     # Weights and optimizer state stay float32; matmuls run in bf16 where the hardware has it.
     bf16 = precision.resolve(cfg.precision, device) == torch.bfloat16
 
-    spans = [vocab.level_span("audio", k) for k in range(vocab.width)]  # (a delayed sound's levels)
+    spans = [vocab.level_span("audio", k) for k in range(vocab.width)]  # (a stepped sound's levels)
+    deep = model.cfg.depth_levels
 
     def forward_loss(batch: Batch) -> tuple[Output, torch.Tensor, torch.Tensor]:
+        frames = depth_frames(batch.targets, batch.extra_targets, batch.mask, deep) \
+            if deep and batch.extra_targets is not None else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            output = net(batch.ids, batch.positions, images=batch.images, extra=batch.extra)
+            output = net(batch.ids, batch.positions, images=batch.images, extra=batch.extra, depth=frames)
         return output, *token_losses(output.logits, batch.targets, batch.mask, batch.tasks, batch.extra_targets,
-                                     spans)
+                                     spans, output.depth)
 
     if cfg.compile if cfg.compile is not None else cfg.steps >= COMPILE_FROM:
         # one graph for every batch width (dynamic): examples differ in length

@@ -89,3 +89,46 @@ def log_mel(wave, sample_rate: int, n_fft: int = 1024, hop: int = 256, n_mels: i
                       return_complex=True).abs().pow(2)
     mels = torch.log10(torch.as_tensor(mel_filters(sample_rate, n_fft, n_mels)) @ spec + 1e-5)
     return mels.reshape(*wave.shape[:-1], *mels.shape[-2:])
+
+
+CHORD_FLOOR = 0.02  # a chord note's fundamental at the least: a small chord's three notes are 0.045 each
+CHORD_SHARE = 0.5  # a chord's notes share its loudness equally: a weaker pitch is leakage, not a note
+
+
+def parse_chords(wave: np.ndarray, cfg: SoundConfig | None = None) -> tuple:
+    """The chords a progression's sound holds (`data.chords`), one a slot (None: a rest): its notes
+    are the pitches within `CHORD_SHARE` of the slot's strongest, their timbre the nearest
+    prototype of their 2nd and 3rd harmonics (one timbre a chord: the notes' votes summed), their
+    size the notes' amplitudes summed against the geometric mean of the sizes."""
+    from smalto.data.chords import Chord
+
+    cfg = cfg or SoundConfig()
+    wave = np.asarray(wave, dtype=np.float64).reshape(-1)
+    colors = list(cfg.world.colors)
+    pitches = np.array([PITCHES[c] for c in colors])
+    levels = dict(cfg.loudness)
+    sizes = sorted(levels, key=levels.get)
+    threshold = float(np.sqrt(levels[sizes[0]] * levels[sizes[-1]]))
+    prototypes = _prototypes(cfg)
+    lo, hi = _window(cfg)
+    out = []
+    for cell in range(GRID * GRID):
+        segment = wave[cell * cfg.slot_samples:][lo:hi]
+        if len(segment) < hi - lo:
+            out.append(None)
+            continue
+        fundamentals = amplitudes(segment, pitches, cfg.sample_rate)
+        strongest = fundamentals.max()
+        if strongest < CHORD_FLOOR:
+            out.append(None)
+            continue
+        held = np.flatnonzero(fundamentals >= CHORD_SHARE * strongest)
+        miss = dict.fromkeys(prototypes, 0.0)
+        for k in held:
+            overtones = amplitudes(segment, pitches[k] * np.array([2.0, 3.0]), cfg.sample_rate) / fundamentals[k]
+            for shape, prototype in prototypes.items():
+                miss[shape] += float(np.abs(prototype - overtones).sum())
+        total = float(fundamentals[held].sum())
+        out.append(Chord(frozenset(colors[k] for k in held), min(miss, key=miss.get),
+                         sizes[-1] if total >= threshold else sizes[0]))
+    return tuple(out)

@@ -1,4 +1,4 @@
-"""The HTTP server: OpenAI's chat and image endpoints, the web UI, health and model listing.
+"""The HTTP server: OpenAI's chat, image and audio endpoints, the web UI, health and model listing.
 
 `create_app` assembles it: the routers (`routes/`: one per family of endpoints), the shared
 `state.Server` they ask for, the middleware and the error handlers. Every error a client can
@@ -25,7 +25,7 @@ from smalto import __version__
 from smalto.apps.serve.config import ServeConfig
 from smalto.apps.serve.errors import install_handlers, without_422
 from smalto.apps.serve.middleware import LimitBody, RequireKey
-from smalto.apps.serve.routes import chat, images, models, ui
+from smalto.apps.serve.routes import audio, chat, images, models, ui
 from smalto.apps.serve.state import Server
 from smalto.apps.serve.worker import Worker
 from smalto.pipeline import Pipeline
@@ -51,7 +51,7 @@ def create_app(pipe: Pipeline, cfg: ServeConfig | None = None, worker: Worker | 
     app.add_middleware(LimitBody, max_bytes=cfg.max_body_bytes)
     app.add_middleware(RequireKey, key=cfg.api_key)  # added last: runs first, before the body is read
     install_handlers(app)
-    for routes in (chat, images, models, ui):
+    for routes in (chat, images, audio, models, ui):
         app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=ui.STATIC), name="static")
     app.openapi = lambda: without_422(app)

@@ -230,6 +230,26 @@ class ImagesResponse(BaseModel):
     data: list[ImageData]
 
 
+# --- audio
+
+class SpeechRequest(Strict):
+    input: str = Field(min_length=1, max_length=4000, description="What to make the sound of: a scene in words.")
+    model: str | None = None
+    voice: str | None = Field(None, description="'shapes', the one voice: the sound of the scene (docs/audio.md).")
+    response_format: Literal["wav", "flac", "pcm", "mp3", "opus", "aac"] = Field(
+        "wav", description="wav, flac or pcm (16-bit little-endian at the model's sample rate, 16 kHz).")
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    instructions: str | None = Field(None, max_length=4000, description="Read and ignored.")
+    seed: sampling("seed", "Extension: the same seed makes the same sound.") = None
+    guidance_scale: sampling("guidance", "Extension: classifier-free guidance (None: the model's default).") = None
+    temperature: sampling("temperature", "Extension: sampling temperature of the codes.") = None
+    reasoning_effort: ReasoningEffort | None = Field(None, description="Extension: " + EFFORT_HELP)
+
+
+class Transcription(BaseModel):
+    text: str
+
+
 # --- models
 
 class ModelCard(BaseModel):

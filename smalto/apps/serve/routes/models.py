@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from smalto.apps.serve import protocol as p
+from smalto.apps.serve.routes.audio import RECOGNISER
 from smalto.apps.serve.state import BEARER, ERRORS, Server, server
 
 router = APIRouter()
@@ -13,14 +14,17 @@ router = APIRouter()
 @router.get("/v1/models", response_model=p.ModelList, responses=ERRORS, dependencies=[Depends(BEARER)],
             tags=["models"])
 async def models(s: Server = Depends(server)):
-    return p.ModelList(data=[p.ModelCard(id=s.cfg.model_name, created=s.created)])
+    """The served model, and the speech recogniser behind /v1/audio/transcriptions (a model of its own)."""
+    return p.ModelList(data=[p.ModelCard(id=s.cfg.model_name, created=s.created),
+                             p.ModelCard(id=RECOGNISER, created=s.created)])
 
 
 @router.get("/v1/models/{model}", response_model=p.ModelCard, responses=ERRORS, dependencies=[Depends(BEARER)],
             tags=["models"])
 async def model_card(model: str, s: Server = Depends(server)):
-    s.check_model(model)
-    return p.ModelCard(id=s.cfg.model_name, created=s.created)
+    if model != RECOGNISER:
+        s.check_model(model)
+    return p.ModelCard(id=model, created=s.created)
 
 
 @router.get("/health", response_model=p.Health, tags=["server"])

@@ -28,7 +28,7 @@ async def ui_config(s: Server = Depends(server)):
     pipe = s.pipe
     return {"model": s.cfg.model_name, "image_size": pipe.image_size, "needs_key": s.cfg.api_key is not None,
             "draw": pipe.draw_defaults, "examples": _examples(pipe.image_size), "clips": pipe.reads_clips,
-            "sounds": pipe.hears}
+            "sounds": pipe.hears, "sound_seconds": pipe.sound_seconds if pipe.hears else None}
 
 
 @functools.lru_cache(maxsize=4)

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, history: [], attachments: [], controller: null, config: null };
+const state = { model: null, history: [], attachments: [], controller: null, config: null, recording: null };
 
 // --- API access (with the optional key kept in localStorage)
 
@@ -117,6 +117,68 @@ function attachFile(file) {
     $("chat-input").focus();
   };
   reader.readAsDataURL(file);
+}
+
+// --- recording: the microphone through Web Audio, kept as 16-bit PCM WAV at the context's rate
+
+const RECORDER = `registerProcessor("keep", class extends AudioWorkletProcessor {
+  process(inputs) { if (inputs[0][0]) this.port.postMessage(inputs[0][0].slice()); return true; }
+});`;
+
+function wavFile(chunks, rate) {
+  const n = chunks.reduce((sum, c) => sum + c.length, 0);
+  const view = new DataView(new ArrayBuffer(44 + 2 * n));
+  const text = (at, s) => [...s].forEach((ch, i) => view.setUint8(at + i, ch.charCodeAt(0)));
+  text(0, "RIFF"); view.setUint32(4, 36 + 2 * n, true); text(8, "WAVE"); text(12, "fmt ");
+  view.setUint32(16, 16, true); view.setUint16(20, 1, true); view.setUint16(22, 1, true);  // PCM, mono
+  view.setUint32(24, rate, true); view.setUint32(28, 2 * rate, true); view.setUint16(32, 2, true);
+  view.setUint16(34, 16, true); text(36, "data"); view.setUint32(40, 2 * n, true);
+  let at = 44;
+  for (const chunk of chunks) {
+    for (const x of chunk) { view.setInt16(at, Math.max(-1, Math.min(1, x)) * 32767, true); at += 2; }
+  }
+  return new Blob([view], { type: "audio/wav" });
+}
+
+// Stops by itself at the longest sound the model hears (the server refuses longer ones).
+async function record() {
+  if (state.recording) { state.recording.stop(); return; }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (e) {
+    toast(`No microphone: ${e.message}`);
+    return;
+  }
+  const context = new AudioContext({ sampleRate: 16000 });
+  await context.audioWorklet.addModule(URL.createObjectURL(new Blob([RECORDER], { type: "text/javascript" })));
+  const source = context.createMediaStreamSource(stream);
+  const keep = new AudioWorkletNode(context, "keep");
+  const chunks = [];
+  const limit = Math.round(state.config.sound_seconds * context.sampleRate);
+  let kept = 0;
+  const stop = () => {
+    if (!state.recording) return;
+    state.recording = null;
+    $("record").classList.remove("recording");
+    $("record").title = "Record a sound";
+    source.disconnect();
+    stream.getTracks().forEach((t) => t.stop());
+    const rate = context.sampleRate;
+    context.close();
+    const file = new File([wavFile(chunks, rate)], "recording.wav", { type: "audio/wav" });
+    attachFile(file);
+  };
+  keep.port.onmessage = (e) => {
+    const piece = e.data.subarray(0, limit - kept);
+    chunks.push(piece);
+    kept += piece.length;
+    if (kept >= limit) stop();
+  };
+  source.connect(keep);
+  state.recording = { stop };
+  $("record").classList.add("recording");
+  $("record").title = `Recording (up to ${state.config.sound_seconds.toFixed(2)} s): click to stop`;
 }
 
 function part(item) {
@@ -253,6 +315,7 @@ async function draw() {
   if (!Number.isNaN(seed)) body.seed = seed;
   const effort = $("draw-effort").value;
   const clip = $("draw-clip").checked;
+  if ($("draw-sound").checked && state.config.sounds) return makeSounds(prompt, n, seed, guidance, effort);
   if (clip) body.video = true;  // an animated GIF comes back, and plays in an <img>
   else if (effort !== "none") body.reasoning_effort = effort;
 
@@ -283,21 +346,69 @@ async function draw() {
       link.textContent = "Download";
       caption.append(label, link);
       card.append(image(src), caption);
-      if (item.verdict) {  // the verifier's judgement of this drawing against the prompt
-        const verdict = document.createElement("div");
-        verdict.className = `verdict ${item.verdict.satisfied ? "ok" : "miss"}`;
-        verdict.textContent = item.verdict.satisfied ? "✓ matches the prompt" : `✗ ${item.verdict.failed.join("; ")}`;
-        card.append(verdict);
-      }
-      if (item.reading) {  // what the verifier reads in the pixels: what came out, not the plan
-        const reading = document.createElement("div");
-        reading.className = "reading";
-        reading.textContent = `reads: ${item.reading}`;
-        card.append(reading);
-      }
+      judged(card, item.verdict, item.reading);
       if (item.revised_prompt) card.title = `planned as: ${item.revised_prompt}`;
       results.append(card);
     });
+  } catch (e) {
+    status.textContent = e.message;
+    status.style.color = "var(--error)";
+  } finally {
+    $("draw-go").disabled = false;
+  }
+}
+
+function judged(card, verdict, reading, heard = "reads") {
+  if (verdict) {  // the verifier's judgement of this drawing against the prompt
+    const v = document.createElement("div");
+    v.className = `verdict ${verdict.satisfied ? "ok" : "miss"}`;
+    v.textContent = verdict.satisfied ? "✓ matches the prompt" : `✗ ${verdict.failed.join("; ")}`;
+    card.append(v);
+  }
+  if (reading) {  // what the verifier reads in the pixels (hears in the sound): what came out, not the plan
+    const r = document.createElement("div");
+    r.className = "reading";
+    r.textContent = `${heard}: ${reading}`;
+    card.append(r);
+  }
+}
+
+// Sounds come one a request from /v1/audio/speech (the same seed, plus the sound's index).
+async function makeSounds(prompt, n, seed, guidance, effort) {
+  const results = $("results");
+  const status = document.createElement("div");
+  status.className = "status";
+  status.textContent = `Making ${n} sound${n > 1 ? "s" : ""}…`;
+  results.replaceChildren(status);
+  $("draw-go").disabled = true;
+  const slug = prompt.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 40) || "sound";
+  try {
+    const started = performance.now();
+    for (let i = 0; i < n; i++) {
+      const body = { model: state.model, input: prompt, voice: "shapes", response_format: "wav" };
+      if (!Number.isNaN(seed)) body.seed = seed + i;
+      if (!Number.isNaN(guidance)) body.guidance_scale = guidance;
+      if (effort !== "none") body.reasoning_effort = effort;
+      const response = await api("/v1/audio/speech", body);
+      const src = URL.createObjectURL(await response.blob());
+      const card = document.createElement("figure");
+      card.className = "result sound-result";
+      card.style.margin = "0";
+      const caption = document.createElement("figcaption");
+      caption.className = "caption";
+      const label = document.createElement("span");
+      label.textContent = `#${i + 1}`;
+      const link = document.createElement("a");
+      link.href = src;
+      link.download = `smalto-${slug}${Number.isNaN(seed) ? "" : `-seed${seed + i}`}.wav`;
+      link.textContent = "Download";
+      caption.append(label, link);
+      card.append(sound(src), caption);
+      const verdict = response.headers.get("X-Smalto-Verdict");
+      judged(card, verdict && JSON.parse(verdict), response.headers.get("X-Smalto-Reading"), "hears");
+      results.append(card);
+    }
+    status.textContent = `${prompt} — ${((performance.now() - started) / 1000).toFixed(1)} s`;
   } catch (e) {
     status.textContent = e.message;
     status.style.color = "var(--error)";
@@ -323,6 +434,7 @@ function wire() {
   $("composer").onsubmit = (e) => { e.preventDefault(); send(); };
   $("draw-form").onsubmit = (e) => { e.preventDefault(); draw(); };
   $("file-input").onchange = (e) => { [...e.target.files].forEach(attachFile); e.target.value = ""; };
+  $("record").onclick = record;
   const input = $("chat-input");
   input.addEventListener("input", autosize);
   input.addEventListener("keydown", (e) => {
@@ -357,6 +469,8 @@ async function init() {
   if (config.sounds) {
     $("file-input").accept = "image/*,audio/wav,audio/x-wav,audio/flac,audio/ogg,.wav,.flac,.ogg";
     $("attach-label").title = "Attach an image or a sound (WAV, FLAC, OGG)";
+    $("record").hidden = !navigator.mediaDevices;
+    $("draw-sound-label").hidden = false;
   }
   $("model-name").textContent = `${config.model} · ${config.image_size}×${config.image_size} images`;
   $("draw-guidance").placeholder = String(config.draw.guidance);
