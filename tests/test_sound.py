@@ -236,3 +236,21 @@ def test_the_shipped_codec_round_trips_what_the_verifier_hears_held_out_pairs_in
     assert si_sdr(y, x).mean() > 15
     coarse = codec.decode(codes[:, :1])  # the first level alone still carries the scene
     assert sum(parse_sound(coarse[i]) == world.scene(i) for i in range(40)) >= 38
+
+
+def test_a_codec_taught_speech_takes_half_its_batches_from_spoken_captions_and_is_measured_on_them():
+    from smalto.tokenizers import load_tokenizers
+    from smalto.training.audio_tokenizer import AudioTrainConfig, crops, sound_config, speech_word_error
+
+    codec = load_tokenizers().audio
+    cfg = AudioTrainConfig(speech=0.5, speech_pool=6, batch_size=8, codec=codec.cfg)
+    world = SoundWorld(sound_config(cfg.codec), 0, "all")
+    batch = next(crops(world, cfg))
+    assert batch.shape == (8, 4 * world.cfg.slot_samples)
+    notes = [parse_sound(np.concatenate([w.numpy(), np.zeros(5 * world.cfg.slot_samples, np.float32)]))
+             for w in batch[:4]]
+    assert all(len(n.objects) <= 4 for n in notes), "the first half are crops of ShapesWorld's sounds"
+    assert all(float(w.abs().max()) > 0.1 for w in batch[4:]), "the second half are speech"
+    by_levels, originals = speech_word_error(codec, 3, 1)
+    assert len(by_levels) == codec.cfg.levels and originals == 0.0
+    assert min(by_levels) > 20, "the shipped codec, trained on notes, turns speech into tones"

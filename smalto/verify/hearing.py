@@ -15,6 +15,8 @@ spectrogram the codec's mel distance and the speech recogniser (`verify.recognis
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from smalto.data.sounds import PITCHES, TIMBRES, SoundConfig, harmonic
@@ -42,21 +44,38 @@ def _prototypes(cfg: SoundConfig) -> dict[str, np.ndarray]:
     return {shape: np.array([harmonic(TIMBRES[shape], 2), harmonic(TIMBRES[shape], 3)]) for shape in cfg.world.shapes}
 
 
+class _Ear(NamedTuple):
+    """What a world's sounds are measured against."""
+    colors: list[str]
+    pitches: np.ndarray  # each colour's fundamental, Hz
+    sizes: list[str]  # quiet to loud
+    threshold: float  # between the sizes' amplitudes: their geometric mean
+    prototypes: dict[str, np.ndarray]  # each timbre's 2nd and 3rd harmonics
+
+
+def _ear(cfg: SoundConfig) -> _Ear:
+    levels = dict(cfg.loudness)
+    sizes = sorted(levels, key=levels.get)
+    colors = list(cfg.world.colors)
+    return _Ear(colors, np.array([PITCHES[c] for c in colors]), sizes,
+                float(np.sqrt(levels[sizes[0]] * levels[sizes[-1]])), _prototypes(cfg))
+
+
+def _segments(wave: np.ndarray, cfg: SoundConfig) -> list[np.ndarray | None]:
+    """Each cell's sustained middle (None past the wave's end)."""
+    wave = np.asarray(wave, dtype=np.float64).reshape(-1)
+    lo, hi = _window(cfg)
+    cut = [wave[cell * cfg.slot_samples:][lo:hi] for cell in range(GRID * GRID)]
+    return [s if len(s) == hi - lo else None for s in cut]
+
+
 def parse_sound(wave: np.ndarray, cfg: SoundConfig | None = None) -> Scene:
     """The scene a sound of `cfg`'s world says; a slot past the wave's end is an empty cell."""
     cfg = cfg or SoundConfig()
-    wave = np.asarray(wave, dtype=np.float64).reshape(-1)
-    colors = list(cfg.world.colors)
-    pitches = np.array([PITCHES[c] for c in colors])
-    levels = dict(cfg.loudness)
-    sizes = sorted(levels, key=levels.get)
-    threshold = float(np.sqrt(levels[sizes[0]] * levels[sizes[-1]]))
-    prototypes = _prototypes(cfg)
-    lo, hi = _window(cfg)
+    colors, pitches, sizes, threshold, prototypes = _ear(cfg)
     objects = []
-    for cell in range(GRID * GRID):
-        segment = wave[cell * cfg.slot_samples:][lo:hi]
-        if len(segment) < hi - lo:
+    for cell, segment in enumerate(_segments(wave, cfg)):
+        if segment is None:
             break
         fundamentals = amplitudes(segment, pitches, cfg.sample_rate)
         k = int(fundamentals.argmax())
@@ -103,18 +122,10 @@ def parse_chords(wave: np.ndarray, cfg: SoundConfig | None = None) -> tuple:
     from smalto.data.chords import Chord
 
     cfg = cfg or SoundConfig()
-    wave = np.asarray(wave, dtype=np.float64).reshape(-1)
-    colors = list(cfg.world.colors)
-    pitches = np.array([PITCHES[c] for c in colors])
-    levels = dict(cfg.loudness)
-    sizes = sorted(levels, key=levels.get)
-    threshold = float(np.sqrt(levels[sizes[0]] * levels[sizes[-1]]))
-    prototypes = _prototypes(cfg)
-    lo, hi = _window(cfg)
+    colors, pitches, sizes, threshold, prototypes = _ear(cfg)
     out = []
-    for cell in range(GRID * GRID):
-        segment = wave[cell * cfg.slot_samples:][lo:hi]
-        if len(segment) < hi - lo:
+    for segment in _segments(wave, cfg):
+        if segment is None:
             out.append(None)
             continue
         fundamentals = amplitudes(segment, pitches, cfg.sample_rate)

@@ -328,24 +328,13 @@ async function draw() {
   try {
     const started = performance.now();
     const { data } = await (await api("/v1/images/generations", body)).json();
-    const slug = prompt.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 40) || "image";
+    const slug = slugOf(prompt, "image");
     status.textContent = `${prompt} — ${((performance.now() - started) / 1000).toFixed(1)} s`
       + (data[0] && data[0].note ? ` — ${data[0].note}` : "");
     data.forEach((item, i) => {
       const src = `data:${item.mime_type || "image/png"};base64,${item.b64_json}`;
-      const card = document.createElement("figure");
-      card.className = "result";
-      card.style.margin = "0";
-      const caption = document.createElement("figcaption");
-      caption.className = "caption";
-      const label = document.createElement("span");
-      label.textContent = `#${i + 1}`;
-      const link = document.createElement("a");
-      link.href = src;
-      link.download = `smalto-${slug}${Number.isNaN(seed) ? "" : `-seed${seed}`}-${i + 1}.${clip ? "gif" : "png"}`;
-      link.textContent = "Download";
-      caption.append(label, link);
-      card.append(image(src), caption);
+      const name = `smalto-${slug}${Number.isNaN(seed) ? "" : `-seed${seed}`}-${i + 1}.${clip ? "gif" : "png"}`;
+      const card = resultCard(i, src, name, image(src));
       judged(card, item.verdict, item.reading);
       if (item.revised_prompt) card.title = `planned as: ${item.revised_prompt}`;
       results.append(card);
@@ -356,6 +345,27 @@ async function draw() {
   } finally {
     $("draw-go").disabled = false;
   }
+}
+
+const slugOf = (prompt, fallback) =>
+  prompt.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 40) || fallback;
+
+// A result in Draw mode: the picture, clip or sound, its number and a download link.
+function resultCard(i, src, filename, item) {
+  const card = document.createElement("figure");
+  card.className = "result";
+  card.style.margin = "0";
+  const caption = document.createElement("figcaption");
+  caption.className = "caption";
+  const label = document.createElement("span");
+  label.textContent = `#${i + 1}`;
+  const link = document.createElement("a");
+  link.href = src;
+  link.download = filename;
+  link.textContent = "Download";
+  caption.append(label, link);
+  card.append(item, caption);
+  return card;
 }
 
 function judged(card, verdict, reading, heard = "reads") {
@@ -381,7 +391,7 @@ async function makeSounds(prompt, n, seed, guidance, effort) {
   status.textContent = `Making ${n} sound${n > 1 ? "s" : ""}…`;
   results.replaceChildren(status);
   $("draw-go").disabled = true;
-  const slug = prompt.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 40) || "sound";
+  const slug = slugOf(prompt, "sound");
   try {
     const started = performance.now();
     for (let i = 0; i < n; i++) {
@@ -391,19 +401,9 @@ async function makeSounds(prompt, n, seed, guidance, effort) {
       if (effort !== "none") body.reasoning_effort = effort;
       const response = await api("/v1/audio/speech", body);
       const src = URL.createObjectURL(await response.blob());
-      const card = document.createElement("figure");
-      card.className = "result sound-result";
-      card.style.margin = "0";
-      const caption = document.createElement("figcaption");
-      caption.className = "caption";
-      const label = document.createElement("span");
-      label.textContent = `#${i + 1}`;
-      const link = document.createElement("a");
-      link.href = src;
-      link.download = `smalto-${slug}${Number.isNaN(seed) ? "" : `-seed${seed + i}`}.wav`;
-      link.textContent = "Download";
-      caption.append(label, link);
-      card.append(sound(src), caption);
+      const name = `smalto-${slug}${Number.isNaN(seed) ? "" : `-seed${seed + i}`}.wav`;
+      const card = resultCard(i, src, name, sound(src));
+      card.classList.add("sound-result");
       const verdict = response.headers.get("X-Smalto-Verdict");
       judged(card, verdict && JSON.parse(verdict), response.headers.get("X-Smalto-Reading"), "hears");
       results.append(card);
