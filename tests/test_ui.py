@@ -166,8 +166,10 @@ def test_a_model_that_reads_clips_draws_them_and_the_page_plays_them(browser, mi
         browser.find_element(By.ID, "chat-input").send_keys("how many objects move?", Keys.ENTER)
         wait(browser, 60).until(lambda d: [m for m in d.find_elements(By.CSS_SELECTOR, ".msg.assistant")
                                            if "pending" not in m.get_attribute("class")])
+        assert not browser.find_element(By.ID, "record").is_displayed(), "a model that never heard: no microphone"
         browser.find_element(By.ID, "mode-draw").click()
         assert browser.find_element(By.ID, "draw-clip-label").is_displayed()
+        assert not browser.find_element(By.ID, "draw-sound-label").is_displayed()
         browser.find_element(By.ID, "draw-clip").click()
         n = browser.find_element(By.ID, "draw-n")
         n.clear()
